@@ -1,0 +1,22 @@
+"""tts-graph: test-time scaling of LLM answers as collaboration graphs across many models."""
+
+from .compile import CompiledGraph, compile_graph
+from .errors import GraphError, GraphErrors, TTSGraphError
+from .executor import Executor, QueryResult
+from .spec import GraphSpec, load_graph, loads_graph, parse_graph
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CompiledGraph",
+    "Executor",
+    "GraphError",
+    "GraphErrors",
+    "GraphSpec",
+    "QueryResult",
+    "TTSGraphError",
+    "compile_graph",
+    "load_graph",
+    "loads_graph",
+    "parse_graph",
+]

@@ -1,0 +1,124 @@
+"""Answer extraction: the final number, a \\boxed{} answer, a choice letter, or free text.
+
+Used by vote and judge, and later by scorers. Extraction never raises: no answer is ``None``.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+_ANSWER_LINE = re.compile(
+    r"(?:final answer|answer)\s*(?:is)?\s*[:=]?\s*(.+)", re.IGNORECASE
+)
+_NUMBER = re.compile(r"-?\$?\s?\d[\d,]*(?:\.\d+)?(?:/\d+)?|-?\.\d+")
+_CHOICE = re.compile(r"\(?\b([A-J])\b\)?")
+
+
+def _boxed(text: str) -> str | None:
+    """Content of the last ``\\boxed{...}`` (balanced braces)."""
+    start = text.rfind("\\boxed")
+    if start < 0:
+        return None
+    i = text.find("{", start)
+    if i < 0:
+        return None
+    depth = 0
+    for j in range(i, len(text)):
+        if text[j] == "{":
+            depth += 1
+        elif text[j] == "}":
+            depth -= 1
+            if depth == 0:
+                return text[i + 1 : j].strip()
+    return None
+
+
+def _answer_segment(text: str) -> str | None:
+    matches = list(_ANSWER_LINE.finditer(text))
+    if not matches:
+        return None
+    return matches[-1].group(1).strip()
+
+
+def normalize_number(raw: str) -> str | None:
+    s = raw.replace(",", "").replace("$", "").replace(" ", "").strip()
+    if not s:
+        return None
+    if "/" in s:
+        num, _, den = s.partition("/")
+        try:
+            value = float(num) / float(den)
+        except (ValueError, ZeroDivisionError):
+            return None
+    else:
+        try:
+            value = float(s)
+        except ValueError:
+            return None
+    if value == int(value) and abs(value) < 1e15:
+        return str(int(value))
+    return repr(round(value, 6))
+
+
+def extract_number(text: str) -> str | None:
+    for part in (_boxed(text), _answer_segment(text)):
+        if part:
+            nums = _NUMBER.findall(part)
+            if nums:
+                return normalize_number(nums[0])
+    nums = _NUMBER.findall(text)
+    return normalize_number(nums[-1]) if nums else None
+
+
+def extract_boxed(text: str) -> str | None:
+    boxed = _boxed(text)
+    return normalize_text(boxed) if boxed is not None else None
+
+
+def extract_choice(text: str, letters: str = "ABCDEFGHIJ") -> str | None:
+    for part in (_boxed(text), _answer_segment(text)):
+        if part:
+            m = _CHOICE.search(part)
+            if m and m.group(1) in letters:
+                return m.group(1)
+    found = [m.group(1) for m in _CHOICE.finditer(text) if m.group(1) in letters]
+    return found[-1] if found else None
+
+
+def normalize_text(text: str) -> str:
+    s = unicodedata.normalize("NFKC", text).strip().lower()
+    s = re.sub(r"[\s]+", " ", s)
+    return s.strip(" .!\"'`*")
+
+
+def extract_text(text: str) -> str | None:
+    part = _answer_segment(text)
+    if part is None:
+        lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+        part = lines[-1] if lines else ""
+    norm = normalize_text(part)
+    return norm or None
+
+
+def extract_answer(text: str, kind: str = "auto") -> str | None:
+    """Extract the answer of ``kind``: auto | number | boxed | choice | text."""
+    if kind == "number":
+        return extract_number(text)
+    if kind == "boxed":
+        return extract_boxed(text)
+    if kind == "choice":
+        return extract_choice(text)
+    if kind == "text":
+        return extract_text(text)
+    # auto: a boxed answer, else a number in the answer line, else the answer line's text
+    boxed = _boxed(text)
+    if boxed is not None:
+        return normalize_number(boxed) or normalize_text(boxed)
+    segment = _answer_segment(text)
+    if segment:
+        nums = _NUMBER.findall(segment)
+        if nums:
+            return normalize_number(nums[0])
+        return normalize_text(segment) or None
+    return extract_number(text) or extract_text(text)

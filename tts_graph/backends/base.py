@@ -1,0 +1,63 @@
+"""The backend protocol: a batch of samples of one prompt in, completions with token counts out.
+
+Like an httpx transport, a backend does one thing: generate. Limits, budgets, retries, caching
+and accounting wrap it once, in the executor's model binding, for every backend.
+
+To add a backend: subclass ``Backend``, implement ``generate`` (and ``aclose`` if it holds
+resources), and register a factory with ``tts_graph.backends.registry.register_backend``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+from ..types import Completion, Message
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """``n`` samples of ``messages``. Sample ``i`` uses seed ``seed + i``; ``sample_offset`` is
+    the index of sample 0 within its step (it keeps cache keys of split requests apart)."""
+
+    messages: tuple[Message, ...]
+    max_tokens: int
+    temperature: float = 0.7
+    top_p: float = 1.0
+    seed: int = 0
+    n: int = 1
+    stop: tuple[str, ...] = ()
+    sample_offset: int = 0
+
+
+@dataclass
+class ModelInfo:
+    """What the executor needs to know about a served model for accounting."""
+
+    identity: str
+    params: float | None = None
+    #: USD per million tokens (input, output), when the backend knows it
+    price: tuple[float, float] | None = None
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+class Backend(ABC):
+    """One served model. ``generate`` must be safe to call concurrently; a backend that cannot
+    overlap calls serializes them itself. Cancelling the awaiting task must stop the work."""
+
+    @property
+    @abstractmethod
+    def info(self) -> ModelInfo:
+        """Identity (for caches), parameter count and price."""
+
+    @abstractmethod
+    async def generate(self, request: GenerationRequest) -> list[Completion]:
+        """Return exactly ``request.n`` completions, in sample order."""
+
+    def count_tokens(self, messages: tuple[Message, ...]) -> int:
+        """Prompt tokens, for budget checks before a call. Backends with a tokenizer override
+        this; the default errs high (about 3 characters a token, plus framing)."""
+        return sum(len(m.content) // 3 + 8 for m in messages) + 4
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
+        """Release what the backend holds (threads, connections, model memory)."""

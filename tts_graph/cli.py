@@ -1,0 +1,213 @@
+"""The ``tts-graph`` command. Bad input exits 2 with one line per problem; an infrastructure
+failure exits 1."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from .errors import GraphErrors, TTSGraphError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Run and inspect test-time-scaling collaboration graphs.")
+out = Console()
+err = Console(stderr=True)
+
+
+def _fail(lines: list[str], code: int = 2) -> typer.Exit:
+    for line in lines:
+        err.print(line, markup=False, highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def _compile(path: Path):  # type: ignore[no-untyped-def]
+    from .backends.registry import backend_names
+    from .compile import compile_graph
+    from .spec import load_graph
+
+    try:
+        return compile_graph(load_graph(path), backends=backend_names())
+    except GraphErrors as exc:
+        raise _fail(exc.lines()) from None
+    except TTSGraphError as exc:
+        raise _fail([str(exc)]) from None
+
+
+def _read_questions(path: Path, field: str) -> list[str]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise _fail([f"{path}: cannot read: {exc.strerror or exc}"]) from None
+    questions: list[str] = []
+    for i, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise _fail([f"{path}:{i}: invalid JSON: {exc.msg}"]) from None
+        if isinstance(item, str):
+            questions.append(item)
+        elif isinstance(item, dict) and isinstance(item.get(field), str):
+            questions.append(item[field])
+        else:
+            raise _fail([f"{path}:{i}: expected a string or an object with a string "
+                         f"'{field}' field"]) from None
+    if not questions:
+        raise _fail([f"{path}: no questions"])
+    return questions
+
+
+def _usage_table(result) -> Table:  # type: ignore[no-untyped-def]
+    t = Table(title="usage", title_justify="left")
+    for col in ("node", "calls", "samples", "prompt tok", "completion tok", "latency s",
+                "cost $", "FLOPs"):
+        t.add_column(col, justify="left" if col == "node" else "right")
+    rows = list(result.usage_by_node().items())
+    for name, u in [*rows, ("total", result.usage)]:
+        t.add_row(name, str(u.calls), str(u.samples), str(u.prompt_tokens),
+                  str(u.completion_tokens), f"{u.latency_s:.2f}", f"{u.cost_usd:.6f}",
+                  f"{u.flops:.3g}", style="bold" if name == "total" else None)
+    return t
+
+
+@app.command()
+def run(
+    graph: Annotated[Path, typer.Argument(help="graph file (YAML)")],
+    question: Annotated[str | None, typer.Option("-q", "--question", help="one question")] = None,
+    input: Annotated[Path | None, typer.Option("--input", "-i",
+                                               help="JSONL file of questions")] = None,
+    field: Annotated[str, typer.Option(help="question field in --input objects")] = "question",
+    as_json: Annotated[bool, typer.Option("--json", help="print the full typed result")] = False,
+    concurrency: Annotated[int, typer.Option(min=1, help="queries at once")] = 4,
+    output: Annotated[Path | None, typer.Option("--out", "-o",
+                                                help="write results as JSONL")] = None,
+) -> None:
+    """Run GRAPH on a question (-q) or on every question of a JSONL file (--input)."""
+    from .executor import Executor
+
+    if (question is None) == (input is None):
+        raise _fail(["give exactly one of -q/--question or --input"])
+    compiled = _compile(graph)
+    questions = [question] if question is not None else _read_questions(input, field)  # type: ignore[arg-type]
+    executor = Executor(compiled)
+    try:
+        if len(questions) == 1 and question is not None:
+            results = [asyncio.run(executor.arun(questions[0]))]
+        else:
+            results = _run_many(executor, questions, concurrency, quiet=as_json)
+    except TTSGraphError as exc:
+        raise _fail([str(exc)], code=1) from None
+    if output is not None:
+        with output.open("w", encoding="utf-8") as fh:
+            for r in results:
+                fh.write(json.dumps(r.to_dict()) + "\n")
+    if as_json:
+        if len(results) == 1 and question is not None:
+            print(json.dumps(results[0].to_dict(), indent=2))
+        else:
+            for r in results:
+                print(json.dumps(r.to_dict()))
+    elif question is not None:
+        r = results[0]
+        out.print(f"[bold]answer:[/bold] {r.answer if r.answer is not None else '(none)'}"
+                  f"   [dim]status: {r.status}, {r.latency_s:.2f}s[/dim]")
+        if r.text:
+            out.print(r.text.strip(), markup=False, highlight=False)
+        if r.error:
+            err.print(f"infrastructure errors: {r.error}", markup=False)
+        out.print(_usage_table(r))
+    else:
+        _summary(results)
+    if any(r.status == "error" for r in results):
+        raise typer.Exit(1)
+
+
+def _run_many(executor, questions: list[str], concurrency: int, quiet: bool):  # type: ignore[no-untyped-def]
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeRemainingColumn(), console=err, disable=quiet or not err.is_terminal
+                  ) as progress:
+        task = progress.add_task("queries", total=len(questions))
+        return asyncio.run(executor.arun_many(
+            questions, concurrency=concurrency,
+            on_result=lambda _: progress.advance(task),
+        ))
+
+
+def _summary(results) -> None:  # type: ignore[no-untyped-def]
+    t = Table(title=f"{len(results)} queries", title_justify="left")
+    for col in ("#", "answer", "status", "tokens", "latency s"):
+        t.add_column(col, justify="right" if col in ("#", "tokens", "latency s") else "left")
+    for r in results:
+        t.add_row(str(r.id), str(r.answer), r.status, str(r.usage.tokens), f"{r.latency_s:.2f}")
+    out.print(t)
+    from .usage import total
+
+    u = total(c for r in results for c in r.calls)
+    out.print(f"total: {u.calls} calls, {u.samples} samples, {u.tokens} tokens, "
+              f"${u.cost_usd:.6f}, {u.flops:.3g} FLOPs")
+
+
+@app.command()
+def validate(graphs: Annotated[list[Path], typer.Argument(help="graph files")]) -> None:
+    """Check graph files; print one line per problem (exit 2 if any)."""
+    from .backends.registry import backend_names
+    from .compile import compile_graph
+    from .spec import load_graph
+
+    problems: list[str] = []
+    for path in graphs:
+        try:
+            g = compile_graph(load_graph(path), backends=backend_names())
+        except GraphErrors as exc:
+            problems.extend(exc.lines())
+            continue
+        except TTSGraphError as exc:
+            problems.append(str(exc))
+            continue
+        out.print(f"ok: {path} ({len(g.spec.nodes)} nodes, {len(g.steps)} steps)",
+                  markup=False, highlight=False)
+    if problems:
+        raise _fail(problems)
+
+
+@app.command()
+def show(
+    graph: Annotated[Path, typer.Argument(help="graph file")],
+    format: Annotated[str, typer.Option("--format", "-f",
+                                        help="ascii | mermaid | dot")] = "ascii",
+) -> None:
+    """Draw a graph: ASCII in the terminal, or Mermaid / DOT text (offline)."""
+    from .render import ascii_graph, dot, mermaid
+
+    renderers = {"ascii": ascii_graph, "mermaid": mermaid, "dot": dot}
+    if format not in renderers:
+        raise _fail([f"--format: must be one of {', '.join(renderers)}"])
+    print(renderers[format](_compile(graph)))
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of graph files (for editor autocompletion)."""
+    from .spec import json_schema
+
+    print(json.dumps(json_schema(), indent=2))
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

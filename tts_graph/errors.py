@@ -1,0 +1,55 @@
+"""Errors users see. Each renders as one line: ``FILE:LINE: path.to.field: message``."""
+
+from __future__ import annotations
+
+
+class TTSGraphError(Exception):
+    """Base of every error tts-graph raises on purpose."""
+
+
+class GraphError(TTSGraphError):
+    """A graph file (or dict) is malformed or inconsistent.
+
+    ``path`` is the dotted location in the document (``nodes.solve.samples``), ``line`` the
+    1-based line in ``source`` where it is, when known.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str = "",
+        source: str | None = None,
+        line: int | None = None,
+    ) -> None:
+        self.message = message
+        self.path = path
+        self.source = source
+        self.line = line
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        where = self.source or "<graph>"
+        if self.line is not None:
+            where = f"{where}:{self.line}"
+        return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+
+
+class GraphErrors(GraphError):
+    """Several problems found at once; ``str()`` is the first, ``errors`` has them all."""
+
+    def __init__(self, errors: list[GraphError]) -> None:
+        self.errors = sorted(errors, key=lambda e: (e.line or 0, e.path))
+        first = self.errors[0]
+        super().__init__(first.message, path=first.path, source=first.source, line=first.line)
+
+    def lines(self) -> list[str]:
+        return [str(e) for e in self.errors]
+
+
+class BackendError(TTSGraphError):
+    """A backend could not produce completions (infrastructure, not a wrong answer)."""
+
+
+class BudgetExhausted(TTSGraphError):
+    """A call was not sent because the query's budget could not cover it."""

@@ -1,0 +1,368 @@
+"""Run a compiled graph on one query or many.
+
+Each step starts the moment its inputs are done (one task per step awaiting its dependencies:
+no supersteps). The calls of a step run concurrently, and so do many queries, under one global
+cap. Budgets are reserved before each call is sent. Cancellation is real: first-finish cancels
+the samples it does not need, and a timeout cancels everything still running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from .answers import extract_answer
+from .backends.base import Backend, GenerationRequest
+from .backends.registry import backend_names, create_backend
+from .bindings import ModelBinding
+from .budget import QueryBudget
+from .compile import CompiledGraph, Step, compile_graph
+from .errors import BackendError, BudgetExhausted, TTSGraphError
+from .roles.adaptive import should_stop
+from .roles.base import Call, StepContext
+from .spec import GraphDoc, load_graph
+from .types import Completion, StepOutput
+from .usage import CallRecord, Usage, by, total
+
+QueryStatus = Literal["ok", "budget", "timeout", "error"]
+
+
+@dataclass
+class QueryResult:
+    """The typed result of one query: final answer, each step's output, every call's usage."""
+
+    question: str
+    answer: str | None
+    text: str | None
+    status: QueryStatus
+    graph: str
+    steps: dict[str, StepOutput] = field(default_factory=dict)
+    calls: list[CallRecord] = field(default_factory=list)
+    latency_s: float = 0.0
+    error: str | None = None
+    id: int | str = 0
+
+    @property
+    def usage(self) -> Usage:
+        return total(self.calls)
+
+    def usage_by_node(self) -> dict[str, Usage]:
+        return by(self.calls, "node")
+
+    def usage_by_model(self) -> dict[str, Usage]:
+        return by(self.calls, "model")
+
+    @property
+    def infra_errors(self) -> list[str]:
+        return [f"{c.step}: {c.error}" for c in self.calls if c.error]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "graph": self.graph,
+            "question": self.question,
+            "answer": self.answer,
+            "text": self.text,
+            "status": self.status,
+            "error": self.error,
+            "latency_s": round(self.latency_s, 6),
+            "usage": self.usage.to_dict(),
+            "usage_by_node": {k: v.to_dict() for k, v in self.usage_by_node().items()},
+            "usage_by_model": {k: v.to_dict() for k, v in self.usage_by_model().items()},
+            "steps": {
+                sid: {
+                    "node": out.node,
+                    "kind": out.kind,
+                    "status": out.status,
+                    "error": out.error,
+                    "candidates": [
+                        {"text": c.text, "answer": c.answer, "score": c.score, "model": c.model}
+                        for c in out.candidates
+                    ],
+                    "meta": _plain(out.meta),
+                }
+                for sid, out in self.steps.items()
+            },
+            "calls": [c.to_dict() for c in self.calls],
+        }
+
+
+def _plain(value: Any) -> Any:
+    """Meta values made JSON-safe (candidates inside meta become their text)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    text = getattr(value, "text", None)
+    return text if isinstance(text, str) else repr(value)
+
+
+class _Query:
+    """Mutable state of one running query."""
+
+    def __init__(self, question: str, graph: CompiledGraph) -> None:
+        self.question = question
+        self.budget = QueryBudget(graph.spec.budget)
+        self.calls: list[CallRecord] = []
+        self.outputs: dict[str, StepOutput] = {}
+        self.errors: list[str] = []
+
+
+class Executor:
+    """Runs one compiled graph. Backends are created from the graph's model entries unless
+    given in ``backends`` (model name → backend), which tests and embedders use."""
+
+    def __init__(self, graph: CompiledGraph | GraphDoc | str | Path, *,
+                 backends: dict[str, Backend] | None = None) -> None:
+        if isinstance(graph, (str, Path)):
+            graph = load_graph(graph)
+        if isinstance(graph, GraphDoc):
+            graph = compile_graph(graph, backends=[*backend_names(), *(backends or {})])
+        self.graph = graph
+        self._given = dict(backends or {})
+        self._bindings: dict[str, ModelBinding] | None = None
+
+    # ---------------------------------------------------------------------------- set-up
+
+    def bindings(self) -> dict[str, ModelBinding]:
+        if self._bindings is None:
+            spec = self.graph.spec
+            out: dict[str, ModelBinding] = {}
+            for name in self.graph.used_models():
+                mspec = spec.models[name]
+                backend = self._given.get(name) or create_backend(mspec, self.graph.doc.base_dir)
+                out[name] = ModelBinding(name, mspec, backend)
+            self._bindings = out
+        return self._bindings
+
+    async def aclose(self) -> None:
+        for b in (self._bindings or {}).values():
+            if b.name not in self._given:
+                await b.backend.aclose()
+
+    # ---------------------------------------------------------------------------- running
+
+    def run(self, question: str) -> QueryResult:
+        """Run one query (blocking)."""
+        return asyncio.run(self.arun(question))
+
+    def run_many(self, questions: Sequence[str], *, concurrency: int = 8) -> list[QueryResult]:
+        return asyncio.run(self.arun_many(questions, concurrency=concurrency))
+
+    async def arun_many(
+        self,
+        questions: Iterable[str],
+        *,
+        concurrency: int = 8,
+        on_result: Callable[[QueryResult], None] | None = None,
+    ) -> list[QueryResult]:
+        """Run many queries, at most ``concurrency`` at once; results in input order."""
+        if concurrency < 1:
+            raise ValueError("concurrency must be >= 1")
+        sem = asyncio.Semaphore(concurrency)
+
+        async def one(i: int, q: str) -> QueryResult:
+            async with sem:
+                res = await self.arun(q, query_id=i)
+            if on_result is not None:
+                on_result(res)
+            return res
+
+        return list(await asyncio.gather(*(one(i, q) for i, q in enumerate(questions))))
+
+    async def arun(self, question: str, *, query_id: int | str = 0) -> QueryResult:
+        """Run one query."""
+        self.bindings()
+        graph = self.graph
+        q = _Query(question, graph)
+        start = time.perf_counter()
+        tasks: dict[str, asyncio.Task[StepOutput]] = {}
+        for sid in graph.order:
+            tasks[sid] = asyncio.create_task(self._step(q, graph.steps[sid], tasks),
+                                             name=f"step:{sid}")
+        status: QueryStatus = "ok"
+        timeout = graph.spec.budget.timeout_s
+        try:
+            async with asyncio.timeout(timeout):
+                await asyncio.gather(*tasks.values())
+        except TimeoutError:
+            status = "timeout"
+        finally:
+            for t in tasks.values():
+                if not t.done():
+                    t.cancel()
+            await asyncio.gather(*tasks.values(), return_exceptions=True)
+        final = q.outputs.get(graph.output)
+        if final is None or not final.candidates:
+            final = self._partial(q) or final
+        if status == "ok" and q.errors:
+            status = "error"
+        elif status == "ok" and q.budget.exhausted:
+            status = "budget"
+        best = final.best if final is not None else None
+        return QueryResult(
+            question=question,
+            answer=best.answer if best else None,
+            text=best.text if best else None,
+            status=status,
+            graph=graph.name,
+            steps={sid: q.outputs[sid] for sid in graph.order if sid in q.outputs},
+            calls=q.calls,
+            latency_s=time.perf_counter() - start,
+            error="; ".join(q.errors) or None,
+            id=query_id,
+        )
+
+    def _partial(self, q: _Query) -> StepOutput | None:
+        """The nearest finished step upstream of the output that holds an answer."""
+        frontier = [self.graph.output]
+        seen: set[str] = set()
+        while frontier:
+            nxt: list[str] = []
+            for sid in frontier:
+                out = q.outputs.get(sid)
+                if out is not None and out.kind == "answer" and out.candidates:
+                    return out
+                for d in self.graph.steps[sid].deps:
+                    if d not in seen:
+                        seen.add(d)
+                        nxt.append(d)
+            frontier = nxt
+        return None
+
+    async def _step(self, q: _Query, step: Step,
+                    tasks: dict[str, asyncio.Task[StepOutput]]) -> StepOutput:
+        inputs = [await tasks[d] for d in step.deps]
+        ctx = StepContext(
+            question=q.question, node_name=step.node, node=step.spec, phase=step.phase,
+            round=step.round, models=step.models, extract=step.extract, inputs=inputs,
+            params=step.params,
+        )
+        role = step.role
+        status: Literal["ok", "budget", "error"] = "ok"
+        error: str | None = None
+        try:
+            calls = role.calls(ctx)
+        except Exception as exc:  # a role bug must name the step, not kill the run silently
+            raise TTSGraphError(f"step {step.id}: role '{step.role.name}' failed: {exc}") from exc
+        results: list[list[Completion]] = []
+        if calls:
+            outcomes = await asyncio.gather(
+                *(self._call(q, step, c, i) for i, c in enumerate(calls)),
+                return_exceptions=True,
+            )
+            for o in outcomes:
+                if isinstance(o, BaseException):
+                    if isinstance(o, BackendError):
+                        status, error = "error", str(o)
+                        results.append([])
+                    elif isinstance(o, BudgetExhausted):
+                        status = "budget" if status == "ok" else status
+                        results.append([])
+                    else:
+                        raise o
+                else:
+                    comps, exhausted = o
+                    if exhausted and status == "ok":
+                        status = "budget"
+                    results.append(comps)
+        # a step whose every call failed or was refused degrades to what its inputs hold
+        out = role.finish(ctx, results) if any(results) or not calls else role.passthrough(ctx)
+        out.step = step.id
+        out.status = status if out.status == "ok" else out.status
+        out.error = error
+        if error:
+            q.errors.append(f"{step.id}: {error}")
+        q.outputs[step.id] = out
+        return out
+
+    async def _call(self, q: _Query, step: Step, call: Call, index: int
+                    ) -> tuple[list[Completion], bool]:
+        """Send one role call, following its sampling policy. Returns the completions and
+        whether the budget cut it short."""
+        binding = self.bindings()[call.model]
+        seed = step.sampling.seed + 1000 * call.seed_offset
+        prompt_tokens = binding.backend.count_tokens(call.messages)
+
+        async def draw(n: int, offset: int) -> list[Completion]:
+            return await self._send(q, step, binding, call, n, seed + offset, offset,
+                                    prompt_tokens)
+
+        if call.first_k is not None:
+            return await self._first_k(draw, call.n, call.first_k), False
+        if call.adaptive is not None:
+            rule = call.adaptive
+            got: list[Completion] = []
+            answers: list[str | None] = []
+            try:
+                while not should_stop(answers, rule):
+                    want = rule.min - len(got) if len(got) < rule.min else rule.batch
+                    want = max(1, min(want, rule.max - len(got)))
+                    new = await draw(want, len(got))
+                    got.extend(new)
+                    answers.extend(extract_answer(c.text, step.extract) for c in new)
+            except BudgetExhausted:
+                if not got:
+                    raise
+                return got, True
+            return got, False
+        return await draw(call.n, 0), False
+
+    async def _first_k(self, draw: Callable[[int, int], Any], n: int, k: int
+                       ) -> list[Completion]:
+        pending = {asyncio.ensure_future(draw(1, i)) for i in range(n)}
+        done_in_order: list[Completion] = []
+        first_error: BaseException | None = None
+        try:
+            while pending and len(done_in_order) < k:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for fut in done:
+                    exc = fut.exception()
+                    if exc is not None:
+                        first_error = first_error or exc
+                    else:
+                        done_in_order.extend(fut.result())
+        finally:
+            for fut in pending:
+                fut.cancel()
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+        if not done_in_order and first_error is not None:
+            raise first_error
+        return done_in_order[:k]
+
+    async def _send(self, q: _Query, step: Step, binding: ModelBinding, call: Call, n: int,
+                    seed: int, offset: int, prompt_tokens: int) -> list[Completion]:
+        s = step.sampling
+        res = q.budget.reserve(prompt_tokens, s.max_tokens, n, binding.costing)
+        request = GenerationRequest(
+            messages=call.messages, max_tokens=res.max_tokens, temperature=s.temperature,
+            top_p=s.top_p, seed=seed, n=n, stop=s.stop, sample_offset=offset,
+        )
+        rec = CallRecord(step=step.id, node=step.node, model=binding.name, samples=n)
+        t0 = time.perf_counter()
+        try:
+            comps = await binding.generate(request, n * (prompt_tokens + res.max_tokens))
+        except asyncio.CancelledError:
+            q.budget.settle(res, 0, 0.0, 0.0)
+            raise
+        except BackendError as exc:
+            rec.error = str(exc)
+            rec.latency_s = time.perf_counter() - t0
+            q.calls.append(rec)
+            q.budget.settle(res, 0, 0.0, 0.0)
+            raise
+        rec.latency_s = time.perf_counter() - t0
+        rec.prompt_tokens = sum(c.prompt_tokens for c in comps)
+        rec.completion_tokens = sum(c.completion_tokens for c in comps)
+        rec.cost_usd = binding.costing.cost(rec.prompt_tokens, rec.completion_tokens)
+        rec.flops = binding.costing.flops(rec.prompt_tokens, rec.completion_tokens)
+        q.budget.settle(res, rec.prompt_tokens + rec.completion_tokens, rec.cost_usd, rec.flops)
+        q.calls.append(rec)
+        return comps

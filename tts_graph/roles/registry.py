@@ -1,0 +1,68 @@
+"""Which role class serves each ``role:`` name: the built-ins, plus roles registered under the
+``tts_graph.roles`` entry point or with ``register_role``."""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib.metadata import entry_points
+
+from ..errors import TTSGraphError
+from .base import Role
+
+_CUSTOM: dict[str, type[Role]] = {}
+
+
+@cache
+def builtin_roles() -> dict[str, type[Role]]:
+    from .critic import Critic
+    from .debate import Debate
+    from .first_finish import FirstFinish
+    from .fuser import Fuser
+    from .judge import Judge
+    from .planner import Planner
+    from .ranker import Ranker
+    from .refiner import Refiner
+    from .solver import Solver
+    from .verifier import Verifier
+    from .vote import Vote
+
+    classes: list[type[Role]] = [Solver, Planner, Critic, Refiner, Judge, Verifier, Ranker,
+                                 Fuser, Vote, Debate, FirstFinish]
+    return {cls.name: cls for cls in classes}
+
+
+@cache
+def _entry_point_roles() -> dict[str, type[Role]]:
+    found: dict[str, type[Role]] = {}
+    for ep in entry_points(group="tts_graph.roles"):
+        try:
+            cls = ep.load()
+        except Exception as exc:  # a broken plugin must not break every graph
+            raise TTSGraphError(f"role plugin {ep.name!r} ({ep.value}) failed to load: {exc}"
+                                ) from exc
+        if not (isinstance(cls, type) and issubclass(cls, Role)):
+            raise TTSGraphError(f"role plugin {ep.name!r} ({ep.value}) is not a Role subclass")
+        found[ep.name] = cls
+    return found
+
+
+def register_role(name: str, cls: type[Role]) -> None:
+    """Register a custom role under ``name`` (same effect as the entry point)."""
+    if name in builtin_roles():
+        raise TTSGraphError(f"role {name!r} is built in and cannot be replaced")
+    _CUSTOM[name] = cls
+
+
+def custom_role_names() -> list[str]:
+    return sorted({*_entry_point_roles(), *_CUSTOM})
+
+
+def all_role_names() -> list[str]:
+    return [*builtin_roles(), *custom_role_names()]
+
+
+def get_role(name: str) -> Role:
+    cls = builtin_roles().get(name) or _CUSTOM.get(name) or _entry_point_roles().get(name)
+    if cls is None:
+        raise KeyError(name)
+    return cls()

@@ -1,0 +1,492 @@
+"""The graph file: pydantic models, the single source of truth (the JSON Schema comes from here).
+
+Every model forbids unknown keys. ``parse_graph`` turns pydantic's errors into one-line
+``FILE:LINE: path: message`` errors.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from .errors import GraphError, GraphErrors
+from .yamlpos import Loc, line_of, load_yaml, load_yaml_file
+
+NAME_RE = r"^[A-Za-z_][A-Za-z0-9_\-]*$"
+ExtractKind = Literal["auto", "number", "boxed", "choice", "text"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+def _parse_count(value: Any) -> Any:
+    """Accept ``135e6``, ``135000000`` or ``"135M"`` / ``"8B"`` for parameter counts."""
+    if isinstance(value, str):
+        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([KkMmBbTt]?)\s*", value)
+        if not m:
+            raise ValueError("must be a number like 135e6 or '135M'")
+        scale = {"": 1, "k": 1e3, "m": 1e6, "b": 1e9, "t": 1e12}[m.group(2).lower()]
+        return float(m.group(1)) * scale
+    return value
+
+
+class Price(Strict):
+    """USD per million tokens."""
+
+    input_per_mtok: float = Field(ge=0)
+    output_per_mtok: float = Field(ge=0)
+
+
+class ModelSpec(Strict):
+    """A model binding: which backend serves it, and the limits that apply to it."""
+
+    backend: str = Field(description="local | litellm | vllm | sim, or a registered backend")
+    model: str = Field(min_length=1, description="backend's model id, e.g. smollm2-135m")
+    params: float | None = Field(
+        default=None, gt=0, description="parameter count for FLOPs (135e6 or '135M')"
+    )
+    price: Price | None = None
+    max_concurrency: int | None = Field(default=None, ge=1)
+    rpm: float | None = Field(default=None, gt=0, description="requests per minute")
+    tpm: int | None = Field(default=None, ge=1, description="tokens per minute")
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="backend-specific settings (n_ctx, threads, path...)"
+    )
+
+    @field_validator("params", mode="before")
+    @classmethod
+    def _count(cls, value: Any) -> Any:
+        return _parse_count(value)
+
+
+class Sampling(Strict):
+    """Sampling settings shared by defaults and nodes (None = inherit)."""
+
+    max_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, gt=0, le=1)
+    seed: int | None = Field(default=None, ge=0)
+    stop: list[str] | None = None
+
+
+class Defaults(Sampling):
+    model: str | None = Field(default=None, description="model for nodes that name none")
+    extract: ExtractKind | None = None
+
+
+class Prompts(Strict):
+    """Template overrides. Placeholders are ``{name}``; ``{{`` and ``}}`` are literal braces."""
+
+    system: str | None = None
+    user: str | None = None
+
+
+class AdaptiveSamples(Strict):
+    """Draw samples until the leading answer is settled (adaptive self-consistency)."""
+
+    min: int = Field(default=2, ge=1)
+    max: int = Field(default=16, ge=1)
+    stop: Literal["settled", "confidence"] = "settled"
+    confidence: float = Field(default=0.95, gt=0.5, lt=1)
+    batch: int = Field(default=2, ge=1, description="samples drawn between checks")
+
+    @model_validator(mode="after")
+    def _order(self) -> AdaptiveSamples:
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) must be <= max ({self.max})")
+        return self
+
+
+class BaseNode(Sampling):
+    description: str | None = None
+    inputs: list[str] = Field(default_factory=list)
+    prompts: Prompts | None = None
+    extract: ExtractKind | None = None
+
+    @property
+    def calls_model(self) -> bool:
+        return True
+
+
+class ModelNode(BaseNode):
+    model: str | None = None
+
+
+class SolverNode(ModelNode):
+    """Answers the question; ``samples`` independent samples (fixed or adaptive)."""
+
+    role: Literal["solver"]
+    samples: Annotated[int, Field(ge=1)] | AdaptiveSamples = 1
+
+
+class PlannerNode(ModelNode):
+    """Writes a plan that downstream solvers follow."""
+
+    role: Literal["planner"]
+
+
+class CriticNode(ModelNode):
+    """Critiques each input candidate (up to ``limit``)."""
+
+    role: Literal["critic"]
+    limit: int = Field(default=4, ge=1)
+
+
+class RefinerNode(ModelNode):
+    """Critique-then-revise loop, ``rounds`` times, on the best input candidate."""
+
+    role: Literal["refiner"]
+    rounds: int = Field(default=1, ge=1)
+    critic_model: str | None = None
+
+
+class JudgeNode(ModelNode):
+    """Selects the best candidate (``select``: one listwise call; ``score``: one call each)."""
+
+    role: Literal["judge"]
+    mode: Literal["select", "score"] = "select"
+
+
+class VerifierNode(ModelNode):
+    """Checks each candidate; keeps the passing ones (all if none pass), best first."""
+
+    role: Literal["verifier"]
+    keep: Literal["passing", "all"] = "passing"
+
+
+class RankerNode(ModelNode):
+    """Ranks candidates in one listwise call and keeps the top ``top_k``."""
+
+    role: Literal["ranker"]
+    top_k: int = Field(default=3, ge=1)
+
+
+class FuserNode(ModelNode):
+    """Synthesizes one answer from the candidates (Mixture-of-Agents / Fusion-of-N)."""
+
+    role: Literal["fuser"]
+    samples: int = Field(default=1, ge=1)
+
+
+class VoteNode(BaseNode):
+    """Majority (or score-weighted) vote over extracted answers. No model call."""
+
+    role: Literal["vote"]
+    method: Literal["majority", "weighted"] = "majority"
+
+    @property
+    def calls_model(self) -> bool:
+        return False
+
+
+class DebateNode(ModelNode):
+    """``agents`` agents answer, then see each other's answers and revise, ``rounds`` times."""
+
+    role: Literal["debate"]
+    models: list[str] | None = Field(default=None, min_length=1)
+    agents: int = Field(default=3, ge=1)
+    rounds: int = Field(default=2, ge=1)
+    stop: Literal["none", "consensus"] = "none"
+
+    @model_validator(mode="after")
+    def _one_of(self) -> DebateNode:
+        if self.model is not None and self.models is not None:
+            raise ValueError("give either model or models, not both")
+        return self
+
+
+class FirstFinishNode(ModelNode):
+    """Starts ``samples`` samples, keeps the first ``k`` to finish and cancels the rest."""
+
+    role: Literal["first_finish"]
+    samples: int = Field(default=4, ge=1)
+    k: int = Field(default=1, ge=1)
+
+    @model_validator(mode="after")
+    def _k(self) -> FirstFinishNode:
+        if self.k > self.samples:
+            raise ValueError(f"k ({self.k}) must be <= samples ({self.samples})")
+        return self
+
+
+class CustomNode(ModelNode):
+    """A role registered through the ``tts_graph.roles`` entry point; its own fields go in
+    ``params`` and are checked by the role."""
+
+    role: str
+    models: list[str] | None = Field(default=None, min_length=1)
+    samples: int = Field(default=1, ge=1)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+BUILTIN_NODES: dict[str, type[BaseNode]] = {
+    "solver": SolverNode,
+    "planner": PlannerNode,
+    "critic": CriticNode,
+    "refiner": RefinerNode,
+    "judge": JudgeNode,
+    "verifier": VerifierNode,
+    "ranker": RankerNode,
+    "fuser": FuserNode,
+    "vote": VoteNode,
+    "debate": DebateNode,
+    "first_finish": FirstFinishNode,
+}
+
+
+def _node_tag(value: Any) -> str | None:
+    role = value.get("role") if isinstance(value, dict) else getattr(value, "role", None)
+    if not isinstance(role, str):
+        return None
+    if role in BUILTIN_NODES:
+        return role
+    from .roles.registry import custom_role_names
+
+    return "custom" if role in custom_role_names() else role
+
+
+NodeSpec = Annotated[
+    Annotated[SolverNode, Tag("solver")]
+    | Annotated[PlannerNode, Tag("planner")]
+    | Annotated[CriticNode, Tag("critic")]
+    | Annotated[RefinerNode, Tag("refiner")]
+    | Annotated[JudgeNode, Tag("judge")]
+    | Annotated[VerifierNode, Tag("verifier")]
+    | Annotated[RankerNode, Tag("ranker")]
+    | Annotated[FuserNode, Tag("fuser")]
+    | Annotated[VoteNode, Tag("vote")]
+    | Annotated[DebateNode, Tag("debate")]
+    | Annotated[FirstFinishNode, Tag("first_finish")]
+    | Annotated[CustomNode, Tag("custom")],
+    Discriminator(_node_tag),
+]
+
+
+class Budget(Strict):
+    """Per-query caps. A call that could overrun one is not sent."""
+
+    max_tokens_per_query: int | None = Field(default=None, ge=1)
+    max_cost_usd_per_query: float | None = Field(default=None, gt=0)
+    max_flops_per_query: float | None = Field(default=None, gt=0)
+    timeout_s: float | None = Field(default=None, gt=0)
+
+
+class GraphSpec(Strict):
+    """A collaboration graph."""
+
+    version: Literal[1] = 1
+    name: str = Field(pattern=NAME_RE)
+    description: str | None = None
+    models: dict[str, ModelSpec] = Field(default_factory=dict)
+    defaults: Defaults = Field(default_factory=Defaults)
+    nodes: dict[str, NodeSpec] = Field(min_length=1)
+    output: str
+    budget: Budget = Field(default_factory=Budget)
+
+    @field_validator("models", "nodes", mode="before")
+    @classmethod
+    def _names(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            for key in value:
+                if not isinstance(key, str) or not re.match(NAME_RE, key):
+                    raise ValueError(
+                        f"invalid name {key!r}: use letters, digits, _ and -, "
+                        "starting with a letter or _"
+                    )
+        return value
+
+
+# --------------------------------------------------------------------------- error reporting
+
+_TYPE_WORDS = {
+    "int": "an integer",
+    "float": "a number",
+    "str": "a string",
+    "bool": "true or false",
+    "list": "a list",
+    "dict": "a mapping",
+}
+
+
+def _known_fields() -> set[str]:
+    names: set[str] = set()
+    for model in (GraphSpec, ModelSpec, Price, Defaults, Prompts, AdaptiveSamples, Budget,
+                  *BUILTIN_NODES.values(), CustomNode):
+        names.update(model.model_fields)
+    return names
+
+
+def _message(err: dict[str, Any], key: str | None) -> str:
+    kind = err["type"]
+    ctx = err.get("ctx") or {}
+    if kind == "missing":
+        return "required"
+    if kind == "extra_forbidden":
+        close = difflib.get_close_matches(str(key), sorted(_known_fields()), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        return f"unknown field{hint}"
+    if kind == "greater_than_equal":
+        return f"must be >= {ctx['ge']}"
+    if kind == "greater_than":
+        return f"must be > {ctx['gt']}"
+    if kind == "less_than_equal":
+        return f"must be <= {ctx['le']}"
+    if kind == "less_than":
+        return f"must be < {ctx['lt']}"
+    if kind in ("int_type", "int_parsing", "int_from_float"):
+        return "must be an integer"
+    if kind in ("float_type", "float_parsing"):
+        return "must be a number"
+    if kind == "string_type":
+        return "must be a string"
+    if kind in ("bool_type", "bool_parsing"):
+        return "must be true or false"
+    if kind == "list_type":
+        return "must be a list"
+    if kind in ("dict_type", "model_type", "model_attributes_type"):
+        return "must be a mapping"
+    if kind == "literal_error":
+        return f"must be {ctx.get('expected', '')}".replace("'", "")
+    if kind == "too_short":
+        n = ctx.get("min_length", 1)
+        return "must not be empty" if n == 1 else f"must have at least {n} items"
+    if kind == "string_too_short":
+        return "must not be empty"
+    if kind == "string_pattern_mismatch":
+        return "invalid name: use letters, digits, _ and -, starting with a letter or _"
+    if kind == "union_tag_not_found":
+        return "required: one of " + ", ".join(_role_names())
+    if kind == "union_tag_invalid":
+        return _unknown_role(str(ctx.get("tag", "")))
+    if kind == "value_error":
+        return str(ctx.get("error", err["msg"]))
+    msg: str = err["msg"]
+    return msg[:1].lower() + msg[1:]
+
+
+def _role_names() -> list[str]:
+    from .roles.registry import all_role_names
+
+    return all_role_names()
+
+
+def _unknown_role(role: str) -> str:
+    known = _role_names()
+    close = difflib.get_close_matches(role, known, n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return f"unknown role '{role}'{hint}; known: {', '.join(known)}"
+
+
+_SKIP = {"custom", *BUILTIN_NODES, *_TYPE_WORDS, "AdaptiveSamples"}
+
+
+def _clean_loc(data: Any, loc: tuple[Any, ...]) -> tuple[Loc, str | None]:
+    """Drop pydantic's union/tag segments from ``loc``, keeping the path that exists in data."""
+    out: list[str | int] = []
+    cur: Any = data
+    last_key: str | None = None
+    for i, part in enumerate(loc):
+        final = i == len(loc) - 1
+        if isinstance(cur, dict) and part in cur:
+            out.append(part)
+            cur = cur[part]
+            last_key = str(part)
+        elif isinstance(cur, list) and isinstance(part, int) and 0 <= part < len(cur):
+            out.append(part)
+            cur = cur[part]
+        elif isinstance(part, str) and (part in _SKIP or "[" in part or "(" in part):
+            continue
+        elif final and isinstance(cur, dict):
+            out.append(part)
+            last_key = str(part)
+        else:
+            continue
+    return tuple(out), last_key
+
+
+@dataclass
+class GraphDoc:
+    """A validated graph with the positions of its source, for later (compile-time) errors."""
+
+    spec: GraphSpec
+    source: str = "<graph>"
+    lines: dict[Loc, int] = field(default_factory=dict)
+    base_dir: Path | None = None
+
+    def error(self, loc: Loc, message: str) -> GraphError:
+        return GraphError(
+            message,
+            path=".".join(str(p) for p in loc),
+            source=self.source,
+            line=line_of(self.lines, loc),
+        )
+
+
+def parse_graph(
+    data: Any,
+    *,
+    source: str = "<graph>",
+    lines: dict[Loc, int] | None = None,
+    base_dir: Path | None = None,
+) -> GraphDoc:
+    """Validate ``data`` (already loaded) as a graph; raise ``GraphErrors`` with one-line errors."""
+    lines = lines or {}
+    if not isinstance(data, dict):
+        raise GraphError("a graph file must be a mapping (name:, models:, nodes:, output:)",
+                         source=source, line=1 if lines else None)
+    try:
+        spec = GraphSpec.model_validate(data)
+    except ValidationError as exc:
+        errors: list[GraphError] = []
+        seen: set[Loc] = set()
+        for err in exc.errors():
+            raw_loc = tuple(err["loc"])
+            if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+                raw_loc = (*raw_loc, "role")
+            loc, key = _clean_loc(data, raw_loc)
+            if loc in seen:
+                continue
+            seen.add(loc)
+            errors.append(
+                GraphError(
+                    _message(dict(err), key),
+                    path=".".join(str(p) for p in loc),
+                    source=source,
+                    line=line_of(lines, loc),
+                )
+            )
+        raise GraphErrors(errors) from None
+    return GraphDoc(spec=spec, source=source, lines=lines, base_dir=base_dir)
+
+
+def load_graph(path: str | Path) -> GraphDoc:
+    """Read and validate a graph file (YAML or JSON)."""
+    data, lines = load_yaml_file(path)
+    return parse_graph(data, source=str(path), lines=lines, base_dir=Path(path).parent)
+
+
+def loads_graph(text: str, source: str = "<string>") -> GraphDoc:
+    data, lines = load_yaml(text, source)
+    return parse_graph(data, source=source, lines=lines)
+
+
+def json_schema() -> dict[str, Any]:
+    schema = GraphSpec.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "tts-graph collaboration graph"
+    return schema

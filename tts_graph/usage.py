@@ -1,0 +1,71 @@
+"""Accounting: one record per backend call, and sums per node, per model and per query."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+
+
+@dataclass(slots=True)
+class CallRecord:
+    step: str
+    node: str
+    model: str
+    samples: int
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_s: float = 0.0
+    cost_usd: float = 0.0
+    flops: float = 0.0
+    cached: bool = False
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+@dataclass(slots=True)
+class Usage:
+    calls: int = 0
+    samples: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_s: float = 0.0
+    cost_usd: float = 0.0
+    flops: float = 0.0
+    cached_calls: int = 0
+    errors: int = 0
+
+    @property
+    def tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def add(self, rec: CallRecord) -> None:
+        self.calls += 1
+        self.samples += rec.samples
+        self.prompt_tokens += rec.prompt_tokens
+        self.completion_tokens += rec.completion_tokens
+        self.latency_s += rec.latency_s
+        self.cost_usd += rec.cost_usd
+        self.flops += rec.flops
+        self.cached_calls += int(rec.cached)
+        self.errors += int(rec.error is not None)
+
+    def to_dict(self) -> dict[str, float | int]:
+        d: dict[str, float | int] = asdict(self)
+        d["tokens"] = self.tokens
+        return d
+
+
+def total(records: Iterable[CallRecord]) -> Usage:
+    u = Usage()
+    for r in records:
+        u.add(r)
+    return u
+
+
+def by(records: Iterable[CallRecord], key: str) -> dict[str, Usage]:
+    out: dict[str, Usage] = {}
+    for r in records:
+        out.setdefault(str(getattr(r, key)), Usage()).add(r)
+    return out

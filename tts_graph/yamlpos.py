@@ -1,0 +1,79 @@
+"""YAML loading that remembers where each value came from, so errors can name a line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import GraphError
+
+Loc = tuple[str | int, ...]
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader: no Python objects can be built from a graph file."""
+
+
+def _walk(node: yaml.Node, loc: Loc, lines: dict[Loc, int], source: str) -> None:
+    lines.setdefault(loc, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[Any, int] = {}
+        for key_node, value_node in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node)
+            line = key_node.start_mark.line + 1
+            if key == "<<":
+                continue
+            if key in seen:
+                path = ".".join(str(p) for p in (*loc, key))
+                raise GraphError(f"duplicate key (first at line {seen[key]})", path=path,
+                                 source=source, line=line)
+            seen[key] = line
+            lines[(*loc, key)] = line
+            _walk(value_node, (*loc, key), lines, source)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _walk(item, (*loc, i), lines, source)
+
+
+def load_yaml(text: str, source: str = "<graph>") -> tuple[Any, dict[Loc, int]]:
+    """Parse ``text``; return the data and a map from location tuples to 1-based lines."""
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None, {}
+        lines: dict[Loc, int] = {}
+        _walk(node, (), lines, source)
+        data = loader.construct_document(node)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else None
+        msg = f"invalid YAML: {exc.problem or exc.context}"
+        raise GraphError(msg, source=source, line=line) from None
+    except yaml.YAMLError as exc:
+        raise GraphError(f"invalid YAML: {exc}", source=source) from None
+    finally:
+        loader.dispose()
+    return data, lines
+
+
+def load_yaml_file(path: str | Path) -> tuple[Any, dict[Loc, int]]:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise GraphError("file not found", source=str(path)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise GraphError(f"cannot read file: {exc}", source=str(path)) from None
+    return load_yaml(text, str(path))
+
+
+def line_of(lines: dict[Loc, int], loc: Loc) -> int | None:
+    """Line of the longest prefix of ``loc`` that has one."""
+    for end in range(len(loc), -1, -1):
+        line = lines.get(loc[:end])
+        if line is not None:
+            return line
+    return None
