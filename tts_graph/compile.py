@@ -157,6 +157,8 @@ def compile_graph(doc: GraphDoc, *, backends: Collection[str] | None = None) -> 
             if m in spec.models:
                 continue
             where = _model_loc(node, name, m, i)
+            if where == _loc("nodes", name) and m == spec.defaults.model:
+                continue  # inherited from defaults.model, which is reported already
             errors.append(doc.error(where, _unknown_model(m, spec.models)))
         if not role.calls_model and getattr(node, "model", None):
             errors.append(doc.error(_loc("nodes", name, "model"),
@@ -280,7 +282,7 @@ def _sampling(doc: GraphDoc, node: BaseNode) -> Sampling:
         inherited = getattr(d, field_name)
         return inherited if inherited is not None else FALLBACK_SAMPLING[field_name]
 
-    stop = node.stop if node.stop is not None else d.stop
+    stop = node.stop_sequences if node.stop_sequences is not None else d.stop_sequences
     return Sampling(
         max_tokens=int(pick("max_tokens")), temperature=float(pick("temperature")),
         top_p=float(pick("top_p")), seed=int(pick("seed")), stop=tuple(stop or ()),

@@ -312,17 +312,26 @@ class Executor:
                     raise
                 return got, True
             return got, False
-        return await draw(call.n, 0), False
+        comps = await draw(call.n, 0)
+        return comps, len(comps) < call.n
 
     async def _first_k(self, draw: Callable[[int, int], Any], n: int, k: int
                        ) -> list[Completion]:
-        pending = {asyncio.ensure_future(draw(1, i)) for i in range(n)}
+        # ``asyncio.wait`` returns a set (no order): done callbacks record the finish order
+        finished: list[asyncio.Future[list[Completion]]] = []
+        pending: set[asyncio.Future[list[Completion]]] = set()
+        for i in range(n):
+            fut = asyncio.ensure_future(draw(1, i))
+            fut.add_done_callback(finished.append)
+            pending.add(fut)
         done_in_order: list[Completion] = []
         first_error: BaseException | None = None
+        seen = 0
         try:
             while pending and len(done_in_order) < k:
-                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                for fut in done:
+                _, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                new, seen = finished[seen:], len(finished)
+                for fut in new:
                     exc = fut.exception()
                     if exc is not None:
                         first_error = first_error or exc
@@ -341,6 +350,7 @@ class Executor:
                     seed: int, offset: int, prompt_tokens: int) -> list[Completion]:
         s = step.sampling
         res = q.budget.reserve(prompt_tokens, s.max_tokens, n, binding.costing)
+        n = res.n  # the budget may allow fewer samples than asked
         request = GenerationRequest(
             messages=call.messages, max_tokens=res.max_tokens, temperature=s.temperature,
             top_p=s.top_p, seed=seed, n=n, stop=s.stop, sample_offset=offset,

@@ -10,13 +10,16 @@ import difflib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Discriminator,
     Field,
+    StringConstraints,
     Tag,
     ValidationError,
     field_validator,
@@ -81,7 +84,10 @@ class Sampling(Strict):
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, gt=0, le=1)
     seed: int | None = Field(default=None, ge=0)
-    stop: list[str] | None = None
+    stop_sequences: list[str] | None = Field(
+        default=None, description="strings that end a completion (`stop` means when a node "
+        "stops: debate consensus, adaptive width)"
+    )
 
 
 class Defaults(Sampling):
@@ -277,6 +283,18 @@ NodeSpec = Annotated[
 ]
 
 
+def _check_name(key: Any) -> Any:
+    if not isinstance(key, str) or not re.match(NAME_RE, key):
+        raise ValueError(
+            f"invalid name {key!r}: use letters, digits, _ and -, starting with a letter or _"
+        )
+    return key
+
+
+#: a model or node name; checked as a dict key, so an error names the key's own line
+Name = Annotated[str, StringConstraints(pattern=NAME_RE), BeforeValidator(_check_name)]
+
+
 class Budget(Strict):
     """Per-query caps. A call that could overrun one is not sent."""
 
@@ -292,23 +310,11 @@ class GraphSpec(Strict):
     version: Literal[1] = 1
     name: str = Field(pattern=NAME_RE)
     description: str | None = None
-    models: dict[str, ModelSpec] = Field(default_factory=dict)
+    models: dict[Name, ModelSpec] = Field(default_factory=dict)
     defaults: Defaults = Field(default_factory=Defaults)
-    nodes: dict[str, NodeSpec] = Field(min_length=1)
+    nodes: dict[Name, NodeSpec] = Field(min_length=1)
     output: str
     budget: Budget = Field(default_factory=Budget)
-
-    @field_validator("models", "nodes", mode="before")
-    @classmethod
-    def _names(cls, value: Any) -> Any:
-        if isinstance(value, dict):
-            for key in value:
-                if not isinstance(key, str) or not re.match(NAME_RE, key):
-                    raise ValueError(
-                        f"invalid name {key!r}: use letters, digits, _ and -, "
-                        "starting with a letter or _"
-                    )
-        return value
 
 
 # --------------------------------------------------------------------------- error reporting
@@ -323,6 +329,21 @@ _TYPE_WORDS = {
 }
 
 
+#: errors that only say the value has the wrong type; in a union, one comes from each branch
+_TYPE_KINDS = {
+    "int_type", "int_parsing", "float_type", "float_parsing", "string_type", "bool_type",
+    "bool_parsing", "list_type", "dict_type", "model_type", "model_attributes_type",
+}
+
+
+@dataclass
+class _Problem:
+    loc: Loc
+    kind: str
+    message: str
+    suggestion: str | None = None  # for an unknown field: the field it is probably a typo of
+
+
 def _known_fields() -> set[str]:
     names: set[str] = set()
     for model in (GraphSpec, ModelSpec, Price, Defaults, Prompts, AdaptiveSamples, Budget,
@@ -331,23 +352,81 @@ def _known_fields() -> set[str]:
     return names
 
 
-def _message(err: dict[str, Any], key: str | None) -> str:
+def _strip(tp: Any) -> Any:
+    """``Annotated[X, ...]`` and ``X | None`` -> ``X``."""
+    while True:
+        if get_origin(tp) is Annotated:
+            tp = get_args(tp)[0]
+        elif get_origin(tp) in (Union, UnionType) and type(None) in get_args(tp):
+            rest = [a for a in get_args(tp) if a is not type(None)]
+            if len(rest) != 1:
+                return tp
+            tp = rest[0]
+        else:
+            return tp
+
+
+def _owner(raw_loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The model whose fields the last segment of pydantic's ``raw_loc`` is checked against."""
+    tp: Any = GraphSpec
+    for part in raw_loc[:-1]:
+        tp = _strip(tp)
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            info = tp.model_fields.get(part) if isinstance(part, str) else None
+            tp = info.annotation if info is not None else None
+        elif get_origin(tp) in (dict, list):
+            tp = get_args(tp)[-1]
+        elif get_origin(tp) in (Union, UnionType):
+            tp = next((m for m in get_args(tp) if part in (
+                *(t.tag for t in getattr(m, "__metadata__", ()) if isinstance(t, Tag)),
+                getattr(_strip(m), "__name__", None))), None)
+        else:
+            tp = None
+        if tp is None:
+            return None
+    tp = _strip(tp)
+    return tp if isinstance(tp, type) and issubclass(tp, BaseModel) else None
+
+
+def _get(data: Any, loc: Loc) -> Any:
+    for part in loc:
+        try:
+            data = data[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return data
+
+
+def _unknown_field(raw_loc: tuple[Any, ...], loc: Loc, data: Any) -> tuple[str, str | None]:
+    key = str(raw_loc[-1])
+    owner = _owner(raw_loc)
+    known = set(owner.model_fields) if owner is not None else _known_fields()
+    close = difflib.get_close_matches(key, sorted(known - {key}), n=1)
+    if close:
+        return f"unknown field (did you mean '{close[0]}'?)", close[0]
+    node = _get(data, loc[:-1])
+    if owner is not None and issubclass(owner, BaseNode) and isinstance(node, dict):
+        return f"unknown field for role '{node.get('role')}'", None
+    return "unknown field", None
+
+
+def _num(value: Any) -> str:
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+
+
+def _message(err: dict[str, Any]) -> str:
     kind = err["type"]
     ctx = err.get("ctx") or {}
     if kind == "missing":
         return "required"
-    if kind == "extra_forbidden":
-        close = difflib.get_close_matches(str(key), sorted(_known_fields()), n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        return f"unknown field{hint}"
     if kind == "greater_than_equal":
-        return f"must be >= {ctx['ge']}"
+        return f"must be >= {_num(ctx['ge'])}"
     if kind == "greater_than":
-        return f"must be > {ctx['gt']}"
+        return f"must be > {_num(ctx['gt'])}"
     if kind == "less_than_equal":
-        return f"must be <= {ctx['le']}"
+        return f"must be <= {_num(ctx['le'])}"
     if kind == "less_than":
-        return f"must be < {ctx['lt']}"
+        return f"must be < {_num(ctx['lt'])}"
     if kind in ("int_type", "int_parsing", "int_from_float"):
         return "must be an integer"
     if kind in ("float_type", "float_parsing"):
@@ -368,9 +447,14 @@ def _message(err: dict[str, Any], key: str | None) -> str:
     if kind == "string_too_short":
         return "must not be empty"
     if kind == "string_pattern_mismatch":
-        return "invalid name: use letters, digits, _ and -, starting with a letter or _"
+        return (f"invalid name {err.get('input')!r}: use letters, digits, _ and -, "
+                "starting with a letter or _")
     if kind == "union_tag_not_found":
-        return "required: one of " + ", ".join(_role_names())
+        value = err.get("input")
+        roles = ", ".join(_role_names())
+        if not isinstance(value, dict):
+            return f"must be a mapping with a role (one of {roles})"
+        return f"must be one of {roles}" if "role" in value else f"required: one of {roles}"
     if kind == "union_tag_invalid":
         return _unknown_role(str(ctx.get("tag", "")))
     if kind == "value_error":
@@ -392,31 +476,56 @@ def _unknown_role(role: str) -> str:
     return f"unknown role '{role}'{hint}; known: {', '.join(known)}"
 
 
-_SKIP = {"custom", *BUILTIN_NODES, *_TYPE_WORDS, "AdaptiveSamples"}
-
-
-def _clean_loc(data: Any, loc: tuple[Any, ...]) -> tuple[Loc, str | None]:
-    """Drop pydantic's union/tag segments from ``loc``, keeping the path that exists in data."""
+def _clean_loc(data: Any, loc: tuple[Any, ...], keep_final: bool) -> Loc:
+    """Drop pydantic's union/tag segments from ``loc``, keeping the path that exists in data
+    (and, with ``keep_final``, the missing key that ends it)."""
     out: list[str | int] = []
     cur: Any = data
-    last_key: str | None = None
     for i, part in enumerate(loc):
-        final = i == len(loc) - 1
-        if isinstance(cur, dict) and part in cur:
+        in_list = isinstance(cur, list) and isinstance(part, int) and 0 <= part < len(cur)
+        if in_list or (isinstance(cur, dict) and part in cur):
             out.append(part)
             cur = cur[part]
-            last_key = str(part)
-        elif isinstance(cur, list) and isinstance(part, int) and 0 <= part < len(cur):
+        elif keep_final and i == len(loc) - 1 and isinstance(cur, dict):
             out.append(part)
-            cur = cur[part]
-        elif isinstance(part, str) and (part in _SKIP or "[" in part or "(" in part):
-            continue
-        elif final and isinstance(cur, dict):
-            out.append(part)
-            last_key = str(part)
+    return tuple(out)
+
+
+def _problems(exc: ValidationError, data: Any) -> list[_Problem]:
+    found: list[_Problem] = []
+    for err in exc.errors():
+        raw_loc = tuple(err["loc"])
+        kind = err["type"]
+        if kind in ("union_tag_invalid", "union_tag_not_found"):
+            raw_loc = (*raw_loc, "role")
+        loc = _clean_loc(data, raw_loc, keep_final=kind in ("missing", "union_tag_not_found"))
+        if kind == "extra_forbidden":
+            message, suggestion = _unknown_field(raw_loc, loc, data)
+            found.append(_Problem(loc, kind, message, suggestion))
         else:
+            found.append(_Problem(loc, kind, _message(dict(err))))
+    kept: list[_Problem] = []
+    for p in found:
+        # a union tried each branch: a branch that only says "wrong type" is noise when
+        # another branch accepted the type and found a real problem at or below this place
+        if p.kind in _TYPE_KINDS and any(
+            q.kind not in _TYPE_KINDS and q.loc[: len(p.loc)] == p.loc for q in found
+        ):
             continue
-    return tuple(out), last_key
+        # a misspelt key explains why the field it was meant to be is missing
+        if p.kind == "missing" and any(
+            q.suggestion is not None and (*q.loc[:-1], q.suggestion) == p.loc for q in found
+        ):
+            continue
+        kept.append(p)
+    merged: dict[Loc, _Problem] = {}
+    for p in kept:
+        first = merged.setdefault(p.loc, p)
+        if first is not p and first.kind in _TYPE_KINDS and p.kind in _TYPE_KINDS:
+            extra = p.message.removeprefix("must be ")
+            if extra not in first.message:  # every branch had the wrong type: list them all
+                first.message += f" or {extra}"
+    return list(merged.values())
 
 
 @dataclass
@@ -447,30 +556,23 @@ def parse_graph(
     """Validate ``data`` (already loaded) as a graph; raise ``GraphErrors`` with one-line errors."""
     lines = lines or {}
     if not isinstance(data, dict):
-        raise GraphError("a graph file must be a mapping (name:, models:, nodes:, output:)",
-                         source=source, line=1 if lines else None)
+        message = "a graph file must be a mapping (name:, models:, nodes:, output:)"
+        if data is None:
+            message = f"empty file: {message}"
+        else:
+            message += ", not " + _TYPE_WORDS.get(type(data).__name__, "a single value")
+        raise GraphError(
+            message,
+            source=source, line=line_of(lines, ()),
+        )
     try:
         spec = GraphSpec.model_validate(data)
     except ValidationError as exc:
-        errors: list[GraphError] = []
-        seen: set[Loc] = set()
-        for err in exc.errors():
-            raw_loc = tuple(err["loc"])
-            if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
-                raw_loc = (*raw_loc, "role")
-            loc, key = _clean_loc(data, raw_loc)
-            if loc in seen:
-                continue
-            seen.add(loc)
-            errors.append(
-                GraphError(
-                    _message(dict(err), key),
-                    path=".".join(str(p) for p in loc),
-                    source=source,
-                    line=line_of(lines, loc),
-                )
-            )
-        raise GraphErrors(errors) from None
+        raise GraphErrors([
+            GraphError(p.message, path=".".join(str(x) for x in p.loc), source=source,
+                       line=line_of(lines, p.loc))
+            for p in _problems(exc, data)
+        ]) from None
     return GraphDoc(spec=spec, source=source, lines=lines, base_dir=base_dir)
 
 

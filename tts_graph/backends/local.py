@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import logging
 import os
 import queue
 import threading
@@ -89,6 +90,26 @@ _LOAD_LOCK = threading.Lock()
 _FIRST = object()
 
 
+_LOG_SINK: Any = None
+
+
+def _quiet_llama() -> None:
+    """Keep llama.cpp's load notices off the user's stderr (errors still raise in Python)."""
+    global _LOG_SINK
+    logging.getLogger("llama-cpp-python").setLevel(logging.CRITICAL)
+    if _LOG_SINK is None:
+        import ctypes
+
+        import llama_cpp
+
+        @llama_cpp.llama_log_callback  # type: ignore[untyped-decorator]
+        def sink(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+            return None
+
+        _LOG_SINK = sink  # keep a reference: llama.cpp holds only the C pointer
+        llama_cpp.llama_log_set(sink, ctypes.c_void_p(0))
+
+
 class LlamaPool:
     """Instances of one GGUF model, each used by one worker thread at a time."""
 
@@ -110,8 +131,11 @@ class LlamaPool:
         from llama_cpp import Llama
 
         with _LOAD_LOCK:
-            return Llama(str(self.path), n_ctx=self.n_ctx, n_threads=self.threads,
-                         n_threads_batch=self.threads, verbose=False)
+            _quiet_llama()
+            llm = Llama(str(self.path), n_ctx=self.n_ctx, n_threads=self.threads,
+                        n_threads_batch=self.threads, verbose=False)
+            _quiet_llama()  # Llama() resets the level; keep llama.cpp's notices off stderr
+            return llm
 
     def vocab(self) -> Any:
         """The first instance, also used to tokenize (read-only, safe beside decoding)."""
