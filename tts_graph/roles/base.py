@@ -70,15 +70,16 @@ class StepContext:
     def model(self) -> str:
         return self.models[0]
 
-    def candidates(self) -> list[Candidate]:
-        """Answer candidates of all inputs, first occurrence of each text kept."""
+    def candidates(self, unique: bool = True) -> list[Candidate]:
+        """Answer candidates of all inputs. ``unique`` keeps the first of identical texts
+        (a judge needs to see each solution once; a vote must count every sample)."""
         seen: set[str] = set()
         out: list[Candidate] = []
         for inp in self.inputs:
             if inp.kind != "answer":
                 continue
             for cand in inp.candidates:
-                if cand.text in seen:
+                if unique and cand.text in seen:
                     continue
                 seen.add(cand.text)
                 out.append(cand)

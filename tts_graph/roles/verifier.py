@@ -40,10 +40,14 @@ class Verifier(Role):
     def finish(self, ctx: StepContext, results: list[list[Completion]]) -> StepOutput:
         node = ctx.node
         assert isinstance(node, VerifierNode)
-        cands = ctx.candidates()
+        # each distinct text was checked once; every sample keeps its verdict, so a vote
+        # downstream still counts duplicates
+        verdicts: dict[str, bool | None] = {}
+        for cand, comps in zip(ctx.candidates(), results, strict=False):
+            verdicts[cand.text] = verdict(comps[0].text) if comps else None
         checked: list[Candidate] = []
-        for cand, comps in zip(cands, results, strict=False):
-            ok = verdict(comps[0].text) if comps else None
+        for cand in ctx.candidates(unique=False):
+            ok = verdicts.get(cand.text)
             score = 1.0 if ok else 0.0 if ok is False else 0.5
             checked.append(Candidate(cand.text, cand.answer, score, cand.model,
                                      {**cand.meta, "verdict": ok}))

@@ -32,7 +32,7 @@ class Vote(Role):
     def finish(self, ctx: StepContext, results: list[list[Completion]]) -> StepOutput:
         node = ctx.node
         assert isinstance(node, VoteNode)
-        cands = ctx.candidates()
+        cands = ctx.candidates(unique=False)
         if node.extract is not None:
             cands = [Candidate(c.text, extract_answer(c.text, node.extract), c.score, c.model,
                                c.meta) for c in cands]

@@ -1,0 +1,120 @@
+"""The command line: exit codes, one-line errors, outputs. Graphs here use the scripted
+backend so they run instantly; tests/test_real_models.py runs the CLI on the real model."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+SCRIPTED = """\
+version: 1
+name: scripted-sc
+models:
+  m: {backend: scripted, model: fake, options: {answers: ["Answer: 4", "Answer: 4", "Answer: 5"]}}
+nodes:
+  solve: {role: solver, model: m, samples: 3}
+  vote: {role: vote, inputs: [solve]}
+output: vote
+"""
+
+
+def cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "tts_graph", *args], capture_output=True,
+                          text=True, cwd=cwd, timeout=120, check=False)
+
+
+@pytest.fixture
+def graph(tmp_path: Path) -> Path:
+    p = tmp_path / "g.yaml"
+    p.write_text(SCRIPTED)
+    return p
+
+
+def test_validate_presets_ok() -> None:
+    presets = sorted(str(p) for p in (ROOT / "graphs").glob("*.yaml"))
+    proc = cli("validate", *presets)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("ok: ") == len(presets)
+
+
+def test_validate_reports_each_problem_on_one_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(SCRIPTED.replace("samples: 3", "samples: 0").replace("[solve]", "[slove]"))
+    proc = cli("validate", str(bad))
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert lines[0] == f"{bad}:6: nodes.solve.samples: must be >= 1"
+    assert "Traceback" not in proc.stderr
+
+
+def test_validate_missing_file(tmp_path: Path) -> None:
+    proc = cli("validate", str(tmp_path / "nope.yaml"))
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"{tmp_path / 'nope.yaml'}: file not found"
+
+
+def test_run_one_question_json(graph: Path) -> None:
+    proc = cli("run", str(graph), "-q", "2+2?", "--json")
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["answer"] == "4"
+    assert data["usage"]["samples"] == 3
+    assert data["steps"]["vote"]["meta"]["votes"] == {"4": 2.0, "5": 1.0}
+
+
+def test_run_one_question_table(graph: Path) -> None:
+    proc = cli("run", str(graph), "-q", "2+2?")
+    assert proc.returncode == 0, proc.stderr
+    assert "answer: 4" in proc.stdout
+    assert "total" in proc.stdout
+
+
+def test_run_many_from_jsonl(graph: Path, tmp_path: Path) -> None:
+    questions = tmp_path / "q.jsonl"
+    questions.write_text('{"question": "a"}\n"b"\n\n{"question": "c"}\n')
+    out = tmp_path / "out.jsonl"
+    proc = cli("run", str(graph), "--input", str(questions), "--out", str(out), "--json")
+    assert proc.returncode == 0, proc.stderr
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["question"] for r in rows] == ["a", "b", "c"]
+    assert len(proc.stdout.strip().splitlines()) == 3
+
+
+def test_run_bad_jsonl_is_one_line(graph: Path, tmp_path: Path) -> None:
+    questions = tmp_path / "q.jsonl"
+    questions.write_text('{"question": "a"}\n{oops\n')
+    proc = cli("run", str(graph), "--input", str(questions))
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith(f"{questions}:2: invalid JSON")
+
+
+def test_run_needs_exactly_one_source(graph: Path) -> None:
+    assert cli("run", str(graph)).returncode == 2
+
+
+@pytest.mark.parametrize("fmt,marker", [("ascii", "◀ output"), ("mermaid", "flowchart TD"),
+                                         ("dot", "digraph")])
+def test_show_formats(fmt: str, marker: str) -> None:
+    proc = cli("show", str(ROOT / "graphs" / "debate.yaml"), "--format", fmt)
+    assert proc.returncode == 0, proc.stderr
+    assert marker in proc.stdout
+    assert "debate@r1" in proc.stdout
+
+
+def test_show_unknown_format() -> None:
+    proc = cli("show", str(ROOT / "graphs" / "single.yaml"), "--format", "svg")
+    assert proc.returncode == 2
+
+
+def test_schema_is_json_schema() -> None:
+    proc = cli("schema")
+    assert proc.returncode == 0
+    schema = json.loads(proc.stdout)
+    assert schema["additionalProperties"] is False
+    assert "nodes" in schema["properties"]
