@@ -29,6 +29,7 @@ from .spec import (
     GraphDoc,
     RefinerNode,
     SolverNode,
+    _message,
 )
 from .yamlpos import Loc
 
@@ -147,7 +148,7 @@ def compile_graph(doc: GraphDoc, *, backends: Collection[str] | None = None) -> 
             except ValidationError as exc:
                 for err in exc.errors():
                     loc = _loc("nodes", name, "params", *err["loc"])
-                    errors.append(doc.error(loc, err["msg"][:1].lower() + err["msg"][1:]))
+                    errors.append(doc.error(loc, _message(dict(err))))
         models = role.node_models(node, spec.defaults.model)
         node_models[name] = models
         if role.calls_model and not models:
