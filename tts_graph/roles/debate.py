@@ -71,14 +71,16 @@ class Debate(Role):
             return []
         if node.stop == "consensus" and prev.meta.get("consensus"):
             return []
-        agents = prev.meta["agents"]
+        # agents whose first call failed (error, budget) are absent: go by each one's id
+        agents: list[Candidate] = prev.meta["agents"]
         calls = []
-        for a in range(node.agents):
+        for j, own in enumerate(agents):
+            a = _agent_id(own, j)
             others = "\n\n".join(
-                f"[Agent {b + 1}]\n{clip(agents[b].text, 800)}"
-                for b in range(node.agents) if b != a
+                f"[Agent {_agent_id(other, b) + 1}]\n{clip(other.text, 800)}"
+                for b, other in enumerate(agents) if b != j
             )
-            msgs = self.messages(ctx, {"own": clip(agents[a].text, 800), "others": others},
+            msgs = self.messages(ctx, {"own": clip(own.text, 800), "others": others},
                                  "revise")
             calls.append(Call(self._agent_model(ctx, a), msgs, seed_offset=a, key=str(a)))
         return calls
@@ -98,12 +100,17 @@ class Debate(Role):
         prev = self._previous(ctx)
         if not results and prev is not None:  # consensus reached earlier: carry it forward
             return self._output(ctx, list(prev.meta["agents"]), stopped_early=True)
+        # one result per call: per agent in round 1, per surviving agent after
+        before: list[Candidate] | None = prev.meta["agents"] if prev is not None else None
         agents = []
-        for a, comps in enumerate(results):
+        for j, comps in enumerate(results):
+            a = _agent_id(before[j], j) if before is not None else j
             if comps:
-                agents.append(self.answer(ctx, comps[0], self._agent_model(ctx, a)))
-            elif prev is not None:
-                agents.append(prev.meta["agents"][a])
+                cand = self.answer(ctx, comps[0], self._agent_model(ctx, a))
+                cand.meta["agent"] = a
+                agents.append(cand)
+            elif before is not None:
+                agents.append(before[j])
         return self._output(ctx, agents)
 
     def passthrough(self, ctx: StepContext) -> StepOutput:
@@ -111,3 +118,8 @@ class Debate(Role):
         if prev is not None:
             return self._output(ctx, list(prev.meta["agents"]), stopped_early=True)
         return self.output(ctx, ctx.candidates())
+
+
+def _agent_id(cand: Candidate, default: int) -> int:
+    agent = cand.meta.get("agent", default)
+    return agent if isinstance(agent, int) else default
