@@ -34,6 +34,10 @@ class GraphError(TTSGraphError):
             where = f"{where}:{self.line}"
         return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
 
+    def lines(self) -> list[str]:
+        """One line per problem (``GraphErrors`` has several)."""
+        return [str(self)]
+
 
 class GraphErrors(GraphError):
     """Several problems found at once; ``str()`` is the first, ``errors`` has them all."""

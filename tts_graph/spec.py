@@ -37,10 +37,16 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
+COUNT_RE = r"\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([KkMmBbTt]?)\s*"
+
+
 def _parse_count(value: Any) -> Any:
-    """Accept ``135e6``, ``135000000`` or ``"135M"`` / ``"8B"`` for parameter counts."""
+    """Accept ``135e6``, ``135000000`` or ``"135M"`` / ``"8B"`` for parameter counts.
+
+    YAML 1.1 (PyYAML) reads ``135e6`` as a string, so exponents are parsed here too.
+    """
     if isinstance(value, str):
-        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([KkMmBbTt]?)\s*", value)
+        m = re.fullmatch(COUNT_RE, value)
         if not m:
             raise ValueError("must be a number like 135e6 or '135M'")
         scale = {"": 1, "k": 1e3, "m": 1e6, "b": 1e9, "t": 1e12}[m.group(2).lower()]
@@ -61,7 +67,12 @@ class ModelSpec(Strict):
     backend: str = Field(description="local | litellm | vllm | sim, or a registered backend")
     model: str = Field(min_length=1, description="backend's model id, e.g. smollm2-135m")
     params: float | None = Field(
-        default=None, gt=0, description="parameter count for FLOPs (135e6 or '135M')"
+        default=None, gt=0, description="parameter count for FLOPs (135e6 or '135M')",
+        json_schema_extra={"anyOf": [  # the strings that _parse_count accepts, too
+            {"type": "number", "exclusiveMinimum": 0},
+            {"type": "string", "pattern": f"^{COUNT_RE}$"},
+            {"type": "null"},
+        ]},
     )
     price: Price | None = None
     max_concurrency: int | None = Field(default=None, ge=1)
@@ -589,6 +600,9 @@ def loads_graph(text: str, source: str = "<string>") -> GraphDoc:
 
 def json_schema() -> dict[str, Any]:
     schema = GraphSpec.model_json_schema()
+    # a node matches exactly one branch of the roles' oneOf: a custom role is any other name
+    custom_role = schema["$defs"]["CustomNode"]["properties"]["role"]
+    custom_role["not"] = {"enum": sorted(BUILTIN_NODES)}
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "tts-graph collaboration graph"
     return schema

@@ -16,25 +16,29 @@ class _Loader(yaml.SafeLoader):
     """SafeLoader: no Python objects can be built from a graph file."""
 
 
-def _walk(node: yaml.Node, loc: Loc, lines: dict[Loc, int], source: str) -> None:
+def _walk(loader: _Loader, node: yaml.Node, loc: Loc, lines: dict[Loc, int], source: str
+          ) -> None:
     lines.setdefault(loc, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
         seen: dict[Any, int] = {}
         for key_node, value_node in node.value:
-            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node)
-            line = key_node.start_mark.line + 1
-            if key == "<<":
+            if not isinstance(key_node, yaml.ScalarNode):
+                key: Any = str(key_node)
+            elif key_node.tag == "tag:yaml.org,2002:merge":
                 continue
+            else:  # the key as the data will hold it: `1:` is the int 1, not the string "1"
+                key = loader.construct_object(key_node)
+            line = key_node.start_mark.line + 1
             if key in seen:
                 path = ".".join(str(p) for p in (*loc, key))
                 raise GraphError(f"duplicate key (first at line {seen[key]})", path=path,
                                  source=source, line=line)
             seen[key] = line
             lines[(*loc, key)] = line
-            _walk(value_node, (*loc, key), lines, source)
+            _walk(loader, value_node, (*loc, key), lines, source)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
-            _walk(item, (*loc, i), lines, source)
+            _walk(loader, item, (*loc, i), lines, source)
 
 
 def load_yaml(text: str, source: str = "<graph>") -> tuple[Any, dict[Loc, int]]:
@@ -45,12 +49,15 @@ def load_yaml(text: str, source: str = "<graph>") -> tuple[Any, dict[Loc, int]]:
         if node is None:
             return None, {}
         lines: dict[Loc, int] = {}
-        _walk(node, (), lines, source)
+        _walk(loader, node, (), lines, source)
         data = loader.construct_document(node)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
         msg = f"invalid YAML: {exc.problem or exc.context}"
+        where = exc.context_mark
+        if exc.problem and exc.context and where is not None and where.line + 1 != line:
+            msg += f" ({exc.context} at line {where.line + 1})"
         raise GraphError(msg, source=source, line=line) from None
     except yaml.YAMLError as exc:
         raise GraphError(f"invalid YAML: {exc}", source=source) from None
