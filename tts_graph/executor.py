@@ -194,10 +194,11 @@ class Executor:
         except TimeoutError:
             status = "timeout"
         finally:
-            for t in tasks.values():
-                if not t.done():
-                    t.cancel()
-            await asyncio.gather(*tasks.values(), return_exceptions=True)
+            pending = [t for t in tasks.values() if not t.done()]
+            for t in pending:
+                t.cancel()
+            if pending:  # nothing to wait for on the normal path: skip a loop turn
+                await asyncio.gather(*pending, return_exceptions=True)
         final = q.outputs.get(graph.output)
         if final is None or not final.candidates:
             final = self._partial(q) or final
@@ -253,10 +254,17 @@ class Executor:
             raise TTSGraphError(f"step {step.id}: role '{step.role.name}' failed: {exc}") from exc
         results: list[list[Completion]] = []
         if calls:
-            outcomes = await asyncio.gather(
-                *(self._call(q, step, c, i) for i, c in enumerate(calls)),
-                return_exceptions=True,
-            )
+            outcomes: list[Any]
+            if len(calls) == 1:  # await it in this task: a gather costs a task and loop turns
+                try:
+                    outcomes = [await self._call(q, step, calls[0], 0)]
+                except (BackendError, BudgetExhausted) as exc:
+                    outcomes = [exc]
+            else:
+                outcomes = await asyncio.gather(
+                    *(self._call(q, step, c, i) for i, c in enumerate(calls)),
+                    return_exceptions=True,
+                )
             for o in outcomes:
                 if isinstance(o, BaseException):
                     if isinstance(o, BackendError):
