@@ -412,7 +412,9 @@ def _unknown_field(raw_loc: tuple[Any, ...], loc: Loc, data: Any) -> tuple[str, 
     key = str(raw_loc[-1])
     owner = _owner(raw_loc)
     known = set(owner.model_fields) if owner is not None else _known_fields()
-    close = difflib.get_close_matches(key, sorted(known - {key}), n=1)
+    # a field that starts with the key (stop -> stop_sequences) beats a near spelling
+    close = sorted(k for k in known if k.startswith(key + "_"))[:1] or \
+        difflib.get_close_matches(key, sorted(known - {key}), n=1)
     if close:
         return f"unknown field (did you mean '{close[0]}'?)", close[0]
     node = _get(data, loc[:-1])

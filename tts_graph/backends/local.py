@@ -8,14 +8,21 @@ Each model is served by a small pool of llama.cpp instances, each driven by its 
 thread (llama.cpp releases the GIL), so calls into one instance never overlap. On 2 cores the
 default is 2 single-threaded instances: two samples decode at once, and no OpenMP pools fight
 (llama-cpp-python must be built with ``-DGGML_OPENMP=OFF``). A request for N samples is split
-into one contiguous chunk per instance; a chunk resets the instance, processes the prompt once
-and then draws its samples one after another, so samples 2..k reuse the prompt's KV cache.
-Sample ``i`` always uses seed ``seed + i`` on a freshly reset chunk, so runs reproduce.
+into one contiguous chunk per instance, drawn one after another on that instance.
+
+Prompt reuse that stays reproducible: every sample starts from the same state, the KV cache of
+``prompt[:-1]`` computed by one fresh batch prefill, then a single-token decode of the last
+prompt token. An instance keeps that prefix between calls, so the next sample of the same
+prompt (in this request or a later one: adaptive width, first-finish, a repeated query) skips
+the prefill, and sample ``i`` (seed ``seed + i``) comes out the same whichever instance or
+chunk draws it. (llama.cpp's own prefix matching would decode the prompt's tail in batches of
+varying size, whose floating-point results differ slightly, so seeds would not reproduce.)
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import importlib.util
 import logging
 import os
@@ -82,6 +89,19 @@ def default_layout() -> tuple[int, int]:
 
 class _Cancelled(Exception):
     pass
+
+
+def _prime(llm: Any, head: list[int]) -> None:
+    """Leave ``llm`` holding exactly the KV cache of ``head``, from one fresh batch prefill."""
+    kept = getattr(llm, "_tts_head", None) == head and llm.n_tokens >= len(head)
+    if kept and (llm.n_tokens == len(head) or llm._ctx.kv_cache_seq_rm(-1, len(head), -1)):
+        llm.n_tokens = len(head)  # drop the last sample's tokens, keep the prefix
+        return
+    llm.reset()
+    llm._tts_head = None
+    if head:
+        llm.eval(head)
+    llm._tts_head = list(head)
 
 
 # llama-cpp-python silences loading by redirecting the process's stdout/stderr file
@@ -160,6 +180,27 @@ class LlamaPool:
 
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)
+        while True:
+            try:
+                llm = self._free.get_nowait()
+            except queue.Empty:
+                break
+            if llm is not None and llm is not _FIRST and llm is not self._vocab:
+                llm.close()
+        if self._vocab is not None:
+            self._vocab.close()
+            self._vocab = None
+
+
+@atexit.register
+def _close_pools() -> None:
+    """Free llama.cpp models before the interpreter tears down the modules their destructors
+    need (which otherwise prints 'Exception ignored in Llama.__del__')."""
+    with _POOLS_LOCK:
+        pools = list(_POOLS.values())
+        _POOLS.clear()
+    for pool in pools:
+        pool.close()
 
 
 _POOLS: dict[tuple[str, int, int, int], LlamaPool] = {}
@@ -267,12 +308,13 @@ class LocalBackend(Backend):
 
                 if cancel.is_set():
                     raise _Cancelled
-                llm.reset()  # one prefill per chunk; seeds reproduce from a clean state
+                tokens = llm.tokenize(prompt.encode("utf-8"), special=True)
                 out: list[Completion] = []
                 criteria = StoppingCriteriaList([lambda ids, logits: cancel.is_set()])
                 for i in indices:
+                    _prime(llm, tokens[:-1])
                     res = llm.create_completion(
-                        prompt, max_tokens=max_tokens, temperature=request.temperature,
+                        tokens, max_tokens=max_tokens, temperature=request.temperature,
                         top_p=request.top_p, top_k=self.top_k, min_p=self.min_p,
                         seed=(request.seed + i) % (2**31), stop=stops,
                         stopping_criteria=criteria,
