@@ -91,9 +91,10 @@ class _Cancelled(Exception):
     pass
 
 
-def _prime(llm: Any, head: list[int]) -> None:
-    """Leave ``llm`` holding exactly the KV cache of ``head``, from one fresh batch prefill."""
-    kept = getattr(llm, "_tts_head", None) == head and llm.n_tokens >= len(head)
+def _prime(llm: Any, head: list[int], reuse: bool = True) -> None:
+    """Leave ``llm`` holding exactly the KV cache of ``head``, from one fresh batch prefill
+    (kept from the last call when ``reuse`` and it is still there)."""
+    kept = reuse and getattr(llm, "_tts_head", None) == head and llm.n_tokens >= len(head)
     if kept and (llm.n_tokens == len(head) or llm._ctx.kv_cache_seq_rm(-1, len(head), -1)):
         llm.n_tokens = len(head)  # drop the last sample's tokens, keep the prefix
         return
@@ -224,7 +225,7 @@ class LocalBackend(Backend):
     def __init__(self, path: Path, *, chat: bool, params: float | None, name: str,
                  n_ctx: int = 2048, threads: int | None = None, instances: int | None = None,
                  preamble: str | None = None, stop: tuple[str, ...] | None = None,
-                 top_k: int = 40, min_p: float = 0.05) -> None:
+                 top_k: int = 40, min_p: float = 0.05, prefix_reuse: bool = True) -> None:
         if not path.is_file():
             raise TTSGraphError(f"model file not found: {path}")
         d_instances, d_threads = default_layout()
@@ -236,6 +237,7 @@ class LocalBackend(Backend):
         self.completion_stop = COMPLETION_STOP if stop is None else stop
         self.top_k = top_k
         self.min_p = min_p
+        self.prefix_reuse = prefix_reuse
         self._formatter: Any = None
         self._info = ModelInfo(identity=f"local:{name}:{path.name}", params=params)
 
@@ -312,7 +314,7 @@ class LocalBackend(Backend):
                 out: list[Completion] = []
                 criteria = StoppingCriteriaList([lambda ids, logits: cancel.is_set()])
                 for i in indices:
-                    _prime(llm, tokens[:-1])
+                    _prime(llm, tokens[:-1], self.prefix_reuse)
                     res = llm.create_completion(
                         tokens, max_tokens=max_tokens, temperature=request.temperature,
                         top_p=request.top_p, top_k=self.top_k, min_p=self.min_p,
@@ -350,7 +352,7 @@ class LocalBackend(Backend):
 def create_local_backend(spec: ModelSpec, base_dir: Path | None = None) -> LocalBackend:
     opts = dict(spec.options)
     allowed = {"path", "chat", "n_ctx", "threads", "instances", "preamble", "stop", "top_k",
-               "min_p"}
+               "min_p", "prefix_reuse"}
     unknown = sorted(set(opts) - allowed)
     if unknown:
         raise TTSGraphError(f"model {spec.model!r}: unknown local options {unknown}; "
@@ -376,4 +378,5 @@ def create_local_backend(spec: ModelSpec, base_dir: Path | None = None) -> Local
         threads=opts.get("threads"), instances=opts.get("instances"),
         preamble=opts.get("preamble"), stop=tuple(stop) if stop is not None else None,
         top_k=int(opts.get("top_k", 40)), min_p=float(opts.get("min_p", 0.05)),
+        prefix_reuse=bool(opts.get("prefix_reuse", True)),
     )
