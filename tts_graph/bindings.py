@@ -1,20 +1,40 @@
-"""A model binding: a backend plus the limits declared on its model entry (concurrency cap,
-request rate, token rate). Every call to a model goes through its binding, so limits hold
-across all nodes and all concurrent queries."""
+"""A model binding: a backend wrapped, once for every backend, in what a call needs besides
+generation: the response cache, the limits declared on the model entry (concurrency cap,
+request rate, token rate), a per-call timeout, and bounded retries with backoff."""
 
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 import weakref
 from contextlib import AsyncExitStack
+from dataclasses import dataclass, replace
 
 from asyncio_throttle import Throttler
 
 from .backends.base import Backend, GenerationRequest
 from .budget import Costing
+from .cache import ResponseCache, sample_key
+from .errors import BackendError, TransientBackendError
 from .spec import ModelSpec
 from .types import Completion
+
+DEFAULT_RETRIES = 3
+BACKOFF_BASE_S = 0.5
+BACKOFF_MAX_S = 30.0
+
+
+@dataclass
+class Part:
+    """Completions of consecutive samples that came from one place: the cache, or one live
+    call (after ``retries`` retries)."""
+
+    start: int
+    completions: list[Completion]
+    cached: bool
+    latency_s: float = 0.0
+    retries: int = 0
 
 
 class _TokenRate:
@@ -45,12 +65,24 @@ class _Limits:
         self.tpm = _TokenRate(spec.tpm) if spec.tpm else None
 
 
+def backoff_delay(attempt: int, retry_after: float | None) -> float:
+    """Seconds to wait before retry ``attempt`` (1-based): the server's Retry-After when it
+    gives one, else exponential backoff with full jitter."""
+    if retry_after is not None and retry_after >= 0:
+        return min(retry_after, BACKOFF_MAX_S)
+    return random.uniform(0, min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2 ** (attempt - 1)))
+
+
 class ModelBinding:
-    def __init__(self, name: str, spec: ModelSpec, backend: Backend) -> None:
+    def __init__(self, name: str, spec: ModelSpec, backend: Backend,
+                 cache: ResponseCache | None = None) -> None:
         self.name = name
         self.spec = spec
         self.backend = backend
+        self.cache = cache
+        self.max_retries = DEFAULT_RETRIES if spec.max_retries is None else spec.max_retries
         info = backend.info
+        self.identity = info.identity
         declared = spec.price
         price = (declared.input_per_mtok, declared.output_per_mtok) if declared else info.price
         self.costing = Costing(
@@ -64,6 +96,7 @@ class ModelBinding:
         )
         self.in_flight = 0
         self.peak_in_flight = 0
+        self.attempts = 0
 
     def _loop_limits(self) -> _Limits:
         loop = asyncio.get_running_loop()
@@ -72,18 +105,77 @@ class ModelBinding:
             lim = self._limits[loop] = _Limits(self.spec)
         return lim
 
-    async def generate(self, request: GenerationRequest, est_tokens: int) -> list[Completion]:
+    async def generate(self, request: GenerationRequest, est_tokens: int) -> list[Part]:
+        """All ``request.n`` samples, as parts in sample order: cached samples first looked
+        up, the missing ones fetched live (consecutive ones in one call each)."""
+        if self.cache is None:
+            return [await self._live(request, est_tokens, 0)]
+        keys = [sample_key(self.identity, request, i) for i in range(request.n)]
+        hits = self.cache.get_many(keys)
+        parts: list[Part] = []
+        runs: list[tuple[int, int]] = []  # [start, end) of missing samples
+        i = 0
+        while i < request.n:
+            j = i
+            cached = keys[i] in hits
+            while j < request.n and (keys[j] in hits) == cached:
+                j += 1
+            if cached:
+                parts.append(Part(i, [hits[k] for k in keys[i:j]], cached=True))
+            else:
+                runs.append((i, j))
+            i = j
+        if runs:
+            per_sample = est_tokens // max(1, request.n)
+            live = await asyncio.gather(*(
+                self._live(replace(request, n=b - a, seed=request.seed + a,
+                                   sample_offset=request.sample_offset + a),
+                           per_sample * (b - a), a)
+                for a, b in runs
+            ))
+            for part in live:
+                self.cache.put_many(zip(keys[part.start : part.start + len(part.completions)],
+                                        part.completions, strict=True))
+            parts.extend(live)
+        parts.sort(key=lambda p: p.start)
+        return parts
+
+    async def _live(self, request: GenerationRequest, est_tokens: int, start: int) -> Part:
+        """One live call: limits, timeout, bounded retries of transient failures."""
         lim = self._loop_limits()
-        async with AsyncExitStack() as stack:
-            if lim.sem is not None:
-                await stack.enter_async_context(lim.sem)
-            if lim.rpm is not None:
-                await stack.enter_async_context(lim.rpm)
-            if lim.tpm is not None:
-                await lim.tpm.acquire(est_tokens)
-            self.in_flight += 1
-            self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        timeout = self.spec.timeout_s
+        attempt = 0
+        while True:
+            attempt += 1
+            t0 = time.perf_counter()
             try:
-                return await self.backend.generate(request)
-            finally:
-                self.in_flight -= 1
+                async with AsyncExitStack() as stack:
+                    if lim.sem is not None:
+                        await stack.enter_async_context(lim.sem)
+                    if lim.rpm is not None:
+                        await stack.enter_async_context(lim.rpm)
+                    if lim.tpm is not None:
+                        await lim.tpm.acquire(est_tokens)
+                    self.in_flight += 1
+                    self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+                    self.attempts += 1
+                    try:
+                        async with asyncio.timeout(timeout):
+                            comps = await self.backend.generate(request)
+                    finally:
+                        self.in_flight -= 1
+            except TimeoutError:
+                error: TransientBackendError = TransientBackendError(
+                    f"no answer within {timeout:g} s", kind="timeout")
+            except TransientBackendError as exc:
+                error = exc
+            else:
+                if len(comps) != request.n:
+                    raise BackendError(f"{self.name}: backend returned {len(comps)} "
+                                       f"completions for n={request.n}")
+                return Part(start, comps, cached=False, latency_s=time.perf_counter() - t0,
+                            retries=attempt - 1)
+            if attempt > self.max_retries:
+                raise BackendError(f"{self.name}: {error.kind}: {error} "
+                                   f"(gave up after {attempt} attempts)") from error
+            await asyncio.sleep(backoff_delay(attempt, error.retry_after))

@@ -66,15 +66,26 @@ def _read_questions(path: Path, field: str) -> list[str]:
     return questions
 
 
+def _open_cache(path: Path | None):  # type: ignore[no-untyped-def]
+    if path is None:
+        return None
+    from .cache import ResponseCache
+
+    try:
+        return ResponseCache(path)
+    except TTSGraphError as exc:
+        raise _fail([str(exc)]) from None
+
+
 def _usage_table(result) -> Table:  # type: ignore[no-untyped-def]
     t = Table(title="usage", title_justify="left")
-    for col in ("node", "calls", "samples", "prompt tok", "completion tok", "latency s",
-                "cost $", "FLOPs"):
+    for col in ("node", "calls", "cached", "samples", "prompt tok", "completion tok",
+                "latency s", "billed $", "FLOPs"):
         t.add_column(col, justify="left" if col == "node" else "right")
     rows = list(result.usage_by_node().items())
     for name, u in [*rows, ("total", result.usage)]:
-        t.add_row(name, str(u.calls), str(u.samples), str(u.prompt_tokens),
-                  str(u.completion_tokens), f"{u.latency_s:.2f}", f"{u.cost_usd:.6f}",
+        t.add_row(name, str(u.calls), str(u.cached_calls), str(u.samples), str(u.prompt_tokens),
+                  str(u.completion_tokens), f"{u.latency_s:.2f}", f"{u.billed_usd:.6f}",
                   f"{u.flops:.3g}", style="bold" if name == "total" else None)
     return t
 
@@ -90,6 +101,8 @@ def run(
     concurrency: Annotated[int, typer.Option(min=1, help="queries at once")] = 4,
     output: Annotated[Path | None, typer.Option("--out", "-o",
                                                 help="write results as JSONL")] = None,
+    cache: Annotated[Path | None, typer.Option(
+        help="response cache (SQLite): seen samples are replayed, not billed")] = None,
 ) -> None:
     """Run GRAPH on a question (-q) or on every question of a JSONL file (--input)."""
     from .executor import Executor
@@ -98,7 +111,7 @@ def run(
         raise _fail(["give exactly one of -q/--question or --input"])
     compiled = _compile(graph)
     questions = [question] if question is not None else _read_questions(input, field)  # type: ignore[arg-type]
-    executor = Executor(compiled)
+    executor = Executor(compiled, cache=_open_cache(cache))
     try:
         if len(questions) == 1 and question is not None:
             results = [asyncio.run(executor.arun(questions[0]))]
@@ -152,8 +165,9 @@ def _summary(results) -> None:  # type: ignore[no-untyped-def]
     from .usage import total
 
     u = total(c for r in results for c in r.calls)
-    out.print(f"total: {u.calls} calls, {u.samples} samples, {u.tokens} tokens, "
-              f"${u.cost_usd:.6f}, {u.flops:.3g} FLOPs")
+    out.print(f"total: {u.calls} calls ({u.cached_calls} from the cache), {u.samples} samples, "
+              f"{u.tokens} tokens, ${u.billed_usd:.6f} billed, {u.flops:.3g} FLOPs, "
+              f"{u.retries} retries, {u.errors} infrastructure errors")
 
 
 @app.command()

@@ -55,5 +55,16 @@ class BackendError(TTSGraphError):
     """A backend could not produce completions (infrastructure, not a wrong answer)."""
 
 
+class TransientBackendError(BackendError):
+    """A failure worth retrying: rate limit (429), server error (5xx), timeout, dropped
+    connection, malformed response. ``retry_after`` is the server's hint in seconds."""
+
+    def __init__(self, message: str, *, kind: str = "server",
+                 retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.retry_after = retry_after
+
+
 class BudgetExhausted(TTSGraphError):
     """A call was not sent because the query's budget could not cover it."""

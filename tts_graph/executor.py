@@ -20,6 +20,7 @@ from .backends.base import Backend, GenerationRequest
 from .backends.registry import backend_names, create_backend
 from .bindings import ModelBinding
 from .budget import QueryBudget
+from .cache import ResponseCache
 from .compile import CompiledGraph, Step, compile_graph
 from .errors import BackendError, BudgetExhausted, TTSGraphError
 from .roles.adaptive import should_stop
@@ -116,10 +117,12 @@ class _Query:
 
 class Executor:
     """Runs one compiled graph. Backends are created from the graph's model entries unless
-    given in ``backends`` (model name → backend), which tests and embedders use."""
+    given in ``backends`` (model name → backend), which tests and embedders use. With
+    ``cache`` (a ``ResponseCache`` or a path), every sample is looked up before it is sent."""
 
     def __init__(self, graph: CompiledGraph | GraphDoc | str | Path, *,
-                 backends: dict[str, Backend] | None = None) -> None:
+                 backends: dict[str, Backend] | None = None,
+                 cache: ResponseCache | str | Path | None = None) -> None:
         if isinstance(graph, (str, Path)):
             graph = load_graph(graph)
         if isinstance(graph, GraphDoc):
@@ -127,6 +130,8 @@ class Executor:
         self.graph = graph
         self._given = dict(backends or {})
         self._bindings: dict[str, ModelBinding] | None = None
+        self.cache = cache if isinstance(cache, ResponseCache) or cache is None \
+            else ResponseCache(cache)
 
     # ---------------------------------------------------------------------------- set-up
 
@@ -137,7 +142,7 @@ class Executor:
             for name in self.graph.used_models():
                 mspec = spec.models[name]
                 backend = self._given.get(name) or create_backend(mspec, self.graph.doc.base_dir)
-                out[name] = ModelBinding(name, mspec, backend)
+                out[name] = ModelBinding(name, mspec, backend, cache=self.cache)
             self._bindings = out
         return self._bindings
 
@@ -363,24 +368,34 @@ class Executor:
             messages=call.messages, max_tokens=res.max_tokens, temperature=s.temperature,
             top_p=s.top_p, seed=seed, n=n, stop=s.stop, sample_offset=offset,
         )
-        rec = CallRecord(step=step.id, node=step.node, model=binding.name, samples=n)
         t0 = time.perf_counter()
         try:
-            comps = await binding.generate(request, n * (prompt_tokens + res.max_tokens))
+            parts = await binding.generate(request, n * (prompt_tokens + res.max_tokens))
         except asyncio.CancelledError:
             q.budget.settle(res, 0, 0.0, 0.0)
             raise
         except BackendError as exc:
-            rec.error = str(exc)
-            rec.latency_s = time.perf_counter() - t0
-            q.calls.append(rec)
+            q.calls.append(CallRecord(step=step.id, node=step.node, model=binding.name,
+                                      samples=n, latency_s=time.perf_counter() - t0,
+                                      error=str(exc)))
             q.budget.settle(res, 0, 0.0, 0.0)
             raise
-        rec.latency_s = time.perf_counter() - t0
-        rec.prompt_tokens = sum(c.prompt_tokens for c in comps)
-        rec.completion_tokens = sum(c.completion_tokens for c in comps)
-        rec.cost_usd = binding.costing.cost(rec.prompt_tokens, rec.completion_tokens)
-        rec.flops = binding.costing.flops(rec.prompt_tokens, rec.completion_tokens)
-        q.budget.settle(res, rec.prompt_tokens + rec.completion_tokens, rec.cost_usd, rec.flops)
-        q.calls.append(rec)
+        comps: list[Completion] = []
+        spent_tokens, spent_cost, spent_flops = 0, 0.0, 0.0
+        for part in parts:
+            # cached samples are recorded apart; they count against the budget like live
+            # ones, so a replay from the cache takes exactly the same path
+            rec = CallRecord(step=step.id, node=step.node, model=binding.name,
+                             samples=len(part.completions), latency_s=part.latency_s,
+                             cached=part.cached, retries=part.retries)
+            rec.prompt_tokens = sum(c.prompt_tokens for c in part.completions)
+            rec.completion_tokens = sum(c.completion_tokens for c in part.completions)
+            rec.cost_usd = binding.costing.cost(rec.prompt_tokens, rec.completion_tokens)
+            rec.flops = binding.costing.flops(rec.prompt_tokens, rec.completion_tokens)
+            spent_tokens += rec.prompt_tokens + rec.completion_tokens
+            spent_cost += rec.cost_usd
+            spent_flops += rec.flops
+            q.calls.append(rec)
+            comps.extend(part.completions)
+        q.budget.settle(res, spent_tokens, spent_cost, spent_flops)
         return comps

@@ -78,6 +78,17 @@ class ModelSpec(Strict):
     max_concurrency: int | None = Field(default=None, ge=1)
     rpm: float | None = Field(default=None, gt=0, description="requests per minute")
     tpm: int | None = Field(default=None, ge=1, description="tokens per minute")
+    api_base: str | None = Field(default=None, min_length=1,
+                                 description="server URL (OpenAI-compatible and others)")
+    api_key_env: str | None = Field(
+        default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="name of the environment variable holding the API key (never the key)",
+    )
+    timeout_s: float | None = Field(default=None, gt=0, description="per-call timeout")
+    max_retries: int | None = Field(
+        default=None, ge=0, le=20,
+        description="retries of a call after 429/5xx/timeouts/dropped connections (default 3)",
+    )
     options: dict[str, Any] = Field(
         default_factory=dict, description="backend-specific settings (n_ctx, threads, path...)"
     )

@@ -18,6 +18,7 @@ class CallRecord:
     cost_usd: float = 0.0
     flops: float = 0.0
     cached: bool = False
+    retries: int = 0
     error: str | None = None
 
     def to_dict(self) -> dict[str, object]:
@@ -34,6 +35,8 @@ class Usage:
     cost_usd: float = 0.0
     flops: float = 0.0
     cached_calls: int = 0
+    billed_usd: float = 0.0
+    retries: int = 0
     errors: int = 0
 
     @property
@@ -49,6 +52,8 @@ class Usage:
         self.cost_usd += rec.cost_usd
         self.flops += rec.flops
         self.cached_calls += int(rec.cached)
+        self.billed_usd += 0.0 if rec.cached else rec.cost_usd
+        self.retries += rec.retries
         self.errors += int(rec.error is not None)
 
     def to_dict(self) -> dict[str, float | int]:
