@@ -113,6 +113,10 @@ def run(
     questions = [question] if question is not None else _read_questions(input, field)  # type: ignore[arg-type]
     executor = Executor(compiled, cache=_open_cache(cache))
     try:
+        executor.bindings()  # configuration problems (a missing key, an unknown model) now
+    except TTSGraphError as exc:
+        raise _fail([str(exc)]) from None
+    try:
         if len(questions) == 1 and question is not None:
             results = [asyncio.run(executor.arun(questions[0]))]
         else:
@@ -136,7 +140,7 @@ def run(
         if r.text:
             out.print(r.text.strip(), markup=False, highlight=False)
         if r.error:
-            err.print(f"infrastructure errors: {r.error}", markup=False)
+            err.print(f"infrastructure errors: {r.error}", markup=False, soft_wrap=True)
         out.print(_usage_table(r))
     else:
         _summary(results)

@@ -19,15 +19,21 @@ def _local(spec: ModelSpec, base_dir: Path | None) -> Backend:
     return create_local_backend(spec, base_dir)
 
 
+def _litellm(spec: ModelSpec, base_dir: Path | None) -> Backend:
+    from .litellm_backend import create_litellm_backend
+
+    return create_litellm_backend(spec)
+
+
 def _scripted(spec: ModelSpec, base_dir: Path | None) -> Backend:
     from .scripted import ScriptedBackend
 
     return ScriptedBackend.from_spec(spec)
 
 
-_BUILTIN: dict[str, Factory] = {"local": _local, "scripted": _scripted}
+_BUILTIN: dict[str, Factory] = {"local": _local, "litellm": _litellm, "scripted": _scripted}
 #: names reserved for backends that later modules provide
-_PLANNED = ("litellm", "vllm", "sim")
+_PLANNED = ("vllm", "sim")
 
 
 def register_backend(name: str, factory: Factory) -> None:
