@@ -1,0 +1,124 @@
+"""Results store, runner and summary, with a scripted graph and a stand-in task."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tts_graph import Executor, loads_graph
+from tts_graph.backends.scripted import ScriptedBackend
+from tts_graph.errors import BackendError
+from tts_graph.evaluate.runner import run_items
+from tts_graph.evaluate.store import ResultStore, StoreError
+from tts_graph.evaluate.summary import percentile, summarize, wilson
+
+GRAPH = """
+version: 1
+name: echo
+models: {m: {backend: scripted, model: x, max_retries: 0,
+             price: {input_per_mtok: 1, output_per_mtok: 1}}}
+nodes:
+  solve: {role: solver, model: m}
+output: solve
+"""
+
+
+@dataclass(frozen=True)
+class Item:
+    id: str
+    question: str
+    answer: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Score:
+    correct: bool
+    detail: str = ""
+
+
+class Exact:
+    name = "exact"
+
+    def score(self, item: Item, answer: str | None, text: str | None) -> Score:
+        return Score(answer == item.answer)
+
+
+ITEMS = [Item(str(i), f"q{i}", str(i % 3)) for i in range(20)]
+
+
+def executor(fail: set[str] | None = None) -> Executor:
+    fail = fail or set()
+
+    class Backend(ScriptedBackend):
+        async def generate(self, request):  # type: ignore[no-untyped-def]
+            q = request.messages[-1].content
+            if q in fail:
+                raise BackendError("HTTP 401")
+            return await super().generate(request)
+
+    backend = Backend(lambda req, i: f"Answer: {int(req.messages[-1].content[1:]) % 2}")
+    return Executor(loads_graph(GRAPH), backends={"m": backend})
+
+
+IDENT = {"graph_name": "echo", "task": "t", "planned": 20}
+
+
+def test_rows_are_written_and_summarised(tmp_path: Path) -> None:
+    store = ResultStore(tmp_path / "run")
+    store.bind(IDENT, resume=False)
+    n = asyncio.run(run_items(executor(), Exact(), ITEMS, store, concurrency=4))
+    assert n == 20 and store.count() == 20
+    s = summarize(store)
+    expected = sum(1 for i in range(20) if str(i % 2) == str(i % 3))
+    assert (s.correct, s.scored, s.infra_errors) == (expected, 20, 0)
+    assert s.ci95 == wilson(expected, 20)
+    assert s.calls == 20 and s.cost_usd > 0
+    assert [r.item_id for r in store.rows()] == [str(i) for i in range(20)]
+    assert set(s.by_node) == {"solve"} and set(s.by_model) == {"m"}
+
+
+def test_infra_errors_are_unscored_and_rerun_on_resume(tmp_path: Path) -> None:
+    store = ResultStore(tmp_path / "run")
+    store.bind(IDENT, resume=False)
+    asyncio.run(run_items(executor(fail={"q3", "q4"}), Exact(), ITEMS, store))
+    s = summarize(store)
+    assert s.infra_errors == 2 and s.scored == 18
+    assert store.done_ids() == {str(i) for i in range(20)} - {"3", "4"}
+    # a resume runs only the two, and they now succeed
+    store.bind(IDENT, resume=True)
+    ran = asyncio.run(run_items(executor(), Exact(), ITEMS, store))
+    assert ran == 2
+    s = summarize(store)
+    assert (s.infra_errors, s.scored, s.done) == (0, 20, 20)
+
+
+def test_resume_refuses_another_graph_or_task(tmp_path: Path) -> None:
+    store = ResultStore(tmp_path / "run")
+    store.bind(IDENT, resume=False)
+    with pytest.raises(StoreError, match="already holds a run"):
+        ResultStore(tmp_path / "run").bind(IDENT, resume=False)
+    with pytest.raises(StoreError, match="different task"):
+        ResultStore(tmp_path / "run").bind({**IDENT, "task": "other"}, resume=True)
+
+
+def test_foreign_results_file_is_refused(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "results.sqlite").write_bytes(b"not sqlite at all" * 50)
+    with pytest.raises(StoreError, match="not usable"):
+        ResultStore(run)
+
+
+def test_wilson_and_percentiles() -> None:
+    lo, hi = wilson(0, 10)
+    assert lo == 0.0 and 0.25 < hi < 0.35
+    lo, hi = wilson(10, 10)
+    assert hi == pytest.approx(1.0) and 0.65 < lo < 0.75
+    lo, hi = wilson(50, 100)
+    assert lo == pytest.approx(0.4038, abs=1e-3) and hi == pytest.approx(0.5962, abs=1e-3)
+    assert percentile([1.0, 2.0, 3.0, 4.0], 0.5) == 2.5

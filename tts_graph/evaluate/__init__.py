@@ -1,0 +1,1 @@
+"""Evaluation: tasks, scorers, the crash-safe results store and the runner."""

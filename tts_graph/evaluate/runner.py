@@ -1,0 +1,89 @@
+"""Run a graph over a task's questions: a fixed pool of workers pulls questions one at a time,
+so memory does not grow with the number of questions; each result is scored and written to
+the run's store as soon as it finishes."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..executor import Executor, QueryResult
+from .store import ResultStore, Row
+
+
+@dataclass(frozen=True)
+class RunIdentity:
+    """What makes two runs the same run (checked on resume)."""
+
+    graph_name: str
+    graph_sha: str
+    task: str
+    scorer: str
+    split: str
+    seed: int
+    limit: int | None
+    planned: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def graph_digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def to_row(idx: int, item: Any, res: QueryResult, correct: bool | None, detail: str) -> Row:
+    usage = res.usage
+    return Row(
+        item_id=str(item.id), idx=idx, question=item.question, gold=str(item.answer),
+        answer=res.answer, text=res.text, correct=correct, status=res.status, error=res.error,
+        score_detail=detail, latency_s=res.latency_s, prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens, cost_usd=usage.cost_usd,
+        billed_usd=usage.billed_usd, flops=usage.flops, calls=usage.calls,
+        cached_calls=usage.cached_calls, retries=usage.retries,
+        usage_by_node={k: v.to_dict() for k, v in res.usage_by_node().items()},
+        usage_by_model={k: v.to_dict() for k, v in res.usage_by_model().items()},
+    )
+
+
+async def run_items(
+    executor: Executor,
+    scorer: Any,
+    items: Sequence[Any],
+    store: ResultStore,
+    *,
+    concurrency: int = 8,
+    on_row: Callable[[Row], None] | None = None,
+    threaded_scoring: bool = False,
+) -> int:
+    """Run every item not yet done in ``store``; returns how many were run now.
+
+    An infrastructure error (status ``error``) is stored unscored (``correct`` is None) and
+    run again by a later resume; every other status is scored."""
+    done = store.done_ids()
+    todo = iter([(i, it) for i, it in enumerate(items) if str(it.id) not in done])
+    ran = 0
+
+    async def worker() -> None:
+        nonlocal ran
+        for idx, item in todo:  # the shared iterator hands each item to exactly one worker
+            res = await executor.arun(item.question, query_id=str(item.id))
+            if res.status == "error":
+                correct, detail = None, "infrastructure error: not scored"
+            else:
+                if threaded_scoring:
+                    score = await asyncio.to_thread(scorer.score, item, res.answer, res.text)
+                else:
+                    score = scorer.score(item, res.answer, res.text)
+                correct, detail = bool(score.correct), str(getattr(score, "detail", ""))
+            row = to_row(idx, item, res, correct, detail)
+            store.write(row)
+            ran += 1
+            if on_row is not None:
+                on_row(row)
+
+    await asyncio.gather(*(worker() for _ in range(max(1, concurrency))))
+    return ran

@@ -1,0 +1,151 @@
+"""The results store of one evaluation run: ``RUN_DIR/results.sqlite``.
+
+Every finished question is written (and committed) the moment it is scored, so a crash loses
+at most the questions in flight; ``--resume`` reads which are done and runs the rest. The run's
+identity (graph text, task, split, seed, limit) is stored too, so a resume with a different
+graph or task is refused instead of mixing results.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import TTSGraphError
+
+RESULTS_FILE = "results.sqlite"
+SCHEMA = "tts-graph-results"
+VERSION = "1"
+
+
+class StoreError(TTSGraphError):
+    pass
+
+
+@dataclass
+class Row:
+    item_id: str
+    idx: int
+    question: str
+    gold: str
+    answer: str | None
+    text: str | None
+    correct: bool | None  # None: not scored (an infrastructure error)
+    status: str
+    error: str | None
+    score_detail: str
+    latency_s: float
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+    billed_usd: float
+    flops: float
+    calls: int
+    cached_calls: int
+    retries: int
+    usage_by_node: dict[str, Any]
+    usage_by_model: dict[str, Any]
+
+
+_COLUMNS = list(Row.__dataclass_fields__)
+
+
+class ResultStore:
+    def __init__(self, run_dir: str | Path) -> None:
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / RESULTS_FILE
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self.conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+            self.conn.execute("PRAGMA journal_mode = WAL")
+            self.conn.execute("PRAGMA synchronous = NORMAL")
+            self._init()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"run {self.run_dir}: {RESULTS_FILE} is not usable ({exc})"
+                             ) from None
+        except OSError as exc:
+            raise StoreError(f"run {self.run_dir}: {exc.strerror or exc}") from None
+
+    def _init(self) -> None:
+        tables = {r[0] for r in self.conn.execute(
+            "SELECT name FROM sqlite_master WHERE type='table'")}
+        if not tables:
+            self.conn.execute("CREATE TABLE run (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            cols = ", ".join(
+                f"{c} TEXT PRIMARY KEY" if c == "item_id" else c for c in _COLUMNS
+            )
+            self.conn.execute(f"CREATE TABLE results ({cols}, finished_at REAL)")
+            self.conn.executemany("INSERT INTO run VALUES (?, ?)",
+                                  [("schema", SCHEMA), ("version", VERSION)])
+        elif not {"run", "results"} <= tables or self.meta().get("schema") != SCHEMA:
+            raise StoreError(f"run {self.run_dir}: {RESULTS_FILE} is not a tts-graph results "
+                             "store")
+
+    def meta(self) -> dict[str, str]:
+        return dict(self.conn.execute("SELECT key, value FROM run").fetchall())
+
+    def bind(self, identity: dict[str, Any], *, resume: bool) -> None:
+        """Record the run's identity, or check it against the stored one on resume."""
+        meta = self.meta()
+        stored = meta.get("identity")
+        mine = json.dumps(identity, sort_keys=True)
+        if stored is None:
+            if self.count() and not resume:
+                raise StoreError(f"run {self.run_dir}: holds results of an unknown run")
+            self.conn.execute("INSERT OR REPLACE INTO run VALUES ('identity', ?)", (mine,))
+            self.conn.execute("INSERT OR REPLACE INTO run VALUES ('created', ?)",
+                              (str(time.time()),))
+            return
+        if not resume:
+            raise StoreError(f"run {self.run_dir}: already holds a run; use --resume "
+                             f"{self.run_dir} to continue it, or another --out")
+        if stored != mine:
+            old = json.loads(stored)
+            diff = sorted(k for k in set(old) | set(identity) if old.get(k) != identity.get(k))
+            raise StoreError(f"run {self.run_dir}: was started with a different "
+                             f"{', '.join(diff)}; refusing to mix results")
+
+    def put(self, key: str, value: str) -> None:
+        self.conn.execute("INSERT OR REPLACE INTO run VALUES (?, ?)", (key, value))
+
+    def identity(self) -> dict[str, Any] | None:
+        stored = self.meta().get("identity")
+        return json.loads(stored) if stored else None
+
+    def done_ids(self) -> set[str]:
+        """Questions with a final answer (infrastructure errors are run again on resume)."""
+        return {r[0] for r in self.conn.execute(
+            "SELECT item_id FROM results WHERE status != 'error'")}
+
+    def write(self, row: Row) -> None:
+        values = asdict(row)
+        values["correct"] = None if row.correct is None else int(row.correct)
+        values["usage_by_node"] = json.dumps(row.usage_by_node)
+        values["usage_by_model"] = json.dumps(row.usage_by_model)
+        marks = ", ".join("?" * (len(_COLUMNS) + 1))
+        self.conn.execute(
+            f"INSERT OR REPLACE INTO results ({', '.join(_COLUMNS)}, finished_at) "
+            f"VALUES ({marks})",
+            [values[c] for c in _COLUMNS] + [time.time()],
+        )
+
+    def count(self) -> int:
+        return int(self.conn.execute("SELECT COUNT(*) FROM results").fetchone()[0])
+
+    def rows(self) -> Iterator[Row]:
+        """All results in question order, streamed (nothing held in memory)."""
+        cur = self.conn.execute(f"SELECT {', '.join(_COLUMNS)} FROM results ORDER BY idx")
+        for rec in cur:
+            d = dict(zip(_COLUMNS, rec, strict=True))
+            d["correct"] = None if d["correct"] is None else bool(d["correct"])
+            d["usage_by_node"] = json.loads(d["usage_by_node"])
+            d["usage_by_model"] = json.loads(d["usage_by_model"])
+            yield Row(**d)
+
+    def close(self) -> None:
+        self.conn.close()

@@ -1,0 +1,122 @@
+"""What a run amounts to: accuracy with a 95% confidence interval (infrastructure errors left
+out and counted apart), tokens, cost, FLOPs, latency percentiles, per node and per model —
+computed by streaming the results store."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .store import ResultStore
+
+Z95 = 1.959963984540054
+
+
+def wilson(correct: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval for a proportion (sound at 0%, 100% and small n)."""
+    if n == 0:
+        return (0.0, 0.0)
+    p = correct / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    if not sorted_values:
+        return 0.0
+    k = (len(sorted_values) - 1) * q
+    lo, hi = math.floor(k), math.ceil(k)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (k - lo)
+
+
+@dataclass
+class Summary:
+    run_dir: str
+    graph: str
+    task: str
+    planned: int
+    done: int
+    scored: int
+    correct: int
+    accuracy: float
+    ci95: tuple[float, float]
+    infra_errors: int
+    statuses: dict[str, int]
+    prompt_tokens: int
+    completion_tokens: int
+    tokens_per_question: float
+    cost_usd: float
+    billed_usd: float
+    cost_per_question: float
+    flops: float
+    calls: int
+    cached_calls: int
+    retries: int
+    latency_p50: float
+    latency_p90: float
+    latency_p99: float
+    by_node: dict[str, dict[str, float]] = field(default_factory=dict)
+    by_model: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["ci95"] = list(self.ci95)
+        return d
+
+
+_USAGE_KEYS = ("calls", "samples", "prompt_tokens", "completion_tokens", "cost_usd",
+               "billed_usd", "flops", "cached_calls", "errors", "latency_s")
+
+
+def _merge(into: dict[str, dict[str, float]], part: dict[str, Any]) -> None:
+    for name, usage in part.items():
+        acc = into.setdefault(name, dict.fromkeys(_USAGE_KEYS, 0.0))
+        for k in _USAGE_KEYS:
+            acc[k] += float(usage.get(k, 0) or 0)
+
+
+def summarize(store: ResultStore) -> Summary:
+    ident = store.identity() or {}
+    planned = int(ident.get("planned", 0))
+    done = scored = correct = infra = 0
+    statuses: dict[str, int] = {}
+    pt = ct = calls = cached = retries = 0
+    cost = billed = flops = 0.0
+    latencies: list[float] = []
+    by_node: dict[str, dict[str, float]] = {}
+    by_model: dict[str, dict[str, float]] = {}
+    for row in store.rows():
+        done += 1
+        statuses[row.status] = statuses.get(row.status, 0) + 1
+        if row.correct is None:
+            infra += 1
+        else:
+            scored += 1
+            correct += int(row.correct)
+        pt += row.prompt_tokens
+        ct += row.completion_tokens
+        cost += row.cost_usd
+        billed += row.billed_usd
+        flops += row.flops
+        calls += row.calls
+        cached += row.cached_calls
+        retries += row.retries
+        latencies.append(row.latency_s)
+        _merge(by_node, row.usage_by_node)
+        _merge(by_model, row.usage_by_model)
+    latencies.sort()
+    return Summary(
+        run_dir=str(store.run_dir), graph=str(ident.get("graph_name", "?")),
+        task=str(ident.get("task", "?")), planned=planned or done, done=done, scored=scored,
+        correct=correct, accuracy=correct / scored if scored else 0.0,
+        ci95=wilson(correct, scored), infra_errors=infra, statuses=statuses,
+        prompt_tokens=pt, completion_tokens=ct,
+        tokens_per_question=(pt + ct) / done if done else 0.0, cost_usd=cost,
+        billed_usd=billed, cost_per_question=cost / done if done else 0.0, flops=flops,
+        calls=calls, cached_calls=cached, retries=retries,
+        latency_p50=percentile(latencies, 0.5), latency_p90=percentile(latencies, 0.9),
+        latency_p99=percentile(latencies, 0.99), by_node=by_node, by_model=by_model,
+    )
