@@ -10,3 +10,27 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture
 def root() -> Path:
     return ROOT
+
+
+# ---------------------------------------------------------------- real servers on loopback
+# (started on first use, once per test session; see tests/servers.py)
+
+
+@pytest.fixture(scope="session")
+def llama_server():  # type: ignore[no-untyped-def]
+    """llama.cpp's OpenAI-compatible server with SmolLM2, no API key."""
+    from servers import llama_server as start
+
+    with start() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def llama_server_keyed():  # type: ignore[no-untyped-def]
+    """The same server, but every request needs ``Authorization: Bearer <server.api_key>``."""
+    import secrets
+
+    from servers import llama_server as start
+
+    with start(api_key="sk-tts-" + secrets.token_hex(16)) as server:
+        yield server
