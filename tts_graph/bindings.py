@@ -127,16 +127,23 @@ class ModelBinding:
             i = j
         if runs:
             per_sample = est_tokens // max(1, request.n)
+            # every run is awaited, even after one fails: a run that was answered (and
+            # billed) is cached before the failure is raised, never dropped unseen
             live = await asyncio.gather(*(
                 self._live(replace(request, n=b - a, seed=request.seed + a,
                                    sample_offset=request.sample_offset + a),
                            per_sample * (b - a), a)
                 for a, b in runs
-            ))
+            ), return_exceptions=True)
             for part in live:
-                self.cache.put_many(zip(keys[part.start : part.start + len(part.completions)],
-                                        part.completions, strict=True))
-            parts.extend(live)
+                if isinstance(part, Part):
+                    self.cache.put_many(zip(
+                        keys[part.start : part.start + len(part.completions)],
+                        part.completions, strict=True))
+            for part in live:
+                if isinstance(part, BaseException):
+                    raise part
+            parts.extend(p for p in live if isinstance(p, Part))
         parts.sort(key=lambda p: p.start)
         return parts
 
