@@ -1,0 +1,380 @@
+"""Run untrusted Python (a model's HumanEval completion) in a sandboxed subprocess.
+
+``run_python(code)`` writes ``code`` to ``main.py`` in a throwaway directory and runs
+``sys.executable -I main.py`` there, with a wall-clock timeout that kills the whole process
+tree. Two modes; ``sandbox_mode()`` says which one is in force (chosen once per process):
+
+``namespaces`` (running as root, with ``unshare`` and mounts permitted; what these machines use)
+    The child runs under ``unshare --net --mount --pid --fork --kill-child --mount-proc``:
+
+    - **no network**: a new network namespace holds only a down loopback device, so every
+      connect, to 127.0.0.1 too, fails;
+    - **writes outside the working directory refused**: in the new mount namespace the working
+      directory is a fresh tmpfs (``disk_mb`` big, gone when the child exits) and *every* other
+      mount is remounted read-only, ``/tmp``, ``/var/tmp`` and ``/dev/shm`` included; then the
+      child drops to the ``nobody`` user and group (no supplementary groups), so it can neither
+      remount anything writable again nor write what ``nobody`` may not write. Directories on
+      the interpreter's path that ``nobody`` may not traverse (``/root`` when Python lives under
+      ``/root/.pyenv``) are covered by a read-only tmpfs that shows only the interpreter's own
+      tree, which also hides the rest of them from the code;
+    - **the process tree dies with it**: the child is PID 1 of a new PID namespace, so when it
+      is killed (timeout) every process it started dies too, even one that left the process
+      group;
+    - **resource limits** set in the child before it runs the code: ``RLIMIT_AS`` (memory),
+      ``RLIMIT_CPU`` (timeout + 1 s), ``RLIMIT_FSIZE`` (any one file, and the captured
+      stdout/stderr), ``RLIMIT_NPROC`` (processes of ``nobody``), ``RLIMIT_CORE`` = 0.
+
+``guard`` (not root, or namespaces not permitted)
+    The same resource limits, a throwaway working directory and a process-group kill; no network
+    through ``unshare -rn`` (an unprivileged user + network namespace) when the kernel allows
+    it, else an audit hook that makes socket creation raise. Writes outside the working
+    directory, subprocesses and ``ctypes`` are refused by an audit hook installed before the
+    code runs. Audit hooks are a guard against accidents (what a model's code does by mistake),
+    **not a security boundary**: code that sets out to escape can.
+
+The temporary directory is deleted afterwards in both modes. Output is captured in files, not
+pipes, so a program that prints without end is stopped by ``RLIMIT_FSIZE`` instead of filling
+the caller's memory; ``SandboxResult`` keeps the last ``MAX_OUTPUT`` characters of each.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+MAX_OUTPUT = 20_000
+FSIZE_MB = 16
+NPROC = 64
+SANDBOX_USER = "nobody"
+
+
+@dataclass(frozen=True)
+class SandboxResult:
+    passed: bool
+    reason: str
+    stdout: str
+    stderr: str
+
+
+# ------------------------------------------------------------------------ the child's bootstrap
+# Runs as ``python -I -c _BOOTSTRAP CONFIG_JSON`` (as root inside the new namespaces in the
+# ``namespaces`` mode), sets everything up, then execs the interpreter on main.py.
+_BOOTSTRAP = r"""
+import ctypes, json, os, resource, signal, stat, sys
+cfg = json.loads(sys.argv[1])
+wd = cfg["wd"]
+
+def die(msg):
+    os.write(2, ("sandbox setup failed: " + msg + "\n").encode())
+    os._exit(97)
+
+if cfg["mode"] == "namespaces":
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p,
+                           ctypes.c_ulong, ctypes.c_char_p]
+    RDONLY, NOSUID, NODEV, NOEXEC, REMOUNT, BIND, REC, PRIVATE = (
+        1, 2, 4, 8, 32, 4096, 16384, 1 << 18)
+    KEEP = {2: 2, 4: 4, 8: 8, 1024: 1024, 2048: 2048, 4096: 1 << 21}  # ST_* -> MS_*
+
+    def mount(src, target, fstype, flags, data=None, *, must=True):
+        enc = lambda s: s.encode() if isinstance(s, str) else s
+        if libc.mount(enc(src), enc(target), enc(fstype), flags, enc(data)) != 0:
+            err = ctypes.get_errno()
+            if must:
+                die(f"mount {target}: {os.strerror(err)}")
+            return err
+        return 0
+
+    mount(None, "/", None, REC | PRIVATE)
+    code = open(os.path.join(wd, "main.py"), "rb").read()
+    uid, gid = cfg["uid"], cfg["gid"]
+
+    # the interpreter's directories must stay reachable for the sandbox user: cover each
+    # directory it may not traverse with a tmpfs holding only what the interpreter needs
+    def blocker(path):
+        cur = "/"
+        for part in path.strip("/").split("/"):
+            if not part:
+                continue
+            st = os.stat(cur)
+            if not st.st_mode & stat.S_IXOTH:
+                return cur
+            cur = os.path.join(cur, part)
+        return None
+
+    need = sorted({os.path.realpath(p) for p in cfg["reach"]})
+    need = [p for p in need if not any(p != q and p.startswith(q + "/") for q in need)]
+    plan = [(p, b) for p in need if (b := blocker(p)) is not None]
+    stage = cfg["stage"]
+    for i, (p, _) in enumerate(plan):
+        os.mkdir(os.path.join(stage, str(i)))
+        mount(p, os.path.join(stage, str(i)), None, BIND | REC)
+    for b in sorted({b for _, b in plan}, key=len):
+        mount("tmpfs", b, "tmpfs", NOSUID | NODEV, "mode=0755,size=64k")
+    for i, (p, _) in enumerate(plan):
+        os.makedirs(p, mode=0o755, exist_ok=True)
+        mount(os.path.join(stage, str(i)), p, None, BIND | REC)
+
+    # the working directory: a fresh tmpfs owned by the sandbox user
+    mount("tmpfs", wd, "tmpfs", NOSUID | NODEV,
+          f"mode=0700,uid={uid},gid={gid},size={cfg['disk_mb']}m")
+    wdfd = os.open(wd, os.O_RDONLY | os.O_DIRECTORY)
+    with open(os.path.join(wd, "main.py"), "wb") as f:
+        f.write(code)
+    os.chown(os.path.join(wd, "main.py"), uid, gid)
+
+    # every other mount read-only
+    def unescape(s):
+        return s.encode().decode("unicode_escape").encode("latin-1").decode()
+
+    points = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            points.append(unescape(line.split()[4]))
+    for mp in dict.fromkeys(points):
+        if mp == wd:
+            continue
+        try:
+            st = os.statvfs(mp)
+        except OSError:
+            continue
+        if st.f_flag & 1:
+            continue
+        flags = REMOUNT | BIND | RDONLY
+        for st_bit, ms_bit in KEEP.items():
+            if st.f_flag & st_bit:
+                flags |= ms_bit
+        err = mount(None, mp, None, flags, must=False)
+        if err and not (mp.startswith("/proc/") or mp.startswith("/sys/")):
+            die(f"cannot make {mp} read-only: {os.strerror(err)}")
+
+    os.setgroups([])
+    os.setresgid(gid, gid, gid)
+    os.setresuid(uid, uid, uid)
+    libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG, cleared by the uid change
+    os.fchdir(wdfd)
+    os.close(wdfd)
+else:
+    os.chdir(wd)
+
+for name, value in cfg["limits"].items():
+    lim = getattr(resource, name)
+    try:
+        resource.setrlimit(lim, (value, value))
+    except (ValueError, OSError) as exc:
+        if name != "RLIMIT_NPROC":
+            die(f"{name}: {exc}")
+env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": os.getcwd(), "TMPDIR": os.getcwd()}
+if cfg["mode"] == "namespaces":
+    os.execve(sys.executable, [sys.executable, "-I", "-B", "main.py"], env)
+os.execve(sys.executable, [sys.executable, "-I", "-B", "-c", cfg["guard"]], env)
+"""
+
+# Installed before the code in the ``guard`` mode: refuse writes outside the working
+# directory, sockets (unless a network namespace is in force), subprocesses and ctypes.
+_GUARD = r"""
+import os, runpy, sys
+_wd = os.path.realpath(os.getcwd())
+_no_net = {no_net}
+_WRITE = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+
+def _inside(path):
+    if isinstance(path, int):
+        return True
+    try:
+        p = os.path.realpath(os.fsdecode(path))
+    except Exception:
+        return False
+    return p == _wd or p.startswith(_wd + os.sep) or p == os.devnull
+
+def _hook(event, args):
+    if event == "open":
+        path, mode, flags = args
+        writing = (mode is not None and any(c in mode for c in "wax+")) or (
+            mode is None and flags & _WRITE)
+        if writing and not _inside(path):
+            raise PermissionError(f"sandbox: writing outside the working directory: {{path}}")
+    elif event in ("os.remove", "os.rmdir", "os.mkdir", "os.chmod", "os.chown", "os.truncate",
+                   "os.utime", "os.symlink", "os.link", "os.rename", "shutil.rmtree",
+                   "shutil.move", "shutil.copyfile", "shutil.copytree"):
+        paths = [a for a in args if isinstance(a, (str, bytes, os.PathLike))]
+        for p in paths[:2] if event in ("os.rename", "os.link", "os.symlink") else paths[:1]:
+            if not _inside(p):
+                raise PermissionError(f"sandbox: {{event}} outside the working directory: {{p}}")
+    elif _no_net and event in ("socket.__new__", "socket.connect", "socket.bind"):
+        raise PermissionError("sandbox: network access is disabled")
+    elif event in ("subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn",
+                   "os.fork", "os.forkpty", "ctypes.dlopen", "ctypes.dlsym"):
+        raise PermissionError(f"sandbox: {{event}} is disabled")
+
+sys.addaudithook(_hook)
+del _hook
+runpy.run_path("main.py", run_name="__main__")
+"""
+
+
+# ------------------------------------------------------------------------------ mode selection
+_MODE: tuple[str, bool] | None = None
+_MODE_LOCK = threading.Lock()
+
+
+def _nobody() -> tuple[int, int] | None:
+    try:
+        import pwd
+
+        pw = pwd.getpwnam(SANDBOX_USER)
+    except (ImportError, KeyError):
+        return None
+    return pw.pw_uid, pw.pw_gid
+
+
+def _unshare(*flags: str) -> list[str] | None:
+    exe = shutil.which("unshare")
+    if exe is None:
+        return None
+    cmd = [exe, *flags, "--"]
+    try:
+        ok = subprocess.run([*cmd, "true"], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return cmd if ok else None
+
+
+def _probe() -> tuple[str, bool]:
+    """(mode, network namespace in force)."""
+    if hasattr(os, "geteuid") and os.geteuid() == 0 and _nobody() is not None:
+        cmd = _unshare("--net", "--mount", "--pid", "--fork", "--kill-child", "--mount-proc")
+        if cmd is not None:
+            result = _run(_BOOTSTRAP_PROBE, "namespaces", timeout_s=20, memory_mb=512,
+                          disk_mb=1, prefix=cmd)
+            if result.passed:
+                return "namespaces", True
+    return "guard", _unshare("--map-root-user", "--net") is not None
+
+
+_BOOTSTRAP_PROBE = "import socket\nprint('ok')\n"
+
+
+def sandbox_mode() -> str:
+    """``"namespaces"`` or ``"guard"`` (see the module docstring), probed once."""
+    return _mode()[0]
+
+
+def _mode() -> tuple[str, bool]:
+    global _MODE
+    with _MODE_LOCK:
+        if _MODE is None:
+            forced = os.environ.get("TTS_GRAPH_SANDBOX_MODE")
+            if forced == "guard":
+                _MODE = ("guard", _unshare("--map-root-user", "--net") is not None)
+            else:
+                _MODE = _probe()
+        return _MODE
+
+
+# ------------------------------------------------------------------------------------- running
+def run_python(code: str, *, timeout_s: float = 10, memory_mb: int = 512,
+               disk_mb: int = 64) -> SandboxResult:
+    """Run ``code`` as a script in the sandbox; ``passed`` when it exits 0 in time.
+
+    ``reason`` is ``"passed"``, ``"timeout"``, ``"memory limit"``, ``"cpu time limit"``,
+    ``"file size limit"`` or ``"exit N: <last line of stderr>"``.
+    """
+    mode, netns = _mode()
+    if mode == "namespaces":
+        prefix = _unshare("--net", "--mount", "--pid", "--fork", "--kill-child", "--mount-proc")
+    else:
+        prefix = _unshare("--map-root-user", "--net") if netns else []
+    return _run(code, mode, timeout_s=timeout_s, memory_mb=memory_mb, disk_mb=disk_mb,
+                prefix=prefix or [], no_net_guard=not netns)
+
+
+def _run(code: str, mode: str, *, timeout_s: float, memory_mb: int, disk_mb: int,
+         prefix: list[str], no_net_guard: bool = False) -> SandboxResult:
+    host = Path(tempfile.mkdtemp(prefix="tts-sandbox-"))
+    try:
+        host.chmod(0o711)  # the sandbox user must traverse it to reach its working directory
+        wd = host / "work"
+        wd.mkdir()
+        (host / "stage").mkdir(mode=0o700)
+        (wd / "main.py").write_text(code, encoding="utf-8")
+        uid, gid = _nobody() or (-1, -1)
+        limits = {
+            "RLIMIT_AS": memory_mb * 1024 * 1024,
+            "RLIMIT_CPU": math.ceil(timeout_s) + 1,
+            "RLIMIT_FSIZE": FSIZE_MB * 1024 * 1024,
+            "RLIMIT_CORE": 0,
+        }
+        if mode == "namespaces":
+            limits["RLIMIT_NPROC"] = NPROC
+        cfg = {
+            "mode": mode,
+            "wd": str(wd),
+            "stage": str(host / "stage"),
+            "uid": uid,
+            "gid": gid,
+            "disk_mb": disk_mb,
+            "limits": limits,
+            "reach": [sys.executable, os.path.dirname(sys.executable), sys.prefix,
+                      sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix],
+            "guard": _GUARD.format(no_net=no_net_guard),
+        }
+        argv = [*prefix, sys.executable, "-I", "-c", _BOOTSTRAP, json.dumps(cfg)]
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                    cwd=host, start_new_session=True,
+                                    env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"})
+            timed_out = False
+            try:
+                proc.wait(timeout=timeout_s + 0.5)  # + the bootstrap's start-up
+            except subprocess.TimeoutExpired:
+                timed_out = True
+                _kill(proc)
+            stdout, stderr = _tail(out), _tail(err)
+        return SandboxResult(*_verdict(proc.returncode, timed_out, stderr), stdout, stderr)
+    finally:
+        shutil.rmtree(host, ignore_errors=True)
+
+
+def _kill(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.kill()
+    proc.wait()
+
+
+def _tail(f) -> str:  # type: ignore[no-untyped-def]
+    size = f.seek(0, os.SEEK_END)
+    f.seek(max(0, size - MAX_OUTPUT * 4))
+    return f.read().decode("utf-8", "replace")[-MAX_OUTPUT:]
+
+
+def _verdict(rc: int | None, timed_out: bool, stderr: str) -> tuple[bool, str]:
+    if timed_out:
+        return False, "timeout"
+    last = next((ln.strip() for ln in reversed(stderr.splitlines()) if ln.strip()), "")
+    if rc == 0:
+        return True, "passed"
+    if "MemoryError" in last or (rc == -signal.SIGKILL and "MemoryError" in stderr):
+        return False, "memory limit"
+    if rc == -signal.SIGXCPU:
+        return False, "cpu time limit"
+    if rc == -signal.SIGXFSZ or "File too large" in last:
+        return False, "file size limit"
+    if rc is not None and rc < 0:
+        try:
+            name = signal.Signals(-rc).name
+        except ValueError:
+            name = str(-rc)
+        return False, f"killed by {name}" + (f": {last}" if last else "")
+    return False, f"exit {rc}" + (f": {last}" if last else "")
