@@ -25,15 +25,22 @@ def _litellm(spec: ModelSpec, base_dir: Path | None) -> Backend:
     return create_litellm_backend(spec)
 
 
+def _vllm(spec: ModelSpec, base_dir: Path | None) -> Backend:
+    from .vllm_backend import create_vllm_backend
+
+    return create_vllm_backend(spec, base_dir)
+
+
 def _scripted(spec: ModelSpec, base_dir: Path | None) -> Backend:
     from .scripted import ScriptedBackend
 
     return ScriptedBackend.from_spec(spec)
 
 
-_BUILTIN: dict[str, Factory] = {"local": _local, "litellm": _litellm, "scripted": _scripted}
+_BUILTIN: dict[str, Factory] = {"local": _local, "litellm": _litellm, "scripted": _scripted,
+                                "vllm": _vllm}
 #: names reserved for backends that later modules provide
-_PLANNED = ("vllm", "sim")
+_PLANNED = ("sim",)
 
 
 def register_backend(name: str, factory: Factory) -> None:
