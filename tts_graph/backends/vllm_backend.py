@@ -343,7 +343,10 @@ class EngineHost:
                 final = out
         except asyncio.CancelledError:
             self.aborts += 1
-            await self.engine.abort(request_id)  # generate() aborts as well; this is a no-op
+            # generate() aborts it too (then this is a no-op); a failure here must not
+            # replace the cancellation
+            with contextlib.suppress(Exception):
+                await self.engine.abort(request_id)
             raise
         finally:
             self.in_flight -= 1
@@ -372,7 +375,7 @@ class EngineHost:
             if stop_engine is not None:
                 await _maybe_await(stop_engine())
 
-        if self.loop.is_running():
+        if self.thread.is_alive():
             with contextlib.suppress(Exception):  # a failed or hung engine still goes
                 asyncio.run_coroutine_threadsafe(stop(), self.loop).result(timeout)
             self.loop.call_soon_threadsafe(self.loop.stop)
