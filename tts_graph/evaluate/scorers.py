@@ -1,0 +1,264 @@
+"""Scorers: is a graph's final answer right for an item?
+
+``score(item, answer, text)`` gets the graph's extracted final ``answer`` (``QueryResult.answer``)
+and the text it came from (``QueryResult.text``); either may be ``None``. Scoring never raises
+on a model's output: a missing or unreadable answer is simply wrong, with a ``detail`` saying
+why. Built in: ``numeric``, ``math``, ``choice``, ``exact``, ``normalized``, ``code``.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
+
+from ..answers import extract_choice, extract_number, extract_text, normalize_number, normalize_text
+from ..errors import TTSGraphError
+
+if TYPE_CHECKING:
+    from .tasks import Item
+
+
+class ScorerError(TTSGraphError):
+    """An unknown scorer name, or a scorer used on items it cannot score."""
+
+
+@dataclass(frozen=True)
+class Score:
+    correct: bool
+    detail: str = ""
+
+
+class Scorer:
+    """Base class: subclasses set ``name`` and implement ``score``."""
+
+    name: ClassVar[str] = ""
+
+    def score(self, item: Item, answer: str | None, text: str | None) -> Score:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+def _clip(s: str | None, n: int = 60) -> str:
+    if s is None:
+        return "nothing"
+    s = " ".join(s.split())
+    return repr(s if len(s) <= n else s[: n - 1] + "…")
+
+
+def _number(s: str) -> str | None:
+    """``s`` as a normalized number: the whole of it, else the number extracted from it."""
+    return normalize_number(s) or extract_number(s)
+
+
+def _same_number(a: str, b: str) -> bool:
+    if a == b:
+        return True
+    try:
+        x, y = float(a), float(b)
+    except ValueError:
+        return False
+    return abs(x - y) <= 1e-6 * max(1.0, abs(x), abs(y))
+
+
+class NumericScorer(Scorer):
+    """GSM8K-style: the final number, compared as a number (``18.0`` = ``18``,
+    ``1,000`` = ``1000``).
+
+    The graph's answer when it holds a number, else the final number of the text
+    (``tts_graph.answers.extract_number``: a ``\\boxed{}``, an "answer:" line, or the last number).
+    """
+
+    name = "numeric"
+
+    def score(self, item: Item, answer: str | None, text: str | None) -> Score:
+        gold = _number(item.answer)
+        if gold is None:
+            raise ScorerError(f"item {item.id}: gold answer {item.answer!r} is not a number")
+        got = next((n for s in (answer, text) if s and (n := _number(s)) is not None), None)
+        if got is None:
+            return Score(False, f"no number in {_clip(answer if answer else text)}")
+        return Score(_same_number(got, gold), f"got {got}, gold {gold}")
+
+
+class MathScorer(Scorer):
+    """Mathematical equivalence with ``math-verify`` (``\\frac{1}{2}`` = ``0.5``, sets,
+    intervals, expressions); falls back to ``numeric`` when either side does not parse."""
+
+    name = "math"
+
+    def __init__(self) -> None:
+        self._numeric = NumericScorer()
+
+    def score(self, item: Item, answer: str | None, text: str | None) -> Score:
+        try:
+            from math_verify import parse, verify
+        except ImportError:  # pragma: no cover - a core dependency
+            return self._fallback(item, answer, text, "math-verify is not installed")
+        # signal.alarm timeouts work only in the main thread
+        timeout = 5 if threading.current_thread() is threading.main_thread() else None
+        try:
+            gold = parse(item.answer, parsing_timeout=timeout)
+            if not gold and "$" not in item.answer:
+                gold = parse(f"${item.answer}$", parsing_timeout=timeout)
+            pred = []
+            for s in (text, answer):
+                if s:
+                    pred = parse(s, parsing_timeout=timeout)
+                    if pred:
+                        break
+            if not gold or not pred:
+                return self._fallback(item, answer, text, "math-verify could not parse")
+            ok = verify(gold, pred, timeout_seconds=timeout)
+        except Exception as exc:  # math-verify on odd input: fall back, never crash a run
+            return self._fallback(item, answer, text, f"math-verify failed: {exc}")
+        return Score(bool(ok), f"got {pred[-1]}, gold {gold[-1]}")
+
+    def _fallback(self, item: Item, answer: str | None, text: str | None, why: str) -> Score:
+        try:
+            s = self._numeric.score(item, answer, text)
+        except ScorerError:
+            return Score(False, why)
+        return Score(s.correct, f"{why}; numeric: {s.detail}")
+
+
+# an answer that is an option letter: "B", "(b)", "option b", "b) the text", "B. the text";
+# a lone lower-case "a" followed by words is an article, not an option
+_LETTER_ONLY = re.compile(r"\s*(?:option\s+)?\(?([A-Za-z])\)?[\s.:]*", re.IGNORECASE)
+_LETTER_PAREN = re.compile(r"\s*\(?([A-Za-z])\)\s")
+_LETTER_DOT = re.compile(r"\s*([A-Z])[.:]\s")
+
+
+def _leading_letter(answer: str) -> str | None:
+    m = (_LETTER_ONLY.fullmatch(answer) or _LETTER_PAREN.match(answer)
+         or _LETTER_DOT.match(answer))
+    return m.group(1).upper() if m else None
+
+
+class ChoiceScorer(Scorer):
+    """Multiple choice: the option letter (``B``, ``(b)``, ``B) text``, ``Answer: B``); an
+    answer equal to an option's text counts as that option. Letters: ``item.meta["choices"]``'s
+    keys, else A-D."""
+
+    name = "choice"
+
+    def score(self, item: Item, answer: str | None, text: str | None) -> Score:
+        gold = item.answer.strip().strip("()").upper()
+        choices: dict[str, str] = item.meta.get("choices") or {}
+        letters = "".join(choices) or "ABCD"
+        got = None
+        if answer and (lead := _leading_letter(answer)) in tuple(letters):
+            got = lead
+        if got is None and text:
+            got = extract_choice(text, letters)
+        if got is None and answer:
+            got = extract_choice(answer, letters)
+        if got is None and answer and choices:
+            norm = normalize_text(answer)
+            got = next((k for k, v in choices.items() if normalize_text(v) == norm), None)
+        if got is None:
+            return Score(False, f"no option letter in {_clip(answer if answer else text)}")
+        return Score(got == gold, f"got {got}, gold {gold}")
+
+
+class ExactScorer(Scorer):
+    """The answer (else the text's answer line) equals the gold answer, after stripping
+    surrounding white space only."""
+
+    name = "exact"
+
+    def score(self, item: Item, answer: str | None, text: str | None) -> Score:
+        got = answer if answer is not None else (extract_text(text) if text else None)
+        if got is None:
+            return Score(False, "no answer")
+        return Score(got.strip() == item.answer.strip(), f"got {_clip(got)}")
+
+
+class NormalizedScorer(Scorer):
+    """Text equal after normalization (Unicode NFKC, case, white space, surrounding
+    punctuation and quotes): the answer, else the text's answer line or last line."""
+
+    name = "normalized"
+
+    def score(self, item: Item, answer: str | None, text: str | None) -> Score:
+        gold = normalize_text(item.answer)
+        cands = [normalize_text(answer)] if answer else []
+        if text:
+            t = extract_text(text)
+            if t:
+                cands.append(t)
+        if not cands:
+            return Score(False, "no answer")
+        return Score(gold in cands, f"got {_clip(cands[0])}")
+
+
+_FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
+
+
+def extract_code(text: str) -> str:
+    """The code in a model's reply: the last ```python block (else the last ``` block),
+    else the whole text."""
+    blocks = [(m.group(1).lower(), m.group(2)) for m in _FENCE.finditer(text)]
+    py = [code for lang, code in blocks if lang in ("python", "py", "python3")]
+    if py:
+        return py[-1]
+    if blocks:
+        return blocks[-1][1]
+    return text
+
+
+class CodeScorer(Scorer):
+    """HumanEval pass@1: the item's tests run on the extracted code in the sandbox
+    (``tts_graph.evaluate.sandbox``). Needs ``meta`` keys ``prompt``, ``test`` and
+    ``entry_point``.
+
+    A reply that defines ``entry_point`` is run after the prompt (so the prompt's imports and
+    helper functions are there, and the reply's function replaces the stub); otherwise it is
+    taken as the body that completes the prompt.
+    """
+
+    name = "code"
+
+    def __init__(self, *, timeout_s: float = 10, memory_mb: int = 512) -> None:
+        self.timeout_s = timeout_s
+        self.memory_mb = memory_mb
+
+    def program(self, item: Item, reply: str) -> str:
+        try:
+            prompt, test, entry = item.meta["prompt"], item.meta["test"], item.meta["entry_point"]
+        except KeyError as exc:
+            raise ScorerError(f"item {item.id}: the code scorer needs meta[{exc}]") from None
+        code = extract_code(reply)
+        if re.search(rf"^\s*(?:async\s+)?def\s+{re.escape(entry)}\s*\(", code, re.MULTILINE):
+            body = prompt.rstrip() + "\n\n\n" + code
+        else:
+            body = prompt + code
+        return f"{body}\n\n\n{test}\n\n\ncheck({entry})\n"
+
+    def score(self, item: Item, answer: str | None, text: str | None) -> Score:
+        reply = text if text else answer
+        if not reply or not reply.strip():
+            return Score(False, "no code")
+        from .sandbox import run_python
+
+        result = run_python(self.program(item, reply), timeout_s=self.timeout_s,
+                            memory_mb=self.memory_mb)
+        return Score(result.passed, result.reason)
+
+
+SCORERS: dict[str, type[Scorer]] = {
+    cls.name: cls
+    for cls in (NumericScorer, MathScorer, ChoiceScorer, ExactScorer, NormalizedScorer,
+                CodeScorer)
+}
+
+
+def get_scorer(name: str) -> Scorer:
+    """A scorer by name: numeric, math, choice, exact, normalized, code."""
+    cls = SCORERS.get(name)
+    if cls is None:
+        raise ScorerError(f"unknown scorer {name!r}; choose one of: {', '.join(SCORERS)}")
+    return cls()

