@@ -179,8 +179,6 @@ def test_max_concurrency_limits_calls_in_flight(proxy: Any) -> None:
     assert proxy.peak > 2
 
 
-@pytest.mark.xfail(reason="the litellm backend fans a short native-n answer out under the "
-                   "binding's one concurrency permit", strict=False)
 def test_max_concurrency_bounds_requests_on_the_wire_with_samples(proxy: Any) -> None:
     """A call for n samples that the backend fans out is still one call under the cap: the
     cap must bound the HTTP requests too, or a server gets n times the declared load."""

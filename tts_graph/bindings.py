@@ -97,6 +97,7 @@ class ModelBinding:
         self.in_flight = 0
         self.peak_in_flight = 0
         self.attempts = 0
+        self._splits: bool | None = None
 
     def _loop_limits(self) -> _Limits:
         loop = asyncio.get_running_loop()
@@ -148,6 +149,25 @@ class ModelBinding:
         return parts
 
     async def _live(self, request: GenerationRequest, est_tokens: int, start: int) -> Part:
+        """The live samples of ``request``: one call, or one call per sample when the backend
+        would fan them out itself (so each request on the wire is limited and retried)."""
+        if self._splits is None:  # the first answer may block (a lazy import): use a thread
+            self._splits = await asyncio.to_thread(self.backend.splits_samples)
+        else:  # a backend may learn that a server ignores n
+            self._splits = self.backend.splits_samples()
+        if not self._splits or request.n == 1:
+            return await self._call(request, est_tokens, start)
+        per = est_tokens // request.n
+        singles = await asyncio.gather(*(
+            self._call(replace(request, n=1, seed=request.seed + i,
+                               sample_offset=request.sample_offset + i), per, start + i)
+            for i in range(request.n)
+        ))
+        return Part(start, [c for p in singles for c in p.completions], cached=False,
+                    latency_s=max(p.latency_s for p in singles),
+                    retries=sum(p.retries for p in singles))
+
+    async def _call(self, request: GenerationRequest, est_tokens: int, start: int) -> Part:
         """One live call: limits, timeout, bounded retries of transient failures."""
         lim = self._loop_limits()
         timeout = self.spec.timeout_s

@@ -54,6 +54,12 @@ class Backend(ABC):
     async def generate(self, request: GenerationRequest) -> list[Completion]:
         """Return exactly ``request.n`` completions, in sample order."""
 
+    def splits_samples(self) -> bool:
+        """True when this backend would serve ``n`` samples as ``n`` separate requests. The
+        binding then sends them one by one, so concurrency caps, rate limits and retries apply
+        to each request on the wire. May block (the binding asks once, from a thread)."""
+        return False
+
     def count_tokens(self, messages: tuple[Message, ...]) -> int:
         """Prompt tokens, for budget checks before a call. Backends with a tokenizer override
         this; the default errs high (about 3 characters a token, plus framing)."""

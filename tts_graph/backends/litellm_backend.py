@@ -133,6 +133,10 @@ class LitellmBackend(Backend):
     def info(self) -> ModelInfo:
         return self._info
 
+    def splits_samples(self) -> bool:
+        self._prepare(import_litellm())
+        return not self._native_n
+
     def _prepare(self, litellm: Any) -> None:
         """Capabilities and price, from litellm's tables (once)."""
         if self._native_n is not None:
@@ -177,13 +181,11 @@ class LitellmBackend(Backend):
         else:
             got = []
         if len(got) < request.n:  # no native n, or the server returned fewer choices
-            start = len(got)
-            rest = await asyncio.gather(*(
-                self._call(litellm, request, 1, request.seed + i, key)
-                for i in range(start, request.n)
-            ))
-            for comps in rest:
-                got.extend(comps[:1])
+            if request.n > 1 and self._native_n:
+                self._native_n = False  # this server ignores n: split from now on
+            # one after another: this call holds one concurrency permit of the binding
+            for i in range(len(got), request.n):
+                got.extend((await self._call(litellm, request, 1, request.seed + i, key))[:1])
         return got[: request.n]
 
     async def _call(self, litellm: Any, request: GenerationRequest, n: int, seed: int,
