@@ -1,0 +1,120 @@
+"""Setting up an evaluation run: the graph, the task and its split, the store and the cache —
+fresh, or resumed from what a run directory recorded."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..backends.registry import backend_names
+from ..cache import ResponseCache
+from ..compile import CompiledGraph, compile_graph
+from ..errors import TTSGraphError
+from ..executor import Executor
+from ..spec import loads_graph
+from .runner import RunIdentity, graph_digest
+from .store import ResultStore
+
+
+@dataclass
+class TaskArgs:
+    task: str
+    question_field: str | None = None
+    answer_field: str | None = None
+    id_field: str | None = None
+    scorer: str | None = None
+    split: str = "all"
+    seed: int = 0
+    limit: int | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(self.__dict__, sort_keys=True)
+
+
+@dataclass
+class RunPlan:
+    store: ResultStore
+    graph: CompiledGraph
+    task: Any
+    items: list[Any]
+    executor: Executor
+    args: TaskArgs
+    resumed: bool = False
+    already_done: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def default_run_dir(graph_name: str, task: str) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(task).stem)
+    return Path("runs") / f"{graph_name}-{safe}-{stamp}"
+
+
+def _load_graph_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise TTSGraphError(f"{path}: file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TTSGraphError(f"{path}: cannot read file: {exc}") from None
+
+
+def _compile(text: str, source: str) -> CompiledGraph:
+    doc = loads_graph(text, source=source)
+    doc.base_dir = Path(source).parent
+    return compile_graph(doc, backends=backend_names())
+
+
+def plan_run(
+    *,
+    graph_path: Path | None,
+    args: TaskArgs | None,
+    out: Path | None,
+    resume: Path | None,
+    cache: Path | None,
+    use_cache: bool = True,
+) -> RunPlan:
+    """A fresh run (``graph_path`` + ``args``) or a resumed one (``resume``)."""
+    from .tasks import load_task, split_items
+
+    if resume is not None:
+        if not (resume / "results.sqlite").exists():
+            raise TTSGraphError(f"--resume {resume}: no run there (no results.sqlite)")
+        store = ResultStore(resume)
+        meta = store.meta()
+        if "graph_text" not in meta or "task_args" not in meta:
+            raise TTSGraphError(f"--resume {resume}: the run did not record its graph/task")
+        text, source = meta["graph_text"], meta["graph_path"]
+        args = TaskArgs(**json.loads(meta["task_args"]))
+        run_dir = resume
+    else:
+        assert graph_path is not None and args is not None
+        text, source = _load_graph_text(graph_path), str(graph_path)
+        run_dir = out or default_run_dir(Path(graph_path).stem, args.task)
+        store = ResultStore(run_dir)
+    graph = _compile(text, source)
+    task = load_task(args.task, question_field=args.question_field,
+                     answer_field=args.answer_field, id_field=args.id_field,
+                     scorer=args.scorer)
+    items = split_items(task.items, args.split, seed=args.seed, limit=args.limit)  # type: ignore[arg-type]
+    if not items:
+        raise TTSGraphError(f"task {args.task}: no questions in split '{args.split}'")
+    identity = RunIdentity(
+        graph_name=graph.name, graph_sha=graph_digest(text), task=task.name,
+        scorer=task.scorer.name, split=args.split, seed=args.seed, limit=args.limit,
+        planned=len(items),
+    )
+    store.bind(identity.to_dict(), resume=resume is not None)
+    store.put("graph_text", text)
+    store.put("graph_path", source)
+    store.put("task_args", args.to_json())
+    response_cache = None
+    if use_cache:
+        response_cache = ResponseCache(cache or (run_dir / "cache.sqlite"))
+    executor = Executor(graph, cache=response_cache)
+    executor.bindings()  # configuration problems surface before any question runs
+    return RunPlan(store=store, graph=graph, task=task, items=items, executor=executor,
+                   args=args, resumed=resume is not None, already_done=len(store.done_ids()))
