@@ -34,6 +34,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -160,6 +161,8 @@ class FaultApp:
             "bad_requests": self.bad_requests,
             "in_flight": self.in_flight,
             "peak_in_flight": self.peak_in_flight,
+            "pid": os.getpid(),
+            "process_cpu_s": time.process_time(),  # the server's CPU (for benchmarks)
             "config": asdict(self.config),
         }
         if keys:
