@@ -32,6 +32,8 @@ tree. Two modes; ``sandbox_mode()`` says which one is in force (chosen once per 
     code runs. Audit hooks are a guard against accidents (what a model's code does by mistake),
     **not a security boundary**: code that sets out to escape can.
 
+``TTS_GRAPH_SANDBOX_MODE=guard`` forces the ``guard`` mode (for tests of it).
+
 The temporary directory is deleted afterwards in both modes. Output is captured in files, not
 pipes, so a program that prints without end is stopped by ``RLIMIT_FSIZE`` instead of filling
 the caller's memory; ``SandboxResult`` keeps the last ``MAX_OUTPUT`` characters of each.
