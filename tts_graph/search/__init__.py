@@ -1,0 +1,1 @@
+"""Searchers: find the compute-optimal graph for a task (topology, models, budgets)."""

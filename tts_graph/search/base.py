@@ -1,0 +1,120 @@
+"""The searcher interface (Optuna's sampler idea): ``ask`` proposes a configuration,
+the driver evaluates it, ``tell`` records the outcome. Every searcher records its trials in
+one Optuna study, so the history lives in Optuna storage (SQLite by default, PostgreSQL for
+several workers), a search resumes from it, and ``optuna-dashboard`` can show it.
+
+To add a searcher: subclass ``Searcher``, implement ``ask`` (and ``tell`` if it learns), and
+add it to ``tts_graph.search.registry``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+
+from ..evaluate.summary import Summary, wilson
+from .space import Param, Space
+from .trial import TrialResult
+
+DIRECTIONS = {"accuracy": "maximize", "cost": "minimize", "latency": "minimize",
+              "flops": "minimize", "tokens": "minimize"}
+
+
+@dataclass
+class Proposal:
+    config: dict[str, Any]
+    trial: optuna.trial.Trial
+
+    @property
+    def number(self) -> int:
+        return int(self.trial.number)
+
+
+def distribution(p: Param) -> optuna.distributions.BaseDistribution:
+    if p.kind == "categorical":
+        return optuna.distributions.CategoricalDistribution(list(p.choices))
+    if p.kind == "int":
+        return optuna.distributions.IntDistribution(int(p.low), int(p.high), log=p.log,
+                                                    step=int(p.step or 1))
+    return optuna.distributions.FloatDistribution(p.low, p.high, log=p.log, step=p.step)
+
+
+def suggest(trial: optuna.trial.Trial, p: Param) -> Any:
+    if p.kind == "categorical":
+        return trial.suggest_categorical(p.name, list(p.choices))
+    if p.kind == "int":
+        return trial.suggest_int(p.name, int(p.low), int(p.high), log=p.log,
+                                 step=int(p.step or 1))
+    return trial.suggest_float(p.name, p.low, p.high, log=p.log, step=p.step)
+
+
+class Searcher(ABC):
+    """Proposes configurations of ``space`` for ``study`` (whose directions follow
+    ``objectives``: accuracy first, then costs)."""
+
+    name: str = ""
+
+    def __init__(self, space: Space, study: optuna.Study, objectives: list[str], *,
+                 seed: int = 0, options: dict[str, Any] | None = None) -> None:
+        self.space = space
+        self.study = study
+        self.objectives = objectives
+        self.seed = seed
+        self.options = dict(options or {})
+
+    @abstractmethod
+    def ask(self) -> Proposal:
+        """The next configuration, with the Optuna trial that records it."""
+
+    def tell(self, proposal: Proposal, result: TrialResult) -> None:
+        """Record the outcome in the study (subclasses that learn call this too)."""
+        trial = proposal.trial
+        for key, value in (("state", result.state), ("questions", result.questions),
+                           ("live_tokens", result.live_tokens),
+                           ("billed_usd", result.billed_usd),
+                           ("infra_errors", result.infra_errors), ("reason", result.reason)):
+            trial.set_user_attr(key, value)
+        for k, v in result.values.items():
+            trial.set_user_attr(f"value_{k}", v)
+        if result.estimate is not None:
+            trial.set_user_attr("worst_tokens_per_query", result.estimate.tokens)
+            trial.set_user_attr("worst_cost_per_query", result.estimate.cost_usd)
+        if result.state == "complete":
+            self.study.tell(trial, [result.values[o] for o in self.objectives])
+        elif result.state == "pruned":
+            self.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        else:
+            self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+
+    def should_prune(self, proposal: Proposal, questions: int, values: dict[str, float],
+                     summary: Summary) -> bool:
+        """Cut a trial that cannot win: some finished configuration is at least as good on
+        every cost objective and better in accuracy than this one's 95% upper bound."""
+        upper = wilson(summary.correct, summary.scored)[1] if summary.scored else 1.0
+        costs = self.objectives[1:]
+        for t in self.study.get_trials(deepcopy=False,
+                                       states=(optuna.trial.TrialState.COMPLETE,)):
+            acc = t.values[0]
+            if acc <= upper:
+                continue
+            if all(t.values[1 + i] <= values[c] for i, c in enumerate(costs)):
+                return True
+        return False
+
+
+def make_study(name: str, storage: str | None, objectives: list[str],
+               sampler: optuna.samplers.BaseSampler | None = None,
+               pruner: optuna.pruners.BasePruner | None = None) -> optuna.Study:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    directions = [DIRECTIONS[o] for o in objectives]
+    study = optuna.create_study(study_name=name, storage=storage, sampler=sampler,
+                                pruner=pruner, directions=directions, load_if_exists=True)
+    if [d.name.lower() for d in study.directions] != directions:
+        from ..errors import TTSGraphError
+
+        raise TTSGraphError(f"study '{name}' in this storage has other objectives; use "
+                            "another --storage or search name")
+    return study
