@@ -3,6 +3,7 @@
 from .compile import CompiledGraph, compile_graph
 from .errors import GraphError, GraphErrors, TTSGraphError
 from .executor import Executor, QueryResult
+from .graph import Graph
 from .spec import GraphSpec, load_graph, loads_graph, parse_graph
 
 __version__ = "0.1.0"
@@ -10,6 +11,7 @@ __version__ = "0.1.0"
 __all__ = [
     "CompiledGraph",
     "Executor",
+    "Graph",
     "GraphError",
     "GraphErrors",
     "GraphSpec",

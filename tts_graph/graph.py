@@ -1,0 +1,121 @@
+"""``Graph``: the Python face of a collaboration graph.
+
+    from tts_graph import Graph
+
+    graph = Graph.from_yaml("graphs/self_consistency.yaml")
+    result = graph.run("What is 17 + 25?")
+    print(result.answer, result.usage.tokens)
+
+Graphs built in Python (``Graph.from_dict``) are validated exactly like YAML files, and any
+graph can be written back with ``to_yaml``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .backends.base import Backend
+from .backends.registry import backend_names
+from .cache import ResponseCache
+from .compile import CompiledGraph, compile_graph
+from .executor import Executor, QueryResult
+from .spec import GraphDoc, GraphSpec, load_graph, parse_graph
+
+
+class Graph:
+    """A validated, compiled graph, ready to run.
+
+    ``backends`` maps model names of the graph to ``Backend`` objects to use instead of the
+    ones the graph file declares (for tests, or to share a client); ``cache`` is a response
+    cache (a path or a ``ResponseCache``).
+    """
+
+    def __init__(self, doc: GraphDoc, *, backends: dict[str, Backend] | None = None,
+                 cache: ResponseCache | str | Path | None = None) -> None:
+        self._doc = doc
+        self._compiled = compile_graph(doc, backends=[*backend_names(), *(backends or {})])
+        self._executor = Executor(self._compiled, backends=backends, cache=cache)
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, **kwargs: Any) -> Graph:
+        """Load a graph file. Errors are ``GraphErrors`` whose lines read
+        ``FILE:LINE: path: message``."""
+        return cls(load_graph(path), **kwargs)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, source: str = "<dict>",
+                  base_dir: str | Path | None = None, **kwargs: Any) -> Graph:
+        """Build a graph from a mapping with the same shape as the YAML file."""
+        return cls(parse_graph(data, source=source,
+                               base_dir=Path(base_dir) if base_dir else None), **kwargs)
+
+    @classmethod
+    def from_string(cls, text: str, *, source: str = "<string>", **kwargs: Any) -> Graph:
+        from .spec import loads_graph
+
+        return cls(loads_graph(text, source=source), **kwargs)
+
+    # ---------------------------------------------------------------------- inspection
+
+    @property
+    def name(self) -> str:
+        return self._compiled.name
+
+    @property
+    def spec(self) -> GraphSpec:
+        """The validated graph (pydantic model)."""
+        return self._doc.spec
+
+    @property
+    def compiled(self) -> CompiledGraph:
+        """The DAG of concrete steps (debate and refine rounds unrolled)."""
+        return self._compiled
+
+    @property
+    def executor(self) -> Executor:
+        return self._executor
+
+    def to_dict(self) -> dict[str, Any]:
+        """The graph as plain data, without defaults that were not written."""
+        return self._doc.spec.model_dump(mode="json", exclude_unset=True, by_alias=True)
+
+    def to_yaml(self, path: str | Path | None = None) -> str:
+        """The graph as YAML text (also written to ``path`` when given)."""
+        text = yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
+        if path is not None:
+            Path(path).write_text(text, encoding="utf-8")
+        return text
+
+    # ------------------------------------------------------------------------- running
+
+    def run(self, question: str) -> QueryResult:
+        """Run one question (blocking; not from inside a running event loop)."""
+        return self._executor.run(question)
+
+    async def arun(self, question: str) -> QueryResult:
+        """Run one question."""
+        return await self._executor.arun(question)
+
+    def run_many(self, questions: Sequence[str], *, concurrency: int = 8) -> list[QueryResult]:
+        """Run many questions, at most ``concurrency`` at once; results in input order."""
+        return self._executor.run_many(questions, concurrency=concurrency)
+
+    async def arun_many(self, questions: Iterable[str], *, concurrency: int = 8,
+                        on_result: Callable[[QueryResult], None] | None = None
+                        ) -> list[QueryResult]:
+        return await self._executor.arun_many(questions, concurrency=concurrency,
+                                              on_result=on_result)
+
+    async def aclose(self) -> None:
+        """Release the backends this graph created."""
+        await self._executor.aclose()
+
+    def __repr__(self) -> str:
+        return (f"Graph({self.name!r}, nodes={list(self.spec.nodes)}, "
+                f"output={self.spec.output!r})")
