@@ -91,3 +91,30 @@ def load_easy(limit: int | None = None) -> list[dict[str, str]]:
     text = (resources.files("tts_graph") / "data" / "easy_math.jsonl").read_text("utf-8")
     rows = [json.loads(line) for line in text.splitlines() if line.strip()]
     return rows[:limit] if limit is not None else rows
+
+
+def is_correct(answer: str | None, gold: str) -> bool:
+    """Numeric comparison after the project's own normalization ("24.0" == "24")."""
+    from tts_graph.answers import normalize_number
+
+    if answer is None:
+        return False
+    return (normalize_number(answer) or answer.strip()) == (normalize_number(gold) or gold)
+
+
+async def run_on_set(executor: object, rows: list[dict[str, str]], concurrency: int,
+                     progress: str = "") -> tuple[list[object], float]:
+    """Run ``executor`` (a tts_graph Executor) on the rows' questions; (results, wall s)."""
+    import time
+
+    done = [0]
+
+    def tick(_: object) -> None:
+        done[0] += 1
+        if progress and (done[0] % 10 == 0 or done[0] == len(rows)):
+            print(f"  {progress}: {done[0]}/{len(rows)}", file=sys.stderr, flush=True)
+
+    t0 = time.perf_counter()
+    results = await executor.arun_many(  # type: ignore[attr-defined]
+        [r["question"] for r in rows], concurrency=concurrency, on_result=tick)
+    return results, time.perf_counter() - t0
