@@ -105,12 +105,34 @@ class Searcher(ABC):
         return False
 
 
+def open_storage(storage: str | None) -> str | optuna.storages.BaseStorage | None:
+    """The storage for a URL. SQLite files get a write-ahead log with ``synchronous=NORMAL``:
+    Optuna commits once per user attribute, and a full fsync per commit made the bookkeeping
+    of a trial cost a third of a second (still safe against a crashed process; other
+    processes on the same machine can read and write the study at the same time)."""
+    if storage is None or not storage.startswith("sqlite:///"):
+        return storage
+    import sqlalchemy
+
+    rdb = optuna.storages.RDBStorage(storage)
+    rdb.engine.dispose()  # connections made while creating the tables lack the pragmas
+
+    @sqlalchemy.event.listens_for(rdb.engine, "connect")
+    def _pragmas(conn: Any, _record: Any) -> None:
+        cur = conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.close()
+
+    return rdb
+
+
 def make_study(name: str, storage: str | None, objectives: list[str],
                sampler: optuna.samplers.BaseSampler | None = None,
                pruner: optuna.pruners.BasePruner | None = None) -> optuna.Study:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     directions = [DIRECTIONS[o] for o in objectives]
-    study = optuna.create_study(study_name=name, storage=storage, sampler=sampler,
+    study = optuna.create_study(study_name=name, storage=open_storage(storage), sampler=sampler,
                                 pruner=pruner, directions=directions, load_if_exists=True)
     if [d.name.lower() for d in study.directions] != directions:
         from ..errors import TTSGraphError

@@ -14,13 +14,15 @@ from typing import Any
 import optuna
 import yaml
 
+from ..backends.registry import backend_names
 from ..cache import ResponseCache
-from ..errors import GraphErrors, TTSGraphError
+from ..compile import compile_graph
+from ..errors import GraphError, TTSGraphError
 from ..spec import load_graph
-from ..yamlpos import load_yaml_file
+from ..yamlpos import line_of, load_yaml_file
 from .base import Proposal, Searcher
 from .registry import create_searcher
-from .space import Space
+from .space import Space, config_digest
 from .spec import SearchSpec, load_search
 from .trial import TrialResult, TrialRunner
 
@@ -48,26 +50,35 @@ class SearchSession:
     def __init__(self, path: str | Path, *, storage: str | None = None,
                  out_dir: str | Path | None = None, worker: int = 0,
                  use_cache: bool = True) -> None:
-        from ..evaluate.tasks import load_task, split_items
+        from ..evaluate.tasks import TaskError, load_task, split_items
 
         self.path = Path(path)
-        self.spec, _ = load_search(self.path)
+        self.stop_reason = ""  # why the last ``run`` ended
+        self.spec, holder = load_search(self.path)
         spec: SearchSpec = self.spec
         base_path = (self.path.parent / spec.base).resolve()
-        try:
-            load_graph(base_path)  # the base graph must be valid on its own
-        except GraphErrors:
-            raise
+        # the base graph must be valid on its own
+        compile_graph(load_graph(base_path), backends=backend_names())
         base, _lines = load_yaml_file(base_path)
         self.base_path = base_path
-        self.space = Space(spec, base, source=str(base_path))
+        try:
+            self.space = Space(spec, base, source=str(base_path), base_dir=base_path.parent)
+        except GraphError as exc:  # a choice that does not fit the base graph: where it is
+            loc = tuple(int(x) if x.isdigit() else x for x in exc.path.split(".") if x)
+            raise GraphError(exc.message, path=exc.path, source=str(self.path),
+                             line=line_of(holder.lines, loc)) from None
         self.out_dir = Path(out_dir or Path("runs") / f"search-{spec.name}")
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.storage = storage or f"sqlite:///{(self.out_dir / 'study.db').resolve()}"
         t = spec.task
-        self.task = load_task(t.name, question_field=t.question_field,
-                              answer_field=t.answer_field, id_field=t.id_field,
-                              scorer=t.scorer)
+        try:
+            self.task = load_task(_task_path(t.name, self.path.parent),
+                                  question_field=t.question_field,
+                                  answer_field=t.answer_field, id_field=t.id_field,
+                                  scorer=t.scorer)
+        except TaskError as exc:
+            raise GraphError(str(exc), path="task.name", source=str(self.path),
+                             line=line_of(holder.lines, ("task", "name"))) from None
         self.search_items = split_items(self.task.items, "search", seed=t.seed,
                                         limit=t.search_limit)
         self.heldout_items = split_items(self.task.items, "test", seed=t.seed,
@@ -87,32 +98,68 @@ class SearchSession:
     # ------------------------------------------------------------------------ budget
 
     def spent(self) -> tuple[int, int, float]:
-        """(trials started in the study by any worker, live tokens, billed USD)."""
-        trials = self.study.get_trials(deepcopy=False)
+        """(trials started in the study by any worker, live tokens, billed USD). Trials a
+        worker opened after the budget was used (see ``run``) do not count, nor trials
+        enqueued and not yet started."""
+        trials = [t for t in self.study.get_trials(deepcopy=False) if _counts(t)]
         tokens = sum(int(t.user_attrs.get("live_tokens", 0)) for t in trials)
         usd = sum(float(t.user_attrs.get("billed_usd", 0.0)) for t in trials)
         return len(trials), tokens, usd
 
-    def budget_left(self) -> bool:
-        b = self.spec.budget
-        n, tokens, usd = self.spent()
-        limit = b.trials
+    def trial_limit(self) -> int | None:
+        limit = self.spec.budget.trials
         if self.spec.searcher.name == "grid":
             size = self.space.size(int(self.spec.searcher.options.get("levels", 5)))
             limit = min(limit, size) if limit else size
+        return limit
+
+    def budget_left(self) -> bool:
+        b = self.spec.budget
+        n, tokens, usd = self.spent()
+        limit = self.trial_limit()
         if limit is not None and n >= limit:
             return False
         if b.max_tokens is not None and tokens >= b.max_tokens:
             return False
         return not (b.max_cost_usd is not None and usd >= b.max_cost_usd)
 
+    def _over_trial_budget(self, proposal: Proposal) -> bool:
+        """Whether ``proposal`` came after the trial budget was used up. Workers sharing a
+        study check the budget and then open a trial, so two may both see one slot left; the
+        storage numbers trials in the order they were opened, so the trial opened later is
+        the one over budget, whichever worker looks."""
+        limit = self.trial_limit()
+        if limit is None:
+            return False
+        before = sum(1 for t in self.study.get_trials(deepcopy=False)
+                     if t.number < proposal.number and _counts(t))
+        return before >= limit
+
     # --------------------------------------------------------------------------- loop
+
+    #: with a budget in tokens or $ only, stop after this many trials in a row that spent
+    #: nothing (every call cached, or infeasible): the searcher has nothing new to try
+    IDLE_TRIALS = 32
 
     async def run(self, on_trial: Callable[[Proposal, TrialResult], None] | None = None
                   ) -> int:
+        """Run trials until the budget is used; returns how many ran here.
+
+        With a trial budget, a study holds exactly that many evaluated trials however many
+        workers share it: a worker whose newly opened trial is over the budget records it as
+        failed with the user attribute ``over_budget`` (never evaluated, never counted) and
+        stops. ``stop_reason`` says why the loop ended."""
         ran = 0
+        idle = 0
+        self.stop_reason = "budget used"
         while self.budget_left():
             proposal = self.searcher.ask()
+            if self._over_trial_budget(proposal):
+                proposal.trial.set_user_attr("over_budget", True)
+                proposal.trial.set_user_attr("state", "over_budget")
+                self.study.tell(proposal.trial, state=optuna.trial.TrialState.FAIL)
+                self.stop_reason = "budget used (by another worker)"
+                break
             result = await self.runner.run(
                 proposal.config, proposal.number,
                 lambda q, v, s, p=proposal: self.searcher.should_prune(p, q, v, s))
@@ -120,6 +167,11 @@ class SearchSession:
             ran += 1
             if on_trial is not None:
                 on_trial(proposal, result)
+            idle = idle + 1 if result.live_tokens == 0 and result.billed_usd == 0 else 0
+            if self.spec.budget.trials is None and idle >= self.IDLE_TRIALS:
+                self.stop_reason = (f"{idle} trials in a row spent nothing (cached or "
+                                    "infeasible): nothing new to try")
+                break
         return ran
 
     # ------------------------------------------------------------------------ results
@@ -147,6 +199,8 @@ class SearchSession:
     def export(self, entries: list[FrontEntry]) -> None:
         front_dir = self.out_dir / "front"
         front_dir.mkdir(exist_ok=True)
+        for old in front_dir.glob("[0-9][0-9]-trial*.yaml"):  # an earlier, other front
+            old.unlink()
         for rank, e in enumerate(entries, start=1):
             g = self.space.graph_dict(e.config)
             g["description"] = (f"found by tts-graph search '{self.spec.name}' (trial "
@@ -166,7 +220,8 @@ class SearchSession:
 
         for e in entries:
             graph = self.space.compile(e.config)
-            store = ResultStore(self.out_dir / "heldout" / f"trial-{e.trial:05d}")
+            store = ResultStore(self.out_dir / "heldout"
+                                / f"trial-{e.trial:05d}-{config_digest(e.config)}")
             store.bind({"graph_name": graph.name, "heldout": True,
                         "planned": len(self.heldout_items)}, resume=True)
             ex = Executor(graph, cache=self.cache)
@@ -222,6 +277,21 @@ class SearchSession:
         fig.savefig(out)
         plt.close(fig)
         return out
+
+
+def _counts(t: optuna.trial.FrozenTrial) -> bool:
+    """Whether a trial counts against the trial budget."""
+    return t.state != optuna.trial.TrialState.WAITING and not t.user_attrs.get("over_budget")
+
+
+def _task_path(name: str, search_dir: Path) -> str:
+    """A task file is found next to the search file (like the base graph), else as given."""
+    from ..evaluate.tasks import BUILTINS
+
+    if name in BUILTINS or name.startswith("hf:") or Path(name).is_absolute():
+        return name
+    beside = search_dir / name
+    return str(beside) if beside.exists() else name
 
 
 def _rebase_model_paths(g: dict[str, Any], base_dir: Path, out_dir: Path) -> None:

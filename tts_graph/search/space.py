@@ -12,11 +12,12 @@ import copy
 import itertools
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from ..backends.registry import backend_names
 from ..compile import CompiledGraph, compile_graph, min_calls
-from ..errors import GraphErrors, TTSGraphError
+from ..errors import GraphError, GraphErrors, TTSGraphError
 from ..spec import AdaptiveSamples, parse_graph
 from .spec import Constraints, EdgeToggle, FieldChoice, NodeToggle, SearchSpec
 
@@ -71,32 +72,37 @@ class Estimate:
 
 
 class Space:
-    def __init__(self, spec: SearchSpec, base: dict[str, Any], *, source: str = "<base>"
-                 ) -> None:
+    def __init__(self, spec: SearchSpec, base: dict[str, Any], *, source: str = "<base>",
+                 base_dir: Path | None = None) -> None:
+        """Problems with the choices raise ``GraphError`` with the choice's path
+        (``choices.2.node``); the caller adds the search file's name and line."""
         self.spec = spec
         self.base = base
         self.source = source
+        self.base_dir = base_dir
         self.params: list[Param] = []
         nodes = base.get("nodes") or {}
         for i, ch in enumerate(spec.choices):
-            where = f"choices[{i}]"
+            where = f"choices.{i}"
             if isinstance(ch, NodeToggle):
                 if ch.node not in nodes:
-                    raise TTSGraphError(f"{where}: unknown node '{ch.node}'")
+                    raise GraphError(_unknown_node(ch.node, nodes), path=f"{where}.node")
                 if ch.node == base.get("output"):
-                    raise TTSGraphError(f"{where}: the output node cannot be switched off")
+                    raise GraphError("the output node cannot be switched off",
+                                     path=f"{where}.node")
                 self.params.append(Param(f"{ch.node}.enabled", "categorical",
                                          tuple(dict.fromkeys(ch.enabled))))
             elif isinstance(ch, EdgeToggle):
                 src, dst = ch.edge
                 if dst not in nodes or src not in (nodes[dst].get("inputs") or []):
-                    raise TTSGraphError(f"{where}: the base graph has no edge {src} -> {dst}")
+                    raise GraphError(f"the base graph has no edge {src} -> {dst}",
+                                     path=f"{where}.edge")
                 self.params.append(Param(f"edge:{src}->{dst}", "categorical",
                                          tuple(dict.fromkeys(ch.enabled))))
             else:
                 assert isinstance(ch, FieldChoice)
                 if ch.node not in nodes:
-                    raise TTSGraphError(f"{where}: unknown node '{ch.node}'")
+                    raise GraphError(_unknown_node(ch.node, nodes), path=f"{where}.node")
                 name = f"{ch.node}.{ch.field}"
                 if ch.values is not None:
                     self.params.append(Param(name, "categorical", tuple(ch.values)))
@@ -110,7 +116,29 @@ class Space:
         names = [p.name for p in self.params]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
-            raise TTSGraphError(f"choices: {', '.join(dupes)} chosen more than once")
+            raise GraphError(f"{', '.join(dupes)} chosen more than once", path="choices")
+        for i, ch in enumerate(spec.choices):
+            if isinstance(ch, FieldChoice):
+                self._check_values(i, ch)
+
+    def _check_values(self, i: int, ch: FieldChoice) -> None:
+        """A misspelt field or a value the node refuses on its own (samples 0, an undeclared
+        model) is a mistake in the search file, not an infeasible configuration."""
+        param = next(p for p in self.params if p.name == f"{ch.node}.{ch.field}")
+        values = param.levels(3) if param.kind == "categorical" else [param.low, param.high]
+        at = f"nodes.{ch.node}.{ch.field}"
+        for value in values:
+            g = copy.deepcopy(self.base)
+            g["nodes"][ch.node][ch.field] = _plain(value)
+            try:
+                compile_graph(parse_graph(g, source=self.source), backends=backend_names())
+            except GraphErrors as exc:
+                for e in exc.errors:
+                    if e.path == at or e.path.startswith(at + "."):
+                        raise GraphError(f"{ch.field} = {value!r}: {e.message}",
+                                         path=f"choices.{i}") from None
+            except TTSGraphError:
+                pass  # other problems of the graph show up when configurations compile
 
     # ------------------------------------------------------------------------ graphs
 
@@ -151,7 +179,8 @@ class Space:
     def compile(self, config: dict[str, Any]) -> CompiledGraph:
         """The configuration's graph, compiled; ``Infeasible`` if it is not a valid graph."""
         try:
-            doc = parse_graph(self.graph_dict(config), source=f"{self.source} [{config}]")
+            doc = parse_graph(self.graph_dict(config), source=f"{self.source} [{config}]",
+                              base_dir=self.base_dir)
             return compile_graph(doc, backends=backend_names())
         except GraphErrors as exc:
             raise Infeasible(f"invalid graph: {exc.errors[0].path}: {exc.errors[0].message}"
@@ -204,6 +233,10 @@ class Space:
 
     def size(self, levels: int = 5) -> int:
         return math.prod(len(p.levels(levels)) for p in self.params)
+
+
+def _unknown_node(node: str, nodes: dict[str, Any]) -> str:
+    return f"unknown node '{node}'; the base graph has {', '.join(nodes) or 'none'}"
 
 
 def _max_candidates(graph: CompiledGraph, step_id: str) -> int:

@@ -10,7 +10,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Discriminator, Field, Tag, ValidationError, model_validator
+from pydantic import (
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from ..errors import GraphErrors
 from ..spec import GraphDoc, Strict, _clean_loc, _message
@@ -144,16 +152,24 @@ class SearchSpec(Strict):
     pruning: Pruning = Field(default_factory=Pruning)
     concurrency: int = Field(default=8, ge=1, description="questions at once within a trial")
 
-    @model_validator(mode="after")
-    def _objectives(self) -> SearchSpec:
-        if len(set(self.objectives)) != len(self.objectives):
-            raise ValueError("objectives: each may appear once")
-        if self.objectives[0] != "accuracy":
-            raise ValueError("objectives: the first must be accuracy")
-        if self.searcher.name == "optuna-tpe" and len(self.objectives) > 1:
+    # field validators (not a model validator), so that an error points at its own line
+    @field_validator("objectives")
+    @classmethod
+    def _objectives(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("each objective may appear once")
+        if value[0] != "accuracy":
+            raise ValueError("the first objective must be accuracy")
+        return value
+
+    @field_validator("searcher")
+    @classmethod
+    def _searcher_fits(cls, value: SearcherSpec, info: ValidationInfo) -> SearcherSpec:
+        objectives = info.data.get("objectives") or []
+        if value.name == "optuna-tpe" and len(objectives) > 1:
             raise ValueError("optuna-tpe optimises one objective; use optuna-nsga2 or "
                              "optuna-motpe for a Pareto search")
-        return self
+        return value
 
 
 def load_search(path: str | Path) -> tuple[SearchSpec, GraphDoc]:

@@ -15,7 +15,7 @@ from ..evaluate.runner import run_items
 from ..evaluate.store import ResultStore
 from ..evaluate.summary import Summary, summarize
 from ..executor import Executor
-from .space import Estimate, Infeasible, Space
+from .space import Estimate, Infeasible, Space, config_digest
 
 TrialState = Literal["complete", "pruned", "infeasible", "failed"]
 
@@ -72,14 +72,18 @@ class TrialRunner:
     async def run(self, config: dict[str, Any], number: int, should_prune: PruneCheck | None
                   ) -> TrialResult:
         spec = self.space.spec
+        est = None
         try:
             graph = self.space.compile(config)
             est = self.space.estimate(graph, spec.constraints.prompt_tokens_estimate)
             self.space.check_constraints(est, spec.constraints)
         except Infeasible as exc:
-            return TrialResult("infeasible", reason=str(exc))
+            return TrialResult("infeasible", reason=str(exc), estimate=est)
         executor = Executor(graph, cache=self.cache)
-        store = ResultStore(self.out_dir / "trials" / f"trial-{number:05d}")
+        # the digest keeps a trial of another study in the same directory (an earlier
+        # storage, a deleted study) from colliding with this one
+        store = ResultStore(self.out_dir / "trials"
+                            / f"trial-{number:05d}-{config_digest(config)}")
         store.bind({"graph_name": graph.name, "config": {k: str(v) for k, v in config.items()},
                     "planned": len(self.items)}, resume=True)
         try:
