@@ -103,6 +103,9 @@ def run(
                                                 help="write results as JSONL")] = None,
     cache: Annotated[Path | None, typer.Option(
         help="response cache (SQLite): seen samples are replayed, not billed")] = None,
+    trace: Annotated[Path | None, typer.Option(
+        help="append one JSONL line per call to FILE (summarise: tts-graph trace FILE)")
+    ] = None,
 ) -> None:
     """Run GRAPH on a question (-q) or on every question of a JSONL file (--input)."""
     from .executor import Executor
@@ -116,11 +119,12 @@ def run(
         executor.bindings()  # configuration problems (a missing key, an unknown model) now
     except TTSGraphError as exc:
         raise _fail([str(exc)]) from None
+    runner = _traced(executor, trace, compiled)
     try:
         if len(questions) == 1 and question is not None:
-            results = [asyncio.run(executor.arun(questions[0]))]
+            results = [asyncio.run(runner.arun(questions[0]))]
         else:
-            results = _run_many(executor, questions, concurrency, quiet=as_json)
+            results = _run_many(runner, questions, concurrency, quiet=as_json)
     except TTSGraphError as exc:
         raise _fail([str(exc)], code=1) from None
     if output is not None:
@@ -146,6 +150,17 @@ def run(
         _summary(results)
     if any(r.status == "error" for r in results):
         raise typer.Exit(1)
+
+
+def _traced(executor, trace: Path | None, graph):  # type: ignore[no-untyped-def]
+    """``executor`` traced to ``trace`` (and OpenTelemetry with TTS_GRAPH_OTEL=1)."""
+    from .tracing import Tracer
+
+    try:
+        tracer = Tracer(trace, graph=graph)
+    except TTSGraphError as exc:
+        raise _fail([str(exc)]) from None
+    return tracer.wrap(executor) if tracer.active else executor
 
 
 def _run_many(executor, questions: list[str], concurrency: int, quiet: bool):  # type: ignore[no-untyped-def]
@@ -200,6 +215,9 @@ def eval_(
     as_json: Annotated[bool, typer.Option("--json", help="print summaries as JSON")] = False,
     plot: Annotated[Path | None, typer.Option(help="accuracy-vs-cost PNG (several graphs)")
                     ] = None,
+    trace: Annotated[Path | None, typer.Option(
+        help="append one JSONL line per call to FILE (summarise: tts-graph trace FILE)")
+    ] = None,
 ) -> None:
     """Evaluate GRAPH(s) on a task; every result is stored at once, --resume continues."""
     from .evaluate.session import TaskArgs, plan_run
@@ -228,6 +246,7 @@ def eval_(
             raise _fail(exc.lines()) from None
         except TTSGraphError as exc:
             raise _fail([str(exc)]) from None
+        plan.executor = _traced(plan.executor, trace, plan.graph)
         summary = _run_eval(plan, concurrency, quiet=as_json)
         summaries.append(summary)
         infra += summary.infra_errors
@@ -433,6 +452,49 @@ def search(
     out_console.print(f"study: {session.storage if '@' not in session.storage else '(storage)'}"
                       f"  report: {report}" + (f"  plot: {plot}" if plot else ""),
                       markup=False)
+
+
+@app.command("trace")
+def trace_(
+    files: Annotated[list[Path], typer.Argument(help="trace file(s) written with --trace")],
+    as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
+) -> None:
+    """Summarise trace file(s): calls, tokens, cost, latency percentiles, cache hits and
+    errors, per node and per model."""
+    from .tracing import TraceFileError, summarize_trace
+
+    try:
+        s = summarize_trace(files)
+    except TraceFileError as exc:
+        raise _fail([str(exc)]) from None
+    if as_json:
+        print(json.dumps(s, indent=2))
+        return
+    t, ql = s["total"], s["query_latency_s"]
+    statuses = ", ".join(f"{n} {k}" for k, n in sorted(s["query_status"].items()))
+    out.print(f"{s['queries']} queries ({statuses or 'none'}) in {s['runs']} run(s)"
+              + (f", {s['first']} to {s['last']}" if s["first"] else ""),
+              markup=False, soft_wrap=True)
+    out.print(f"{t['calls']} calls ({t['cache_hits']} from the cache, {t['errors']} errors, "
+              f"{t['retries']} retries), {t['samples']} samples, tokens "
+              f"{t['prompt_tokens']}+{t['completion_tokens']}, cost ${t['cost_usd']:.6f} "
+              f"(billed ${t['billed_usd']:.6f}), FLOPs {t['flops']:.3g}",
+              markup=False, soft_wrap=True)
+    cl = t["latency_s"]
+    out.print(f"latency p50/p90/p99: calls {cl['p50']:.3f}/{cl['p90']:.3f}/{cl['p99']:.3f} s "
+              f"(live calls), queries {ql['p50']:.3f}/{ql['p90']:.3f}/{ql['p99']:.3f} s",
+              markup=False, soft_wrap=True)
+    for title, table in (("node", s["by_node"]), ("model", s["by_model"])):
+        tab = Table(title=f"by {title}", title_justify="left")
+        for col in (title, "calls", "cached", "errors", "tokens", "cost $", "p50/p90/p99 s"):
+            tab.add_column(col, justify="left" if col == title else "right")
+        for name, g in table.items():
+            lat = g["latency_s"]
+            tab.add_row(name, str(g["calls"]), str(g["cache_hits"]), str(g["errors"]),
+                        f"{g['prompt_tokens']}+{g['completion_tokens']}",
+                        f"{g['cost_usd']:.6f}",
+                        f"{lat['p50']:.2f}/{lat['p90']:.2f}/{lat['p99']:.2f}")
+        out.print(tab)
 
 
 @app.command()

@@ -24,6 +24,7 @@ from .cache import ResponseCache
 from .compile import CompiledGraph, compile_graph
 from .executor import Executor, QueryResult
 from .spec import GraphDoc, GraphSpec, load_graph, parse_graph
+from .tracing import TracedExecutor, Tracer
 
 
 class Graph:
@@ -35,10 +36,16 @@ class Graph:
     """
 
     def __init__(self, doc: GraphDoc, *, backends: dict[str, Backend] | None = None,
-                 cache: ResponseCache | str | Path | None = None) -> None:
+                 cache: ResponseCache | str | Path | None = None,
+                 trace: str | Path | Tracer | None = None, otel: bool | None = None) -> None:
         self._doc = doc
         self._compiled = compile_graph(doc, backends=[*backend_names(), *(backends or {})])
         self._executor = Executor(self._compiled, backends=backends, cache=cache)
+        if not isinstance(trace, Tracer):
+            trace = Tracer(trace, otel=otel, graph=self._compiled)
+        self._tracer: Tracer | None = trace if trace.active else None
+        self._runner: Executor | TracedExecutor = (
+            trace.wrap(self._executor) if self._tracer is not None else self._executor)
 
     # ------------------------------------------------------------------ construction
 
@@ -81,6 +88,11 @@ class Graph:
     def executor(self) -> Executor:
         return self._executor
 
+    @property
+    def tracer(self) -> Tracer | None:
+        """The tracer that records this graph's queries (None when tracing is off)."""
+        return self._tracer
+
     def to_dict(self) -> dict[str, Any]:
         """The graph as plain data, without defaults that were not written."""
         return self._doc.spec.model_dump(mode="json", exclude_unset=True, by_alias=True)
@@ -96,21 +108,21 @@ class Graph:
 
     def run(self, question: str) -> QueryResult:
         """Run one question (blocking; not from inside a running event loop)."""
-        return self._executor.run(question)
+        return self._runner.run(question)
 
     async def arun(self, question: str) -> QueryResult:
         """Run one question."""
-        return await self._executor.arun(question)
+        return await self._runner.arun(question)
 
     def run_many(self, questions: Sequence[str], *, concurrency: int = 8) -> list[QueryResult]:
         """Run many questions, at most ``concurrency`` at once; results in input order."""
-        return self._executor.run_many(questions, concurrency=concurrency)
+        return self._runner.run_many(questions, concurrency=concurrency)
 
     async def arun_many(self, questions: Iterable[str], *, concurrency: int = 8,
                         on_result: Callable[[QueryResult], None] | None = None
                         ) -> list[QueryResult]:
-        return await self._executor.arun_many(questions, concurrency=concurrency,
-                                              on_result=on_result)
+        return await self._runner.arun_many(questions, concurrency=concurrency,
+                                            on_result=on_result)
 
     async def aclose(self) -> None:
         """Release the backends this graph created."""
