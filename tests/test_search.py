@@ -1,0 +1,532 @@
+"""Search: search files, the space over a base graph, trials (successive halving, pruning,
+constraints, budgets, resume, cache) and every Optuna-backed searcher end to end.
+
+Models here are scripted: ``good`` always answers 42 (the gold answer of every question),
+``bad`` always answers 7, so a searcher has one right answer to find and runs take
+milliseconds. tests/test_search_postgres.py runs two workers on one PostgreSQL study."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+import yaml
+
+from tts_graph.backends.registry import backend_names
+from tts_graph.backends.scripted import ScriptedBackend
+from tts_graph.compile import compile_graph
+from tts_graph.errors import GraphError
+from tts_graph.executor import Executor
+from tts_graph.search.driver import SearchSession
+from tts_graph.search.registry import worker_seed
+from tts_graph.search.space import Infeasible, Space
+from tts_graph.search.spec import SearchSpec, load_search
+from tts_graph.search.trial import rungs
+from tts_graph.spec import load_graph
+
+ROOT = Path(__file__).resolve().parent.parent
+
+BASE = """\
+version: 1
+name: toy
+models:
+  good: {backend: scripted, model: good, params: 8e9,
+         price: {input_per_mtok: 1.0, output_per_mtok: 2.0},
+         options: {answers: ["Forty and two make 42. Answer: 42"]}}
+  bad: {backend: scripted, model: bad, params: 1e9,
+        price: {input_per_mtok: 0.1, output_per_mtok: 0.2}, options: {answers: ["Answer: 7"]}}
+defaults: {max_tokens: 32, temperature: 0.7}
+nodes:
+  solve: {role: solver, model: bad, samples: 1}
+  vote: {role: vote, inputs: [solve]}
+output: vote
+"""
+
+SEARCH = """\
+version: 1
+name: toy-search
+base: base.yaml
+task: {name: task.jsonl, search_limit: 8, heldout_limit: 4}
+choices:
+  - {node: solve, field: model, values: [good, bad]}
+  - {node: solve, field: samples, values: [1, 2, 4]}
+objectives: [accuracy, tokens]
+budget: {trials: 8}
+searcher: {name: optuna-motpe, seed: 0}
+pruning: {min_questions: 4}
+"""
+
+GOOD_1 = {"solve.model": "good", "solve.samples": 1}
+BAD_4 = {"solve.model": "bad", "solve.samples": 4}
+
+
+def write_toy(d: Path, search: str = SEARCH, **changes: Any) -> Path:
+    """base.yaml, task.jsonl (24 questions, all answered 42) and search.yaml in ``d``;
+    ``changes`` replace top-level keys of the search file."""
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "base.yaml").write_text(BASE)
+    with (d / "task.jsonl").open("w") as f:
+        for i in range(24):
+            f.write(json.dumps({"id": f"q{i}", "question": f"What is {i} + {42 - i}?",
+                                "answer": "42"}) + "\n")
+    if changes:
+        data = yaml.safe_load(search)
+        data.update(changes)
+        search = yaml.safe_dump(data, sort_keys=False)
+    path = d / "search.yaml"
+    path.write_text(search)
+    return path
+
+
+@pytest.fixture
+def calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Any]]:
+    """Every request a scripted backend receives, as (model identity, request)."""
+    seen: list[tuple[str, Any]] = []
+    original = ScriptedBackend.generate
+
+    async def generate(self: ScriptedBackend, request: Any) -> Any:
+        seen.append((self.info.identity, request))
+        return await original(self, request)
+
+    monkeypatch.setattr(ScriptedBackend, "generate", generate)
+    return seen
+
+
+def session(tmp_path: Path, **changes: Any) -> SearchSession:
+    return SearchSession(write_toy(tmp_path, **changes), out_dir=tmp_path / "out")
+
+
+def run(s: SearchSession) -> int:
+    return asyncio.run(s.run())
+
+
+def trials(s: SearchSession) -> list[optuna.trial.FrozenTrial]:
+    return sorted(s.study.get_trials(deepcopy=False), key=lambda t: t.number)
+
+
+# ------------------------------------------------------------------------------ search files
+
+
+@pytest.mark.parametrize(("change", "expected"), [
+    (("seed: 0}", "seed: 0, colour: red}"), "10: searcher.colour: extra inputs are not permitted"),
+    (("values: [1, 2, 4]", "int: [4, 2]"), "7: choices.1: range low (4) must be <= high (2)"),
+    (("budget: {trials: 8}\n", ""), "1: budget: required"),
+    (("budget: {trials: 8}", "budget: {}"), "9: budget: give trials, max_tokens or max_cost_usd"),
+    (("name: optuna-motpe", "name: optuna-tpe"),
+     "10: searcher: optuna-tpe optimises one objective; use optuna-nsga2 or optuna-motpe for a "
+     "Pareto search"),
+    (("[accuracy, tokens]", "[tokens, accuracy]"),
+     "8: objectives: the first objective must be accuracy"),
+    (("[accuracy, tokens]", "[accuracy, speed]"), "8: objectives.1: "),
+    (("node: solve, field: samples", "node: slove, field: samples"),
+     "7: choices.1.node: unknown node 'slove'; the base graph has solve, vote"),
+    (("field: samples", "field: sampels"),
+     "7: choices.1: sampels = 1: unknown field (did you mean 'samples'?)"),
+    (("values: [1, 2, 4]", "values: [0, 2, 4]"), "7: choices.1: samples = 0: must be >= 1"),
+    (("values: [good, bad]", "values: [good, bda]"),
+     "6: choices.0: model = 'bda': unknown model 'bda'"),
+    (("task.jsonl", "nope.jsonl"), "4: task.name: nope.jsonl: cannot read"),
+])
+def test_search_file_errors_are_one_line_with_file_and_line(
+        tmp_path: Path, change: tuple[str, str], expected: str) -> None:
+    assert change[0] in SEARCH
+    path = write_toy(tmp_path, SEARCH.replace(*change))
+    with pytest.raises(GraphError) as info:
+        SearchSession(path, out_dir=tmp_path / "out")
+    lines = info.value.lines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"{path}:{expected}"), lines[0]
+
+
+def test_cli_search_error_exits_2_without_traceback(tmp_path: Path) -> None:
+    path = write_toy(tmp_path, SEARCH.replace("seed: 0}", "seed: 0, colour: red}"))
+    proc = subprocess.run([sys.executable, "-m", "tts_graph", "search", str(path), "--out",
+                           str(tmp_path / "out")], capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"{path}:10: searcher.colour: extra inputs are not permitted"
+    assert "Traceback" not in proc.stderr
+
+
+def test_search_file_loads_with_defaults(tmp_path: Path) -> None:
+    spec, _ = load_search(write_toy(tmp_path))
+    assert spec.objectives == ["accuracy", "tokens"]
+    assert spec.pruning.enabled and spec.pruning.factor == 2
+    assert spec.constraints.prompt_tokens_estimate == 256
+
+
+# ------------------------------------------------------------------------------------ space
+
+SPACE_BASE: dict[str, Any] = {
+    "version": 1, "name": "b",
+    "models": {
+        "good": {"backend": "scripted", "model": "good", "params": 1e9,
+                 "price": {"input_per_mtok": 1.0, "output_per_mtok": 2.0}},
+        "bad": {"backend": "scripted", "model": "bad", "params": 1e8},
+    },
+    "defaults": {"max_tokens": 100},
+    "nodes": {
+        "plan": {"role": "planner", "model": "good"},
+        "solve": {"role": "solver", "model": "bad", "inputs": ["plan"], "samples": 2},
+        "vote": {"role": "vote", "inputs": ["solve"]},
+        "judge": {"role": "judge", "model": "good", "inputs": ["solve", "vote"]},
+    },
+    "output": "judge",
+}
+
+
+def space(choices: list[dict[str, Any]], **constraints: Any) -> Space:
+    spec = SearchSpec.model_validate({
+        "name": "s", "base": "b.yaml", "task": {"name": "easy"}, "choices": choices,
+        "constraints": constraints, "budget": {"trials": 3}, "searcher": {"name": "random"}})
+    return Space(spec, SPACE_BASE)
+
+
+ALL_CHOICES: list[dict[str, Any]] = [
+    {"node": "plan"}, {"node": "vote"}, {"edge": ["solve", "judge"]},
+    {"edge": ["vote", "judge"]},
+    {"node": "solve", "field": "samples", "int": [1, 8]},
+    {"node": "solve", "field": "temperature", "float": [0.1, 1.0], "log": True},
+    {"node": "solve", "field": "model", "values": ["good", "bad"]},
+]
+
+
+def inputs(sp: Space, config: dict[str, Any]) -> dict[str, list[str]]:
+    return {k: v.get("inputs", []) for k, v in sp.graph_dict(config)["nodes"].items()}
+
+
+def test_space_parameter_names_and_kinds() -> None:
+    sp = space(ALL_CHOICES)
+    assert [(p.name, p.kind) for p in sp.params] == [
+        ("plan.enabled", "categorical"), ("vote.enabled", "categorical"),
+        ("edge:solve->judge", "categorical"), ("edge:vote->judge", "categorical"),
+        ("solve.samples", "int"), ("solve.temperature", "float"),
+        ("solve.model", "categorical")]
+    assert sp.params[0].choices == (True, False)
+    assert sp.params[5].log
+
+
+def test_space_switching_a_node_off_bypasses_it() -> None:
+    sp = space(ALL_CHOICES)
+    assert inputs(sp, {}) == {"plan": [], "solve": ["plan"], "vote": ["solve"],
+                              "judge": ["solve", "vote"]}
+    # vote off: the judge reads vote's input (solve), once
+    assert inputs(sp, {"vote.enabled": False}) == {"plan": [], "solve": ["plan"],
+                                                   "judge": ["solve"]}
+    # plan off: the solver reads plan's inputs (none)
+    assert inputs(sp, {"plan.enabled": False})["solve"] == []
+    sp.compile({"plan.enabled": False, "vote.enabled": False})  # still a valid graph
+
+
+def test_space_edge_removal_and_field_setting() -> None:
+    sp = space(ALL_CHOICES)
+    assert inputs(sp, {"edge:solve->judge": False})["judge"] == ["vote"]
+    assert inputs(sp, {"edge:solve->judge": True})["judge"] == ["solve", "vote"]
+    g = sp.graph_dict({"solve.samples": 5, "solve.model": "good", "solve.temperature": 0.3})
+    assert g["nodes"]["solve"] == {"role": "solver", "model": "good", "inputs": ["plan"],
+                                   "samples": 5, "temperature": 0.3}
+    assert SPACE_BASE["nodes"]["solve"]["samples"] == 2  # the base is never changed
+    compiled = sp.compile({"solve.samples": 5, "solve.model": "good"})
+    assert compiled.spec.nodes["solve"].samples == 5
+    assert g["name"] != sp.graph_dict({"solve.samples": 4})["name"]  # one name per config
+
+
+def test_space_refuses_an_invalid_graph_as_infeasible() -> None:
+    sp = space(ALL_CHOICES)
+    with pytest.raises(Infeasible, match=r"nodes\.judge\.inputs"):
+        sp.compile({"edge:solve->judge": False, "edge:vote->judge": False})
+
+
+def test_space_choice_errors() -> None:
+    with pytest.raises(GraphError, match="output node cannot be switched off") as info:
+        space([{"node": "judge"}])
+    assert info.value.path == "choices.0.node"
+    with pytest.raises(GraphError, match="no edge plan -> judge"):
+        space([{"edge": ["plan", "judge"]}])
+    with pytest.raises(GraphError, match="chosen more than once"):
+        space([{"node": "vote"}, {"node": "vote", "enabled": [False]}])
+
+
+def test_space_worst_case_estimate() -> None:
+    sp = space(ALL_CHOICES)
+    est = sp.estimate(sp.compile({}), prompt_tokens=50)
+    # plan 1 call + solve 2 samples + judge over 3 candidates (2 samples + the vote), each
+    # call 50 prompt + 100 completion tokens
+    assert est.calls == 6
+    assert est.tokens == 6 * 150
+    # good (1e9 params, $1/$2 per Mtok) makes 4 calls, bad (1e8, no price) 2
+    assert est.cost_usd == pytest.approx(4 * (50 * 1.0 + 100 * 2.0) / 1e6)
+    assert est.flops == pytest.approx(2 * 1e9 * 600 + 2 * 1e8 * 300)
+    bigger = sp.estimate(sp.compile({"solve.samples": 8}), prompt_tokens=50)
+    assert bigger.tokens > est.tokens and bigger.calls == 1 + 8 + 9
+
+
+@pytest.mark.parametrize(("constraint", "cap", "message"), [
+    ("max_tokens_per_query", 1000, "tokens/query > 1000"),
+    ("max_cost_usd_per_query", 0.0011, "/query > $0.0011"),
+    ("max_flops_per_query", 1.3e12, "FLOPs/query > 1.3e+12"),
+])
+def test_space_constraints(constraint: str, cap: float, message: str) -> None:
+    sp = space(ALL_CHOICES, **{constraint: cap, "prompt_tokens_estimate": 50})
+    c = sp.spec.constraints
+    sp.check_constraints(sp.estimate(sp.compile({}), 50), c)  # 900 tok, $0.001, 1.26e12
+    with pytest.raises(Infeasible, match=message.replace("$", r"\$").replace("+", r"\+")):
+        sp.check_constraints(sp.estimate(sp.compile({"solve.samples": 3}), 50), c)
+
+
+def test_space_grid_enumerates_every_configuration() -> None:
+    sp = space([{"node": "vote"}, {"node": "solve", "field": "samples", "int": [1, 3]},
+                {"node": "solve", "field": "model", "values": ["good", "bad"]}])
+    grid = sp.grid()
+    assert len(grid) == sp.size() == 2 * 3 * 2
+    assert len({json.dumps(c, sort_keys=True) for c in grid}) == len(grid)
+    assert {c["solve.samples"] for c in grid} == {1, 2, 3}
+    rng = space([{"node": "solve", "field": "temperature", "float": [0.1, 1.0], "step": 0.3}])
+    assert rng.params[0].levels() == [0.1, 0.4, 0.7, 1.0]
+    wide = space([{"node": "solve", "field": "samples", "int": [1, 64], "log": True}])
+    assert wide.params[0].levels() == [1, 3, 8, 23, 64]
+
+
+# ----------------------------------------------------------------------------------- trials
+
+
+def test_rungs_of_successive_halving() -> None:
+    assert rungs(16, 4, 2, True) == [4, 8, 16]
+    assert rungs(10, 4, 2, True) == [4, 8, 10]
+    assert rungs(27, 3, 3, True) == [3, 9, 27]
+    assert rungs(3, 4, 2, True) == [3]
+    assert rungs(16, 4, 2, False) == [16]
+
+
+@pytest.mark.parametrize(("constraint", "cap"), [
+    ("max_tokens_per_query", 400), ("max_cost_usd_per_query", 0.0008),
+    ("max_flops_per_query", 6e12),
+])
+def test_configuration_over_a_constraint_is_never_run(
+        tmp_path: Path, calls: list[Any], constraint: str, cap: float) -> None:
+    # good x4 samples, 256 + 32 tokens a call: 1152 tok, $0.00128, 1.8e13 FLOPs
+    s = session(tmp_path, constraints={constraint: cap}, budget={"trials": 2})
+    s.study.enqueue_trial({"solve.model": "good", "solve.samples": 4})
+    s.study.enqueue_trial(GOOD_1)  # 288 tok, $0.00032, 4.6e12 FLOPs: within every cap
+    assert run(s) == 2
+    over, within = trials(s)
+    assert over.user_attrs["state"] == "infeasible"
+    assert over.state == optuna.trial.TrialState.FAIL
+    assert over.user_attrs["reason"].startswith("worst case ")
+    assert over.user_attrs["worst_tokens_per_query"] == 4 * (256 + 32)
+    assert within.state == optuna.trial.TrialState.COMPLETE
+    assert all(req.n == 1 for _, req in calls)  # only the samples-1 trial sent anything
+    assert len(calls) == 8  # one call for each of the 8 search questions
+    assert not list((tmp_path / "out" / "trials").glob("trial-00000*"))
+
+
+def test_successive_halving_scores_on_growing_subsets(tmp_path: Path, calls: list[Any]
+                                                      ) -> None:
+    s = session(tmp_path, budget={"trials": 1}, pruning={"min_questions": 2})
+    s.study.enqueue_trial(GOOD_1)
+    run(s)
+    (t,) = trials(s)
+    assert t.user_attrs["questions"] == 8
+    assert len(calls) == 8  # rungs of 2, 4 then 8 questions: each question asked once
+
+
+def test_tpe_prunes_a_clearly_worse_trial(tmp_path: Path, calls: list[Any]) -> None:
+    s = session(tmp_path, objectives=["accuracy"], budget={"trials": 2},
+                searcher={"name": "optuna-tpe"}, pruning={"min_questions": 2})
+    assert s.study.pruner.__class__.__name__ == "SuccessiveHalvingPruner"
+    s.study.enqueue_trial(GOOD_1)
+    s.study.enqueue_trial(BAD_4)
+    run(s)
+    good, bad = trials(s)
+    assert good.state == optuna.trial.TrialState.COMPLETE and good.values == [1.0]
+    assert bad.state == optuna.trial.TrialState.PRUNED
+    assert bad.user_attrs["questions"] == 2  # cut after the first rung
+    assert sum(req.n for ident, req in calls if ident == "scripted:bad") == 2 * 4
+
+
+@pytest.mark.parametrize(("first", "second", "pruned"), [
+    (GOOD_1, BAD_4, True),  # worse and dearer: dominated, cut
+    ({"solve.model": "good", "solve.samples": 4}, {"solve.model": "bad", "solve.samples": 1},
+     False),  # worse but cheaper: it may be on the front, kept
+])
+def test_pareto_search_prunes_by_dominance(tmp_path: Path, first: dict[str, Any],
+                                           second: dict[str, Any], pruned: bool) -> None:
+    s = session(tmp_path, budget={"trials": 2}, pruning={"min_questions": 2})
+    assert s.study.pruner.__class__.__name__ == "NopPruner"
+    s.study.enqueue_trial(first)
+    s.study.enqueue_trial(second)
+    run(s)
+    a, b = trials(s)
+    assert a.state == optuna.trial.TrialState.COMPLETE
+    if pruned:
+        assert b.state == optuna.trial.TrialState.PRUNED and b.user_attrs["questions"] == 2
+    else:
+        assert b.state == optuna.trial.TrialState.COMPLETE and b.user_attrs["questions"] == 8
+
+
+def test_trial_budget_stops_the_loop(tmp_path: Path) -> None:
+    s = session(tmp_path, budget={"trials": 3}, searcher={"name": "random"})
+    assert run(s) == 3
+    assert len(trials(s)) == 3
+    assert run(s) == 0  # used up
+
+
+def test_token_budget_stops_the_loop(tmp_path: Path) -> None:
+    s = session(tmp_path, budget={"max_tokens": 300}, searcher={"name": "random"},
+                pruning={"enabled": False})
+    for c in ({"solve.model": m, "solve.samples": k} for m in ("good", "bad") for k in (1, 2, 4)):
+        s.study.enqueue_trial(c)  # six different configurations, none cached
+    ran = run(s)
+    spent = [t.user_attrs["live_tokens"] for t in trials(s) if t.state.is_finished()]
+    assert sum(spent) >= 300 and sum(spent[:-1]) < 300
+    assert ran == len(spent) < 6
+
+
+def test_spending_budget_ends_when_nothing_new_is_spent(tmp_path: Path) -> None:
+    # two configurations, every repeat cached: without a guard this would never end
+    s = session(tmp_path, budget={"max_tokens": 10**9}, searcher={"name": "random"},
+                choices=[{"node": "solve", "field": "model", "values": ["good", "bad"]}])
+    s.IDLE_TRIALS = 8
+    ran = run(s)
+    assert ran < 2 * s.IDLE_TRIALS
+    assert "spent nothing" in s.stop_reason
+
+
+def test_rerun_with_the_same_storage_resumes(tmp_path: Path, calls: list[Any]) -> None:
+    path = write_toy(tmp_path, budget={"trials": 3}, searcher={"name": "random", "seed": 3})
+    first = SearchSession(path, out_dir=tmp_path / "out")
+    assert run(first) == 3
+    sent = len(calls)
+    again = SearchSession(path, out_dir=tmp_path / "out")
+    assert run(again) == 0 and len(calls) == sent  # nothing re-run
+    write_toy(tmp_path, budget={"trials": 5}, searcher={"name": "random", "seed": 3})
+    more = SearchSession(path, out_dir=tmp_path / "out")
+    assert run(more) == 2
+    assert [t.number for t in trials(more)] == [0, 1, 2, 3, 4]
+    assert all(t.state.is_finished() for t in trials(more))
+
+
+def test_a_repeated_configuration_costs_no_new_call(tmp_path: Path, calls: list[Any]) -> None:
+    s = session(tmp_path, budget={"trials": 2}, pruning={"enabled": False})
+    s.study.enqueue_trial({"solve.model": "good", "solve.samples": 2})
+    s.study.enqueue_trial({"solve.model": "good", "solve.samples": 2})
+    run(s)
+    first, second = trials(s)
+    assert len(calls) == 8  # the first trial only
+    assert first.user_attrs["live_tokens"] > 0 and second.user_attrs["live_tokens"] == 0
+    assert first.values == second.values
+
+
+def test_a_worker_over_the_trial_budget_records_its_trial_and_stops(tmp_path: Path,
+                                                                    calls: list[Any]) -> None:
+    """Two workers both saw one slot left; the one that opened its trial second stops."""
+    s = session(tmp_path, budget={"trials": 1}, searcher={"name": "random"})
+    other = s.study.ask()  # another worker took the last slot, still running
+    checks = iter([True, False])
+    s.budget_left = lambda: next(checks)  # type: ignore[method-assign]
+    assert run(s) == 0
+    assert not calls
+    mine = trials(s)[1]
+    assert mine.state == optuna.trial.TrialState.FAIL and mine.user_attrs["over_budget"]
+    assert s.spent()[0] == 1
+    assert other.number == 0
+
+
+def test_workers_get_distinct_seeds() -> None:
+    assert len({worker_seed(0, w) for w in range(8)}) == 8
+
+
+# ----------------------------------------------------------------------- searchers, end to end
+
+
+@pytest.mark.parametrize("name", ["random", "grid", "optuna-tpe", "optuna-nsga2",
+                                  "optuna-motpe"])
+def test_searcher_finds_the_good_configuration(tmp_path: Path, name: str) -> None:
+    objectives = ["accuracy"] if name == "optuna-tpe" else ["accuracy", "tokens"]
+    s = session(tmp_path, objectives=objectives, searcher={"name": name, "seed": 1},
+                budget={"trials": 10})
+    ran = run(s)
+    assert ran == (6 if name == "grid" else 10)  # grid: the whole space, then it stops
+    front = s.front()
+    assert front and front[0].config["solve.model"] == "good"
+    assert front[0].search["accuracy"] == 1.0
+    if name == "grid":  # every configuration seen: the cheapest right one leads the front
+        assert front[0].config == GOOD_1 and len(front) == 2  # and bad x1 (cheapest)
+        assert front[1].config == {"solve.model": "bad", "solve.samples": 1}
+
+    s.export(front)
+    asyncio.run(s.rescore(front))
+    report = s.write_report(front)
+    plot = s.plot(front)
+    assert plot is not None and plot.name == "search.png" and plot.stat().st_size > 1000
+    data = json.loads(report.read_text())
+    assert data["objectives"] == objectives and len(data["front"]) == len(front)
+    assert data["front"][0]["heldout"]["accuracy"] == 1.0  # held-out questions agree
+    assert {Path(e.graph_file).name for e in front} == {
+        p.name for p in (tmp_path / "out" / "front").glob("*.yaml")}
+    # every exported graph is a runnable graph file on its own
+    for e in front:
+        graph = compile_graph(load_graph(e.graph_file), backends=backend_names())
+        assert graph.spec.nodes["solve"].model == e.config["solve.model"]
+    best = Executor(front[0].graph_file).run("What is 40 + 2?")
+    assert best.answer == "42"
+
+
+def test_heldout_questions_are_apart_from_search_questions(tmp_path: Path) -> None:
+    s = session(tmp_path)
+    assert len(s.search_items) == 8 and len(s.heldout_items) == 4
+    assert not {it.id for it in s.search_items} & {it.id for it in s.heldout_items}
+
+
+def test_study_loads_in_plain_optuna_for_the_dashboard(tmp_path: Path) -> None:
+    s = session(tmp_path, budget={"trials": 4}, searcher={"name": "random"},
+                pruning={"enabled": False})
+    run(s)
+    study = optuna.load_study(study_name="toy-search", storage=s.storage)
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
+    done = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    assert len(done) == 4
+    for t in done:
+        assert set(t.params) == {"solve.model", "solve.samples"}
+        assert len(t.values) == 2 and t.values[0] == t.user_attrs["value_accuracy"]
+        assert t.user_attrs["state"] == "complete" and t.user_attrs["questions"] == 8
+        assert t.user_attrs["live_tokens"] >= 0 and "billed_usd" in t.user_attrs
+
+
+def test_cli_search_end_to_end(tmp_path: Path) -> None:
+    path = write_toy(tmp_path, budget={"trials": 4}, searcher={"name": "random"})
+    out = tmp_path / "elsewhere"
+    proc = subprocess.run([sys.executable, "-m", "tts_graph", "search", str(path), "--out",
+                           str(out), "--json"], capture_output=True, text=True, timeout=120,
+                          check=False, cwd=ROOT)  # the task file is found beside the search
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["search"] == "toy-search" and report["front"]
+    assert (out / "front.json").exists() and (out / "search.png").exists()
+    assert all(Path(e["graph_file"]).exists() for e in report["front"])
+    assert report["front"][0]["heldout"]
+
+
+# ------------------------------------------------------------------------ shipped searchers
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "searchers").glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_shipped_search_files_start(tmp_path: Path, path: Path) -> None:
+    data = yaml.safe_load(path.read_text())
+    if "choices" not in data:  # a base graph kept beside the searches
+        compile_graph(load_graph(path), backends=backend_names())
+        return
+    spec, _ = load_search(path)
+    s = SearchSession(path, out_dir=tmp_path / "out")  # builds the space, study and task
+    assert s.space.size() >= 4 and s.search_items and s.heldout_items
+    assert s.spec == spec
+    config = {p.name: p.levels(3)[0] for p in s.space.params}
+    s.space.compile(config)  # a configuration of it compiles
+    assert not list((tmp_path / "out").glob("trials/*"))  # nothing was run
