@@ -497,6 +497,37 @@ def trace_(
         out.print(tab)
 
 
+import_app = typer.Typer(add_completion=False, no_args_is_help=True,
+                         help="Turn other frameworks' configs into graph files.")
+app.add_typer(import_app, name="import")
+
+
+@import_app.command("archon")
+def import_archon(
+    config: Annotated[Path, typer.Argument(help="Archon config (JSON)")],
+    output: Annotated[Path | None, typer.Option("--out", "-o",
+                                                help="write the graph here (default: stdout)")
+                      ] = None,
+    name: Annotated[str | None, typer.Option(help="graph name (default: the config's)")
+                    ] = None,
+) -> None:
+    """Convert an Archon config (layers of generators, fusers, critics, rankers, verifiers)
+    into a graph file with the same meaning."""
+    from .archon import load_archon, to_yaml
+
+    try:
+        text = to_yaml(load_archon(config, name=name), source=str(config))
+    except GraphErrors as exc:
+        raise _fail(exc.lines()) from None
+    except TTSGraphError as exc:
+        raise _fail([str(exc)]) from None
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        output.write_text(text, encoding="utf-8")
+        err.print(f"wrote {output}", markup=False, highlight=False)
+
+
 @app.command()
 def validate(graphs: Annotated[list[Path], typer.Argument(help="graph files")]) -> None:
     """Check graph files; print one line per problem (exit 2 if any)."""

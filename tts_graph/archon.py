@@ -1,0 +1,398 @@
+"""Import Archon configs (``tts-graph import archon CONFIG.json > graph.yaml``).
+
+An Archon config is a JSON object with a ``name`` and ``layers``: a list of layers, each a list
+of components (or the older ``{"models": [...]}`` form). Every component of a layer gets all
+the outputs of the layer before it; the last layer's output is the answer. The import keeps
+that meaning:
+
+=================  =====================================================================
+Archon             tts-graph
+=================  =====================================================================
+generator          ``solver`` node (``samples``); generators make the first layer
+fuser              ``fuser`` node (``samples``) over every output of the layer before
+critic             ``critic`` node (``limit`` = the candidates it sees); the candidates
+                   pass on unchanged and its critiques feed the next layers' components
+                   (until a fuser layer uses them), as Archon passes them on
+ranker             ``ranker`` node (``top_k``)
+verifier           ``verifier`` node (``keep: passing``: all of them when none pass)
+model_type         a ``litellm`` model (``openai/``, ``together_ai/``, ``anthropic/``,
+                   ``groq/``, ``gemini/``, ``bedrock/``) with the provider's ``api_key_env``;
+                   ``vLLM`` becomes the in-process ``vllm`` backend
+=================  =====================================================================
+
+``temperature`` and ``max_tokens`` go onto each node; ``max_context_length`` is dropped (a
+node's ``max_tokens`` caps its completions). Where Archon would pick one of several final
+candidates at random, the graph answers with its output node's first candidate (a ranker's:
+the top-ranked one).
+
+Parts with no equivalent — unit-test generators and evaluators, custom components, the PairRM
+ranker, a model type without a fixed endpoint (``tgi``), fields such as ``first_k``, a last
+layer with several components — are errors, one line each: ``FILE:LINE: path: message``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import GraphError, GraphErrors
+from .yamlpos import Loc, line_of, load_yaml
+
+#: Archon's model_type (lower case, without ``_API``) -> (litellm provider prefix, key variable)
+PROVIDERS: dict[str, tuple[str, str | None]] = {
+    "openai": ("openai", "OPENAI_API_KEY"),
+    "together": ("together_ai", "TOGETHER_API_KEY"),
+    "anthropic": ("anthropic", "ANTHROPIC_API_KEY"),
+    "groq": ("groq", "GROQ_API_KEY"),
+    "google": ("gemini", "GOOGLE_API_KEY"),
+    "gemini": ("gemini", "GOOGLE_API_KEY"),
+    # AWS credentials (AWS_ACCESS_KEY_ID, ...) are read from the environment by litellm
+    "bedrock": ("bedrock", None),
+}
+SUPPORTED = ("generator", "fuser", "critic", "ranker", "verifier")
+UNSUPPORTED = {
+    "unit_test_generator": "Archon's unit-test components are not supported",
+    "unit_test_evaluator": "Archon's unit-test components are not supported",
+}
+#: components that Archon runs alone in their layer, over the whole previous layer
+ALONE = ("critic", "ranker", "verifier")
+ROLE = {"generator": "solver", "fuser": "fuser", "critic": "critic", "ranker": "ranker",
+        "verifier": "verifier"}
+#: fields read (or knowingly dropped) per component
+FIELDS = {"type", "model", "model_type", "temperature", "max_tokens", "samples", "top_k",
+          "max_context_length", "use_critiques"}
+_NAME_BAD = re.compile(r"[^A-Za-z0-9_\-]")
+
+
+def _safe_name(text: str, fallback: str) -> str:
+    name = _NAME_BAD.sub("_", text.strip()).strip("_-") or fallback
+    return name if re.match(r"[A-Za-z_]", name) else f"m_{name}"
+
+
+class _Importer:
+    def __init__(self, source: str, lines: dict[Loc, int]) -> None:
+        self.source = source
+        self.lines = lines
+        self.errors: list[GraphError] = []
+        self.models: dict[str, dict[str, Any]] = {}
+        self._model_names: dict[tuple[str, ...], str] = {}
+
+    def error(self, loc: Loc, message: str) -> None:
+        self.errors.append(GraphError(message, path=".".join(str(p) for p in loc),
+                                      source=self.source, line=line_of(self.lines, loc)))
+
+    # --------------------------------------------------------------------------- models
+
+    def model(self, comp: dict[str, Any], loc: Loc) -> str | None:
+        model = comp.get("model")
+        mtype = comp.get("model_type")
+        ok = True
+        if not isinstance(model, str) or not model.strip():
+            self.error((*loc, "model"), "required: the model's name (a string)")
+            ok = False
+        if not isinstance(mtype, str) or not mtype.strip():
+            self.error((*loc, "model_type"), "required: the model type (a string such as "
+                       "OpenAI_API, Together_API or Anthropic_API)")
+            ok = False
+        if not ok:
+            return None
+        assert isinstance(model, str) and isinstance(mtype, str)
+        if model == "llm-blender/PairRM":
+            self.error((*loc, "model"), "the PairRM reward-model ranker has no tts-graph "
+                       "equivalent (rank with an LLM instead)")
+            return None
+        kind = mtype.strip().lower().removesuffix("_api")
+        entry: dict[str, Any]
+        if kind == "vllm":
+            entry = {"backend": "vllm", "model": model}
+        elif kind in PROVIDERS:
+            prefix, key_env = PROVIDERS[kind]
+            entry = {"backend": "litellm", "model": f"{prefix}/{model}"}
+            if key_env:
+                entry["api_key_env"] = key_env
+        elif kind == "tgi":
+            self.error((*loc, "model_type"), "'tgi' has no tts-graph equivalent here: the "
+                       "config does not say where the server is (use backend: litellm with "
+                       "an api_base)")
+            return None
+        else:
+            known = ", ".join(["OpenAI_API", "Together_API", "Anthropic_API", "Groq_API",
+                               "Google_API", "Bedrock_API", "vLLM"])
+            self.error((*loc, "model_type"), f"unknown model type '{mtype}' (custom "
+                       f"generators have no tts-graph equivalent; known: {known})")
+            return None
+        key = tuple(str(v) for v in entry.values())
+        if key in self._model_names:
+            return self._model_names[key]
+        base = _safe_name(model.rsplit("/", 1)[-1], "model")
+        name, n = base, 1
+        while name in self.models:
+            n += 1
+            name = f"{base}-{n}"
+        self.models[name] = entry
+        self._model_names[key] = name
+        return name
+
+    # ----------------------------------------------------------------------- components
+
+    def sampling(self, comp: dict[str, Any], loc: Loc, node: dict[str, Any]) -> None:
+        t = comp.get("temperature")
+        if t is not None:
+            if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 <= t <= 2:
+                self.error((*loc, "temperature"), "must be a number from 0 to 2")
+            else:
+                node["temperature"] = t
+        mt = comp.get("max_tokens")
+        if mt is not None:
+            if isinstance(mt, bool) or not isinstance(mt, int) or mt < 1:
+                self.error((*loc, "max_tokens"), "must be an integer >= 1")
+            else:
+                node["max_tokens"] = mt
+
+    def count(self, comp: dict[str, Any], loc: Loc, field: str, default: int | None
+              ) -> int | None:
+        v = comp.get(field, default)
+        if v is None:
+            return None
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            self.error((*loc, field), "must be an integer >= 1")
+            return None
+        return v
+
+
+def _layer_components(imp: _Importer, layer: Any, loc: Loc
+                      ) -> tuple[list[Any], Loc] | None:
+    """The components of a layer: a list, or Archon's older ``{"models": [...]}`` form."""
+    if isinstance(layer, dict):
+        for key in layer:
+            if key not in ("models", "branches"):
+                imp.error((*loc, key), f"field '{key}' has no tts-graph equivalent")
+        if layer.get("branches", 1) != 1:
+            imp.error((*loc, "branches"), "several branches have no tts-graph equivalent")
+        models = layer.get("models")
+        if not isinstance(models, list):
+            imp.error((*loc, "models"), "required: a list of components")
+            return None
+        return models, (*loc, "models")
+    if not isinstance(layer, list):
+        imp.error(loc, "a layer must be a list of components")
+        return None
+    return layer, loc
+
+
+def archon_to_dict(data: Any, *, source: str = "<archon>",
+                   lines: dict[Loc, int] | None = None, name: str | None = None
+                   ) -> dict[str, Any]:
+    """Turn a loaded Archon config into graph data (the shape of a graph file). Raises
+    ``GraphErrors`` naming every part that has no equivalent."""
+    imp = _Importer(source, lines or {})
+    if not isinstance(data, dict):
+        raise GraphError("an Archon config must be a JSON object with 'name' and 'layers'",
+                         source=source, line=1)
+    for key in data:
+        if key == "custom":
+            if data[key]:
+                imp.error(("custom",), "custom components have no tts-graph equivalent")
+        elif key not in ("name", "layers"):
+            imp.error((key,), f"field '{key}' has no tts-graph equivalent")
+    layers = data.get("layers")
+    if not isinstance(layers, list) or not layers:
+        imp.error(("layers",), "required: a non-empty list of layers")
+        raise GraphErrors(imp.errors)
+    graph_name = _safe_name(name or str(data.get("name") or "archon"), "archon")
+
+    nodes: dict[str, dict[str, Any]] = {}
+    prev: list[str] = []  # nodes whose answers the next layer gets
+    prev_count = 0  # how many candidates they hold (at most)
+    critique: str | None = None  # the critic whose critiques the next layers get
+    critique_used = True
+    summary: list[str] = []
+    last: tuple[Loc, list[str], str | None] | None = None
+    for li, layer in enumerate(layers):
+        got = _layer_components(imp, layer, ("layers", li))
+        if got is None:
+            continue
+        comps, lloc = got
+        if not comps:
+            imp.error(lloc, "empty layer")
+            continue
+        types = [c.get("type") if isinstance(c, dict) else None for c in comps]
+        layer_nodes: list[str] = []
+        layer_count = 0
+        new_critique: str | None = None
+        words: list[str] = []
+        for ci, comp in enumerate(comps):
+            loc = (*lloc, ci)
+            if not isinstance(comp, dict):
+                imp.error(loc, "a component must be an object with 'type', 'model' and "
+                          "'model_type'")
+                continue
+            ctype = comp.get("type")
+            if not isinstance(ctype, str):
+                imp.error((*loc, "type"), f"required: one of {', '.join(SUPPORTED)}")
+                continue
+            if ctype in UNSUPPORTED:
+                imp.error((*loc, "type"), f"'{ctype}' has no tts-graph equivalent "
+                          f"({UNSUPPORTED[ctype]})")
+                continue
+            if ctype not in SUPPORTED:
+                imp.error((*loc, "type"), f"unknown component type '{ctype}' (custom "
+                          "components have no tts-graph equivalent; known: "
+                          f"{', '.join([*SUPPORTED, *UNSUPPORTED])})")
+                continue
+            for key in comp:
+                if key not in FIELDS:
+                    imp.error((*loc, key), f"field '{key}' has no tts-graph equivalent")
+            if comp.get("use_critiques") and ctype == "ranker":
+                imp.error((*loc, "use_critiques"), "the tts-graph ranker does not read "
+                          "critiques: no equivalent")
+            if ctype in ALONE and len(comps) > 1:
+                imp.error((*loc, "type"), f"a {ctype} must be alone in its layer (Archon "
+                          f"runs it over the whole previous layer); this layer has "
+                          f"{len(comps)} components")
+                continue
+            if ctype == "generator" and li > 0:
+                imp.error((*loc, "type"), "generators run only in the first layer "
+                          "(Archon's rule: a generator ignores earlier outputs)")
+                continue
+            if ctype != "generator" and li == 0:
+                imp.error((*loc, "type"), f"a {ctype} needs candidates from an earlier "
+                          "layer: the first layer must hold generators")
+                continue
+            if ctype == "critic" and critique is not None and not critique_used:
+                imp.error((*loc, "type"), "a critic right after a critic: the first one's "
+                          "critiques would be dropped (Archon replaces them)")
+                continue
+            model = imp.model(comp, loc)
+            node: dict[str, Any] = {"role": ROLE[ctype]}
+            if model is not None:
+                node["model"] = model
+            if ctype == "generator":
+                samples = imp.count(comp, loc, "samples", 1) or 1
+                if samples > 1:
+                    node["samples"] = samples
+                layer_count += samples
+                words.append(f"{comp.get('model')} x{samples}")
+            elif ctype == "fuser":
+                samples = imp.count(comp, loc, "samples", 1) or 1
+                if samples > 1:
+                    node["samples"] = samples
+                layer_count += samples
+                words.append(f"fuse with {comp.get('model')}"
+                             + (f" x{samples}" if samples > 1 else ""))
+            elif ctype == "critic":
+                node["limit"] = max(1, prev_count)
+                layer_count = prev_count
+                words.append(f"critique with {comp.get('model')}")
+            elif ctype == "ranker":
+                if "top_k" not in comp:
+                    imp.error((*loc, "top_k"), "required: how many candidates the ranker "
+                              "keeps")
+                top_k = imp.count(comp, loc, "top_k", None) or 1
+                node["top_k"] = top_k
+                layer_count = min(top_k, prev_count)
+                words.append(f"rank with {comp.get('model')}, keep {top_k}")
+            elif ctype == "verifier":
+                node["keep"] = "passing"
+                layer_count = prev_count
+                words.append(f"verify with {comp.get('model')}")
+            imp.sampling(comp, loc, node)
+            if li > 0:
+                inputs = list(prev)
+                if critique is not None and ctype != "critic":
+                    inputs.append(critique)
+                node["inputs"] = inputs
+            node_name = f"l{li + 1}_{ctype}" + (f"{ci + 1}" if len(comps) > 1 else "")
+            nodes[node_name] = node
+            if ctype == "critic":
+                new_critique = node_name
+            else:
+                layer_nodes.append(node_name)
+        if new_critique is not None:  # the candidates pass through a critic layer
+            critique, critique_used = new_critique, False
+        else:
+            if critique is not None and layer_nodes:
+                critique_used = True
+            if any(t == "fuser" for t in types) or li == 0:
+                critique = None  # a fuser layer used them; Archon passes none further
+            prev = layer_nodes
+            prev_count = layer_count
+        summary.append(f"layer {li + 1}: " + "; ".join(words))
+        last = (lloc, layer_nodes if new_critique is None else [], types[-1]
+                if len(types) == 1 else None)
+    if last is not None and not imp.errors:
+        lloc, out_nodes, ltype = last
+        if ltype == "critic":
+            imp.error(lloc, "the last layer is a critic: its critiques would feed nothing "
+                      "(end with a fuser, a ranker or a verifier)")
+        elif len(out_nodes) != 1:
+            imp.error(lloc, f"the last layer has {len(out_nodes)} components and Archon "
+                      "would pick one of their outputs at random: no equivalent (end with "
+                      "one component, such as a fuser or a ranker)")
+    if imp.errors:
+        raise GraphErrors(imp.errors)
+    assert last is not None
+    return {
+        "version": 1,
+        "name": graph_name,
+        "description": (f"Imported from the Archon config {Path(source).name}: "
+                        + "; then ".join(summary)),
+        "models": imp.models,
+        "nodes": nodes,
+        "output": last[1][0],
+    }
+
+
+def load_archon(path: str | Path, *, name: str | None = None) -> dict[str, Any]:
+    """Read an Archon config file and return graph data. Malformed JSON is a ``GraphError``
+    ``FILE:LINE: invalid JSON: ...``."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise GraphError("file not found", source=str(path)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise GraphError(f"cannot read file: {exc}", source=str(path)) from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise GraphError(f"invalid JSON: {exc.msg} (column {exc.colno})", source=str(path),
+                         line=exc.lineno) from None
+    try:  # JSON is YAML: the YAML loader knows the line of every value
+        _, lines = load_yaml(text, str(path))
+    except GraphError:
+        lines = {}
+    return archon_to_dict(data, source=str(path), lines=lines, name=name)
+
+
+def to_yaml(graph: dict[str, Any], source: str | None = None) -> str:
+    """The graph data as a graph file, checked: it validates and compiles."""
+    from .backends.registry import backend_names
+    from .compile import compile_graph
+    from .spec import parse_graph
+
+    compile_graph(parse_graph(graph, source="<imported graph>"), backends=backend_names())
+    head = "# Imported by `tts-graph import archon" + (f" {source}" if source else "") + "`.\n"
+    keys = sorted({m["api_key_env"] for m in graph["models"].values() if "api_key_env" in m})
+    if keys:
+        head += f"# API keys are read from the environment: {', '.join(keys)}.\n"
+
+    def flow(value: Any) -> str:
+        return yaml.safe_dump(value, default_flow_style=True, width=1 << 16, sort_keys=False,
+                              allow_unicode=True).strip()
+
+    order = ("role", "model", "inputs")
+    body = [yaml.safe_dump({k: graph[k] for k in ("version", "name", "description")},
+                           sort_keys=False, allow_unicode=True, width=100).rstrip(), "models:"]
+    body += [f"  {name}: {flow(m)}" for name, m in graph["models"].items()]
+    body.append("nodes:")
+    for name, node in graph["nodes"].items():
+        ordered = {k: node[k] for k in order if k in node}
+        ordered.update({k: v for k, v in node.items() if k not in order})
+        body.append(f"  {name}: {flow(ordered)}")
+    body.append(f"output: {graph['output']}")
+    return head + "\n".join(body) + "\n"
