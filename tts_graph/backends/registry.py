@@ -37,10 +37,16 @@ def _scripted(spec: ModelSpec, base_dir: Path | None) -> Backend:
     return ScriptedBackend.from_spec(spec)
 
 
+def _sim(spec: ModelSpec, base_dir: Path | None) -> Backend:
+    from .sim import create_sim_backend
+
+    return create_sim_backend(spec)
+
+
 _BUILTIN: dict[str, Factory] = {"local": _local, "litellm": _litellm, "scripted": _scripted,
-                                "vllm": _vllm}
+                                "vllm": _vllm, "sim": _sim}
 #: names reserved for backends that later modules provide
-_PLANNED = ("sim",)
+_PLANNED: tuple[str, ...] = ()
 
 
 def register_backend(name: str, factory: Factory) -> None:

