@@ -184,3 +184,40 @@ def test_answered_samples_are_cached_even_when_a_sibling_call_fails(tmp_path: An
     assert sample_key(binding.identity, req, 2) in cache.get_many(
         [sample_key(binding.identity, req, i) for i in range(4)])
     assert len(cache) == 3
+
+
+def test_answered_samples_are_cached_when_a_split_sample_fails(tmp_path: Any) -> None:
+    """A backend that serves n samples as n requests (splits_samples): the binding sends
+    them one by one; sample 1 fails for good, samples 0 and 2 were answered and are kept."""
+    import asyncio
+
+    from tts_graph.backends.base import GenerationRequest
+    from tts_graph.backends.scripted import ScriptedBackend
+    from tts_graph.bindings import ModelBinding
+    from tts_graph.cache import ResponseCache, sample_key
+    from tts_graph.errors import BackendError
+    from tts_graph.spec import ModelSpec
+    from tts_graph.types import Completion, Message
+
+    class Splitting(ScriptedBackend):
+        def splits_samples(self) -> bool:
+            return True
+
+        async def generate(self, request: GenerationRequest) -> list[Completion]:
+            self.requests.append(request)
+            assert request.n == 1
+            if request.sample_offset == 1:
+                raise BackendError("HTTP 400: context too long")
+            await asyncio.sleep(0.05)
+            return [Completion(f"s{request.seed}")]
+
+    cache = ResponseCache(tmp_path / "c.db")
+    backend = Splitting()
+    binding = ModelBinding("m", ModelSpec(backend="scripted", model="x"), backend, cache=cache)
+    req = GenerationRequest((Message("user", "q"),), max_tokens=8, seed=5, n=3)
+    with pytest.raises(BackendError, match="400"):
+        asyncio.run(binding.generate(req, 100))
+    keys = [sample_key(binding.identity, req, i) for i in range(3)]
+    hits = cache.get_many(keys)
+    assert set(hits) == {keys[0], keys[2]}
+    assert [hits[keys[0]].text, hits[keys[2]].text] == ["s5", "s7"]

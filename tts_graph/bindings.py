@@ -158,11 +158,18 @@ class ModelBinding:
         if not self._splits or request.n == 1:
             return await self._call(request, est_tokens, start)
         per = est_tokens // request.n
-        singles = await asyncio.gather(*(
-            self._call(replace(request, n=1, seed=request.seed + i,
-                               sample_offset=request.sample_offset + i), per, start + i)
-            for i in range(request.n)
-        ))
+        reqs = [replace(request, n=1, seed=request.seed + i,
+                        sample_offset=request.sample_offset + i) for i in range(request.n)]
+        got = await asyncio.gather(*(self._call(r, per, start + i) for i, r in enumerate(reqs)),
+                                   return_exceptions=True)
+        singles = [p for p in got if isinstance(p, Part)]
+        if len(singles) < len(got):
+            # keep the samples that were answered (and billed): a re-run replays them
+            if self.cache is not None:
+                self.cache.put_many((sample_key(self.identity, r, 0), p.completions[0])
+                                    for r, p in zip(reqs, got, strict=True)
+                                    if isinstance(p, Part))
+            raise next(p for p in got if isinstance(p, BaseException))
         return Part(start, [c for p in singles for c in p.completions], cached=False,
                     latency_s=max(p.latency_s for p in singles),
                     retries=sum(p.retries for p in singles))
