@@ -11,7 +11,8 @@ The server is the fault server (tts_graph.testing) with no faults, in its own pr
 does not share the client's core or GIL. Client CPU is the benchmark process's CPU time
 (every thread) per wall second; 100% is one core saturated. Server CPU comes from its /stats.
 
-    .venv/bin/python benchmarks/throughput.py [--levels 1,2,4,...] [--rounds 12] [--max-calls 1500]
+    .venv/bin/python benchmarks/throughput.py [--levels 1,2,4,...] [--rounds 12] [--repeats 2]
+    .venv/bin/python benchmarks/throughput.py --raw   # plus a bare aiohttp client, for reference
     .venv/bin/python benchmarks/throughput.py --profile 32   # where our layer's time goes
 """
 
@@ -71,6 +72,22 @@ async def bare(litellm: Any, url: str, qs: list[str], c: int) -> None:
     await asyncio.gather(*(one(q) for q in qs))
 
 
+async def raw(session: Any, url: str, qs: list[str], c: int) -> None:
+    """A floor for a client's cost: the same request with a bare aiohttp session (the
+    transport litellm itself uses)."""
+    sem = asyncio.Semaphore(c)
+    system = Solver.system_prompt["main"]
+
+    async def one(q: str) -> None:
+        async with sem, session.post(f"{url}/v1/chat/completions", json={
+                "model": "fault", "max_tokens": MAX_TOKENS, "temperature": 0.7, "top_p": 1.0,
+                "seed": 0, "messages": [{"role": "system", "content": system},
+                                        {"role": "user", "content": q}]}) as r:
+            assert (await r.json())["choices"][0]["message"]["content"]
+
+    await asyncio.gather(*(one(q) for q in qs))
+
+
 async def ours(ex: Executor, qs: list[str], c: int) -> None:
     results = await ex.arun_many(qs, concurrency=c)
     bad = [r for r in results if r.status != "ok"]
@@ -95,11 +112,11 @@ async def main_async(a: argparse.Namespace) -> None:
         ex = Executor(loads_graph(GRAPH.format(url=url, timeout=TIMEOUT_S,
                                                 max_tokens=MAX_TOKENS)))
         # warm-up: litellm's first call imports the OpenAI client's resources (~0.5 s)
-        await bare(litellm, url, questions("warm-bare", 16), 16)
-        await ours(ex, questions("warm-ours", 16), 16)
+        await bare(litellm, url, questions("warm-bare", 64), 16)
+        await ours(ex, questions("warm-ours", 64), 16)
         if a.profile:
             c = a.profile
-            n = min(max(c * a.rounds, 40), a.max_calls)
+            n = min(max(c * a.rounds, a.min_calls), a.max_calls)
             pr = cProfile.Profile()
             pr.enable()
             await ours(ex, questions("profile", n), c)
@@ -110,10 +127,27 @@ async def main_async(a: argparse.Namespace) -> None:
             return
         rows = []
         for c in a.levels:
-            n = min(max(c * a.rounds, 40), a.max_calls)
+            n = min(max(c * a.rounds, a.min_calls), a.max_calls)
             ideal = c / latency
-            b = await timed(url, bare(litellm, url, questions(f"bare{c}", n), c))
-            o = await timed(url, ours(ex, questions(f"ours{c}", n), c))
+            runs: dict[str, list[dict[str, float]]] = {"bare": [], "ours": []}
+            for rep in range(a.repeats):  # alternate, keep each side's best run
+                runs["bare"].append(await timed(
+                    url, bare(litellm, url, questions(f"bare{c}.{rep}", n), c)))
+                runs["ours"].append(await timed(
+                    url, ours(ex, questions(f"ours{c}.{rep}", n), c)))
+            if a.raw:
+                import aiohttp
+
+                conn = aiohttp.TCPConnector(limit=0)
+                async with aiohttp.ClientSession(connector=conn) as session:
+                    w = min([await timed(url, raw(session, url, questions(f"raw{c}.{rep}", n), c))
+                             for rep in range(a.repeats)], key=lambda r: r["wall"])
+                extra = [f"{n / w['wall']:.0f} ({n / w['wall'] / ideal:.2f})",
+                         f"{w['cpu'] / n * 1e3:.2f}"]
+            else:
+                extra = []
+            b = min(runs["bare"], key=lambda r: r["wall"])
+            o = min(runs["ours"], key=lambda r: r["wall"])
             assert b["calls"] == n and o["calls"] == n, (b, o, n)
             rb, ro = n / b["wall"], n / o["wall"]
             cb, co = b["cpu"] / n * 1e3, o["cpu"] / n * 1e3
@@ -122,17 +156,18 @@ async def main_async(a: argparse.Namespace) -> None:
                 f"{rb:.0f} ({rb / ideal:.2f})", f"{ro:.0f} ({ro / ideal:.2f})",
                 f"{cb:.2f}", f"{co:.2f}", f"{co - cb:+.2f}",
                 f"{b['cpu'] / b['wall']:.0%}", f"{o['cpu'] / o['wall']:.0%}",
-                f"{o['server_cpu'] / o['wall']:.0%}",
+                f"{o['server_cpu'] / o['wall']:.0%}", *extra,
             ])
             print(f"  c={c}: bare {rb:.0f}/s, ours {ro:.0f}/s (ideal {ideal:.0f})",
                   flush=True)
     print()
     print(table(["c", "calls", "ideal/s", "bare litellm/s (×ideal)", "tts-graph/s (×ideal)",
                  "bare CPU ms/call", "ours CPU ms/call", "overhead ms/call",
-                 "client CPU bare", "client CPU ours", "server CPU"], rows))
+                 "client CPU bare", "client CPU ours", "server CPU",
+                 *(["raw aiohttp/s (×ideal)", "raw CPU ms/call"] if a.raw else [])], rows))
     print(f"\nlitellm {importlib.metadata.version('litellm')}; "
-          f"latency {a.latency_ms:g} ms; calls per level = min(max(c × {a.rounds}, 40), "
-          f"{a.max_calls})")
+          f"latency {a.latency_ms:g} ms; calls per level = min(max(c × {a.rounds}, "
+          f"{a.min_calls}), {a.max_calls}); best of {a.repeats} alternating runs per side")
 
 
 def main() -> None:
@@ -141,7 +176,12 @@ def main() -> None:
                    type=lambda s: [int(x) for x in s.split(",")])
     p.add_argument("--latency-ms", type=float, default=50.0)
     p.add_argument("--rounds", type=int, default=12, help="calls per level = c × rounds")
+    p.add_argument("--min-calls", type=int, default=100)
     p.add_argument("--max-calls", type=int, default=1500)
+    p.add_argument("--repeats", type=int, default=2,
+                   help="runs per side and level, alternating; the best is shown")
+    p.add_argument("--raw", action="store_true",
+                   help="add a bare aiohttp column: the floor of a client's cost")
     p.add_argument("--profile", type=int, default=0, metavar="C",
                    help="profile tts-graph at concurrency C instead of the table")
     a = p.parse_args()
