@@ -110,6 +110,8 @@ def open_storage(storage: str | None) -> str | optuna.storages.BaseStorage | Non
     Optuna commits once per user attribute, and a full fsync per commit made the bookkeeping
     of a trial cost a third of a second (still safe against a crashed process; other
     processes on the same machine can read and write the study at the same time)."""
+    if storage is not None and storage.startswith(("postgresql://", "postgres://")):
+        return _postgres_url(storage)
     if storage is None or not storage.startswith("sqlite:///"):
         return storage
     import sqlalchemy
@@ -127,16 +129,52 @@ def open_storage(storage: str | None) -> str | optuna.storages.BaseStorage | Non
     return rdb
 
 
+def _postgres_url(url: str) -> str:
+    """``postgresql://`` with the driver that is installed: SQLAlchemy picks psycopg2 (2.0) or
+    psycopg 3 (2.1) for a bare ``postgresql://``, whichever of them is missing."""
+    import importlib.util
+
+    rest = url.split("://", 1)[1]
+    for module in ("psycopg", "psycopg2"):
+        if importlib.util.find_spec(module) is not None:
+            return f"postgresql+{module}://{rest}"
+    from ..errors import TTSGraphError
+
+    raise TTSGraphError("a PostgreSQL storage needs a driver: pip install psycopg2-binary "
+                        "(or psycopg[binary])")
+
+
 def make_study(name: str, storage: str | None, objectives: list[str],
                sampler: optuna.samplers.BaseSampler | None = None,
                pruner: optuna.pruners.BasePruner | None = None) -> optuna.Study:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     directions = [DIRECTIONS[o] for o in objectives]
-    study = optuna.create_study(study_name=name, storage=open_storage(storage), sampler=sampler,
-                                pruner=pruner, directions=directions, load_if_exists=True)
+    study = _create_study(name, storage, sampler, pruner, directions)
     if [d.name.lower() for d in study.directions] != directions:
         from ..errors import TTSGraphError
 
         raise TTSGraphError(f"study '{name}' in this storage has other objectives; use "
                             "another --storage or search name")
     return study
+
+
+def _create_study(name: str, storage: str | None, sampler: Any, pruner: Any,
+                  directions: list[str]) -> optuna.Study:
+    """``optuna.create_study``, retried when workers starting together on a fresh database
+    race to create Optuna's tables (one of them then fails on a duplicate key)."""
+    import random
+    import time
+
+    attempts = 6
+    for attempt in range(attempts):
+        try:
+            return optuna.create_study(study_name=name, storage=open_storage(storage),
+                                       sampler=sampler, pruner=pruner, directions=directions,
+                                       load_if_exists=True)
+        except Exception as exc:
+            from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+            if attempt == attempts - 1 or not isinstance(exc, IntegrityError | ProgrammingError):
+                raise
+            time.sleep(0.2 + random.random() * 0.5)
+    raise AssertionError("unreachable")

@@ -54,6 +54,7 @@ class SearchSession:
 
         self.path = Path(path)
         self.stop_reason = ""  # why the last ``run`` ended
+        self.worker = worker
         self.spec, holder = load_search(self.path)
         spec: SearchSpec = self.spec
         base_path = (self.path.parent / spec.base).resolve()
@@ -154,6 +155,7 @@ class SearchSession:
         self.stop_reason = "budget used"
         while self.budget_left():
             proposal = self.searcher.ask()
+            proposal.trial.set_user_attr("worker", self.worker)
             if self._over_trial_budget(proposal):
                 proposal.trial.set_user_attr("over_budget", True)
                 proposal.trial.set_user_attr("state", "over_budget")
