@@ -231,7 +231,8 @@ def test_redact_removes_known_values_and_key_shapes() -> None:
     assert redact(None) is None
 
 
-def test_trace_lines_redact_the_graph_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_trace_lines_redact_the_graph_keys(monkeypatch: pytest.MonkeyPatch,
+                                          tmp_path: Path) -> None:
     monkeypatch.setenv("TTS_TEST_KEY", "plain-looking-value-42")
     g = Graph.from_string(SCRIPTED.replace(
         "m: {backend: scripted, model: fake,",
@@ -239,9 +240,27 @@ def test_trace_lines_redact_the_graph_keys(monkeypatch: pytest.MonkeyPatch) -> N
     res = QueryResult(question="q", answer=None, text=None, status="error", graph="traced",
                       calls=[CallRecord(step="solve", node="solve", model="m", samples=1,
                                         error="server said: plain-looking-value-42")])
-    tracer = Tracer(graph=g.compiled)
-    [line] = trace_lines(res, graph=g.compiled, secrets=tracer._secrets)
-    assert line["error"] == "server said: ***"
+    [line] = trace_lines(res, graph=g.compiled)  # nothing known: a plain value stays
+    assert line["error"] == "server said: plain-looking-value-42"
+    # a tracer shared by graphs redacts the keys of the graph each query belongs to
+    tracer = Tracer(tmp_path / "t.jsonl")
+    tracer.record(res, graph=g.compiled)
+    assert read(tmp_path / "t.jsonl")[0]["error"] == "server said: ***"
+
+
+def test_one_tracer_shared_by_two_graphs(tmp_path: Path) -> None:
+    tracer = Tracer(tmp_path / "t.jsonl", otel=False)
+    a = Graph.from_string(SCRIPTED, trace=tracer)
+    b = Graph.from_string(SCRIPTED.replace("name: traced", "name: other")
+                          .replace("model: judge", "model: judge-2"), trace=tracer)
+    a.run("q")
+    b.run("q")
+    lines = read(tmp_path / "t.jsonl")
+    assert [x["graph"] for x in lines] == ["traced"] * 2 + ["other"] * 2
+    assert {x["model_id"] for x in lines if x["graph"] == "other"} == {"fake", "judge-2"}
+    s = summarize_trace(tmp_path / "t.jsonl")
+    assert set(s["by_node"]) == {"traced:solve", "traced:judge", "other:solve", "other:judge"}
+    assert set(s["by_graph"]) == {"traced", "other"}
 
 
 class _EchoKey:

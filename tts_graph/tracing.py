@@ -155,7 +155,8 @@ class Tracer:
     secrets to redact (with ``secrets``); ``run_id`` tells runs apart in a shared file.
 
     Use ``record(result)`` after a query, or ``wrap(executor)`` to trace every query an
-    executor runs (the query span is then current while the graph runs)."""
+    executor runs (the query span is then current while the graph runs). One tracer may
+    serve several graphs: a wrapped executor's own graph is used for its queries."""
 
     def __init__(self, path: str | Path | None = None, *, otel: bool | None = None,
                  graph: CompiledGraph | None = None, secrets: Iterable[str] = (),
@@ -163,7 +164,7 @@ class Tracer:
         self.path = Path(path) if path is not None else None
         self.graph = graph
         self.run_id = run_id or uuid.uuid4().hex[:12]
-        self._secrets = [*secrets, *graph_secrets(graph)]
+        self._secrets = list(secrets)
         self._lock = threading.Lock()
         self._otel: _Otel | None = None
         if otel or (otel is None and otel_requested()):
@@ -194,19 +195,21 @@ class Tracer:
 
     # ----------------------------------------------------------------------- recording
 
-    def record(self, result: QueryResult, *, started_ns: int | None = None,
-               span: Any = None) -> None:
-        """Trace one finished query (``started_ns``: its wall-clock start, from
-        ``time.time_ns()``; ``span``: its query span, when one was started)."""
+    def record(self, result: QueryResult, *, graph: CompiledGraph | None = None,
+               started_ns: int | None = None, span: Any = None) -> None:
+        """Trace one finished query of ``graph`` (default: the tracer's); ``started_ns``: its
+        wall-clock start, from ``time.time_ns()``; ``span``: its query span, if started."""
         finished_ns = time.time_ns()
+        graph = graph if graph is not None else self.graph
+        secrets = [*self._secrets, *graph_secrets(graph)]
         if self.path is not None and result.calls:
-            lines = trace_lines(result, run_id=self.run_id, graph=self.graph,
-                                secrets=self._secrets, finished=finished_ns / 1e9)
+            lines = trace_lines(result, run_id=self.run_id, graph=graph, secrets=secrets,
+                                finished=finished_ns / 1e9)
             self._append("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines))
         if self._otel is not None:
             start = started_ns if started_ns is not None else \
                 finished_ns - int(result.latency_s * 1e9)
-            self._otel.emit(result, self, start, finished_ns, span)
+            self._otel.emit(result, graph, secrets, start, finished_ns, span)
 
     def _append(self, text: str) -> None:
         assert self.path is not None
@@ -231,7 +234,7 @@ class Tracer:
         started = time.time_ns()
         if self._otel is None:
             res = await executor.arun(question, query_id=query_id)
-            self.record(res, started_ns=started)
+            self.record(res, graph=executor.graph, started_ns=started)
             return res
         span = self._otel.start_query(executor.graph.name, query_id, started)
         try:
@@ -240,7 +243,7 @@ class Tracer:
         except BaseException as exc:
             self._otel.fail(span, exc)
             raise
-        self.record(res, started_ns=started, span=span)
+        self.record(res, graph=executor.graph, started_ns=started, span=span)
         return res
 
     def wrap(self, executor: Executor) -> TracedExecutor:
@@ -317,12 +320,10 @@ class _Otel:
         span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
         span.end()
 
-    def emit(self, result: QueryResult, tracer: Tracer, start_ns: int, end_ns: int,
-             span: Any = None) -> None:
+    def emit(self, result: QueryResult, graph: CompiledGraph | None, secrets: list[str],
+             start_ns: int, end_ns: int, span: Any = None) -> None:
         from opentelemetry.trace import Status, StatusCode
 
-        secrets = tracer._secrets
-        graph = tracer.graph
         if span is None:
             span = self.start_query(result.graph, result.id, start_ns)
         usage = result.usage
