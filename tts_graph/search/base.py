@@ -105,14 +105,17 @@ class Searcher(ABC):
         return False
 
 
-def open_storage(storage: str | None) -> str | optuna.storages.BaseStorage | None:
+def open_storage(storage: str | optuna.storages.BaseStorage | None
+                 ) -> str | optuna.storages.BaseStorage | None:
     """The storage for a URL. SQLite files get a write-ahead log with ``synchronous=NORMAL``:
     Optuna commits once per user attribute, and a full fsync per commit made the bookkeeping
     of a trial cost a third of a second (still safe against a crashed process; other
     processes on the same machine can read and write the study at the same time)."""
-    if storage is not None and storage.startswith(("postgresql://", "postgres://")):
+    if not isinstance(storage, str):  # None (in memory) or a storage object: as given
+        return storage
+    if storage.startswith(("postgresql://", "postgres://")):
         return _postgres_url(storage)
-    if storage is None or not storage.startswith("sqlite:///"):
+    if not storage.startswith("sqlite:///"):
         return storage
     import sqlalchemy
 
@@ -144,7 +147,7 @@ def _postgres_url(url: str) -> str:
                         "(or psycopg[binary])")
 
 
-def make_study(name: str, storage: str | None, objectives: list[str],
+def make_study(name: str, storage: str | optuna.storages.BaseStorage | None, objectives: list[str],
                sampler: optuna.samplers.BaseSampler | None = None,
                pruner: optuna.pruners.BasePruner | None = None) -> optuna.Study:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -158,7 +161,7 @@ def make_study(name: str, storage: str | None, objectives: list[str],
     return study
 
 
-def _create_study(name: str, storage: str | None, sampler: Any, pruner: Any,
+def _create_study(name: str, storage: Any, sampler: Any, pruner: Any,
                   directions: list[str]) -> optuna.Study:
     """``optuna.create_study``, retried when workers starting together on a fresh database
     race to create Optuna's tables (one of them then fails on a duplicate key)."""
