@@ -97,7 +97,6 @@ class ModelBinding:
         self.in_flight = 0
         self.peak_in_flight = 0
         self.attempts = 0
-        self._splits: bool | None = None
 
     def _loop_limits(self) -> _Limits:
         loop = asyncio.get_running_loop()
@@ -151,11 +150,8 @@ class ModelBinding:
     async def _live(self, request: GenerationRequest, est_tokens: int, start: int) -> Part:
         """The live samples of ``request``: one call, or one call per sample when the backend
         would fan them out itself (so each request on the wire is limited and retried)."""
-        if self._splits is None:  # the first answer may block (a lazy import): use a thread
-            self._splits = await asyncio.to_thread(self.backend.splits_samples)
-        else:  # a backend may learn that a server ignores n
-            self._splits = self.backend.splits_samples()
-        if not self._splits or request.n == 1:
+        # asked every call: a backend may learn that a server ignores n
+        if not self.backend.splits_samples() or request.n == 1:
             return await self._call(request, est_tokens, start)
         per = est_tokens // request.n
         reqs = [replace(request, n=1, seed=request.seed + i,

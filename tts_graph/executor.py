@@ -110,9 +110,19 @@ class _Query:
     def __init__(self, question: str, graph: CompiledGraph) -> None:
         self.question = question
         self.budget = QueryBudget(graph.spec.budget)
-        self.calls: list[CallRecord] = []
+        self._order = {sid: i for i, sid in enumerate(graph.order)}
+        self._records: list[tuple[tuple[int, int, int], CallRecord]] = []
         self.outputs: dict[str, StepOutput] = {}
         self.errors: list[str] = []
+
+    def record(self, where: tuple[int, int], rec: CallRecord) -> None:
+        self._records.append(((self._order[rec.step], *where), rec))
+
+    @property
+    def calls(self) -> list[CallRecord]:
+        """Records in graph order (step, call, sample), whatever order calls finished in,
+        so a run's result does not depend on timing."""
+        return [rec for _, rec in sorted(self._records, key=lambda kr: kr[0])]
 
 
 class Executor:
@@ -304,7 +314,7 @@ class Executor:
         prompt_tokens = binding.backend.count_tokens(call.messages)
 
         async def draw(n: int, offset: int) -> list[Completion]:
-            return await self._send(q, step, binding, call, n, seed + offset, offset,
+            return await self._send(q, step, binding, call, index, n, seed + offset, offset,
                                     prompt_tokens)
 
         if call.first_k is not None:
@@ -359,8 +369,9 @@ class Executor:
             raise first_error
         return done_in_order[:k]
 
-    async def _send(self, q: _Query, step: Step, binding: ModelBinding, call: Call, n: int,
-                    seed: int, offset: int, prompt_tokens: int) -> list[Completion]:
+    async def _send(self, q: _Query, step: Step, binding: ModelBinding, call: Call,
+                    index: int, n: int, seed: int, offset: int, prompt_tokens: int
+                    ) -> list[Completion]:
         s = step.sampling
         res = q.budget.reserve(prompt_tokens, s.max_tokens, n, binding.costing)
         n = res.n  # the budget may allow fewer samples than asked
@@ -375,9 +386,9 @@ class Executor:
             q.budget.settle(res, 0, 0.0, 0.0)
             raise
         except BackendError as exc:
-            q.calls.append(CallRecord(step=step.id, node=step.node, model=binding.name,
-                                      samples=n, latency_s=time.perf_counter() - t0,
-                                      error=str(exc)))
+            q.record((index, offset), CallRecord(
+                step=step.id, node=step.node, model=binding.name, samples=n,
+                latency_s=time.perf_counter() - t0, error=str(exc)))
             q.budget.settle(res, 0, 0.0, 0.0)
             raise
         comps: list[Completion] = []
@@ -395,7 +406,7 @@ class Executor:
             spent_tokens += rec.prompt_tokens + rec.completion_tokens
             spent_cost += rec.cost_usd
             spent_flops += rec.flops
-            q.calls.append(rec)
+            q.record((index, offset + part.start), rec)
             comps.extend(part.completions)
         q.budget.settle(res, spent_tokens, spent_cost, spent_flops)
         return comps

@@ -57,7 +57,7 @@ class Backend(ABC):
     def splits_samples(self) -> bool:
         """True when this backend would serve ``n`` samples as ``n`` separate requests. The
         binding then sends them one by one, so concurrency caps, rate limits and retries apply
-        to each request on the wire. May block (the binding asks once, from a thread)."""
+        to each request on the wire. Asked before every call: it must not block."""
         return False
 
     def count_tokens(self, messages: tuple[Message, ...]) -> int:

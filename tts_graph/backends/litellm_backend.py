@@ -134,8 +134,9 @@ class LitellmBackend(Backend):
         return self._info
 
     def splits_samples(self) -> bool:
-        self._prepare(import_litellm())
-        return not self._native_n
+        # known once the first call has prepared the backend; until then generate() itself
+        # draws the samples one by one under its single permit when n is not native
+        return self._native_n is False
 
     def _prepare(self, litellm: Any) -> None:
         """Capabilities and price, from litellm's tables (once)."""
