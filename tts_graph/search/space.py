@@ -113,6 +113,15 @@ class Space:
                     assert ch.float_range is not None
                     self.params.append(Param(name, "float", low=ch.float_range[0],
                                              high=ch.float_range[1], log=ch.log, step=ch.step))
+        if spec.constraints.max_cost_usd_per_query is not None:
+            # the worst case is priced from declared prices only: an unpriced model would
+            # make the cap silently pass everything
+            unpriced = sorted(n for n, m in (base.get("models") or {}).items()
+                              if isinstance(m, dict) and not m.get("price"))
+            if unpriced:
+                raise TTSGraphError(
+                    "constraints.max_cost_usd_per_query: the base graph declares no price for "
+                    f"{', '.join(unpriced)}; add price: {{input_per_mtok, output_per_mtok}}")
         names = [p.name for p in self.params]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
