@@ -13,6 +13,9 @@ For (c) LangGraph's solve node fans out its 16 calls with ``asyncio.gather`` (th
 as ours: one step, 16 concurrent samples); ``--send`` adds a second LangGraph variant built with
 the Send API (16 parallel node invocations in one superstep).
 
+A third column runs the same graph in bare asyncio (one task per step, samples gathered, no
+framework): the floor any async executor pays, including the fake model's own 16 tasks in (c).
+
 Each query runs alone (sequentially, in one event loop); the figure is its wall time from the
 call to the result, after warm-up. Blocks of queries alternate between the two frameworks so
 that drift in machine speed hits both alike.
@@ -204,6 +207,45 @@ def make_langgraph(name: str) -> Callable[[str], Awaitable[Any]]:
     return run
 
 
+# ------------------------------------------------------------------------------ floor
+
+
+def make_floor(name: str) -> Callable[[str], Awaitable[Any]]:
+    """The same graph in bare asyncio, no framework: one task per step awaiting its inputs
+    (the as-ready shape), the samples of a step gathered. What any async executor pays."""
+
+    async def step(deps: list[asyncio.Task[Any]], fn: Callable[[list[Any]], Awaitable[Any]]
+                   ) -> Any:
+        return await fn([await d for d in deps])
+
+    async def run(question: str) -> Any:
+        if name == "chain":
+            a = asyncio.create_task(step([], lambda _: fake_llm(question, 0)))
+            b = asyncio.create_task(step([a], lambda x: fake_llm(x[0] + question, 1)))
+            c = asyncio.create_task(step([b], lambda x: fake_llm(x[0] + question, 2)))
+            tasks = [a, b, c]
+        elif name == "fan_out_5":
+            tasks = [asyncio.create_task(step([], lambda _, k=k: fake_llm(question, k)))
+                     for k in range(5)]
+
+            async def vote(xs: list[Any]) -> str:
+                return _vote(xs)
+
+            tasks.append(asyncio.create_task(step(list(tasks), vote)))
+        else:
+            async def sixteen(_: list[Any]) -> list[str]:
+                return list(await asyncio.gather(*(fake_llm(question, i) for i in range(16))))
+
+            async def vote16(xs: list[Any]) -> str:
+                return _vote(xs[0])
+
+            a = asyncio.create_task(step([], sixteen))
+            tasks = [a, asyncio.create_task(step([a], vote16))]
+        return (await asyncio.gather(*tasks))[-1]
+
+    return run
+
+
 # ------------------------------------------------------------------------------ timing
 
 
@@ -270,22 +312,28 @@ async def main_async(args: argparse.Namespace) -> None:
     graphs = list(OURS_YAML)
     verdicts: list[tuple[str, float]] = []
     for name in graphs:
-        runners = {"ours": make_ours(name), "langgraph": make_langgraph(name)}
+        runners = {"ours": make_ours(name), "langgraph": make_langgraph(name),
+                   "floor": make_floor(name)}
         if args.send and name == "self_consistency_16":
             runners["langgraph_send"] = make_langgraph("self_consistency_16_send")
         t = await measure(runners, args.queries, args.warmup, args.block)
         om, o90 = median(t["ours"]), percentile(t["ours"], 90)
-        for lg in [k for k in runners if k != "ours"]:
+        fm = median(t["floor"])
+        for lg in [k for k in runners if k.startswith("langgraph")]:
             lm, l90 = median(t[lg]), percentile(t[lg], 90)
             label = name + (" (LangGraph: Send API)" if lg.endswith("send") else
                             " (LangGraph: gather)" if name.startswith("self") else "")
             rows.append([label, us(om), us(o90), us(lm), us(l90),
-                         f"{om / lm:.3f}", f"{o90 / l90:.3f}"])
+                         f"{om / lm:.3f}", f"{o90 / l90:.3f}", us(fm),
+                         f"{(om - fm) / (lm - fm):.3f}"])
             verdicts.append((label, om / lm))
         print(f"  measured {name}", flush=True)
     print()
     print(table(["graph", "ours median µs", "ours p90 µs", "LangGraph median µs",
-                 "LangGraph p90 µs", "ratio median", "ratio p90"], rows))
+                 "LangGraph p90 µs", "ratio median", "ratio p90", "bare asyncio median µs",
+                 "ratio above bare asyncio"], rows))
+    print("\n(bare asyncio: the same graph as plain tasks and gathers, no framework; the last "
+          "column is (ours - bare) / (LangGraph - bare), medians)")
     print()
     for label, ratio in verdicts:
         ok = "MET" if ratio <= 0.1 else "NOT MET"
