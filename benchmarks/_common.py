@@ -70,15 +70,7 @@ def median(values: Sequence[float]) -> float:
     return statistics.median(values)
 
 
-def wilson(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-    """95% Wilson score interval for a proportion."""
-    if n == 0:
-        return (0.0, 1.0)
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
+from tts_graph.evaluate.summary import wilson  # noqa: E402  (one Wilson interval)
 
 
 def fmt_acc(successes: int, n: int) -> str:

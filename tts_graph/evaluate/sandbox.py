@@ -14,9 +14,9 @@ tree. Two modes; ``sandbox_mode()`` says which one is in force (chosen once per 
       mount is remounted read-only, ``/tmp``, ``/var/tmp`` and ``/dev/shm`` included; then the
       child drops to the ``nobody`` user and group (no supplementary groups), so it can neither
       remount anything writable again nor write what ``nobody`` may not write. Directories on
-      the interpreter's path that ``nobody`` may not traverse (``/root`` when Python lives under
-      ``/root/.pyenv``) are covered by a read-only tmpfs that shows only the interpreter's own
-      tree, which also hides the rest of them from the code;
+      the interpreter's path that ``nobody`` may not traverse (root's home, when Python lives
+      under it, as with pyenv) are covered by a read-only tmpfs that shows only the
+      interpreter's own tree, which also hides the rest of them from the code;
     - **the process tree dies with it**: the child is PID 1 of a new PID namespace, so when it
       is killed (timeout) every process it started dies too, even one that left the process
       group;
