@@ -168,7 +168,8 @@ SPACE_BASE: dict[str, Any] = {
     "models": {
         "good": {"backend": "scripted", "model": "good", "params": 1e9,
                  "price": {"input_per_mtok": 1.0, "output_per_mtok": 2.0}},
-        "bad": {"backend": "scripted", "model": "bad", "params": 1e8},
+        "bad": {"backend": "scripted", "model": "bad", "params": 1e8,
+                "price": {"input_per_mtok": 0.0, "output_per_mtok": 0.0}},  # free
     },
     "defaults": {"max_tokens": 100},
     "nodes": {
@@ -260,7 +261,7 @@ def test_space_worst_case_estimate() -> None:
     # call 50 prompt + 100 completion tokens
     assert est.calls == 6
     assert est.tokens == 6 * 150
-    # good (1e9 params, $1/$2 per Mtok) makes 4 calls, bad (1e8, no price) 2
+    # good (1e9 params, $1/$2 per Mtok) makes 4 calls, bad (1e8, free) 2
     assert est.cost_usd == pytest.approx(4 * (50 * 1.0 + 100 * 2.0) / 1e6)
     assert est.flops == pytest.approx(2 * 1e9 * 600 + 2 * 1e8 * 300)
     bigger = sp.estimate(sp.compile({"solve.samples": 8}), prompt_tokens=50)

@@ -117,11 +117,12 @@ class Space:
             # the worst case is priced from declared prices only: an unpriced model would
             # make the cap silently pass everything
             unpriced = sorted(n for n, m in (base.get("models") or {}).items()
-                              if isinstance(m, dict) and not m.get("price"))
+                              if isinstance(m, dict) and m.get("price") is None)
             if unpriced:
                 raise TTSGraphError(
                     "constraints.max_cost_usd_per_query: the base graph declares no price for "
-                    f"{', '.join(unpriced)}; add price: {{input_per_mtok, output_per_mtok}}")
+                    f"{', '.join(unpriced)}; add price: {{input_per_mtok, output_per_mtok}} "
+                    "(0 for a free model)")
         names = [p.name for p in self.params]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
