@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -104,6 +104,29 @@ def _plain(value: Any) -> Any:
     return text if isinstance(text, str) else repr(value)
 
 
+async def run_queries(
+    run_one: Callable[..., Awaitable[QueryResult]],
+    questions: Iterable[str],
+    *,
+    concurrency: int,
+    on_result: Callable[[QueryResult], None] | None = None,
+) -> list[QueryResult]:
+    """``run_one(question, query_id=i)`` for every question, at most ``concurrency`` at once;
+    results in input order (shared by the executor and its traced wrapper)."""
+    if concurrency < 1:
+        raise ValueError("concurrency must be >= 1")
+    sem = asyncio.Semaphore(concurrency)
+
+    async def one(i: int, q: str) -> QueryResult:
+        async with sem:
+            res = await run_one(q, query_id=i)
+        if on_result is not None:
+            on_result(res)
+        return res
+
+    return list(await asyncio.gather(*(one(i, q) for i, q in enumerate(questions))))
+
+
 class _Query:
     """Mutable state of one running query."""
 
@@ -178,18 +201,8 @@ class Executor:
         on_result: Callable[[QueryResult], None] | None = None,
     ) -> list[QueryResult]:
         """Run many queries, at most ``concurrency`` at once; results in input order."""
-        if concurrency < 1:
-            raise ValueError("concurrency must be >= 1")
-        sem = asyncio.Semaphore(concurrency)
-
-        async def one(i: int, q: str) -> QueryResult:
-            async with sem:
-                res = await self.arun(q, query_id=i)
-            if on_result is not None:
-                on_result(res)
-            return res
-
-        return list(await asyncio.gather(*(one(i, q) for i, q in enumerate(questions))))
+        return await run_queries(self.arun, questions, concurrency=concurrency,
+                                 on_result=on_result)
 
     async def arun(self, question: str, *, query_id: int | str = 0) -> QueryResult:
         """Run one query."""

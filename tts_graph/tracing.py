@@ -268,18 +268,10 @@ class TracedExecutor:
     async def arun_many(self, questions: Iterable[str], *, concurrency: int = 8,
                         on_result: Callable[[QueryResult], None] | None = None
                         ) -> list[QueryResult]:
-        if concurrency < 1:
-            raise ValueError("concurrency must be >= 1")
-        sem = asyncio.Semaphore(concurrency)
+        from .executor import run_queries
 
-        async def one(i: int, q: str) -> QueryResult:
-            async with sem:
-                res = await self.arun(q, query_id=i)
-            if on_result is not None:
-                on_result(res)
-            return res
-
-        return list(await asyncio.gather(*(one(i, q) for i, q in enumerate(questions))))
+        return await run_queries(self.arun, questions, concurrency=concurrency,
+                                 on_result=on_result)
 
     def run(self, question: str) -> QueryResult:
         return asyncio.run(self.arun(question))
