@@ -18,6 +18,7 @@ from .budget import Costing
 from .cache import ResponseCache, sample_key
 from .errors import BackendError, TransientBackendError
 from .spec import ModelSpec
+from .streaming import TextStream
 from .types import Completion
 
 DEFAULT_RETRIES = 3
@@ -105,11 +106,15 @@ class ModelBinding:
             lim = self._limits[loop] = _Limits(self.spec)
         return lim
 
-    async def generate(self, request: GenerationRequest, est_tokens: int) -> list[Part]:
+    async def generate(self, request: GenerationRequest, est_tokens: int,
+                       stream: TextStream | None = None) -> list[Part]:
         """All ``request.n`` samples, as parts in sample order: cached samples first looked
-        up, the missing ones fetched live (consecutive ones in one call each)."""
+        up, the missing ones fetched live (consecutive ones in one call each). ``stream``
+        (one sample only) gets the text of a live call as it is decoded."""
+        if stream is not None and request.n != 1:
+            raise ValueError("only a call for one sample can stream")
         if self.cache is None:
-            return [await self._live(request, est_tokens, 0)]
+            return [await self._live(request, est_tokens, 0, stream)]
         keys = [sample_key(self.identity, request, i) for i in range(request.n)]
         hits = self.cache.get_many(keys)
         parts: list[Part] = []
@@ -132,7 +137,7 @@ class ModelBinding:
             live = await asyncio.gather(*(
                 self._live(replace(request, n=b - a, seed=request.seed + a,
                                    sample_offset=request.sample_offset + a),
-                           per_sample * (b - a), a)
+                           per_sample * (b - a), a, stream)
                 for a, b in runs
             ), return_exceptions=True)
             for part in live:
@@ -147,12 +152,13 @@ class ModelBinding:
         parts.sort(key=lambda p: p.start)
         return parts
 
-    async def _live(self, request: GenerationRequest, est_tokens: int, start: int) -> Part:
+    async def _live(self, request: GenerationRequest, est_tokens: int, start: int,
+                    stream: TextStream | None = None) -> Part:
         """The live samples of ``request``: one call, or one call per sample when the backend
         would fan them out itself (so each request on the wire is limited and retried)."""
         # asked every call: a backend may learn that a server ignores n
         if not self.backend.splits_samples() or request.n == 1:
-            return await self._call(request, est_tokens, start)
+            return await self._call(request, est_tokens, start, stream)
         per = est_tokens // request.n
         reqs = [replace(request, n=1, seed=request.seed + i,
                         sample_offset=request.sample_offset + i) for i in range(request.n)]
@@ -170,8 +176,10 @@ class ModelBinding:
                     latency_s=max(p.latency_s for p in singles),
                     retries=sum(p.retries for p in singles))
 
-    async def _call(self, request: GenerationRequest, est_tokens: int, start: int) -> Part:
-        """One live call: limits, timeout, bounded retries of transient failures."""
+    async def _call(self, request: GenerationRequest, est_tokens: int, start: int,
+                    stream: TextStream | None = None) -> Part:
+        """One live call: limits, timeout, bounded retries of transient failures. A retried
+        stream starts its text again; ``TextStream`` drops what the consumer already has."""
         lim = self._loop_limits()
         timeout = self.spec.timeout_s
         attempt = 0
@@ -191,7 +199,11 @@ class ModelBinding:
                     self.attempts += 1
                     try:
                         async with asyncio.timeout(timeout):
-                            comps = await self.backend.generate(request)
+                            if stream is None:
+                                comps = await self.backend.generate(request)
+                            else:
+                                stream.begin()
+                                comps = await self.backend.stream(request, stream)
                     finally:
                         self.in_flight -= 1
             except TimeoutError:

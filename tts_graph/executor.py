@@ -26,6 +26,7 @@ from .errors import BackendError, BudgetExhausted, TTSGraphError
 from .roles.adaptive import should_stop
 from .roles.base import Call, StepContext
 from .spec import GraphDoc, load_graph
+from .streaming import TextSink, TextStream
 from .types import Completion, StepOutput
 from .usage import CallRecord, Usage, by, total
 
@@ -130,8 +131,10 @@ async def run_queries(
 class _Query:
     """Mutable state of one running query."""
 
-    def __init__(self, question: str, graph: CompiledGraph) -> None:
+    def __init__(self, question: str, graph: CompiledGraph,
+                 stream: TextStream | None = None) -> None:
         self.question = question
+        self.stream = stream
         self.budget = QueryBudget(graph.spec.budget)
         self._order = {sid: i for i, sid in enumerate(graph.order)}
         self._records: list[tuple[tuple[int, int, int], CallRecord]] = []
@@ -204,11 +207,15 @@ class Executor:
         return await run_queries(self.arun, questions, concurrency=concurrency,
                                  on_result=on_result)
 
-    async def arun(self, question: str, *, query_id: int | str = 0) -> QueryResult:
-        """Run one query."""
+    async def arun(self, question: str, *, query_id: int | str = 0,
+                   on_text: TextSink | None = None) -> QueryResult:
+        """Run one query. ``on_text`` gets the answer's text piece by piece: token by token
+        while the output step decodes, when that step streams (see ``tts_graph.streaming``),
+        and otherwise whole when the query ends. It is not called for a query whose status
+        is ``error``, beyond what had streamed before the failure."""
         self.bindings()
         graph = self.graph
-        q = _Query(question, graph)
+        q = _Query(question, graph, TextStream(on_text) if on_text is not None else None)
         start = time.perf_counter()
         tasks: dict[str, asyncio.Task[StepOutput]] = {}
         for sid in graph.order:
@@ -235,6 +242,8 @@ class Executor:
         elif status == "ok" and q.budget.exhausted:
             status = "budget"
         best = final.best if final is not None else None
+        if q.stream is not None and status != "error":
+            q.stream.finish(best.text if best else None)
         return QueryResult(
             question=question,
             answer=best.answer if best else None,
@@ -284,8 +293,9 @@ class Executor:
         if calls:
             outcomes: list[Any]
             if len(calls) == 1:  # await it in this task: a gather costs a task and loop turns
+                stream = (q.stream if step.id == self.graph.output and role.streams else None)
                 try:
-                    outcomes = [await self._call(q, step, calls[0], 0)]
+                    outcomes = [await self._call(q, step, calls[0], 0, stream)]
                 except (BackendError, BudgetExhausted) as exc:
                     outcomes = [exc]
             else:
@@ -318,10 +328,10 @@ class Executor:
         q.outputs[step.id] = out
         return out
 
-    async def _call(self, q: _Query, step: Step, call: Call, index: int
-                    ) -> tuple[list[Completion], bool]:
+    async def _call(self, q: _Query, step: Step, call: Call, index: int,
+                    stream: TextStream | None = None) -> tuple[list[Completion], bool]:
         """Send one role call, following its sampling policy. Returns the completions and
-        whether the budget cut it short."""
+        whether the budget cut it short. ``stream`` is used by a plain call for one sample."""
         binding = self.bindings()[call.model]
         seed = step.sampling.seed + 1000 * call.seed_offset
         prompt_tokens = binding.backend.count_tokens(call.messages)
@@ -348,7 +358,11 @@ class Executor:
                     raise
                 return got, True
             return got, False
-        comps = await draw(call.n, 0)
+        if stream is not None and call.n == 1:
+            comps = await self._send(q, step, binding, call, index, 1, seed, 0, prompt_tokens,
+                                     stream)
+        else:
+            comps = await draw(call.n, 0)
         return comps, len(comps) < call.n
 
     async def _first_k(self, draw: Callable[[int, int], Any], n: int, k: int
@@ -383,8 +397,8 @@ class Executor:
         return done_in_order[:k]
 
     async def _send(self, q: _Query, step: Step, binding: ModelBinding, call: Call,
-                    index: int, n: int, seed: int, offset: int, prompt_tokens: int
-                    ) -> list[Completion]:
+                    index: int, n: int, seed: int, offset: int, prompt_tokens: int,
+                    stream: TextStream | None = None) -> list[Completion]:
         s = step.sampling
         res = q.budget.reserve(prompt_tokens, s.max_tokens, n, binding.costing)
         n = res.n  # the budget may allow fewer samples than asked
@@ -394,7 +408,8 @@ class Executor:
         )
         t0 = time.perf_counter()
         try:
-            parts = await binding.generate(request, n * (prompt_tokens + res.max_tokens))
+            parts = await binding.generate(request, n * (prompt_tokens + res.max_tokens),
+                                           stream if n == 1 else None)
         except asyncio.CancelledError:
             q.budget.settle(res, 0, 0.0, 0.0)
             raise

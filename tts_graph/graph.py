@@ -24,6 +24,7 @@ from .cache import ResponseCache
 from .compile import CompiledGraph, compile_graph
 from .executor import Executor, QueryResult
 from .spec import GraphDoc, GraphSpec, load_graph, parse_graph
+from .streaming import AnswerStream, TextSink
 from .tracing import TracedExecutor, Tracer
 
 
@@ -110,9 +111,21 @@ class Graph:
         """Run one question (blocking; not from inside a running event loop)."""
         return self._runner.run(question)
 
-    async def arun(self, question: str) -> QueryResult:
-        """Run one question."""
-        return await self._runner.arun(question)
+    async def arun(self, question: str, *, on_text: TextSink | None = None) -> QueryResult:
+        """Run one question. ``on_text`` gets the answer's text as it is produced: token by
+        token when the output node streams (one sample of a solver, fuser or refiner),
+        otherwise whole at the end."""
+        return await self._runner.arun(question, on_text=on_text)
+
+    def astream(self, question: str) -> AnswerStream:
+        """Run one question, giving its answer text as it is produced (see ``arun``)::
+
+            async with graph.astream(question) as stream:
+                async for piece in stream:
+                    print(piece, end="")
+            stream.result  # the QueryResult
+        """
+        return AnswerStream(lambda sink: self._runner.arun(question, on_text=sink))
 
     def run_many(self, questions: Sequence[str], *, concurrency: int = 8) -> list[QueryResult]:
         """Run many questions, at most ``concurrency`` at once; results in input order."""

@@ -46,13 +46,18 @@ and ignored. Sampling seeds come from the graph, so the same question gets the s
 are parameters OpenAI does not know.
 
 **Streaming** (``stream: true``). Server-Sent Events in OpenAI's chunk format, ending with
-``data: [DONE]``. The executor returns whole results, so the answer is *sent when it is
-ready*, not token by token: a first chunk with the assistant role goes out at once, SSE
-comments (``: keep-alive``) follow while the graph runs, then one chunk with the whole text,
-a chunk with ``finish_reason`` (and the ``tts_graph`` field), and, when the request asked for
-``stream_options: {"include_usage": true}``, a usage chunk with empty ``choices``. An
-infrastructure error mid-stream is sent as ``data: {"error": {...}}`` (the ``openai`` client
-raises it) and the stream ends.
+``data: [DONE]``. A first chunk with the assistant role goes out at once. When the graph's
+output node is a model call whose answer *is* its text — a ``solver``, ``fuser`` or
+``refiner`` drawing one sample — its text is streamed token by token as the model decodes
+it (the graph's earlier steps run first: the first token waits for them). Any other output
+(a ``vote``, a ``judge``'s or ``ranker``'s pick, several samples, a debate) is *sent when it
+is ready*, in one content chunk, as is an answer replayed from the response cache. SSE
+comments (``: keep-alive``) go out while nothing else does. Then a chunk with
+``finish_reason`` (and the ``tts_graph`` field), and, when the request asked for
+``stream_options: {"include_usage": true}``, a usage chunk with empty ``choices``. A call
+retried mid-stream does not repeat text the client already has. An infrastructure error
+mid-stream is sent as ``data: {"error": {...}}`` (the ``openai`` client raises it) and the
+stream ends; text already sent stays sent.
 
 **Errors** follow OpenAI's shape ``{"error": {"message", "type", "param", "code"}}``: 400
 malformed body or unsupported parameter, 401 missing or wrong API key, 404 unknown graph or
@@ -92,6 +97,7 @@ if TYPE_CHECKING:
     from .cache import ResponseCache
     from .executor import QueryResult
     from .graph import Graph
+    from .streaming import TextSink
 
 log = logging.getLogger("tts_graph.server")
 
@@ -385,7 +391,8 @@ class ServerState:
             self._sem = asyncio.Semaphore(self.max_concurrency)
         return self._sem
 
-    async def run(self, model: str, question: str) -> QueryResult:
+    async def run(self, model: str, question: str, on_text: TextSink | None = None
+                  ) -> QueryResult:
         """Run a graph under the server's concurrency limit (waiting for a slot)."""
         graph = self.graphs[model]
         self.waiting += 1
@@ -397,7 +404,7 @@ class ServerState:
                 self.running += 1
                 self.peak_running = max(self.peak_running, self.running)
                 try:
-                    return await graph.arun(question)
+                    return await graph.arun(question, on_text=on_text)
                 finally:
                     self.running -= 1
         finally:
@@ -559,11 +566,11 @@ def create_app(graphs: Mapping[str, Graph] | Sequence[str | Path | Graph], *,
             return None
         return task.result()
 
-    async def _guarded(req: ChatRequest) -> QueryResult:
+    async def _guarded(req: ChatRequest, on_text: TextSink | None = None) -> QueryResult:
         """The run, with failures that escape the executor turned into API errors."""
         t0 = time.perf_counter()
         try:
-            result = await state.run(req.model, req.question)
+            result = await state.run(req.model, req.question, on_text)
         except TTSGraphError as exc:
             log.warning("graph '%s' failed: %s", req.model, exc)
             raise APIError(502, f"graph '{req.model}' failed: {exc}", type="upstream_error",
@@ -590,13 +597,32 @@ def create_app(graphs: Mapping[str, Graph] | Sequence[str | Path | Graph], *,
                                                      "finish_reason": finish,
                                                      "logprobs": None}], **extra}
 
-        task = asyncio.create_task(_guarded(req))
+        pieces: asyncio.Queue[str] = asyncio.Queue()
+
+        def drain(first: str = "") -> str:
+            parts = [first]
+            while not pieces.empty():
+                parts.append(pieces.get_nowait())
+            return "".join(parts)
+
+        task = asyncio.create_task(_guarded(req, pieces.put_nowait))
         watcher = asyncio.create_task(_until_disconnect(request))
         try:
             yield _sse(chunk({"role": "assistant", "content": ""}))
-            while not task.done():
-                done, _ = await asyncio.wait({task, watcher}, timeout=keepalive_s,
+            while True:
+                text = drain()
+                if text:  # whatever arrived since the last chunk goes in one chunk
+                    yield _sse(chunk({"content": text}))
+                    continue
+                if task.done():
+                    break
+                getter = asyncio.ensure_future(pieces.get())
+                done, _ = await asyncio.wait({task, watcher, getter}, timeout=keepalive_s,
                                              return_when=asyncio.FIRST_COMPLETED)
+                if getter.done():
+                    yield _sse(chunk({"content": drain(getter.result())}))
+                    continue
+                getter.cancel()
                 if watcher in done and task not in done:
                     return  # the client is gone: the finally block cancels the run
                 if not done:
@@ -611,8 +637,6 @@ def create_app(graphs: Mapping[str, Graph] | Sequence[str | Path | Graph], *,
             if result.status == "error":
                 yield _sse(_infra_error(req.model, result, ext).body())
                 return
-            if result.text:
-                yield _sse(chunk({"content": result.text}))
             yield _sse(chunk({}, _finish_reason(result), tts_graph=ext))
             if req.include_usage:
                 yield _sse({"id": cid, "object": "chat.completion.chunk", "created": created,

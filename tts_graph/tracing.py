@@ -46,6 +46,7 @@ from .errors import TTSGraphError
 if TYPE_CHECKING:
     from .compile import CompiledGraph
     from .executor import Executor, QueryResult
+    from .streaming import TextSink
 
 try:  # advisory locks between processes appending to one file (POSIX)
     import fcntl
@@ -228,18 +229,18 @@ class Tracer:
 
     # ------------------------------------------------------------------------- running
 
-    async def arun(self, executor: Executor, question: str, *, query_id: int | str = 0
-                   ) -> QueryResult:
+    async def arun(self, executor: Executor, question: str, *, query_id: int | str = 0,
+                   on_text: TextSink | None = None) -> QueryResult:
         """Run one query on ``executor`` and trace it."""
         started = time.time_ns()
         if self._otel is None:
-            res = await executor.arun(question, query_id=query_id)
+            res = await executor.arun(question, query_id=query_id, on_text=on_text)
             self.record(res, graph=executor.graph, started_ns=started)
             return res
         span = self._otel.start_query(executor.graph.name, query_id, started)
         try:
             with self._otel.current(span):
-                res = await executor.arun(question, query_id=query_id)
+                res = await executor.arun(question, query_id=query_id, on_text=on_text)
         except BaseException as exc:
             self._otel.fail(span, exc)
             raise
@@ -262,8 +263,10 @@ class TracedExecutor:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.executor, name)
 
-    async def arun(self, question: str, *, query_id: int | str = 0) -> QueryResult:
-        return await self.tracer.arun(self.executor, question, query_id=query_id)
+    async def arun(self, question: str, *, query_id: int | str = 0,
+                   on_text: TextSink | None = None) -> QueryResult:
+        return await self.tracer.arun(self.executor, question, query_id=query_id,
+                                      on_text=on_text)
 
     async def arun_many(self, questions: Iterable[str], *, concurrency: int = 8,
                         on_result: Callable[[QueryResult], None] | None = None

@@ -5,6 +5,7 @@ and accounting wrap it once, in the executor's model binding, for every backend.
 
 To add a backend: subclass ``Backend``, implement ``generate`` (and ``aclose`` if it holds
 resources), and register a factory with ``tts_graph.backends.registry.register_backend``.
+A backend that can hand out text as it decodes also overrides ``stream``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
+from ..streaming import TextSink
 from ..types import Completion, Message
 
 
@@ -53,6 +55,16 @@ class Backend(ABC):
     @abstractmethod
     async def generate(self, request: GenerationRequest) -> list[Completion]:
         """Return exactly ``request.n`` completions, in sample order."""
+
+    async def stream(self, request: GenerationRequest, on_text: TextSink) -> list[Completion]:
+        """``generate`` for one sample (``request.n == 1``), calling ``on_text`` with each new
+        piece of its text as it is decoded; the pieces joined are the completion's text. The
+        completion must be the one ``generate`` gives for the same request (the response cache
+        does not tell them apart). The default sends the whole text once it is ready."""
+        comps = await self.generate(request)
+        if comps:
+            on_text(comps[0].text)
+        return comps
 
     def splits_samples(self) -> bool:
         """True when this backend would serve ``n`` samples as ``n`` separate requests. The

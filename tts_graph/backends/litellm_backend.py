@@ -27,6 +27,7 @@ from typing import Any
 
 from ..errors import BackendError, TransientBackendError, TTSGraphError
 from ..spec import ModelSpec
+from ..streaming import TextSink
 from ..types import Completion
 from .base import Backend, GenerationRequest, ModelInfo
 
@@ -35,6 +36,8 @@ _LITELLM: Any = None
 #: request fields this backend sets itself; ``options`` may not override them
 RESERVED = {"model", "messages", "n", "seed", "max_tokens", "temperature", "top_p", "stop",
             "api_key", "api_base", "timeout", "num_retries", "max_retries", "stream"}
+#: stream closes under way after a cancellation (a reference, so they are not collected)
+_CLOSING: set[asyncio.Future[Any]] = set()
 TRANSIENT_STATUS = {408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529}
 
 
@@ -127,6 +130,7 @@ class LitellmBackend(Backend):
         self._native_n: bool | None = None
         self._provider = ""
         self._seed_ok = True
+        self._stream_usage = False
         self._priced = False
 
     @property
@@ -151,6 +155,7 @@ class LitellmBackend(Backend):
                                                         custom_llm_provider=provider) or []
         self._native_n = "n" in supported
         self._seed_ok = "seed" in supported
+        self._stream_usage = "stream_options" in supported
         self._provider = provider
         if self.spec.price is None and not self._priced:
             try:
@@ -189,8 +194,55 @@ class LitellmBackend(Backend):
                 got.extend((await self._call(litellm, request, 1, request.seed + i, key))[:1])
         return got[: request.n]
 
-    async def _call(self, litellm: Any, request: GenerationRequest, n: int, seed: int,
-                    key: str | None) -> list[Completion]:
+    async def stream(self, request: GenerationRequest, on_text: TextSink) -> list[Completion]:
+        if request.n != 1:
+            return await super().stream(request, on_text)
+        litellm = _LITELLM or await asyncio.to_thread(import_litellm)
+        self._prepare(litellm)
+        key = self._api_key()
+        kwargs = self._kwargs(request, 1, request.seed, key)
+        kwargs["stream"] = True
+        if self._stream_usage:
+            kwargs["stream_options"] = {"include_usage": True}
+        pieces: list[str] = []
+        usage: Any = None
+        reason = "stop"
+        resp: Any = None
+        try:
+            resp = await litellm.acompletion(**kwargs)
+            async for chunk in resp:
+                usage = getattr(chunk, "usage", None) or usage
+                for choice in getattr(chunk, "choices", None) or []:
+                    delta = getattr(getattr(choice, "delta", None), "content", None)
+                    if delta:
+                        pieces.append(delta)
+                        on_text(delta)
+                    if getattr(choice, "finish_reason", None):
+                        reason = str(choice.finish_reason)
+        except asyncio.CancelledError:
+            if resp is not None and hasattr(resp, "aclose"):
+                closing = asyncio.ensure_future(resp.aclose())  # free the connection, unawaited
+                _CLOSING.add(closing)
+                closing.add_done_callback(_CLOSING.discard)
+            raise
+        except (BackendError, TransientBackendError):
+            raise
+        except Exception as exc:
+            raise classify(exc, litellm, key) from None
+        text = "".join(pieces)
+        prompt = int(getattr(usage, "prompt_tokens", 0) or 0)
+        completion = int(getattr(usage, "completion_tokens", 0) or 0)
+        if usage is None:  # the server sent no usage: count with litellm's tokenizers
+            try:
+                prompt = int(litellm.token_counter(model=self.model, messages=kwargs["messages"]))
+                completion = int(litellm.token_counter(model=self.model, text=text))
+            except Exception:
+                prompt, completion = 0, 0
+        return [Completion(text=text, prompt_tokens=prompt, completion_tokens=completion,
+                           finish_reason=reason)]
+
+    def _kwargs(self, request: GenerationRequest, n: int, seed: int, key: str | None
+                ) -> dict[str, Any]:
         kwargs: dict[str, Any] = {
             "model": self.model,
             "messages": [m.to_dict() for m in request.messages],
@@ -213,6 +265,11 @@ class LitellmBackend(Backend):
             kwargs["api_key"] = key
         if self.spec.timeout_s is not None:
             kwargs["timeout"] = self.spec.timeout_s
+        return kwargs
+
+    async def _call(self, litellm: Any, request: GenerationRequest, n: int, seed: int,
+                    key: str | None) -> list[Completion]:
+        kwargs = self._kwargs(request, n, seed, key)
         try:
             resp = await litellm.acompletion(**kwargs)
         except asyncio.CancelledError:

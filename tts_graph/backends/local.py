@@ -36,6 +36,7 @@ from typing import Any
 
 from ..errors import BackendError, TTSGraphError
 from ..spec import ModelSpec
+from ..streaming import TextSink
 from ..types import Completion, Message
 from .base import Backend, GenerationRequest, ModelInfo
 
@@ -129,6 +130,50 @@ def _quiet_llama() -> None:
 
         _LOG_SINK = sink  # keep a reference: llama.cpp holds only the C pointer
         llama_cpp.llama_log_set(sink, ctypes.c_void_p(0))
+
+
+class _TextTap:
+    """A stopping check that never stops: it hands on the text of the tokens generated so
+    far, less an incomplete UTF-8 character and any tail that may still turn out to be the
+    start of a stop string (llama.cpp cuts the final text there)."""
+
+    def __init__(self, llm: Any, prompt: list[int], stops: list[str],
+                 emit: Callable[[str], object]) -> None:
+        self.llm = llm
+        self.prompt = prompt
+        self.stops = [s.encode("utf-8") for s in stops if s]
+        self.emit = emit
+        self.sent = 0  # bytes handed on
+
+    def __call__(self, ids: Any, logits: Any) -> bool:
+        new = ids[len(self.prompt):]
+        if len(new) == 0:
+            return False
+        data: bytes = self.llm.detokenize(list(new), prev_tokens=self.prompt)
+        end = _utf8_complete(data)
+        for stop in self.stops:
+            hit = data.find(stop)
+            if hit >= 0:
+                end = min(end, hit)
+            for k in range(min(len(stop) - 1, len(data)), 0, -1):
+                if data.endswith(stop[:k]):
+                    end = min(end, len(data) - k)
+                    break
+        if end > self.sent:
+            self.emit(data[self.sent:end].decode("utf-8", errors="replace"))
+            self.sent = end
+        return False
+
+
+def _utf8_complete(data: bytes) -> int:
+    """Length of the longest prefix of ``data`` that does not end inside a character."""
+    for back in range(1, min(4, len(data)) + 1):
+        byte = data[-back]
+        if byte & 0xC0 != 0x80:  # a lead byte (or ASCII): is its character whole?
+            need = 1 if byte < 0x80 else 2 if byte >> 5 == 0b110 else \
+                3 if byte >> 4 == 0b1110 else 4
+            return len(data) if back >= need else len(data) - back
+    return len(data)
 
 
 class LlamaPool:
@@ -286,6 +331,21 @@ class LocalBackend(Backend):
     # ------------------------------------------------------------------------ generation
 
     async def generate(self, request: GenerationRequest) -> list[Completion]:
+        return await self._generate(request, None)
+
+    async def stream(self, request: GenerationRequest, on_text: TextSink) -> list[Completion]:
+        # the same create_completion call as generate (same sampling, same text and token
+        # counts, so the cache cannot tell them apart); the text so far is read off the
+        # tokens that each step's stopping check sees, not from llama.cpp's stream mode,
+        # which drops characters split across tokens and reports no usage
+        if request.n != 1:
+            return await super().stream(request, on_text)
+        loop = asyncio.get_running_loop()
+        return await self._generate(
+            request, lambda piece: loop.call_soon_threadsafe(on_text, piece))
+
+    async def _generate(self, request: GenerationRequest,
+                        on_text: Callable[[str], object] | None) -> list[Completion]:
         prompt, stops = self.render(request.messages)
         stops = [*stops, *request.stop]
         n_prompt = self.count_tokens(request.messages)
@@ -312,7 +372,10 @@ class LocalBackend(Backend):
                     raise _Cancelled
                 tokens = llm.tokenize(prompt.encode("utf-8"), special=True)
                 out: list[Completion] = []
-                criteria = StoppingCriteriaList([lambda ids, logits: cancel.is_set()])
+                checks: list[Callable[[Any, Any], bool]] = [lambda ids, logits: cancel.is_set()]
+                if on_text is not None:
+                    checks.append(_TextTap(llm, tokens, stops, on_text))
+                criteria = StoppingCriteriaList(checks)
                 for i in indices:
                     _prime(llm, tokens[:-1], self.prefix_reuse)
                     res = llm.create_completion(

@@ -45,6 +45,7 @@ from typing import Any
 
 from ..errors import BackendError, TTSGraphError
 from ..spec import ModelSpec
+from ..streaming import TextSink
 from ..types import Completion, Message
 from .base import Backend, GenerationRequest, ModelInfo
 
@@ -332,15 +333,23 @@ class EngineHost:
     def next_request_id(self) -> str:
         return f"tts-{next(self._ids)}"
 
-    async def _collect(self, request_id: str, prompt: Any, params: Any) -> Any:
-        """Runs on the engine's loop: the request's final output."""
+    async def _collect(self, request_id: str, prompt: Any, params: Any,
+                       on_text: Callable[[str], object] | None = None) -> Any:
+        """Runs on the engine's loop: the request's final output. ``on_text`` (called on this
+        loop) gets each new piece of sample 0's text as the engine's outputs grow."""
         self.requests += 1
         self.in_flight += 1
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
         final = None
+        sent = ""
         try:
             async for out in self.engine.generate(prompt, params, request_id):
                 final = out
+                if on_text is not None and out.outputs:
+                    text = out.outputs[0].text  # cumulative (vLLM's default output kind)
+                    if text.startswith(sent) and len(text) > len(sent):
+                        on_text(text[len(sent):])
+                        sent = text
         except asyncio.CancelledError:
             self.aborts += 1
             # generate() aborts it too (then this is a no-op); a failure here must not
@@ -354,10 +363,19 @@ class EngineHost:
             raise BackendError(f"vllm: request {request_id} ended without output")
         return final
 
-    async def submit(self, request_id: str, prompt: Any, params: Any) -> Any:
-        """Send one request from the caller's loop; cancelling the caller aborts it."""
-        fut = asyncio.run_coroutine_threadsafe(self._collect(request_id, prompt, params),
-                                               self.loop)
+    async def submit(self, request_id: str, prompt: Any, params: Any,
+                     on_text: Callable[[str], object] | None = None) -> Any:
+        """Send one request from the caller's loop; cancelling the caller aborts it.
+        ``on_text`` is called on the caller's loop, in order, before the result arrives."""
+        forward: Callable[[str], object] | None = None
+        if on_text is not None:
+            caller = asyncio.get_running_loop()
+
+            def forward(piece: str) -> None:
+                caller.call_soon_threadsafe(on_text, piece)
+
+        fut = asyncio.run_coroutine_threadsafe(
+            self._collect(request_id, prompt, params, forward), self.loop)
         try:
             return await asyncio.wrap_future(fut)
         except asyncio.CancelledError:
@@ -482,6 +500,15 @@ class VllmBackend(Backend):
     # ------------------------------------------------------------------------ generation
 
     async def generate(self, request: GenerationRequest) -> list[Completion]:
+        return await self._generate(request, None)
+
+    async def stream(self, request: GenerationRequest, on_text: TextSink) -> list[Completion]:
+        if request.n != 1:
+            return await super().stream(request, on_text)
+        return await self._generate(request, on_text)
+
+    async def _generate(self, request: GenerationRequest, on_text: TextSink | None
+                        ) -> list[Completion]:
         host = self.host
         await host.ready()
         ids = self.prompt_ids(request.messages)
@@ -491,7 +518,7 @@ class VllmBackend(Backend):
         request_id = host.next_request_id()
         try:
             params = self.api.sampling_params(kwargs)
-            output = await host.submit(request_id, {"prompt_token_ids": ids}, params)
+            output = await host.submit(request_id, {"prompt_token_ids": ids}, params, on_text)
         except (asyncio.CancelledError, BackendError):
             raise
         except Exception as exc:

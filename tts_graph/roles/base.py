@@ -123,6 +123,9 @@ class Role(ABC):
     params_model: ClassVar[type[BaseModel] | None] = None
     #: the phases that ``prompts:`` overrides apply to
     override_phases: ClassVar[frozenset[str]] = frozenset({"main"})
+    #: the step's answer text is the text of its completion when it makes one call for one
+    #: sample, so the graph's answer may stream token by token when this is its output step
+    streams: ClassVar[bool] = False
 
     def unroll(self, node: BaseNode) -> list[StepPlan]:
         """Steps this node becomes; the last one carries the node's name."""

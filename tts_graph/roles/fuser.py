@@ -12,6 +12,7 @@ from .base import ANSWER_INSTRUCTION, Call, Role, StepContext, format_candidates
 
 class Fuser(Role):
     name = "fuser"
+    streams = True
     placeholders: ClassVar[dict[str, set[str]]] = {
         "main": {"question", "context", "candidates", "n"}
     }

@@ -16,6 +16,7 @@ from .critic import CRITIC_SYSTEM, CRITIC_USER
 
 class Refiner(Role):
     name = "refiner"
+    streams = True
     override_phases: ClassVar[frozenset[str]] = frozenset({"revise"})
     placeholders: ClassVar[dict[str, set[str]]] = {
         "critique": {"question", "context", "candidate"},

@@ -11,6 +11,7 @@ from .base import ANSWER_INSTRUCTION, Call, Role, StepContext
 
 class Solver(Role):
     name = "solver"
+    streams = True
     system_prompt: ClassVar[dict[str, str]] = {
         "main": "Solve the problem. Reason briefly, step by step. " + ANSWER_INSTRUCTION
     }
