@@ -90,15 +90,18 @@ def main(argv: list[str] | None = None) -> None:
         print(f"tts_graph: status {ext.get('status')}, extracted answer {ext.get('answer')!r}, "
               f"cost ${ext.get('cost_usd', 0.0):.6f}, nodes {sorted(ext.get('usage_by_node', {}))}")
 
-        # streamed: the answer arrives when the graph is done (see the server docs)
+        # streamed: token by token when the output node is one sample of a solver, fuser or
+        # refiner (single.yaml); a vote's or a judge's pick arrives whole when it is ready
         parts = []
+        print("streamed: ", end="", flush=True)
         for chunk in client.chat.completions.create(
                 model=model, stream=True,
                 messages=[{"role": "system", "content": "Answer briefly."},
                           {"role": "user", "content": args.question}]):
             if chunk.choices and chunk.choices[0].delta.content:
                 parts.append(chunk.choices[0].delta.content)
-        print(f"streamed: {''.join(parts)!r}")
+                print(chunk.choices[0].delta.content, end="", flush=True)
+        print(f"\nstreamed in {len(parts)} chunks")
 
 
 if __name__ == "__main__":

@@ -177,6 +177,8 @@ class Exchange:
     status: int
     response: dict[str, Any] | None
     authorization: str | None
+    #: the response body as it came (an SSE stream is not JSON)
+    raw: bytes = b""
 
 
 class RecordingProxy:
@@ -225,7 +227,8 @@ class RecordingProxy:
                     got = None
                 with proxy._lock:
                     proxy.exchanges.append(Exchange(self.path, sent, r.status_code, got,
-                                                    self.headers.get("Authorization")))
+                                                    self.headers.get("Authorization"),
+                                                    r.content))
                 self.send_response(r.status_code)
                 self.send_header("Content-Type", r.headers.get("content-type",
                                                                "application/json"))

@@ -94,6 +94,23 @@ def test_run_bad_jsonl_is_one_line(graph: Path, tmp_path: Path) -> None:
     assert proc.stderr.strip().startswith(f"{questions}:2: invalid JSON")
 
 
+def test_run_stream_prints_the_answer_then_the_usage(graph: Path) -> None:
+    proc = cli("run", str(graph), "-q", "What is 2 + 2?", "--stream")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("Answer: 4\n")  # the vote's pick, sent whole
+    assert "answer: 4" in proc.stdout and "solve" in proc.stdout
+
+
+def test_run_stream_needs_one_question_and_no_json(graph: Path, tmp_path: Path) -> None:
+    q = tmp_path / "q.jsonl"
+    q.write_text('{"question": "a"}\n')
+    for args in (["--input", str(q)], ["-q", "a", "--json"]):
+        proc = cli("run", str(graph), *args, "--stream")
+        assert proc.returncode == 2
+        assert proc.stderr.strip().splitlines()[-1].endswith(
+            "--stream prints one answer as it comes: use it with -q, without --json")
+
+
 def test_run_needs_exactly_one_source(graph: Path) -> None:
     assert cli("run", str(graph)).returncode == 2
 

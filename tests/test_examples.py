@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -201,7 +202,9 @@ def test_serve_called_with_the_openai_client() -> None:
     proc = example("serve_openai.py", "What is 2 + 3?")
     out = proc.stdout
     assert "models: ['single']" in out
-    assert "answer: '" in out and "streamed: '" in out
+    assert "answer: '" in out and "streamed: " in out
+    chunks = int(re.search(r"streamed in (\d+) chunks", out).group(1))
+    assert chunks > 1  # single.yaml's solver streams token by token
     assert "tts_graph: status ok" in out and "nodes ['solve']" in out
     usage = next(line for line in out.splitlines() if line.startswith("usage:"))
     assert int(usage.split()[1]) > 0

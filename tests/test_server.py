@@ -299,6 +299,56 @@ async def test_streaming_async_and_wire_format(scripted: tuple[str, Any]) -> Non
     assert all(e.startswith("data: ") for e in events)
 
 
+class WordStream(Backend):
+    """Streams its answer word by word; after the first word it waits (polling a thread-safe
+    event: the server runs on another thread) until the test has seen that word arrive."""
+
+    def __init__(self) -> None:
+        self.go_on = threading.Event()
+        self.finished = False
+
+    @property
+    def info(self) -> ModelInfo:
+        return ModelInfo(identity="scripted:words")
+
+    async def generate(self, request: GenerationRequest) -> list[Completion]:
+        raise AssertionError("a one-sample output node streams")
+
+    async def stream(self, request: GenerationRequest, on_text: Any) -> list[Completion]:
+        words = ["Two", " plus", " two", " is", " four.", "\nAnswer:", " 4"]
+        for i, w in enumerate(words):
+            on_text(w)
+            if i == 0:
+                while not self.go_on.is_set():
+                    await asyncio.sleep(0.01)
+            await asyncio.sleep(0.005)
+        self.finished = True
+        return [Completion("".join(words), prompt_tokens=7, completion_tokens=7)]
+
+
+def test_streaming_sends_tokens_as_the_output_node_decodes() -> None:
+    words = WordStream()
+    app = create_app({"words": graph("words", words)})
+    with serve_app(app) as url:
+        stream = client(url).chat.completions.create(
+            model="words", messages=user("What is 2+2?"), stream=True,
+            stream_options={"include_usage": True})
+        chunks = iter(stream)
+        assert next(chunks).choices[0].delta.role == "assistant"
+        first = next(chunks)
+        assert first.choices[0].delta.content == "Two"
+        assert not words.finished  # the model is still decoding
+        words.go_on.set()
+        rest = list(chunks)
+    content = [ch.choices[0].delta.content for ch in rest
+               if ch.choices and ch.choices[0].delta.content]
+    assert "Two" + "".join(content) == "Two plus two is four.\nAnswer: 4"
+    assert len(content) >= 2  # more than one chunk after the first word
+    final = [ch for ch in rest if ch.choices and ch.choices[0].finish_reason]
+    assert final[0].model_extra["tts_graph"]["answer"] == "4"
+    assert rest[-1].usage.completion_tokens == 7
+
+
 def test_streaming_infrastructure_error(scripted: tuple[str, Any]) -> None:
     url, _ = scripted
     with pytest.raises(openai.APIError, match="the backend is down"):
@@ -615,8 +665,10 @@ def test_real_single_matches_the_graph_run_in_process(real: str) -> None:
     # streaming gives the same text (seeds come from the graph)
     chunks = list(c.chat.completions.create(model="single", messages=user(QUESTION),
                                             stream=True, stream_options={"include_usage": True}))
-    assert "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices) == \
-        direct.text
+    content = [ch.choices[0].delta.content for ch in chunks
+               if ch.choices and ch.choices[0].delta.content]
+    assert "".join(content) == direct.text
+    assert len(content) > 3  # token by token, not one chunk at the end
     assert chunks[-1].usage.total_tokens == r.usage.total_tokens
 
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from tts_graph import Executor, loads_graph
+from tts_graph import Executor, Graph, loads_graph
 from tts_graph.backends import vllm_backend as vb
 from tts_graph.backends.base import GenerationRequest
 from tts_graph.backends.registry import backend_names, create_backend
@@ -644,3 +644,41 @@ def test_gpu_throughput_matches_vllm_generate(vllm_model: str,
           f"tok/s\nratio {ratio:.3f} (goal >= 0.9)")
     assert tok_ours == tok_ref == 64 * 8 * 128
     assert ratio >= 0.9
+
+
+class SteppingEngine(FakeEngine):
+    """Yields sample 0's text growing word by word (vLLM's cumulative outputs)."""
+
+    async def generate(self, prompt: Any, params: Any, request_id: str) -> Any:
+        self.requests.append((request_id, prompt, params))
+        words = ["Two", " and", " two", " make", " four.", "\nAnswer:", " 4"]
+        for k in range(1, len(words) + 1):
+            await asyncio.sleep(0.005)
+            out = SimpleNamespace(index=0, text="".join(words[:k]),
+                                  token_ids=list(range(k)), finish_reason="stop")
+            yield SimpleNamespace(prompt_token_ids=list(prompt["prompt_token_ids"]),
+                                  outputs=[out], finished=k == len(words))
+
+
+@pytestmark_fake
+async def test_stream_hands_on_the_growing_text_in_order() -> None:
+    api = FakeApi(SteppingEngine())
+    b = vb.VllmBackend("org/model", api=api)
+    req = GenerationRequest(Q, max_tokens=16, seed=1)
+    pieces: list[str] = []
+    comps = await b.stream(req, pieces.append)
+    assert pieces == ["Two", " and", " two", " make", " four.", "\nAnswer:", " 4"]
+    assert "".join(pieces) == comps[0].text and comps[0].completion_tokens == 7
+    assert len(api.engine.requests) == 1
+    assert comps == await b.generate(req)  # the same completion unstreamed
+
+
+@pytestmark_fake
+async def test_graph_on_vllm_streams_its_answer() -> None:
+    api = FakeApi(SteppingEngine())
+    g = Graph.from_string("version: 1\nname: v\nmodels: {m: {backend: vllm, model: org/m}}\n"
+                          "nodes: {solve: {role: solver, model: m}}\noutput: solve\n",
+                          backends={"m": vb.VllmBackend("org/m", api=api)})
+    pieces: list[str] = []
+    result = await g.arun("What is 2 + 2?", on_text=pieces.append)
+    assert len(pieces) == 7 and "".join(pieces) == result.text and result.answer == "4"

@@ -22,7 +22,7 @@ import httpx
 import pytest
 from servers import RecordingProxy
 
-from tts_graph import Executor, loads_graph
+from tts_graph import Executor, Graph, loads_graph
 from tts_graph.backends.base import Backend, GenerationRequest, ModelInfo
 from tts_graph.backends.registry import create_backend
 from tts_graph.types import Completion, Message
@@ -308,3 +308,44 @@ async def test_cancelling_a_call_returns_promptly(llama_server: Any) -> None:
     # generation, then serves again
     r = httpx.get(f"{llama_server.base_url}/models", timeout=30)
     assert r.status_code == 200
+
+
+# ---------------------------------------------------------------------------- streaming
+
+
+def sse_deltas(raw: bytes) -> list[str]:
+    """The content deltas of an OpenAI SSE stream, as the server sent them."""
+    out: list[str] = []
+    for event in raw.decode().split("\n\n"):
+        if not event.startswith("data: ") or event == "data: [DONE]":
+            continue
+        body = json.loads(event.removeprefix("data: "))
+        for choice in body.get("choices") or []:
+            if (choice.get("delta") or {}).get("content"):
+                out.append(choice["delta"]["content"])
+    return out
+
+
+async def test_a_single_sample_output_streams_over_the_wire(proxy: Any) -> None:
+    text = graph(proxy.base_url, max_tokens=32).replace(
+        "  vote: {role: vote, inputs: [solve]}\n", "").replace("output: vote", "output: solve")
+    g = Graph.from_string(text)
+    pieces: list[str] = []
+    result = await g.arun("Name three colours.", on_text=pieces.append)
+    assert result.status == "ok", result.error
+    (ex_,) = proxy.chats()
+    assert ex_.request["stream"] is True and ex_.request["max_tokens"] == 32
+    wire = sse_deltas(ex_.raw)
+    assert len(wire) > 3 and pieces == wire  # piece by piece as the server sent them
+    assert "".join(pieces) == result.text
+    u = result.usage
+    assert u.prompt_tokens > 0 and 0 < u.completion_tokens <= 32
+
+
+async def test_a_vote_over_the_wire_is_not_streamed(proxy: Any) -> None:
+    g = Graph.from_string(graph(proxy.base_url, samples=2))
+    pieces: list[str] = []
+    result = await g.arun(QUESTION, on_text=pieces.append)
+    assert result.status == "ok", result.error
+    assert pieces == [result.text]
+    assert all(not e.request.get("stream") for e in proxy.chats())

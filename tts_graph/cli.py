@@ -106,12 +106,17 @@ def run(
     trace: Annotated[Path | None, typer.Option(
         help="append one JSONL line per call to FILE (summarise: tts-graph trace FILE)")
     ] = None,
+    stream: Annotated[bool, typer.Option(
+        "--stream", help="print the answer as it is produced (token by token when the "
+        "output node is one sample of a solver, fuser or refiner); with -q")] = False,
 ) -> None:
     """Run GRAPH on a question (-q) or on every question of a JSONL file (--input)."""
     from .executor import Executor
 
     if (question is None) == (input is None):
         raise _fail(["give exactly one of -q/--question or --input"])
+    if stream and (question is None or as_json):
+        raise _fail(["--stream prints one answer as it comes: use it with -q, without --json"])
     compiled = _compile(graph)
     questions = [question] if question is not None else _read_questions(input, field)  # type: ignore[arg-type]
     executor = Executor(compiled, cache=_open_cache(cache))
@@ -121,7 +126,14 @@ def run(
         raise _fail([str(exc)]) from None
     runner = _traced(executor, trace, compiled)
     try:
-        if len(questions) == 1 and question is not None:
+        if stream:
+            def show(piece: str) -> None:
+                sys.stdout.write(piece)
+                sys.stdout.flush()
+
+            results = [asyncio.run(runner.arun(questions[0], on_text=show))]
+            sys.stdout.write("\n")
+        elif len(questions) == 1 and question is not None:
             results = [asyncio.run(runner.arun(questions[0]))]
         else:
             results = _run_many(runner, questions, concurrency, quiet=as_json)
@@ -141,7 +153,7 @@ def run(
         r = results[0]
         out.print(f"[bold]answer:[/bold] {r.answer if r.answer is not None else '(none)'}"
                   f"   [dim]status: {r.status}, {r.latency_s:.2f}s[/dim]")
-        if r.text:
+        if r.text and not stream:
             out.print(r.text.strip(), markup=False, highlight=False)
         if r.error:
             err.print(f"infrastructure errors: {r.error}", markup=False, soft_wrap=True)
