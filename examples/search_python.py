@@ -118,6 +118,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
               f"{e.search['accuracy']:>13.1%} {e.heldout.get('accuracy', 0.0):>15.1%} "
               f"{e.search['cost']:>13.2e}  {e.graph_file}")
     print(f"report: {report}")
+    session.close()
     return [e.__dict__ for e in front]
 
 

@@ -11,6 +11,7 @@ import asyncio
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -437,6 +438,49 @@ def test_a_worker_over_the_trial_budget_records_its_trial_and_stops(tmp_path: Pa
     assert mine.state == optuna.trial.TrialState.FAIL and mine.user_attrs["over_budget"]
     assert s.spent()[0] == 1
     assert other.number == 0
+
+
+def test_a_dead_workers_trial_is_failed_by_heartbeat_and_not_counted(
+        tmp_path: Path, calls: list[Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker that died left its trial RUNNING; once its heartbeat is older than the grace
+    period, the next worker marks it failed and runs the whole budget itself."""
+    import tts_graph.search.base as sbase
+
+    monkeypatch.setattr(sbase, "GRACE_S", 1)
+    s = session(tmp_path, budget={"trials": 2}, searcher={"name": "random", "seed": 1})
+    storage = s._heartbeats()
+    assert storage is not None  # the SQLite study keeps heartbeats
+    dead = s.study.ask()
+    storage.record_heartbeat(dead._trial_id)
+    time.sleep(2.2)  # longer than the grace period, with no heartbeat since
+    assert run(s) == 2
+    got = trials(s)
+    assert got[0].number == dead.number and got[0].state == optuna.trial.TrialState.FAIL
+    assert "state" not in got[0].user_attrs  # no outcome was ever told for it
+    assert [t.state for t in got[1:]] == [optuna.trial.TrialState.COMPLETE] * 2
+    assert s.spent()[0] == 2
+
+
+def test_a_live_workers_trial_keeps_its_heartbeat(tmp_path: Path, calls: list[Any],
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import tts_graph.search.base as sbase
+
+    monkeypatch.setattr(sbase, "GRACE_S", 1)
+    s = session(tmp_path, budget={"trials": 1}, searcher={"name": "random", "seed": 1})
+    seen: list[bool] = []
+    real = s.runner.run
+
+    async def slow(*a: Any, **kw: Any) -> Any:
+        await asyncio.sleep(2.2)  # past the grace period: only heartbeats keep it alive
+        other = SearchSession(s.path, out_dir=s.out_dir)
+        other._fail_stale_trials()
+        seen.append(trials(other)[0].state == optuna.trial.TrialState.RUNNING)
+        return await real(*a, **kw)
+
+    s.runner.run = slow  # type: ignore[method-assign]
+    monkeypatch.setattr(s._heartbeats(), "heartbeat_interval", 0.2)
+    assert run(s) == 1 and seen == [True]
+    assert trials(s)[0].state == optuna.trial.TrialState.COMPLETE
 
 
 def test_workers_get_distinct_seeds() -> None:

@@ -205,7 +205,8 @@ def _summary(results) -> None:  # type: ignore[no-untyped-def]
 def eval_(
     graphs: Annotated[list[Path] | None, typer.Argument(help="graph file(s)")] = None,
     task: Annotated[str | None, typer.Option(
-        help="gsm8k | aime2025 | gpqa_diamond | humaneval | easy | FILE.jsonl/.csv | hf:DIR")
+        help="gsm8k | aime2025 | gpqa_diamond | humaneval | easy | FILE.jsonl/.csv | hf:DIR "
+        "| sim:N (simulated questions, for backend: sim)")
     ] = None,
     question_field: Annotated[str | None, typer.Option(help="question field of a file")] = None,
     answer_field: Annotated[str | None, typer.Option(help="answer field of a file")] = None,
@@ -432,13 +433,17 @@ def search(
         try:
             ran = asyncio.run(session.run(on_trial))
         except TTSGraphError as exc:
+            session.close()
             raise _fail([str(exc)], code=1) from None
-    entries = session.front()
-    session.export(entries)
-    if heldout and entries:
-        asyncio.run(session.rescore(entries))
-    report = session.write_report(entries)
-    plot = session.plot(entries)
+    try:
+        entries = session.front()
+        session.export(entries)
+        if heldout and entries:
+            asyncio.run(session.rescore(entries))
+        report = session.write_report(entries)
+        plot = session.plot(entries)
+    finally:
+        session.close()
     if as_json:
         print(report.read_text())
         return

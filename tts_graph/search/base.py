@@ -19,6 +19,12 @@ from ..evaluate.summary import Summary, wilson
 from .space import Param, Space
 from .trial import TrialResult
 
+#: a worker records a heartbeat on the trial it evaluates this often (seconds); a RUNNING
+#: trial whose heartbeat is older than ``GRACE_S`` belongs to a worker that died: the next
+#: worker to ask marks it failed (Optuna's heartbeat), and it no longer counts as spent
+HEARTBEAT_S = 30
+GRACE_S = 120
+
 DIRECTIONS = {"accuracy": "maximize", "cost": "minimize", "latency": "minimize",
               "flops": "minimize", "tokens": "minimize"}
 
@@ -89,6 +95,9 @@ class Searcher(ABC):
         else:
             self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
 
+    def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
+        """Release what the searcher holds (threads, a feedback model's backend)."""
+
     def should_prune(self, proposal: Proposal, questions: int, values: dict[str, float],
                      summary: Summary) -> bool:
         """Cut a trial that cannot win: some finished configuration is at least as good on
@@ -114,12 +123,12 @@ def open_storage(storage: str | optuna.storages.BaseStorage | None
     if not isinstance(storage, str):  # None (in memory) or a storage object: as given
         return storage
     if storage.startswith(("postgresql://", "postgres://")):
-        return _postgres_url(storage)
+        return _rdb(_postgres_url(storage))
     if not storage.startswith("sqlite:///"):
         return storage
     import sqlalchemy
 
-    rdb = optuna.storages.RDBStorage(storage)
+    rdb = _rdb(storage)
     rdb.engine.dispose()  # connections made while creating the tables lack the pragmas
 
     @sqlalchemy.event.listens_for(rdb.engine, "connect")
@@ -130,6 +139,16 @@ def open_storage(storage: str | optuna.storages.BaseStorage | None
         cur.close()
 
     return rdb
+
+
+def _rdb(url: str) -> optuna.storages.RDBStorage:
+    """An RDB storage that keeps heartbeats (``HEARTBEAT_S``, ``GRACE_S``)."""
+    import warnings
+
+    with warnings.catch_warnings():  # Optuna calls its heartbeat experimental
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_S,
+                                          grace_period=GRACE_S)
 
 
 def _postgres_url(url: str) -> str:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +15,7 @@ from typing import Any
 
 import optuna
 import yaml
+from optuna.storages._heartbeat import BaseHeartbeat  # not re-exported; RDBStorage is one
 
 from ..backends.registry import backend_names
 from ..cache import ResponseCache
@@ -20,11 +23,13 @@ from ..compile import compile_graph
 from ..errors import GraphError, TTSGraphError
 from ..spec import load_graph
 from ..yamlpos import line_of, load_yaml_file
-from .base import Proposal, Searcher
+from .base import HEARTBEAT_S, Proposal, Searcher
 from .registry import create_searcher
 from .space import Space, config_digest
 from .spec import SearchSpec, load_search
 from .trial import TrialResult, TrialRunner
+
+log = logging.getLogger("tts_graph.search")
 
 
 @dataclass
@@ -142,6 +147,18 @@ class SearchSession:
     #: nothing (every call cached, or infeasible): the searcher has nothing new to try
     IDLE_TRIALS = 32
 
+    def close(self) -> None:
+        """Release the searcher (agent-reinforce's feedback thread) and the cache."""
+        self.searcher.close()
+        if self.cache is not None:
+            self.cache.close()
+
+    def __enter__(self) -> SearchSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     async def run(self, on_trial: Callable[[Proposal, TrialResult], None] | None = None
                   ) -> int:
         """Run trials until the budget is used; returns how many ran here.
@@ -153,8 +170,14 @@ class SearchSession:
         ran = 0
         idle = 0
         self.stop_reason = "budget used"
-        while self.budget_left():
-            proposal = self.searcher.ask()
+        while True:
+            self._fail_stale_trials()
+            if not self.budget_left():
+                break
+            with warnings.catch_warnings():
+                # we do keep the heartbeat of trials opened with ask (see _heartbeat)
+                warnings.filterwarnings("ignore", "Heartbeat of storage is supposed")
+                proposal = self.searcher.ask()
             proposal.trial.set_user_attr("worker", self.worker)
             if self._over_trial_budget(proposal):
                 proposal.trial.set_user_attr("over_budget", True)
@@ -162,9 +185,13 @@ class SearchSession:
                 self.study.tell(proposal.trial, state=optuna.trial.TrialState.FAIL)
                 self.stop_reason = "budget used (by another worker)"
                 break
-            result = await self.runner.run(
-                proposal.config, proposal.number,
-                lambda q, v, s, p=proposal: self.searcher.should_prune(p, q, v, s))
+            beat = asyncio.create_task(self._heartbeat(proposal.trial._trial_id))
+            try:
+                result = await self.runner.run(
+                    proposal.config, proposal.number,
+                    lambda q, v, s, p=proposal: self.searcher.should_prune(p, q, v, s))
+            finally:
+                beat.cancel()
             self.searcher.tell(proposal, result)
             ran += 1
             if on_trial is not None:
@@ -175,6 +202,38 @@ class SearchSession:
                                     "infeasible): nothing new to try")
                 break
         return ran
+
+    def _heartbeats(self) -> Any:
+        """The study's storage when it keeps heartbeats (RDB storages opened here)."""
+        storage = self.study._storage  # Optuna's own code reaches the storage the same way
+        storage = getattr(storage, "_backend", storage)  # behind Optuna's cache wrapper
+        ok = isinstance(storage, BaseHeartbeat) and storage.get_heartbeat_interval() is not None
+        return storage if ok else None
+
+    async def _heartbeat(self, trial_id: int) -> None:
+        storage = self._heartbeats()
+        if storage is None:
+            return
+        while True:
+            await asyncio.to_thread(storage.record_heartbeat, trial_id)
+            await asyncio.sleep(storage.get_heartbeat_interval() or HEARTBEAT_S)
+
+    def _fail_stale_trials(self) -> None:
+        """Trials left RUNNING by a worker that died (no heartbeat within the grace period)
+        become FAIL, so they stop counting against the budget; the log says which."""
+        if self._heartbeats() is None:
+            return
+        running = optuna.trial.TrialState.RUNNING
+        before = {t.number for t in self.study.get_trials(deepcopy=False, states=(running,))}
+        if not before:
+            return
+        with warnings.catch_warnings():  # Optuna calls its heartbeat experimental
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(self.study)
+        after = {t.number for t in self.study.get_trials(deepcopy=False, states=(running,))}
+        if before - after:
+            log.warning("trials %s were left running by a worker that stopped: marked failed",
+                        sorted(before - after))
 
     # ------------------------------------------------------------------------ results
 
@@ -282,8 +341,11 @@ class SearchSession:
 
 
 def _counts(t: optuna.trial.FrozenTrial) -> bool:
-    """Whether a trial counts against the trial budget."""
-    return t.state != optuna.trial.TrialState.WAITING and not t.user_attrs.get("over_budget")
+    """Whether a trial counts against the trial budget: not one waiting in the queue, opened
+    over the budget, or failed as stale (a dead worker's: failed without an outcome told)."""
+    if t.state == optuna.trial.TrialState.WAITING or t.user_attrs.get("over_budget"):
+        return False
+    return not (t.state == optuna.trial.TrialState.FAIL and "state" not in t.user_attrs)
 
 
 def _task_path(name: str, search_dir: Path) -> str:
