@@ -122,3 +122,23 @@ def test_wilson_and_percentiles() -> None:
     lo, hi = wilson(50, 100)
     assert lo == pytest.approx(0.4038, abs=1e-3) and hi == pytest.approx(0.5962, abs=1e-3)
     assert percentile([1.0, 2.0, 3.0, 4.0], 0.5) == 2.5
+
+
+def test_plot_draws_runs_at_zero_and_full_accuracy(tmp_path: Path) -> None:
+    """At 0% the Wilson interval's lower end equals the estimate only up to rounding; the
+    plot must not turn that into a negative error bar."""
+    from tts_graph.evaluate.plot import accuracy_vs_cost
+    from tts_graph.evaluate.summary import Summary, wilson
+
+    def summary(name: str, correct: int, n: int) -> Summary:
+        return Summary(run_dir=str(tmp_path), graph=name, task="t", planned=n, done=n,
+                       scored=n, correct=correct, accuracy=correct / n, ci95=wilson(correct, n),
+                       infra_errors=0, statuses={"ok": n}, prompt_tokens=10,
+                       completion_tokens=10, tokens_per_question=20.0 + correct, cost_usd=0.0,
+                       billed_usd=0.0, cost_per_question=0.0, flops=0.0, calls=n,
+                       cached_calls=0, retries=0, latency_p50=0.1, latency_p90=0.1,
+                       latency_p99=0.1)
+
+    runs = [summary("none", 0, 50), summary("all", 50, 50), summary("some", 3, 50)]
+    out = accuracy_vs_cost(runs, tmp_path / "p.png")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -22,8 +22,10 @@ def accuracy_vs_cost(summaries: list[Summary], path: str | Path, *,
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     for s in summaries:
         lo, hi = s.ci95
-        ax.errorbar(x_of(s), s.accuracy * 100, yerr=[[(s.accuracy - lo) * 100],
-                                                      [(hi - s.accuracy) * 100]],
+        # clamped: at 0% or 100% the Wilson bound equals the estimate up to rounding, and
+        # matplotlib refuses an error bar of -1e-17
+        ax.errorbar(x_of(s), s.accuracy * 100, yerr=[[max(0.0, s.accuracy - lo) * 100],
+                                                      [max(0.0, hi - s.accuracy) * 100]],
                     fmt="o", capsize=3)
         ax.annotate(s.graph, (x_of(s), s.accuracy * 100), textcoords="offset points",
                     xytext=(5, 5), fontsize=8)
