@@ -336,9 +336,10 @@ class Executor:
         seed = step.sampling.seed + 1000 * call.seed_offset
         prompt_tokens = binding.backend.count_tokens(call.messages)
 
-        async def draw(n: int, offset: int) -> list[Completion]:
+        async def draw(n: int, offset: int, stream: TextStream | None = None
+                       ) -> list[Completion]:
             return await self._send(q, step, binding, call, index, n, seed + offset, offset,
-                                    prompt_tokens)
+                                    prompt_tokens, stream)
 
         if call.first_k is not None:
             return await self._first_k(draw, call.n, call.first_k), False
@@ -358,11 +359,7 @@ class Executor:
                     raise
                 return got, True
             return got, False
-        if stream is not None and call.n == 1:
-            comps = await self._send(q, step, binding, call, index, 1, seed, 0, prompt_tokens,
-                                     stream)
-        else:
-            comps = await draw(call.n, 0)
+        comps = await draw(call.n, 0, stream if call.n == 1 else None)
         return comps, len(comps) < call.n
 
     async def _first_k(self, draw: Callable[[int, int], Any], n: int, k: int

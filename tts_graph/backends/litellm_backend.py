@@ -220,14 +220,13 @@ class LitellmBackend(Backend):
                     if getattr(choice, "finish_reason", None):
                         reason = str(choice.finish_reason)
         except asyncio.CancelledError:
-            if resp is not None and hasattr(resp, "aclose"):
-                closing = asyncio.ensure_future(resp.aclose())  # free the connection, unawaited
-                _CLOSING.add(closing)
-                closing.add_done_callback(_CLOSING.discard)
+            _close_later(resp)
             raise
         except (BackendError, TransientBackendError):
+            _close_later(resp)
             raise
         except Exception as exc:
+            _close_later(resp)
             raise classify(exc, litellm, key) from None
         text = "".join(pieces)
         prompt = int(getattr(usage, "prompt_tokens", 0) or 0)
@@ -289,6 +288,15 @@ class LitellmBackend(Backend):
         if not choices:
             raise TransientBackendError("response without choices", kind="malformed")
         return _split_usage(texts, reasons, prompt, completion)
+
+
+def _close_later(resp: Any) -> None:
+    """Release a stream's connection after a failure or a cancellation, without awaiting
+    (a cancelled task must not wait on the network)."""
+    if resp is not None and hasattr(resp, "aclose"):
+        closing = asyncio.ensure_future(resp.aclose())
+        _CLOSING.add(closing)
+        closing.add_done_callback(_CLOSING.discard)
 
 
 def _split_usage(texts: list[str], reasons: list[str], prompt: int, completion: int
