@@ -24,7 +24,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from tts_graph.search.base import open_storage
+from tts_graph.search.base import GRACE_S, HEARTBEAT_S, open_storage
 
 URL = os.environ.get("TTS_GRAPH_TEST_POSTGRES_URL")
 
@@ -89,8 +89,10 @@ def test_two_workers_share_one_study(tmp_path: Path) -> None:
     # plain Optuna (as optuna-dashboard reads it), with the URL naming the installed driver:
     # SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3, 2.0 as psycopg2
     db = open_storage(URL)
-    assert isinstance(db, str) and db.startswith("postgresql+psycopg")
-    study = optuna.load_study(study_name=name, storage=db)
+    assert isinstance(db, optuna.storages.RDBStorage)
+    assert db.url.startswith("postgresql+psycopg")
+    assert db.heartbeat_interval == HEARTBEAT_S and db.grace_period == GRACE_S
+    study = optuna.load_study(study_name=name, storage=db.url)
     trials = study.get_trials(deepcopy=False)
     evaluated = [t for t in trials if not t.user_attrs.get("over_budget")]
     over = [t for t in trials if t.user_attrs.get("over_budget")]
