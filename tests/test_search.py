@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import time
@@ -521,6 +522,37 @@ def test_searcher_finds_the_good_configuration(tmp_path: Path, name: str) -> Non
         assert graph.spec.nodes["solve"].model == e.config["solve.model"]
     best = Executor(front[0].graph_file).run("What is 40 + 2?")
     assert best.answer == "42"
+
+
+def test_one_objective_ties_go_to_fewer_tokens_and_keep_every_figure(tmp_path: Path) -> None:
+    # good x1, x2, x4 all score 100%: the front lists the three, the cheapest first, each with
+    # its tokens measured on the search questions (the plot places them by those)
+    s = session(tmp_path, objectives=["accuracy"], searcher={"name": "grid"},
+                budget={"trials": 6})
+    run(s)
+    front = s.front()
+    assert [e.config for e in front] == [
+        GOOD_1, {"solve.model": "good", "solve.samples": 2},
+        {"solve.model": "good", "solve.samples": 4}]
+    tokens = [e.search["tokens"] for e in front]
+    assert tokens[0] > 0 and tokens == sorted(tokens) and tokens[0] < tokens[2]
+    assert {"accuracy", "cost", "latency", "flops", "tokens"} <= set(front[0].search)
+    data = json.loads(s.write_report(front).read_text())
+    assert data["front"][0]["search"]["tokens"] == tokens[0]
+
+
+def test_cli_search_table_shows_tokens_and_whole_paths(tmp_path: Path) -> None:
+    path = write_toy(tmp_path, budget={"trials": 6}, searcher={"name": "grid"},
+                     objectives=["accuracy"])
+    out = tmp_path / ("a-rather-long-directory-name-for-the-output-of-this-search" * 2)
+    proc = subprocess.run([sys.executable, "-m", "tts_graph", "search", str(path), "--out",
+                           str(out), "--no-heldout"], capture_output=True, text=True,
+                          timeout=120, check=False, cwd=ROOT, env={**os.environ, "COLUMNS": "80"})
+    assert proc.returncode == 0, proc.stderr
+    assert "tokens (search)" in proc.stdout
+    assert "…" not in proc.stdout  # the graph path is folded over lines, never cut
+    flat = "".join(line.strip(" │┃\n") for line in proc.stdout.splitlines())
+    assert str(out / "front" / "01-trial") in flat.replace(" ", "").replace("│", "")
 
 
 def test_heldout_questions_are_apart_from_search_questions(tmp_path: Path) -> None:

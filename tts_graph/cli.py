@@ -450,14 +450,16 @@ def search(
     t = Table(title=f"Pareto front of '{spec.name}' ({ran} trials run here)",
               title_justify="left")
     t.add_column("trial", justify="right")
-    for o in spec.objectives:
+    # tokens per question are shown even when not an objective: they break accuracy ties
+    shown = [*spec.objectives, *(["tokens"] if "tokens" not in spec.objectives else [])]
+    for o in shown:
         t.add_column(f"{o} (search)", justify="right")
         if heldout:
             t.add_column(f"{o} (held-out)", justify="right")
-    t.add_column("graph")
+    t.add_column("graph", overflow="fold")  # a path cut short cannot be copied
     for e in entries:
         cells = [str(e.trial)]
-        for o in spec.objectives:
+        for o in shown:
             fmt = (lambda v: f"{v:.1%}") if o == "accuracy" else (lambda v: f"{v:.4g}")
             cells.append(fmt(e.search.get(o, 0.0)))
             if heldout:

@@ -242,19 +242,33 @@ class SearchSession:
             deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))]
         if not complete:
             return []
-        best = self.study.best_trials  # the Pareto front (or the best, for one objective)
+        # the Pareto front; for one objective every trial tied at the best value
+        best = self.study.best_trials
         objs = list(self.spec.objectives)
+
+        def measured(t: optuna.trial.FrozenTrial) -> dict[str, float]:
+            """Every figure the trial measured (objectives or not), objectives first."""
+            values = {k: float(t.user_attrs.get(f"value_{k}", v))
+                      for k, v in zip(objs, t.values, strict=True)}
+            for k, v in t.user_attrs.items():
+                if k.startswith("value_") and isinstance(v, int | float):
+                    values.setdefault(k.removeprefix("value_"), float(v))
+            return values
+
+        def rank(t: optuna.trial.FrozenTrial) -> list[float]:
+            # ties on the objectives go to the configuration that spends fewer tokens
+            m = measured(t)
+            return [-t.values[0], *t.values[1:], m.get("tokens", 0.0), t.number]
+
         entries = []
         seen: set[str] = set()
-        for t in sorted(best, key=lambda t: [-t.values[0], *t.values[1:], t.number]):
+        for t in sorted(best, key=rank):
             key = json.dumps(t.params, sort_keys=True, default=str)
             if key in seen:  # the same configuration proposed twice: one entry
                 continue
             seen.add(key)
-            entries.append(FrontEntry(
-                trial=t.number, config=dict(t.params),
-                search={k: float(t.user_attrs.get(f"value_{k}", v))
-                        for k, v in zip(objs, t.values, strict=True)}))
+            entries.append(FrontEntry(trial=t.number, config=dict(t.params),
+                                      search=measured(t)))
         return entries
 
     def export(self, entries: list[FrontEntry]) -> None:
