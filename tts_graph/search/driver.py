@@ -337,7 +337,8 @@ class SearchSession:
         fy = [e.search["accuracy"] * 100 for e in entries]
         order = sorted(range(len(fx)), key=lambda i: fx[i])
         ax.plot([fx[i] for i in order], [fy[i] for i in order], "o--", color="C3",
-                label="Pareto front")
+                label="Pareto front" if len(self.spec.objectives) > 1 else "best (tied)"
+                if len(entries) > 1 else "best")
         if any(e.heldout for e in entries):
             hx = [e.heldout.get(xkey, 0.0) for e in entries]
             hy = [e.heldout.get("accuracy", 0.0) * 100 for e in entries]
