@@ -69,7 +69,7 @@ def test_models_health_and_bad_requests() -> None:
         assert [m["id"] for m in models["data"]] == ["m1"]
         assert httpx.post(f"{url}/v1/chat/completions", content=b"{nope").status_code == 400
         assert chat(url, {"model": "m1"}).status_code == 400
-        assert chat(url, body(stream=True)).status_code == 400
+        assert chat(url, {"model": "m1", "messages": "hi"}).status_code == 400
         assert httpx.get(f"{url}/v2/other").status_code == 404
         stats = fault_stats(url)
         assert stats["bad_requests"] == 3 and stats["requests"] == 0
@@ -224,3 +224,82 @@ def test_separate_process_and_command_line() -> None:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def sse_events(raw: bytes) -> list[Any]:
+    """The ``data:`` payloads of an SSE body, JSON-decoded (``[DONE]`` kept as a string)."""
+    out: list[Any] = []
+    for block in raw.decode().split("\n\n"):
+        if block.startswith("data: "):
+            data = block.removeprefix("data: ")
+            out.append(data if data == "[DONE]" else json.loads(data))
+    return out
+
+
+def test_a_streamed_answer_is_the_unstreamed_one_word_by_word() -> None:
+    with serve_fault_server() as url:
+        plain = chat(url, body(n=2)).json()
+        r = chat(url, body(n=2, stream=True, stream_options={"include_usage": True}))
+        assert r.status_code == 200 and r.headers["content-type"] == "text/event-stream"
+        events = sse_events(r.content)
+        assert events[-1] == "[DONE]"
+        chunks = events[:-1]
+        assert all(c["object"] == "chat.completion.chunk" for c in chunks)
+        for i in range(2):
+            deltas = [ch["delta"] for c in chunks for ch in c["choices"] if ch["index"] == i]
+            assert deltas[0] == {"role": "assistant", "content": ""}
+            text = "".join(d.get("content") or "" for d in deltas)
+            assert text == plain["choices"][i]["message"]["content"]
+            assert len(deltas) > 5  # word by word, not in one piece
+            finish = [ch["finish_reason"] for c in chunks for ch in c["choices"]
+                      if ch["index"] == i and ch["finish_reason"]]
+            assert finish == ["stop"]
+        assert chunks[-1]["choices"] == [] and chunks[-1]["usage"] == plain["usage"]
+        # without include_usage no usage event
+        quiet = sse_events(chat(url, body(stream=True)).content)
+        assert all("usage" not in c for c in quiet[:-1])
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_cut_closes_the_connection_mid_answer(stream: bool) -> None:
+    with serve_fault_server(FaultConfig(faults={"cut": 1.0})) as url:
+        got = b""
+        with pytest.raises(httpx.RemoteProtocolError), httpx.stream(
+                "POST", f"{url}/v1/chat/completions", json=body(stream=stream),
+                timeout=5.0) as r:
+            assert r.status_code == 200 and r.headers["x-fault"] == "cut"
+            for part in r.iter_raw():
+                got += part
+        assert got  # part of an answer came before the cut
+        if stream:
+            events = sse_events(got)
+            assert events and "[DONE]" not in events
+            text = "".join(ch["delta"].get("content") or "" for e in events
+                           for ch in e["choices"])
+            assert text and sample_text(MESSAGES, 7).startswith(text)
+            assert "Answer:" not in text
+        stats = fault_stats(url)
+        assert stats["faults"]["cut"] == 1 and stats["answered"] == 0
+
+
+def test_a_malformed_stream_breaks_off_inside_an_event() -> None:
+    with serve_fault_server(FaultConfig(faults={"malformed": 1.0})) as url:
+        got = b""
+        with pytest.raises(httpx.RemoteProtocolError), httpx.stream(
+                "POST", f"{url}/v1/chat/completions", json=body(stream=True),
+                timeout=5.0) as r:
+            for part in r.iter_raw():
+                got += part
+        assert got.startswith(b"data: {") and b"[DONE]" not in got
+        with pytest.raises(json.JSONDecodeError):
+            sse_events(got)
+
+
+def test_cut_is_asked_for_by_name_only() -> None:
+    from tts_graph.testing import ALL_KINDS, FAULT_KINDS
+
+    assert "cut" in ALL_KINDS and "cut" not in FAULT_KINDS
+    assert "cut" not in FaultConfig.mixed(0.5).faults
+    assert FaultConfig(faults={"truncate": 0.1}).faults == {"cut": 0.1}
+    with pytest.raises(ValueError, match=r"unknown fault kind 'chop'.*cut"):
+        FaultConfig(faults={"chop": 0.1})

@@ -221,3 +221,82 @@ def test_answered_samples_are_cached_when_a_split_sample_fails(tmp_path: Any) ->
     hits = cache.get_many(keys)
     assert set(hits) == {keys[0], keys[2]}
     assert [hits[keys[0]].text, hits[keys[2]].text] == ["s5", "s7"]
+
+
+# ------------------------------------------------------------------- streamed answers
+
+STREAM_GRAPH = """
+version: 1
+name: fault-stream
+models:
+  m:
+    backend: litellm
+    model: openai/fault
+    api_base: "{url}/v1"
+    timeout_s: {timeout}
+    max_retries: {retries}
+nodes:
+  solve: {{role: solver, model: m}}
+output: solve
+"""
+STREAM_KINDS = (*FAULT_KINDS, "cut")  # cut: the stream closes after half of the text
+
+
+def run_streamed(cfg: FaultConfig, questions: list[str], *, retries: int = MAX_RETRIES,
+                 stream: bool = True) -> tuple[list[QueryResult], list[str], dict[str, Any]]:
+    """Each question streamed (``on_text``) through the fault server, 8 at a time; the
+    results, what each stream received joined, and the server's counters."""
+    import asyncio
+
+    async def main(url: str) -> tuple[list[QueryResult], list[str]]:
+        ex = Executor(loads_graph(STREAM_GRAPH.format(url=url, timeout=TIMEOUT_S,
+                                                      retries=retries)))
+        gate = asyncio.Semaphore(8)
+        pieces: list[list[str]] = [[] for _ in questions]
+
+        async def one(i: int) -> QueryResult:
+            async with gate:
+                if not stream:
+                    return await ex.arun(questions[i])
+                return await ex.arun(questions[i], on_text=pieces[i].append)
+
+        results = await asyncio.gather(*(one(i) for i in range(len(questions))))
+        return list(results), ["".join(p) for p in pieces]
+
+    with serve_fault_server(cfg) as url:
+        results, texts = asyncio.run(main(url))
+        return results, texts, fault_stats(url)
+
+
+def test_streams_cut_or_broken_mid_answer_are_retried_without_repeating_text() -> None:
+    questions = QUESTIONS[:60]
+    base, _, _ = run_streamed(FaultConfig(latency_ms=LATENCY_MS), questions, stream=False)
+    cfg = FaultConfig(faults={k: 0.3 / len(STREAM_KINDS) for k in STREAM_KINDS},
+                      latency_ms=LATENCY_MS, seed=5, retry_after_s=0.05, hang_s=5 * TIMEOUT_S)
+    results, streamed, stats = run_streamed(cfg, questions)
+
+    assert Counter(r.status for r in results) == {"ok": len(questions)}
+    # the streamed answers are the unstreamed fault-free ones, and each stream received that
+    # text exactly once: what an attempt sent before it was cut is not sent again
+    assert [r.text for r in results] == [r.text for r in base]
+    assert [r.answer for r in results] == [r.answer for r in base]
+    assert streamed == [r.text for r in results]
+    # usage is the server's (its usage event, asked for with stream_options), not an estimate
+    assert [r.usage.tokens for r in results] == [r.usage.tokens for r in base]
+    assert all(stats["faults"][k] > 0 for k in STREAM_KINDS), stats["faults"]
+    calls = [c for r in results for c in r.calls]
+    assert sum(c.retries for c in calls) == stats["faults_total"]
+    assert stats["answered"] == len(questions) and stats["answered_twice"] == 0
+
+
+def test_a_stream_cut_on_every_attempt_is_an_infra_error_not_a_partial_answer() -> None:
+    retries, n = 2, 4
+    cfg = FaultConfig(faults={"cut": 1.0}, latency_ms=LATENCY_MS)
+    results, streamed, stats = run_streamed(cfg, QUESTIONS[:n], retries=retries)
+    assert stats["requests"] == stats["faults"]["cut"] == n * (retries + 1)
+    for r, text in zip(results, streamed, strict=True):
+        assert r.status == "error" and r.answer is None and r.text is None
+        assert len(r.infra_errors) == 1 and r.infra_errors[0].startswith("solve: ")
+        assert f"gave up after {retries + 1} attempts" in (r.error or "")
+        # the half answer that went out is never completed into something that looks whole
+        assert "Answer:" not in text

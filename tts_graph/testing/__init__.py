@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "ALL_KINDS",
     "FAULT_KINDS",
     "FaultApp",
     "FaultConfig",

@@ -15,7 +15,14 @@ order in which concurrent requests arrive. Kinds:
 - ``server_error``: 500 with an OpenAI-style JSON error body
 - ``hang``: no answer; the connection is dropped after ``hang_s`` (or when the client gives up)
 - ``drop``: the connection is closed without a single byte of response
-- ``malformed``: 200 with a truncated JSON body
+- ``malformed``: 200 with a truncated JSON body (streamed: an event whose JSON breaks off)
+- ``cut`` (only when asked for by name; not in ``FAULT_KINDS`` nor ``mixed``): the answer
+  starts (200, part of the body or, streamed, the first half of the text's events) and the
+  connection closes mid-answer
+
+``"stream": true`` is answered as server-sent events the way OpenAI streams: a role delta,
+the text word by word, a finish event, a usage event when ``stream_options.include_usage``
+is set, then ``data: [DONE]``; the text and usage are those of the same request unstreamed.
 
 ``GET /stats`` reports requests received, faults injected by kind, and answers and attempts
 per request key (a hash of the request body), so a test can check that no call was lost or
@@ -35,6 +42,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -47,8 +55,10 @@ from typing import Any
 
 #: fault kinds, in the order in which a draw is mapped onto them
 FAULT_KINDS = ("rate_limit", "server_error", "hang", "drop", "malformed")
+#: every kind; ``cut`` last, so adding it moves no draw of the others
+ALL_KINDS = (*FAULT_KINDS, "cut")
 _ALIASES = {"429": "rate_limit", "500": "server_error", "timeout": "hang",
-            "disconnect": "drop", "json": "malformed"}
+            "disconnect": "drop", "json": "malformed", "truncate": "cut"}
 CREATED = 1_700_000_000  # a fixed timestamp: answers are byte-for-byte reproducible
 
 Scope = dict[str, Any]
@@ -76,8 +86,8 @@ class FaultConfig:
         norm: dict[str, float] = {}
         for kind, rate in self.faults.items():
             k = _ALIASES.get(kind, kind)
-            if k not in FAULT_KINDS:
-                raise ValueError(f"unknown fault kind {kind!r} (kinds: {', '.join(FAULT_KINDS)})")
+            if k not in ALL_KINDS:
+                raise ValueError(f"unknown fault kind {kind!r} (kinds: {', '.join(ALL_KINDS)})")
             if not 0.0 <= rate <= 1.0:
                 raise ValueError(f"fault rate {kind}={rate} is not in [0, 1]")
             norm[k] = norm.get(k, 0.0) + float(rate)
@@ -153,7 +163,7 @@ class FaultApp:
         out: dict[str, Any] = {
             "requests": self.requests,
             "answered": self.answered,
-            "faults": {k: self.faults.get(k, 0) for k in FAULT_KINDS},
+            "faults": {k: self.faults.get(k, 0) for k in ALL_KINDS},
             "faults_total": sum(self.faults.values()),
             "distinct_requests": len(self.attempts),
             "answered_twice": sum(1 for v in self.answers.values() if v > 1),
@@ -210,8 +220,7 @@ class FaultApp:
             seed = int(body.get("seed") or 0)
             if not isinstance(messages, list) or n < 1:
                 raise ValueError("messages must be a list and n >= 1")
-            if body.get("stream"):
-                raise ValueError("streaming is not supported by the fault server")
+            stream = bool(body.get("stream"))
         except (ValueError, KeyError, TypeError) as exc:
             self.bad_requests += 1
             await _json(send, 400, _error(f"bad request: {exc}", "invalid_request_error"))
@@ -232,7 +241,7 @@ class FaultApp:
                 self.faults[kind] += 1
                 self.faults_per_key[key] += 1
                 headers.append((b"x-fault", kind.encode()))
-                await self._fault(kind, receive, send, headers)
+                await self._fault(kind, receive, send, headers, body if stream else None)
                 return
             choices, completion_tokens = [], 0
             max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
@@ -258,7 +267,10 @@ class FaultApp:
             }
             self.answers[key] += 1
             self.answered += 1
-            await _json(send, 200, answer, headers)
+            if stream:
+                await _sse(send, _events(answer, body), headers)
+            else:
+                await _json(send, 200, answer, headers)
         finally:
             self.in_flight -= 1
 
@@ -271,15 +283,20 @@ class FaultApp:
             return None
         u = _unit(cfg.seed, key, attempt)
         acc = 0.0
-        for kind in FAULT_KINDS:
+        for kind in ALL_KINDS:
             acc += cfg.faults.get(kind, 0.0)
             if u < acc:
                 return kind
         return None
 
     async def _fault(self, kind: str, receive: Receive, send: Send,
-                     headers: list[tuple[bytes, bytes]]) -> None:
+                     headers: list[tuple[bytes, bytes]],
+                     stream: dict[str, Any] | None = None) -> None:
+        """Inject ``kind``; ``stream``: the request body when it asked for a stream."""
         cfg = self.config
+        if stream is not None and kind in ("malformed", "cut"):
+            await self._stream_fault(kind, receive, send, headers, stream)
+            return
         if kind == "rate_limit":
             ra = cfg.retry_after_s
             headers += [(b"retry-after", _num(ra).encode()),
@@ -301,6 +318,41 @@ class FaultApp:
                 self.hangs_abandoned += 1
         elif kind == "drop":
             await _drop(receive, send)
+        elif kind == "cut":  # the whole length announced, half of the body sent
+            body = json.dumps(self._stand_in(kind)).encode("utf-8")
+            await send({"type": "http.response.start", "status": 200, "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()), *headers]})
+            await send({"type": "http.response.body", "body": body[: len(body) // 2],
+                        "more_body": True})
+            await _drop(receive, send)
+
+    def _stand_in(self, kind: str) -> dict[str, Any]:
+        """A stand-in answer for a fault that sends part of one (never counted as answered)."""
+        return {"id": f"chatcmpl-{kind}", "object": "chat.completion", "created": CREATED,
+                "model": self.config.model, "choices": [
+                    {"index": 0, "finish_reason": "stop", "logprobs": None,
+                     "message": {"role": "assistant", "content": "Working out the result"}}]}
+
+    async def _stream_fault(self, kind: str, receive: Receive, send: Send,
+                            headers: list[tuple[bytes, bytes]], body: dict[str, Any]) -> None:
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [*_SSE_HEADERS, *headers]})
+        if kind == "malformed":
+            await send({"type": "http.response.body", "more_body": True,
+                        "body": b'data: {"id": "chatcmpl-broken", "object": "chat.completi'
+                                b'on.chunk", "choices": [{"index": 0, "delta": {"cont\n\n'})
+        else:  # the first half of the real answer's text, then the connection closes
+            cfg = self.config
+            text = sample_text(body["messages"], int(body.get("seed") or 0), cfg.answer_range)
+            answer = {"id": "chatcmpl-cut", "created": CREATED,
+                      "model": body.get("model", cfg.model), "choices": [
+                          {"index": 0, "finish_reason": "stop",
+                           "message": {"role": "assistant", "content": text}}]}
+            events = _events(answer, {})
+            for event in events[: max(2, len(events) // 2)]:
+                await send({"type": "http.response.body", "body": event, "more_body": True})
+        await _drop(receive, send)
 
 
 def _num(x: float) -> str:
@@ -341,6 +393,42 @@ async def _send(send: Send, status: int, body: bytes,
 async def _json(send: Send, status: int, obj: Any,
                 headers: list[tuple[bytes, bytes]] | None = None) -> None:
     await _send(send, status, json.dumps(obj).encode("utf-8"), headers)
+
+
+_SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
+
+
+def _events(answer: dict[str, Any], body: dict[str, Any]) -> list[bytes]:
+    """``answer`` (a chat completion) as the SSE events of its stream."""
+    def event(choices: list[dict[str, Any]], **extra: Any) -> bytes:
+        chunk = {"id": answer["id"], "object": "chat.completion.chunk",
+                 "created": answer["created"], "model": answer["model"],
+                 "system_fingerprint": "fault-server", "choices": choices, **extra}
+        return b"data: " + json.dumps(chunk).encode("utf-8") + b"\n\n"
+
+    out = []
+    for c in answer["choices"]:
+        i = c["index"]
+        out.append(event([{"index": i, "delta": {"role": "assistant", "content": ""},
+                           "finish_reason": None}]))
+        # word by word, each piece keeping the whitespace after it: the pieces join to the text
+        for piece in re.findall(r"\S+\s*|\s+", c["message"]["content"]):
+            out.append(event([{"index": i, "delta": {"content": piece},
+                               "finish_reason": None}]))
+        out.append(event([{"index": i, "delta": {}, "finish_reason": c["finish_reason"]}]))
+    options = body.get("stream_options") or {}
+    if isinstance(options, dict) and options.get("include_usage") and "usage" in answer:
+        out.append(event([], usage=answer["usage"]))
+    out.append(b"data: [DONE]\n\n")
+    return out
+
+
+async def _sse(send: Send, events: list[bytes], headers: list[tuple[bytes, bytes]]) -> None:
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [*_SSE_HEADERS, *headers]})
+    for e in events:
+        await send({"type": "http.response.body", "body": e, "more_body": True})
+    await send({"type": "http.response.body", "body": b""})
 
 
 async def _drop(receive: Receive, send: Send) -> None:
@@ -447,7 +535,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--fault-rate", type=float, default=0.0,
                    help="total fault rate, spread evenly over every kind")
     p.add_argument("--fault", action="append", default=[], metavar="KIND=RATE",
-                   help=f"rate of one kind ({', '.join(FAULT_KINDS)}); repeatable")
+                   help=f"rate of one kind ({', '.join(ALL_KINDS)}); repeatable")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--retry-after", type=float, default=0.05, help="seconds, for 429s")
     p.add_argument("--hang-s", type=float, default=30.0)
