@@ -743,6 +743,7 @@ def test_two_runs_give_identical_results() -> None:
                     u.pop("latency_s", None)
         for c in d["calls"]:
             c.pop("latency_s")
+            c.pop("start_s")  # timing, like the latency
         return d
 
     runs = [Executor(doc, backends={"m": ScriptedBackend(respond)}).run("q") for _ in range(2)]

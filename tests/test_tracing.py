@@ -43,7 +43,7 @@ output: judge
 """
 FIELDS = {"v", "ts", "run", "graph", "query", "query_status", "query_latency_s", "step", "node",
           "model", "model_id", "samples", "prompt_tokens", "completion_tokens", "latency_s",
-          "cost_usd", "flops", "cached", "retries", "error"}
+          "start_s", "cost_usd", "flops", "cached", "retries", "error"}
 
 
 def cli(*args: str, cwd: Path = ROOT, env: dict[str, str] | None = None
@@ -417,6 +417,18 @@ def test_otel_spans_per_query_step_and_call(spans: Any) -> None:
         assert judge_call.attributes["tts.cost_usd"] > 0
         assert judge_call.attributes["gen_ai.usage.input_tokens"] > 0
         assert not by_step["vote"].attributes["tts.calls"]
+        # model calls and their steps are placed where they happened; the vote (no call)
+        # where its input ended
+        assert by_step["vote"].attributes["tts.timing"] == "reconstructed"
+        assert by_step["judge"].attributes["tts.timing"] == "measured"
+        assert all(c.attributes["tts.timing"] == "measured" for c in calls)
+        # the judge answers after 10 ms: its span lasts that long, after the solver's calls
+        assert judge_call.end_time - judge_call.start_time == pytest.approx(
+            judge_call.attributes["tts.latency_s"] * 1e9, abs=1e4)
+        assert judge_call.end_time - judge_call.start_time >= 0.009e9
+        solve_ends = [s.end_time for s in calls if s.attributes["tts.node"] == "solve"]
+        assert judge_call.start_time >= max(solve_ends)
+        assert by_step["judge"].start_time == judge_call.start_time
 
 
 async def test_the_query_span_is_current_while_the_graph_runs(spans: Any) -> None:
@@ -449,3 +461,23 @@ def test_otel_without_the_package(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TTS_GRAPH_OTEL", "1")
     with pytest.warns(RuntimeWarning, match="OpenTelemetry is not installed"):
         assert Graph.from_string(SCRIPTED).tracer is None
+
+
+def test_calls_record_when_they_went_out(tmp_path: Path) -> None:
+    """``CallRecord.start_s``: seconds after the query started; a step's calls go out after
+    the calls of the steps it reads, and every call lies within the query."""
+    trace = tmp_path / "t.jsonl"
+    graph = Graph.from_string(SCRIPTED.replace('["Answer: 4", "Answer: 4", "Answer: 5"]}',
+                                               '["Answer: 4", "Answer: 4", "Answer: 5"], '
+                                               'latency_s: 0.02}'),
+                              trace=trace, otel=False)
+    r = graph.run("q")
+    by_node = {c.node: c for c in r.calls}
+    solve, judge = by_node["solve"], by_node["judge"]
+    assert solve.start_s is not None and judge.start_s is not None
+    assert 0 <= solve.start_s < 0.02
+    assert judge.start_s >= solve.start_s + solve.latency_s - 1e-3
+    assert all(c.start_s is not None and c.start_s + c.latency_s <= r.latency_s + 1e-3
+               for c in r.calls)
+    lines = [json.loads(x) for x in trace.read_text().splitlines()]
+    assert sorted(x["start_s"] for x in lines) == sorted(round(c.start_s, 6) for c in r.calls)

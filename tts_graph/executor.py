@@ -140,6 +140,7 @@ class _Query:
         self._records: list[tuple[tuple[int, int, int], CallRecord]] = []
         self.outputs: dict[str, StepOutput] = {}
         self.errors: list[str] = []
+        self.started = time.perf_counter()  # the origin of CallRecord.start_s
 
     def record(self, where: tuple[int, int], rec: CallRecord) -> None:
         self._records.append(((self._order[rec.step], *where), rec))
@@ -216,7 +217,7 @@ class Executor:
         self.bindings()
         graph = self.graph
         q = _Query(question, graph, TextStream(on_text) if on_text is not None else None)
-        start = time.perf_counter()
+        start = q.started
         tasks: dict[str, asyncio.Task[StepOutput]] = {}
         for sid in graph.order:
             tasks[sid] = asyncio.create_task(self._step(q, graph.steps[sid], tasks),
@@ -413,9 +414,10 @@ class Executor:
         except BackendError as exc:
             q.record((index, offset), CallRecord(
                 step=step.id, node=step.node, model=binding.name, samples=n,
-                latency_s=time.perf_counter() - t0, error=str(exc)))
+                latency_s=time.perf_counter() - t0, error=str(exc), start_s=t0 - q.started))
             q.budget.settle(res, 0, 0.0, 0.0)
             raise
+        done = time.perf_counter()
         comps: list[Completion] = []
         spent_tokens, spent_cost, spent_flops = 0, 0.0, 0.0
         for part in parts:
@@ -423,7 +425,9 @@ class Executor:
             # ones, so a replay from the cache takes exactly the same path
             rec = CallRecord(step=step.id, node=step.node, model=binding.name,
                              samples=len(part.completions), latency_s=part.latency_s,
-                             cached=part.cached, retries=part.retries)
+                             cached=part.cached, retries=part.retries,
+                             # a part's latency is its last attempt's, ending about now
+                             start_s=max(t0, done - part.latency_s) - q.started)
             rec.prompt_tokens = sum(c.prompt_tokens for c in part.completions)
             rec.completion_tokens = sum(c.completion_tokens for c in part.completions)
             rec.cost_usd = binding.costing.cost(rec.prompt_tokens, rec.completion_tokens)

@@ -17,10 +17,11 @@ text, in the file and in the spans.
 
 OpenTelemetry (``pip install 'tts-graph[otel]'``): with ``otel=True`` or
 ``TTS_GRAPH_OTEL=1``, each query becomes a span of the global tracer provider (a child of the
-span current when the query starts), with a child span per step and per call. The executor
-does not timestamp calls, so step and call spans are placed from the graph's DAG (a step
-starts when its inputs end) and the latencies recorded for each call; they carry
-``tts.timing = "reconstructed"``. The query span's times are measured.
+span current when the query starts), with a child span per step and per call. A call span
+runs from when the call's last attempt went out (``CallRecord.start_s``) for its measured
+latency, and a step span covers its calls; these carry ``tts.timing = "measured"``. A step
+that calls no model (a vote) is placed when its inputs end, as is any call recorded without
+a start, with ``tts.timing = "reconstructed"``. The query span's times are measured.
 """
 
 from __future__ import annotations
@@ -138,6 +139,7 @@ def trace_lines(result: QueryResult, *, run_id: str = "", graph: CompiledGraph |
             "prompt_tokens": c.prompt_tokens,
             "completion_tokens": c.completion_tokens,
             "latency_s": round(c.latency_s, 6),
+            "start_s": None if c.start_s is None else round(c.start_s, 6),
             "cost_usd": c.cost_usd,
             "flops": c.flops,
             "cached": c.cached,
@@ -352,23 +354,32 @@ class _Otel:
             if out is None and not calls:
                 continue
             deps = graph.steps[sid].deps if graph is not None and sid in graph.steps else ()
-            s_start = max([ends[d] for d in deps if d in ends], default=start_ns)
-            s_start = min(s_start, end_ns)
-            dur = max((int(c.latency_s * 1e9) for c in calls), default=0)
-            s_end = min(s_start + dur, end_ns)
+            after_deps = min(max([ends[d] for d in deps if d in ends], default=start_ns),
+                             end_ns)
+
+            def place(c: Any, default: int = after_deps) -> tuple[int, int]:
+                """A call's (start, end) in ns: measured where it has a start."""
+                t = default if c.start_s is None else start_ns + int(c.start_s * 1e9)
+                t = min(max(t, start_ns), end_ns)
+                return t, min(t + int(c.latency_s * 1e9), end_ns)
+
+            measured = bool(calls) and all(c.start_s is not None for c in calls)
+            spans = [place(c) for c in calls]
+            s_start = min((a for a, _ in spans), default=after_deps)
+            s_end = max((b for _, b in spans), default=after_deps)
             ends[sid] = s_end
             node = out.node if out is not None else calls[0].node
             step_span = self._tracer.start_span(
                 f"tts_graph.step {sid}", context=ctx, start_time=s_start,
                 attributes={"tts.step": sid, "tts.node": node, "tts.calls": len(calls),
-                            "tts.timing": "reconstructed"})
+                            "tts.timing": "measured" if measured else "reconstructed"})
             if out is not None:
                 step_span.set_attribute("tts.status", out.status)
                 if out.error:
                     step_span.set_attribute("tts.error", redact(out.error, secrets) or "")
                     step_span.set_status(Status(StatusCode.ERROR, "infrastructure error"))
             step_ctx = self._trace.set_span_in_context(step_span)
-            for c in calls:
+            for c, (c_start, c_end) in zip(calls, spans, strict=True):
                 mspec = models.get(c.model)
                 attrs: dict[str, Any] = {
                     "tts.step": c.step, "tts.node": c.node, "tts.model": c.model,
@@ -377,17 +388,17 @@ class _Otel:
                     "gen_ai.usage.output_tokens": c.completion_tokens,
                     "tts.cost_usd": c.cost_usd, "tts.flops": c.flops, "tts.cached": c.cached,
                     "tts.retries": c.retries, "tts.latency_s": c.latency_s,
-                    "tts.timing": "reconstructed",
+                    "tts.timing": "reconstructed" if c.start_s is None else "measured",
                 }
                 if mspec is not None:
                     attrs["gen_ai.request.model"] = mspec.model
                 call_span = self._tracer.start_span(
-                    f"tts_graph.call {c.model}", context=step_ctx, start_time=s_start,
+                    f"tts_graph.call {c.model}", context=step_ctx, start_time=c_start,
                     attributes=attrs)
                 if c.error:
                     call_span.set_attribute("tts.error", redact(c.error, secrets) or "")
                     call_span.set_status(Status(StatusCode.ERROR, "infrastructure error"))
-                call_span.end(end_time=min(s_start + int(c.latency_s * 1e9), end_ns))
+                call_span.end(end_time=c_end)
             step_span.end(end_time=s_end)
         span.end(end_time=end_ns)
 

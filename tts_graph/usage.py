@@ -20,6 +20,9 @@ class CallRecord:
     cached: bool = False
     retries: int = 0
     error: str | None = None
+    #: seconds after the query started when the call's (last) attempt went out; None where
+    #: unknown (a record made elsewhere). With ``latency_s`` it places the call in time.
+    start_s: float | None = None
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
