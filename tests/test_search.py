@@ -376,7 +376,7 @@ def test_pareto_search_prunes_by_dominance(tmp_path: Path, first: dict[str, Any]
 def test_trial_budget_stops_the_loop(tmp_path: Path) -> None:
     s = session(tmp_path, budget={"trials": 3}, searcher={"name": "random"})
     assert run(s) == 3
-    assert len(trials(s)) == 3
+    assert len([t for t in trials(s) if "repeat_of" not in t.user_attrs]) == 3
     assert run(s) == 0  # used up
 
 
@@ -397,8 +397,8 @@ def test_spending_budget_ends_when_nothing_new_is_spent(tmp_path: Path) -> None:
                 choices=[{"node": "solve", "field": "model", "values": ["good", "bad"]}])
     s.IDLE_TRIALS = 8
     ran = run(s)
-    assert ran < 2 * s.IDLE_TRIALS
-    assert "spent nothing" in s.stop_reason
+    assert ran <= 2  # each configuration ran once; the repeats were told, not run
+    assert "already evaluated" in s.stop_reason
 
 
 def test_rerun_with_the_same_storage_resumes(tmp_path: Path, calls: list[Any]) -> None:
@@ -411,19 +411,45 @@ def test_rerun_with_the_same_storage_resumes(tmp_path: Path, calls: list[Any]) -
     write_toy(tmp_path, budget={"trials": 5}, searcher={"name": "random", "seed": 3})
     more = SearchSession(path, out_dir=tmp_path / "out")
     assert run(more) == 2
-    assert [t.number for t in trials(more)] == [0, 1, 2, 3, 4]
+    counted = [t for t in trials(more) if "repeat_of" not in t.user_attrs]
+    assert len(counted) == 5 and len({json.dumps(t.params) for t in counted}) == 5
     assert all(t.state.is_finished() for t in trials(more))
 
 
-def test_a_repeated_configuration_costs_no_new_call(tmp_path: Path, calls: list[Any]) -> None:
-    s = session(tmp_path, budget={"trials": 2}, pruning={"enabled": False})
+def test_a_repeated_configuration_is_not_run_again_nor_counted(tmp_path: Path,
+                                                                calls: list[Any]) -> None:
+    s = SearchSession(write_toy(tmp_path, budget={"trials": 2}, pruning={"enabled": False},
+                                searcher={"name": "grid"}),
+                      out_dir=tmp_path / "out", use_cache=False)  # a re-run would call again
     s.study.enqueue_trial({"solve.model": "good", "solve.samples": 2})
     s.study.enqueue_trial({"solve.model": "good", "solve.samples": 2})
-    run(s)
-    first, second = trials(s)
-    assert len(calls) == 8  # the first trial only
-    assert first.user_attrs["live_tokens"] > 0 and second.user_attrs["live_tokens"] == 0
-    assert first.values == second.values
+    assert run(s) == 2
+    first, second, *rest = trials(s)
+    [third] = [t for t in rest if "repeat_of" not in t.user_attrs]  # grid may repeat too
+    assert second.user_attrs["repeat_of"] == 0
+    assert second.values == first.values  # the searcher is told what the first one scored
+    assert second.user_attrs["live_tokens"] == 0
+    assert second.user_attrs["value_tokens"] == first.user_attrs["value_tokens"]
+    assert "repeat of trial 0" in second.user_attrs["reason"]
+    assert third.params != first.params  # the budget went to a configuration not yet seen
+    assert s.spent()[0] == 2
+    # good x2 was asked once per search question (8), by trial 0 only
+    assert sum(1 for who, req in calls if "good" in who and req.n == 2) == 8
+
+
+def test_a_search_that_only_repeats_itself_stops(tmp_path: Path, calls: list[Any]) -> None:
+    # a 6-configuration space and a budget of 10: once every configuration is evaluated the
+    # searcher can only repeat one; the loop stops after REPEATS of those, saying why
+    s = session(tmp_path, budget={"trials": 10}, pruning={"enabled": False},
+                searcher={"name": "random", "seed": 0})
+    s.REPEATS = 200  # random finds all 6 long before 200 repeats in a row
+    ran = run(s)
+    assert ran == 6 and s.spent()[0] == 6
+    assert "already evaluated" in s.stop_reason
+    repeats = [t for t in trials(s) if "repeat_of" in t.user_attrs]
+    assert len(repeats) >= 5
+    n_calls = len(calls)
+    assert all(t.user_attrs["live_tokens"] == 0 for t in repeats) and n_calls == len(calls)
 
 
 def test_a_worker_over_the_trial_budget_records_its_trial_and_stops(tmp_path: Path,
@@ -497,8 +523,11 @@ def test_searcher_finds_the_good_configuration(tmp_path: Path, name: str) -> Non
     objectives = ["accuracy"] if name == "optuna-tpe" else ["accuracy", "tokens"]
     s = session(tmp_path, objectives=objectives, searcher={"name": name, "seed": 1},
                 budget={"trials": 10})
+    s.REPEATS = 8
     ran = run(s)
-    assert ran == (6 if name == "grid" else 10)  # grid: the whole space, then it stops
+    # 6 configurations: each runs once at most (repeats are told, not run); grid runs them all
+    assert ran == 6 if name == "grid" else 3 <= ran <= 6
+    assert s.spent()[0] == ran
     front = s.front()
     assert front and front[0].config["solve.model"] == "good"
     assert front[0].search["accuracy"] == 1.0
@@ -569,7 +598,7 @@ def test_study_loads_in_plain_optuna_for_the_dashboard(tmp_path: Path) -> None:
     study = optuna.load_study(study_name="toy-search", storage=s.storage)
     assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
     done = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
-    assert len(done) == 4
+    assert len([t for t in done if "repeat_of" not in t.user_attrs]) == 4
     for t in done:
         assert set(t.params) == {"solve.model", "solve.samples"}
         assert len(t.values) == 2 and t.values[0] == t.user_attrs["value_accuracy"]

@@ -146,6 +146,9 @@ class SearchSession:
     #: with a budget in tokens or $ only, stop after this many trials in a row that spent
     #: nothing (every call cached, or infeasible): the searcher has nothing new to try
     IDLE_TRIALS = 32
+    #: stop after this many proposals in a row of configurations already evaluated (the
+    #: searcher keeps coming back to what it has seen: the space looks exhausted)
+    REPEATS = 32
 
     def close(self) -> None:
         """Release the searcher (agent-reinforce's feedback thread) and the cache."""
@@ -166,9 +169,13 @@ class SearchSession:
         With a trial budget, a study holds exactly that many evaluated trials however many
         workers share it: a worker whose newly opened trial is over the budget records it as
         failed with the user attribute ``over_budget`` (never evaluated, never counted) and
-        stops. ``stop_reason`` says why the loop ended."""
+        stops. A proposal of a configuration already evaluated (complete or pruned) is not
+        run again: its trial is told the earlier outcome (so the searcher learns it was seen),
+        carries ``repeat_of``, and does not count against the trial budget. ``stop_reason``
+        says why the loop ended."""
         ran = 0
         idle = 0
+        repeats = 0
         self.stop_reason = "budget used"
         while True:
             self._fail_stale_trials()
@@ -185,6 +192,20 @@ class SearchSession:
                 self.study.tell(proposal.trial, state=optuna.trial.TrialState.FAIL)
                 self.stop_reason = "budget used (by another worker)"
                 break
+            earlier = self._evaluated(proposal)
+            if earlier is not None:
+                result = _replayed(earlier)
+                proposal.trial.set_user_attr("repeat_of", earlier.number)
+                self.searcher.tell(proposal, result)
+                if on_trial is not None:
+                    on_trial(proposal, result)
+                repeats += 1
+                if repeats >= self.REPEATS:
+                    self.stop_reason = (f"{repeats} proposals in a row were configurations "
+                                        "already evaluated: nothing new to try")
+                    break
+                continue
+            repeats = 0
             beat = asyncio.create_task(self._heartbeat(proposal.trial._trial_id))
             try:
                 result = await self.runner.run(
@@ -202,6 +223,14 @@ class SearchSession:
                                     "infeasible): nothing new to try")
                 break
         return ran
+
+    def _evaluated(self, proposal: Proposal) -> optuna.trial.FrozenTrial | None:
+        """The first finished trial (complete or pruned) of the same configuration."""
+        done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+        for t in self.study.get_trials(deepcopy=False, states=done):
+            if t.number != proposal.number and t.params == proposal.config:
+                return t
+        return None
 
     def _heartbeats(self) -> Any:
         """The study's storage when it keeps heartbeats (RDB storages opened here)."""
@@ -355,10 +384,23 @@ class SearchSession:
         return out
 
 
+def _replayed(earlier: optuna.trial.FrozenTrial) -> TrialResult:
+    """The outcome of ``earlier`` told again for a repeated proposal (nothing spent)."""
+    values = {k.removeprefix("value_"): float(v) for k, v in earlier.user_attrs.items()
+              if k.startswith("value_")}
+    questions = int(earlier.user_attrs.get("questions", 0))
+    reason = f"repeat of trial {earlier.number}, not run again"
+    if earlier.state == optuna.trial.TrialState.COMPLETE:
+        return TrialResult("complete", values=values, questions=questions, reason=reason)
+    return TrialResult("pruned", values=values, questions=questions, reason=reason)
+
+
 def _counts(t: optuna.trial.FrozenTrial) -> bool:
     """Whether a trial counts against the trial budget: not one waiting in the queue, opened
-    over the budget, or failed as stale (a dead worker's: failed without an outcome told)."""
-    if t.state == optuna.trial.TrialState.WAITING or t.user_attrs.get("over_budget"):
+    over the budget, a repeat of an evaluated configuration, or failed as stale (a dead
+    worker's: failed without an outcome told)."""
+    if (t.state == optuna.trial.TrialState.WAITING or t.user_attrs.get("over_budget")
+            or "repeat_of" in t.user_attrs):
         return False
     return not (t.state == optuna.trial.TrialState.FAIL and "state" not in t.user_attrs)
 
