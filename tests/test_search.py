@@ -418,7 +418,7 @@ def test_rerun_with_the_same_storage_resumes(tmp_path: Path, calls: list[Any]) -
 
 def test_a_repeated_configuration_is_not_run_again_nor_counted(tmp_path: Path,
                                                                 calls: list[Any]) -> None:
-    s = SearchSession(write_toy(tmp_path, budget={"trials": 2}, pruning={"enabled": False},
+    s = SearchSession(write_toy(tmp_path, budget={"trials": 2}, objectives=["accuracy"],
                                 searcher={"name": "grid"}),
                       out_dir=tmp_path / "out", use_cache=False)  # a re-run would call again
     s.study.enqueue_trial({"solve.model": "good", "solve.samples": 2})
@@ -431,6 +431,8 @@ def test_a_repeated_configuration_is_not_run_again_nor_counted(tmp_path: Path,
     assert second.user_attrs["live_tokens"] == 0
     assert second.user_attrs["value_tokens"] == first.user_attrs["value_tokens"]
     assert "repeat of trial 0" in second.user_attrs["reason"]
+    assert first.intermediate_values  # its rungs, replayed for a pruner to compare
+    assert second.intermediate_values == first.intermediate_values
     assert third.params != first.params  # the budget went to a configuration not yet seen
     assert s.spent()[0] == 2
     # good x2 was asked once per search question (8), by trial 0 only

@@ -196,6 +196,10 @@ class SearchSession:
             if earlier is not None:
                 result = _replayed(earlier)
                 proposal.trial.set_user_attr("repeat_of", earlier.number)
+                # its rungs too, so a pruner comparing trials at a rung sees what a re-run
+                # would have reported (only one-objective studies have them)
+                for step, value in sorted(earlier.intermediate_values.items()):
+                    proposal.trial.report(value, step)
                 self.searcher.tell(proposal, result)
                 if on_trial is not None:
                     on_trial(proposal, result)
