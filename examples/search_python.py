@@ -103,7 +103,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
 
     def on_trial(proposal: Any, result: Any) -> None:
         values = " ".join(f"{k}={v:.4g}" for k, v in result.values.items())
-        print(f"trial {proposal.number}: {proposal.config} {result.state} {values}")
+        print(f"trial {proposal.number}: {proposal.config} {result.state} {values}"
+              + (f" ({result.reason})" if result.reason else ""))
 
     asyncio.run(session.run(on_trial))
     front = session.front()

@@ -243,6 +243,9 @@ class _LoopThread:
 
 class AgentReinforceSearcher(Searcher):
     name = "agent-reinforce"
+    # a seen graph is proposed only when every draw was seen: it is the policy's sample, run
+    # (from the cache) and counted as in Agent-REINFORCE's sampling-feedback-update loop
+    skips_repeats = False
 
     def __init__(self, space: Space, study: optuna.Study, objectives: list[str], *,
                  seed: int = 0, options: dict[str, Any] | None = None, batch: int = 4,

@@ -62,6 +62,9 @@ class Searcher(ABC):
     ``objectives``: accuracy first, then costs)."""
 
     name: str = ""
+    #: whether the driver tells a proposal of an already evaluated configuration the earlier
+    #: outcome instead of running it, without counting it against the trial budget
+    skips_repeats: bool = True
 
     def __init__(self, space: Space, study: optuna.Study, objectives: list[str], *,
                  seed: int = 0, options: dict[str, Any] | None = None) -> None:

@@ -192,7 +192,7 @@ class SearchSession:
                 self.study.tell(proposal.trial, state=optuna.trial.TrialState.FAIL)
                 self.stop_reason = "budget used (by another worker)"
                 break
-            earlier = self._evaluated(proposal)
+            earlier = self._evaluated(proposal) if self.searcher.skips_repeats else None
             if earlier is not None:
                 result = _replayed(earlier)
                 proposal.trial.set_user_attr("repeat_of", earlier.number)
