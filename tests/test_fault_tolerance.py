@@ -225,17 +225,8 @@ def test_answered_samples_are_cached_when_a_split_sample_fails(tmp_path: Any) ->
 
 # ------------------------------------------------------------------- streamed answers
 
-STREAM_GRAPH = """
-version: 1
-name: fault-stream
-models:
-  m:
-    backend: litellm
-    model: openai/fault
-    api_base: "{url}/v1"
-    timeout_s: {timeout}
-    max_retries: {retries}
-nodes:
+# the same model; one solver sample as the output, so its text streams
+STREAM_GRAPH = GRAPH.split("nodes:")[0] + """nodes:
   solve: {{role: solver, model: m}}
 output: solve
 """
