@@ -456,18 +456,16 @@ def search(
         t.add_column(f"{o} (search)", justify="right")
         if heldout:
             t.add_column(f"{o} (held-out)", justify="right")
-    front_dir = session.out_dir / "front"
-    names = [Path(e.graph_file).name if Path(e.graph_file).parent == front_dir
-             else e.graph_file for e in entries]
-    t.add_column("graph", overflow="fold")  # a cut path cannot be copied
-    for e, name in zip(entries, names, strict=True):
+    front_dir = session.out_dir / "front"  # where export wrote every front graph
+    t.add_column("graph", overflow="fold")  # a cut name cannot be copied
+    for e in entries:
         cells = [str(e.trial)]
         for o in shown:
             fmt = (lambda v: f"{v:.1%}") if o == "accuracy" else (lambda v: f"{v:.4g}")
             cells.append(fmt(e.search.get(o, 0.0)))
             if heldout:
                 cells.append(fmt(e.heldout[o]) if o in e.heldout else "-")
-        cells.append(name)
+        cells.append(Path(e.graph_file).name)
         t.add_row(*cells)
     out_console = Console()
     out_console.print(t)

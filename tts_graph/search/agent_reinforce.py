@@ -83,7 +83,7 @@ from ..backends.base import Backend, GenerationRequest
 from ..errors import TTSGraphError
 from ..spec import ModelSpec
 from ..types import Message
-from .base import DIRECTIONS, Proposal, Searcher, suggest
+from .base import DIRECTIONS, Proposal, Searcher, measured_values, suggest
 from .space import Param, Space
 from .trial import TrialResult
 
@@ -430,10 +430,8 @@ class AgentReinforceSearcher(Searcher):
         done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
         for t in self.study.get_trials(deepcopy=False, states=done):
             if set(t.params) == set(self.params):
-                values = {k[6:]: float(v) for k, v in t.user_attrs.items()
-                          if k.startswith("value_")}
                 self.history.append(Record(t.number, dict(t.params),
-                                           t.state.name.lower(), values,
+                                           t.state.name.lower(), measured_values(t),
                                            int(t.user_attrs.get("questions", 0))))
 
     # --------------------------------------------------------------- numeric update

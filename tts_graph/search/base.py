@@ -57,6 +57,13 @@ def suggest(trial: optuna.trial.Trial, p: Param) -> Any:
     return trial.suggest_float(p.name, p.low, p.high, log=p.log, step=p.step)
 
 
+def measured_values(trial: optuna.trial.FrozenTrial) -> dict[str, float]:
+    """Every per-question figure ``Searcher.tell`` stored on a trial (``value_*`` user
+    attributes: accuracy, cost, latency, flops, tokens), objectives or not."""
+    return {k.removeprefix("value_"): float(v) for k, v in trial.user_attrs.items()
+            if k.startswith("value_") and isinstance(v, int | float)}
+
+
 class Searcher(ABC):
     """Proposes configurations of ``space`` for ``study`` (whose directions follow
     ``objectives``: accuracy first, then costs)."""

@@ -23,7 +23,7 @@ from ..compile import compile_graph
 from ..errors import GraphError, TTSGraphError
 from ..spec import load_graph
 from ..yamlpos import line_of, load_yaml_file
-from .base import HEARTBEAT_S, Proposal, Searcher
+from .base import HEARTBEAT_S, Proposal, Searcher, measured_values
 from .registry import create_searcher
 from .space import Space, config_digest
 from .spec import SearchSpec, load_search
@@ -280,13 +280,9 @@ class SearchSession:
         objs = list(self.spec.objectives)
 
         def measured(t: optuna.trial.FrozenTrial) -> dict[str, float]:
-            """Every figure the trial measured (objectives or not), objectives first."""
-            values = {k: float(t.user_attrs.get(f"value_{k}", v))
-                      for k, v in zip(objs, t.values, strict=True)}
-            for k, v in t.user_attrs.items():
-                if k.startswith("value_") and isinstance(v, int | float):
-                    values.setdefault(k.removeprefix("value_"), float(v))
-            return values
+            """Every figure the trial measured, objectives first (as told where missing)."""
+            return {**dict(zip(objs, map(float, t.values), strict=True)),
+                    **measured_values(t)}
 
         def rank(t: optuna.trial.FrozenTrial) -> list[float]:
             # ties on the objectives go to the configuration that spends fewer tokens
@@ -369,9 +365,11 @@ class SearchSession:
         fx = [e.search.get(xkey, 0.0) for e in entries]
         fy = [e.search["accuracy"] * 100 for e in entries]
         order = sorted(range(len(fx)), key=lambda i: fx[i])
+        label = "Pareto front" if len(self.spec.objectives) > 1 else "best"
+        if label == "best" and len(entries) > 1:
+            label = "best (tied)"  # one objective: every trial at the best accuracy
         ax.plot([fx[i] for i in order], [fy[i] for i in order], "o--", color="C3",
-                label="Pareto front" if len(self.spec.objectives) > 1 else "best (tied)"
-                if len(entries) > 1 else "best")
+                label=label)
         if any(e.heldout for e in entries):
             hx = [e.heldout.get(xkey, 0.0) for e in entries]
             hy = [e.heldout.get("accuracy", 0.0) * 100 for e in entries]
@@ -390,8 +388,7 @@ class SearchSession:
 
 def _replayed(earlier: optuna.trial.FrozenTrial) -> TrialResult:
     """The outcome of ``earlier`` told again for a repeated proposal (nothing spent)."""
-    values = {k.removeprefix("value_"): float(v) for k, v in earlier.user_attrs.items()
-              if k.startswith("value_")}
+    values = measured_values(earlier)
     questions = int(earlier.user_attrs.get("questions", 0))
     reason = f"repeat of trial {earlier.number}, not run again"
     if earlier.state == optuna.trial.TrialState.COMPLETE:
