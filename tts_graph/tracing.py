@@ -356,15 +356,8 @@ class _Otel:
             deps = graph.steps[sid].deps if graph is not None and sid in graph.steps else ()
             after_deps = min(max([ends[d] for d in deps if d in ends], default=start_ns),
                              end_ns)
-
-            def place(c: Any, default: int = after_deps) -> tuple[int, int]:
-                """A call's (start, end) in ns: measured where it has a start."""
-                t = default if c.start_s is None else start_ns + int(c.start_s * 1e9)
-                t = min(max(t, start_ns), end_ns)
-                return t, min(t + int(c.latency_s * 1e9), end_ns)
-
             measured = bool(calls) and all(c.start_s is not None for c in calls)
-            spans = [place(c) for c in calls]
+            spans = [_placed(c, after_deps, start_ns, end_ns) for c in calls]
             s_start = min((a for a, _ in spans), default=after_deps)
             s_end = max((b for _, b in spans), default=after_deps)
             ends[sid] = s_end
@@ -401,6 +394,14 @@ class _Otel:
                 call_span.end(end_time=c_end)
             step_span.end(end_time=s_end)
         span.end(end_time=end_ns)
+
+
+def _placed(call: Any, default_ns: int, start_ns: int, end_ns: int) -> tuple[int, int]:
+    """A call's (start, end) in ns within the query: from its recorded start where it has
+    one (else ``default_ns``), for its measured latency."""
+    t = default_ns if call.start_s is None else start_ns + int(call.start_s * 1e9)
+    t = min(max(t, start_ns), end_ns)
+    return t, min(t + int(call.latency_s * 1e9), end_ns)
 
 
 # ------------------------------------------------------------------------------ summary

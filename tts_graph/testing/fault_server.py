@@ -217,7 +217,7 @@ class FaultApp:
             body = json.loads(raw)
             messages = body["messages"]
             n = int(body.get("n") or 1)
-            seed = int(body.get("seed") or 0)
+            int(body.get("seed") or 0)  # a seed that is not a number: a 400, not a 500
             if not isinstance(messages, list) or n < 1:
                 raise ValueError("messages must be a list and n >= 1")
             stream = bool(body.get("stream"))
@@ -241,30 +241,10 @@ class FaultApp:
                 self.faults[kind] += 1
                 self.faults_per_key[key] += 1
                 headers.append((b"x-fault", kind.encode()))
-                await self._fault(kind, receive, send, headers, body if stream else None)
+                await self._fault(kind, receive, send, headers,
+                                  lambda: self._answer(body, key, attempt), stream)
                 return
-            choices, completion_tokens = [], 0
-            max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
-            for i in range(n):
-                text = sample_text(messages, seed + i, cfg.answer_range)
-                finish = "stop"
-                if max_tokens is not None and count_tokens(text) > int(max_tokens):
-                    text = " ".join(text.split()[: int(max_tokens)])
-                    finish = "length"
-                completion_tokens += count_tokens(text)
-                choices.append({"index": i, "finish_reason": finish, "logprobs": None,
-                                "message": {"role": "assistant", "content": text}})
-            pt = prompt_tokens(messages)
-            answer = {
-                "id": f"chatcmpl-{key[:24]}-{attempt}",
-                "object": "chat.completion",
-                "created": CREATED,
-                "model": body.get("model", cfg.model),
-                "system_fingerprint": "fault-server",
-                "choices": choices,
-                "usage": {"prompt_tokens": pt, "completion_tokens": completion_tokens,
-                          "total_tokens": pt + completion_tokens},
-            }
+            answer = self._answer(body, key, attempt)
             self.answers[key] += 1
             self.answered += 1
             if stream:
@@ -289,14 +269,38 @@ class FaultApp:
                 return kind
         return None
 
+    def _answer(self, body: dict[str, Any], key: str, attempt: int) -> dict[str, Any]:
+        """The chat completion this request gets (a function of its messages and seed)."""
+        cfg = self.config
+        messages, seed = body["messages"], int(body.get("seed") or 0)
+        choices, completion_tokens = [], 0
+        max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
+        for i in range(int(body.get("n") or 1)):
+            text = sample_text(messages, seed + i, cfg.answer_range)
+            finish = "stop"
+            if max_tokens is not None and count_tokens(text) > int(max_tokens):
+                text = " ".join(text.split()[: int(max_tokens)])
+                finish = "length"
+            completion_tokens += count_tokens(text)
+            choices.append({"index": i, "finish_reason": finish, "logprobs": None,
+                            "message": {"role": "assistant", "content": text}})
+        pt = prompt_tokens(messages)
+        return {
+            "id": f"chatcmpl-{key[:24]}-{attempt}",
+            "object": "chat.completion",
+            "created": CREATED,
+            "model": body.get("model", cfg.model),
+            "system_fingerprint": "fault-server",
+            "choices": choices,
+            "usage": {"prompt_tokens": pt, "completion_tokens": completion_tokens,
+                      "total_tokens": pt + completion_tokens},
+        }
+
     async def _fault(self, kind: str, receive: Receive, send: Send,
                      headers: list[tuple[bytes, bytes]],
-                     stream: dict[str, Any] | None = None) -> None:
-        """Inject ``kind``; ``stream``: the request body when it asked for a stream."""
+                     answer: Callable[[], dict[str, Any]], stream: bool) -> None:
+        """Inject ``kind``; ``answer`` makes the answer a ``cut`` sends part of."""
         cfg = self.config
-        if stream is not None and kind in ("malformed", "cut"):
-            await self._stream_fault(kind, receive, send, headers, stream)
-            return
         if kind == "rate_limit":
             ra = cfg.retry_after_s
             headers += [(b"retry-after", _num(ra).encode()),
@@ -305,6 +309,13 @@ class FaultApp:
                                           "rate_limit_exceeded"), headers)
         elif kind == "server_error":
             await _json(send, 500, _error("injected server error", "server_error"), headers)
+        elif kind == "malformed" and stream:  # an event whose JSON breaks off
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [*_SSE_HEADERS, *headers]})
+            await send({"type": "http.response.body", "more_body": True,
+                        "body": b'data: {"id": "chatcmpl-broken", "object": "chat.completi'
+                                b'on.chunk", "choices": [{"index": 0, "delta": {"cont\n\n'})
+            await _drop(receive, send)
         elif kind == "malformed":
             await _send(send, 200, b'{"id": "chatcmpl-broken", "object": "chat.completion", '
                                    b'"choices": [{"index": 0, "message": {"role": "assis',
@@ -318,41 +329,21 @@ class FaultApp:
                 self.hangs_abandoned += 1
         elif kind == "drop":
             await _drop(receive, send)
-        elif kind == "cut":  # the whole length announced, half of the body sent
-            body = json.dumps(self._stand_in(kind)).encode("utf-8")
-            await send({"type": "http.response.start", "status": 200, "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()), *headers]})
-            await send({"type": "http.response.body", "body": body[: len(body) // 2],
-                        "more_body": True})
-            await _drop(receive, send)
-
-    def _stand_in(self, kind: str) -> dict[str, Any]:
-        """A stand-in answer for a fault that sends part of one (never counted as answered)."""
-        return {"id": f"chatcmpl-{kind}", "object": "chat.completion", "created": CREATED,
-                "model": self.config.model, "choices": [
-                    {"index": 0, "finish_reason": "stop", "logprobs": None,
-                     "message": {"role": "assistant", "content": "Working out the result"}}]}
-
-    async def _stream_fault(self, kind: str, receive: Receive, send: Send,
-                            headers: list[tuple[bytes, bytes]], body: dict[str, Any]) -> None:
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [*_SSE_HEADERS, *headers]})
-        if kind == "malformed":
-            await send({"type": "http.response.body", "more_body": True,
-                        "body": b'data: {"id": "chatcmpl-broken", "object": "chat.completi'
-                                b'on.chunk", "choices": [{"index": 0, "delta": {"cont\n\n'})
-        else:  # the first half of the real answer's text, then the connection closes
-            cfg = self.config
-            text = sample_text(body["messages"], int(body.get("seed") or 0), cfg.answer_range)
-            answer = {"id": "chatcmpl-cut", "created": CREATED,
-                      "model": body.get("model", cfg.model), "choices": [
-                          {"index": 0, "finish_reason": "stop",
-                           "message": {"role": "assistant", "content": text}}]}
-            events = _events(answer, {})
+        elif kind == "cut" and stream:  # the first half of the answer's events
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [*_SSE_HEADERS, *headers]})
+            events = _events(answer(), {})
             for event in events[: max(2, len(events) // 2)]:
                 await send({"type": "http.response.body", "body": event, "more_body": True})
-        await _drop(receive, send)
+            await _drop(receive, send)
+        elif kind == "cut":  # the whole length announced, half of the body sent
+            data = json.dumps(answer()).encode("utf-8")
+            await send({"type": "http.response.start", "status": 200, "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(data)).encode()), *headers]})
+            await send({"type": "http.response.body", "body": data[: len(data) // 2],
+                        "more_body": True})
+            await _drop(receive, send)
 
 
 def _num(x: float) -> str:
