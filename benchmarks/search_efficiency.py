@@ -1,42 +1,54 @@
-"""Search efficiency (issue 5): how many trials each searcher needs on a SIMULATED space.
+"""Search efficiency (issue 10): how many trials each searcher needs on SIMULATED spaces.
 
-The benchmark space is a plan → solve → aggregate graph over the simulated models of
-``backend: sim`` (``tts_graph/backends/sim.py``: simulated Llama 1B/3B/8B/70B, calibrated to
-Agent-REINFORCE's MATH figures), on a fixed set of simulated questions (``sim:N``).
+Three spaces over the simulated models of ``backend: sim`` (``tts_graph/backends/sim.py``:
+simulated Llama 1B/3B/8B/70B, calibrated to Agent-REINFORCE's MATH figures), each on a fixed
+set of simulated questions (``sim:N``); every model declares its parameters and price, as a
+user would for FLOPs and cost caps:
 
-1. Every distinct graph of the space is run once through the real executor (``Space.compile``
-   → ``Executor`` with the sim backend → the task's numeric scorer): accuracy and cost per
-   question, cached in ``benchmarks/results/search_efficiency_table-*.json``.
-2. The exhaustive optimum (accuracy, under a worst-case cost cap per query, checked as the
-   search driver checks constraints: ``Space.estimate`` + ``Space.check_constraints``; over the
-   cap a configuration is infeasible and never run) and the exhaustive Pareto front (accuracy
-   up, measured cost down) with its hypervolume.
-3. Every searcher (the real classes, from ``tts_graph.search.registry.create_searcher``, an
-   Optuna ``InMemoryStorage`` study, pruning off) runs its own ask → tell loop for several seeds
-   against a *lookup* objective: a trial's values are the precomputed values of the proposed
-   configuration. Trials to reach 95% / 99% / 100% of the optimum; hypervolume vs trials.
+- ``plan-solve-aggregate``: planner on/off and model → solver model, samples, max_tokens →
+  aggregator on/off, role (fuser, judge) and model → vote;
+- ``two-branches``: two solver branches (the second optional), each with its model and
+  samples, an optional fuser over both → vote;
+- ``votes-agree``: one solver (model, samples, temperature) with an optional judge or fuser,
+  on models whose wrong answers agree (``confusion_mean`` near 1, as on multiple-choice tasks
+  where small models share their traps), so more votes do not help.
+
+1. Every distinct graph (``Space.grid``: configurations that differ only in a switched-off
+   node's settings are one graph) runs once through the real executor on the questions:
+   accuracy and cost per question, cached in ``RESULTS/search_efficiency_table-*.json``.
+2. The exhaustive optimum (accuracy, under a worst-case cost cap per query, decided as the
+   search driver decides it: ``Space.estimate`` + ``Space.check_constraints``; over the cap a
+   graph is infeasible and never run) and the exhaustive Pareto front (accuracy up, measured
+   cost down) with its hypervolume.
+3. Every searcher (the real classes, from ``create_searcher``, an Optuna ``InMemoryStorage``
+   study, pruning off) runs its own ask → tell loop for several seeds against a *lookup*
+   objective: a trial's values are the precomputed values of the proposed graph. As in the
+   driver, a proposal of a graph already tried is told the earlier outcome and not counted; a
+   graph over the cap is counted (the driver counts it too). Trials = distinct graphs.
+   Reported: trials to reach 95% / 99% / 100% of the optimum; hypervolume vs trials.
 
     .venv/bin/python benchmarks/search_efficiency.py [--quick] [--questions 200] [--seeds 10]
-        [--trials 200] [--jobs 2]
+        [--trials 100] [--jobs 2] [--spaces a,b,c] [--results DIR]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
+import copy
 import json
 import math
 import multiprocessing as mp
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import optuna
 from _common import ROOT, percentile, print_header, table
 
 from tts_graph.backends.base import Backend, GenerationRequest, ModelInfo
-from tts_graph.backends.sim import SIM_VERSION, sim_task
+from tts_graph.backends.sim import PROFILES, SIM_VERSION, sim_task
 from tts_graph.executor import Executor
 from tts_graph.search.registry import create_searcher
 from tts_graph.search.space import Infeasible, Space
@@ -44,81 +56,136 @@ from tts_graph.search.spec import Pruning, SearcherSpec, SearchSpec
 from tts_graph.search.trial import TrialResult
 from tts_graph.types import Completion
 
-MODELS = ("l1", "l3", "l8", "l70")
-SAMPLES = (1, 2, 3, 4, 6, 8, 12, 16)
-BASE: dict[str, Any] = {
-    "version": 1,
-    "name": "bench-space",
-    "models": {"l1": {"backend": "sim", "model": "llama-1b"},
-               "l3": {"backend": "sim", "model": "llama-3b"},
-               "l8": {"backend": "sim", "model": "llama-8b"},
-               "l70": {"backend": "sim", "model": "llama-70b"}},
-    "defaults": {"max_tokens": 1024, "temperature": 0.7},
-    "nodes": {
-        "plan": {"role": "planner", "model": "l3", "seed": 11},
-        "solve": {"role": "solver", "model": "l1", "inputs": ["plan"], "samples": 4,
-                  "seed": 23},
-        "agg": {"role": "fuser", "model": "l8", "inputs": ["solve"], "seed": 37},
-        "out": {"role": "vote", "inputs": ["agg"]},
+SIZES = {"l1": "llama-1b", "l3": "llama-3b", "l8": "llama-8b", "l70": "llama-70b"}
+
+
+def models(**options: dict[str, Any]) -> dict[str, Any]:
+    """The four simulated models, declaring their parameters and prices (as the sim profiles
+    have them), with sim ``options`` per model name where given."""
+    out = {}
+    for name, model in SIZES.items():
+        prof = PROFILES[model]
+        entry: dict[str, Any] = {"backend": "sim", "model": model, "params": prof.params,
+                                 "price": {"input_per_mtok": prof.price[0],
+                                           "output_per_mtok": prof.price[1]}}
+        if name in options:
+            entry["options"] = options[name]
+        out[name] = entry
+    return out
+
+
+ALL = list(SIZES)
+SPACES: dict[str, dict[str, Any]] = {
+    "plan-solve-aggregate": {
+        "base": {
+            "version": 1, "name": "bench-space", "models": models(),
+            "defaults": {"max_tokens": 1024, "temperature": 0.7},
+            "nodes": {
+                "plan": {"role": "planner", "model": "l3", "seed": 11},
+                "solve": {"role": "solver", "model": "l1", "inputs": ["plan"], "samples": 4,
+                          "seed": 23},
+                "agg": {"role": "fuser", "model": "l8", "inputs": ["solve"], "seed": 37},
+                "out": {"role": "vote", "inputs": ["agg"]},
+            },
+            "output": "out",
+        },
+        "choices": [
+            {"node": "plan"},
+            {"node": "plan", "field": "model", "values": ALL},
+            {"node": "solve", "field": "model", "values": ALL},
+            {"node": "solve", "field": "samples", "values": [1, 2, 3, 4, 6, 8, 12, 16]},
+            {"node": "solve", "field": "max_tokens", "values": [512, 1024]},
+            {"node": "agg"},
+            {"node": "agg", "field": "role", "values": ["fuser", "judge"]},
+            {"node": "agg", "field": "model", "values": ALL},
+        ],
+        "cap": 0.004,
     },
-    "output": "out",
+    "two-branches": {
+        "base": {
+            "version": 1, "name": "bench-two", "models": models(),
+            "defaults": {"max_tokens": 1024, "temperature": 0.7},
+            "nodes": {
+                "a": {"role": "solver", "model": "l3", "samples": 2, "seed": 5},
+                "b": {"role": "solver", "model": "l8", "samples": 2, "seed": 9},
+                "fuse": {"role": "fuser", "model": "l8", "inputs": ["a", "b"], "seed": 13},
+                "out": {"role": "vote", "inputs": ["fuse"]},
+            },
+            "output": "out",
+        },
+        "choices": [
+            {"node": "a", "field": "model", "values": ALL},
+            {"node": "a", "field": "samples", "values": [1, 2, 4, 8]},
+            {"node": "b"},
+            {"node": "b", "field": "model", "values": ALL},
+            {"node": "b", "field": "samples", "values": [1, 2, 4, 8]},
+            {"node": "fuse"},
+            {"node": "fuse", "field": "model", "values": ALL},
+        ],
+        "cap": 0.003,
+    },
+    "votes-agree": {
+        "base": {
+            "version": 1, "name": "bench-agree",
+            # wrong answers agree: a wrong sample gives the model's trap 97% of the time
+            "models": models(l1={"confusion_mean": 0.97}, l3={"confusion_mean": 0.97},
+                             l8={"confusion_mean": 0.97}, l70={"confusion_mean": 0.97}),
+            "defaults": {"max_tokens": 1024, "temperature": 0.7},
+            "nodes": {
+                "solve": {"role": "solver", "model": "l3", "samples": 4, "seed": 3},
+                "agg": {"role": "judge", "model": "l8", "inputs": ["solve"], "seed": 7},
+                "out": {"role": "vote", "inputs": ["agg"]},
+            },
+            "output": "out",
+        },
+        "choices": [
+            {"node": "solve", "field": "model", "values": ALL},
+            {"node": "solve", "field": "samples", "values": [1, 2, 3, 4, 6, 8, 12, 16]},
+            {"node": "solve", "field": "temperature", "values": [0.3, 0.7, 1.0]},
+            {"node": "agg"},
+            {"node": "agg", "field": "role", "values": ["judge", "fuser"]},
+            {"node": "agg", "field": "model", "values": ALL},
+        ],
+        "cap": 0.002,
+    },
 }
-CHOICES: list[dict[str, Any]] = [
-    {"node": "plan"},                                       # planner on/off
-    {"node": "plan", "field": "model", "values": list(MODELS)},
-    {"node": "solve", "field": "model", "values": list(MODELS)},
-    {"node": "solve", "field": "samples", "values": list(SAMPLES)},
-    {"node": "solve", "field": "max_tokens", "values": [512, 1024]},
-    {"node": "agg"},                                        # aggregator on/off (off: vote)
-    {"node": "agg", "field": "role", "values": ["fuser", "judge"]},
-    {"node": "agg", "field": "model", "values": list(MODELS)},
-]
-#: worst-case USD per query allowed in the single-objective search (Space.estimate: every call
-#: at its max_tokens, 256 prompt tokens assumed per call)
-COST_CAP = 0.004
-RESULTS = ROOT / "benchmarks" / "results"
+SHORT = {"a": "plan-solve-aggregate", "b": "two-branches", "c": "votes-agree"}
 
 
-def make_spec(objectives: list[str], searcher: str, seed: int, options: dict[str, Any]
-              ) -> SearchSpec:
+def quick_space(name: str) -> dict[str, Any]:
+    """A smaller version of a space for ``--quick``: two models, fewer widths."""
+    s = copy.deepcopy(SPACES[name])
+    for ch in s["choices"]:
+        if ch.get("field") == "model":
+            ch["values"] = ["l1", "l8"]
+        elif ch.get("field") == "samples":
+            ch["values"] = ch["values"][:3]
+        elif ch.get("field") == "temperature":
+            ch["values"] = [0.7]
+    return s
+
+
+def make_spec(space: dict[str, Any], objectives: list[str], searcher: str, seed: int,
+              capped: bool) -> SearchSpec:
     return SearchSpec.model_validate({
         "name": "bench", "base": "<in memory>", "task": {"name": "sim"},
-        "choices": CHOICES, "objectives": objectives,
-        "constraints": {"max_cost_usd_per_query": COST_CAP},
-        "budget": {"trials": 200}, "pruning": {"enabled": False},
-        "searcher": {"name": searcher, "seed": seed, "options": options}})
+        "choices": space["choices"], "objectives": objectives,
+        "constraints": {"max_cost_usd_per_query": space["cap"]} if capped else {},
+        "budget": {"trials": 1000}, "pruning": {"enabled": False},
+        "searcher": {"name": searcher, "seed": seed}})
 
 
-def make_space(priced: bool = False) -> Space:
-    """The space. ``priced``: with the sim profiles' prices declared on the models, which
-    ``Space.estimate`` needs to price a worst case (the sim backend's own prices are only
-    known to the executor), for the cost cap; graph keys come from the unpriced space."""
-    base = BASE
-    if priced:
-        import copy
-
-        from tts_graph.backends.sim import PROFILES
-
-        base = copy.deepcopy(BASE)
-        for m in base["models"].values():
-            pin, pout = PROFILES[m["model"]].price
-            m["price"] = {"input_per_mtok": pin, "output_per_mtok": pout}
-    return Space(make_spec(["accuracy"], "random", 0, {}), base, source="<bench-space>")
-
-
-def graph_key(space: Space, config: dict[str, Any]) -> str:
-    """The configuration's graph, canonically (configurations that differ only in the
-    settings of a switched-off node are the same graph)."""
-    g = space.graph_dict(config)
-    g.pop("name", None)
-    return hashlib.sha256(json.dumps(g, sort_keys=True).encode()).hexdigest()[:16]
+def make_space(space: dict[str, Any], objectives: list[str], capped: bool) -> Space:
+    return Space(make_spec(space, objectives, "random", 0, capped), space["base"],
+                 source="<bench-space>")
 
 
 # ---------------------------------------------------------------------- exhaustive table
 
-def _eval_chunk(args: tuple[list[tuple[str, dict[str, Any]]], int]) -> dict[str, dict]:
-    chunk, questions = args
-    space = make_space()
+def _eval_chunk(args: tuple[dict[str, Any], list[tuple[str, dict[str, Any]]], int]
+                ) -> dict[str, dict]:
+    space_def, chunk, questions = args
+    space = make_space(space_def, ["accuracy"], capped=False)
     task = sim_task(questions, 0)
     qs = [it.question for it in task.items]
 
@@ -131,7 +198,7 @@ def _eval_chunk(args: tuple[list[tuple[str, dict[str, Any]]], int]) -> dict[str,
             correct = sum(bool(task.scorer.score(it, r.answer, r.text).correct)
                           for it, r in zip(task.items, res, strict=True))
             n = len(res)
-            out[key] = {"accuracy": correct / n,
+            out[key] = {"accuracy": correct / n, "correct": correct, "n": n,
                         "cost": sum(r.usage.cost_usd for r in res) / n,
                         "tokens": sum(r.usage.tokens for r in res) / n,
                         "errors": sum(r.status == "error" for r in res)}
@@ -140,34 +207,36 @@ def _eval_chunk(args: tuple[list[tuple[str, dict[str, Any]]], int]) -> dict[str,
     return asyncio.run(go())
 
 
-def exhaustive(space: Space, questions: int, jobs: int) -> tuple[dict[str, dict], float]:
-    path = RESULTS / f"search_efficiency_table-q{questions}.json"
-    meta = {"sim_version": SIM_VERSION, "questions": questions, "base": BASE,
-            "choices": CHOICES}
+def exhaustive(name: str, space_def: dict[str, Any], questions: int, jobs: int,
+               results: Path) -> tuple[dict[str, dict], dict[str, dict[str, Any]], float]:
+    """{graph key: measured values}, {graph key: one configuration}, seconds spent now."""
+    path = results / f"search_efficiency_table-{name}-q{questions}.json"
+    meta = {"sim_version": SIM_VERSION, "questions": questions, "base": space_def["base"],
+            "choices": space_def["choices"]}
     table_: dict[str, dict] = {}
     if path.exists():
         data = json.loads(path.read_text())
         if data.get("meta") == json.loads(json.dumps(meta)):
             table_ = data["table"]
-    unique: dict[str, dict[str, Any]] = {}
-    for config in space.grid():
-        unique.setdefault(graph_key(space, config), config)
+    space = make_space(space_def, ["accuracy"], capped=False)
+    unique = {space.key(c): c for c in space.grid()}
     todo = [(k, c) for k, c in unique.items() if k not in table_]
     t0 = time.perf_counter()
     if todo:
-        print(f"running {len(todo)} of {len(unique)} distinct graphs × {questions} questions "
-              f"through the executor ({jobs} processes)...", file=sys.stderr, flush=True)
+        print(f"{name}: running {len(todo)} of {len(unique)} distinct graphs × {questions} "
+              f"questions through the executor ({jobs} processes)...", file=sys.stderr,
+              flush=True)
         chunks = [todo[i:i + 40] for i in range(0, len(todo), 40)]
         with mp.get_context("fork").Pool(jobs) as pool:
             for i, part in enumerate(pool.imap_unordered(
-                    _eval_chunk, [(c, questions) for c in chunks])):
+                    _eval_chunk, [(space_def, c, questions) for c in chunks])):
                 table_.update(part)
                 if i % 10 == 9 or i == len(chunks) - 1:
-                    RESULTS.mkdir(parents=True, exist_ok=True)
+                    results.mkdir(parents=True, exist_ok=True)
                     path.write_text(json.dumps({"meta": meta, "table": table_}))
                     print(f"  {len(table_)}/{len(unique)} graphs, "
                           f"{time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
-    return {k: table_[k] for k in unique}, time.perf_counter() - t0
+    return {k: table_[k] for k in unique}, unique, time.perf_counter() - t0
 
 
 # ------------------------------------------------------------------------- Pareto tools
@@ -193,10 +262,11 @@ def hypervolume(points: list[tuple[float, float]], ref_cost: float) -> float:
 # ------------------------------------------------------------------ scripted feedback
 
 class ScriptedFeedback(Backend):
-    """A stand-in for a feedback LLM giving generic advice: it reads the prompt's recent
-    graphs, makes the values of the best one more likely (strength 0.6) and the differing
-    values of the worst one (or of infeasible ones) less likely (strength 0.3). Score = the
-    accuracy, minus 0.3 × cost / the largest shown cost when cost is an objective."""
+    """A stand-in for a feedback LLM giving generic advice (not an LLM): it reads the
+    prompt's history table, makes the values of the best graph shown more likely (strength
+    0.6) and the differing values of the worst one (or of infeasible ones) less likely (0.3).
+    Score = the accuracy, minus 0.3 × cost / the largest shown cost when cost is an
+    objective. With no history yet it answers with no usable advice (invalid, counted)."""
 
     def __init__(self) -> None:
         self.calls = 0
@@ -252,58 +322,69 @@ class ScriptedFeedback(Backend):
 
 # --------------------------------------------------------------------- one search run
 
-def run_one(args: tuple[str, str, int, int]) -> dict[str, Any]:
-    label, mode, seed, trials = args
-    table_: dict[str, dict] = G["table"]
-    space = make_space()
+G: dict[str, Any] = {}
+
+
+def run_one(args: tuple[str, str, str, int, int]) -> dict[str, Any]:
+    space_name, label, mode, seed, trials = args
+    ctx = G[space_name]
+    table_: dict[str, dict] = ctx["table"]
     objectives = ["accuracy"] if mode == "single" else ["accuracy", "cost"]
+    space = ctx["spaces"][mode]
     name = "agent-reinforce" if label.startswith("agent-reinforce") else label
-    spec = SearcherSpec(name=name, seed=seed)
-    searcher = create_searcher(spec, space, study_name=f"{label}-{mode}-{seed}",
-                               storage=optuna.storages.InMemoryStorage(),
-                               objectives=objectives, pruning=Pruning(enabled=False))
-    fb = None
+    searcher = create_searcher(SearcherSpec(name=name, seed=seed), space,
+                               study_name=f"{label}-{mode}-{seed}",
+                               storage=optuna.storages.InMemoryStorage(),  # type: ignore[arg-type]
+                               objectives=objectives, pruning=Pruning(enabled=False),
+                               base_models=space.base["models"])
     if label == "agent-reinforce+feedback":
         fb = ScriptedFeedback()
         searcher.feedback_backend = fb  # type: ignore[attr-defined]
         searcher.feedback_name = fb.info.identity  # type: ignore[attr-defined]
-    feasible: dict[str, bool] = G["feasible"]
+    feasible: dict[str, bool] = ctx["feasible"]
     best_curve: list[float] = []
     points: list[tuple[float, float]] = []
+    told: dict[str, TrialResult] = {}
     best = -1.0
     own = 0.0
-    for _ in range(trials):
+    asks = 0
+    while len(best_curve) < trials and asks < 20 * trials:
+        asks += 1
         t0 = time.perf_counter()
         prop = searcher.ask()
         own += time.perf_counter() - t0
-        key = graph_key(space, prop.config)
+        key = space.key(prop.config)
+        prop.trial.set_user_attr("graph", key)  # as the driver does
+        if key in told:  # a repeat: told the earlier outcome, not counted (as the driver)
+            prop.trial.set_user_attr("repeat_of", -1)
+            searcher.tell(prop, told[key])
+            continue
         row = table_[key]
         if mode == "single" and not feasible[key]:
             result = TrialResult("infeasible", reason="over the cost cap")
         else:
             values = {"accuracy": row["accuracy"], "cost": row["cost"],
                       "tokens": row["tokens"], "latency": 0.0, "flops": 0.0}
-            result = TrialResult("complete", values=values, questions=G["questions"])
+            result = TrialResult("complete", values=values, questions=ctx["questions"])
             best = max(best, row["accuracy"])
             points.append((row["accuracy"], row["cost"]))
+        told[key] = result
         t0 = time.perf_counter()
         searcher.tell(prop, result)
         own += time.perf_counter() - t0
         best_curve.append(best)
-    out: dict[str, Any] = {"label": label, "mode": mode, "seed": seed, "curve": best_curve,
-                           "own_s_per_trial": own / trials}
+    out: dict[str, Any] = {"space": space_name, "label": label, "mode": mode, "seed": seed,
+                           "curve": best_curve, "asks": asks,
+                           "own_s_per_trial": own / max(1, asks)}
     if mode == "pareto":
-        out["hv"] = {n: hypervolume(points[:n], G["ref_cost"]) for n in (25, 50, 100, 200)
+        out["hv"] = {n: hypervolume(points[:n], ctx["ref_cost"]) for n in (25, 50, 100)
                      if n <= trials}
     if name == "agent-reinforce":
         out["feedback_tokens"] = searcher.feedback_tokens  # type: ignore[attr-defined]
         out["feedback_updates"] = searcher.feedback_updates  # type: ignore[attr-defined]
         out["numeric_updates"] = searcher.numeric_updates  # type: ignore[attr-defined]
-        searcher.close()  # type: ignore[attr-defined]
+    searcher.close()
     return out
-
-
-G: dict[str, Any] = {}
 
 
 def first_reach(curve: list[float], target: float) -> int | None:
@@ -322,139 +403,149 @@ def pct(xs: list[float], q: float) -> float:
 def summarize_reach(values: list[int | None], cap: int) -> str:
     xs = [v if v is not None else math.inf for v in values]
     miss = sum(v is None for v in values)
-    med = pct(xs, 50)
-    q1, q3 = pct(xs, 25), pct(xs, 75)
 
     def f(x: float) -> str:
         return f">{cap}" if math.isinf(x) else f"{x:.0f}"
 
-    return f"{f(med)} [{f(q1)}–{f(q3)}]" + (f" ({miss} not)" if miss else "")
+    return f"{f(pct(xs, 50))} [{f(pct(xs, 25))}–{f(pct(xs, 75))}]" + (
+        f" ({miss} not)" if miss else "")
 
 
-def median_reach(values: list[int | None], cap: int) -> float:
-    xs = [v if v is not None else math.inf for v in values]
-    return pct(xs, 50)
+def median_reach(values: list[int | None]) -> float:
+    return pct([v if v is not None else math.inf for v in values], 50)
+
+
+SINGLE = ["random", "grid", "optuna-tpe", "optuna-nsga2", "agent-reinforce",
+          "agent-reinforce+feedback"]
+PARETO = ["random", "grid", "optuna-nsga2", "optuna-motpe", "agent-reinforce",
+          "agent-reinforce+feedback"]
+
+
+def prepare(name: str, space_def: dict[str, Any], a: argparse.Namespace) -> dict[str, Any]:
+    tab, unique, wall = exhaustive(name, space_def, a.questions, a.jobs, a.results)
+    capped = make_space(space_def, ["accuracy"], capped=True)
+    feasible: dict[str, bool] = {}
+    for key, config in unique.items():
+        try:
+            capped.check_constraints(capped.estimate(capped.compile(config), 256),
+                                     capped.spec.constraints)
+            feasible[key] = True
+        except Infeasible:
+            feasible[key] = False
+    census = capped.census()
+    ref_cost = max(r["cost"] for r in tab.values())
+    return {"table": tab, "unique": unique, "feasible": feasible, "wall": wall,
+            "census": census, "questions": a.questions, "ref_cost": ref_cost,
+            "spaces": {"single": capped,
+                       "pareto": make_space(space_def, ["accuracy", "cost"], capped=False)}}
+
+
+def report(name: str, space_def: dict[str, Any], ctx: dict[str, Any], runs: list[dict],
+           a: argparse.Namespace) -> dict[str, Any]:
+    tab, feasible, unique = ctx["table"], ctx["feasible"], ctx["unique"]
+    c = ctx["census"]
+    n_feas = sum(feasible.values())
+    opt_key = max((k for k in tab if feasible[k]), key=lambda k: tab[k]["accuracy"])
+    opt = tab[opt_key]["accuracy"]
+    uncapped = max(tab.values(), key=lambda r: r["accuracy"])
+    all_points = [(r["accuracy"], r["cost"]) for r in tab.values()]
+    ex_hv = hypervolume(all_points, ctx["ref_cost"])
+    n95 = sum(1 for k in tab if feasible[k] and tab[k]["accuracy"] >= 0.95 * opt)
+    n99 = sum(1 for k in tab if feasible[k] and tab[k]["accuracy"] >= 0.99 * opt)
+    print(f"\n### Space `{name}` (SIMULATED)\n")
+    print(f"- {c.configurations:,} configurations as a product of the choices; "
+          f"{c.conditional:,} once a switched-off node's settings are not chosen; "
+          f"{c.graphs:,} distinct graphs (`Space.size`); exhaustive table computed now in "
+          f"{ctx['wall']:.0f} s (0 = cached)")
+    print(f"- single objective: accuracy, worst-case cost <= ${space_def['cap']}/query "
+          f"({n_feas:,} of {len(tab):,} graphs feasible); optimum {opt:.1%} "
+          f"(${tab[opt_key]['cost'] * 1e6:.0f} µ/q measured): {unique[opt_key]}; "
+          f"graphs >= 99%: {n99}, >= 95%: {n95}; uncapped best {uncapped['accuracy']:.1%}")
+    print(f"- Pareto (accuracy up, measured cost down, no cap): "
+          f"{len(front(all_points))} front points, hypervolume {ex_hv:.6g} (reference: "
+          f"accuracy 0, cost ${ctx['ref_cost']:.6f}/query = the costliest graph)\n")
+    rows, med = [], {}
+    for s in SINGLE:
+        rs = [r for r in runs if r["space"] == name and r["label"] == s
+              and r["mode"] == "single"]
+        r95 = [first_reach(r["curve"], 0.95 * opt) for r in rs]
+        r99 = [first_reach(r["curve"], 0.99 * opt) for r in rs]
+        r100 = [first_reach(r["curve"], opt) for r in rs]
+        med[s] = median_reach(r95)
+        final = sorted(r["curve"][-1] / opt for r in rs)
+        fb = "—"
+        if s.startswith("agent-reinforce"):
+            fb = (f"{sum(r['feedback_tokens'] for r in rs) / len(rs):,.0f} tok, "
+                  f"{sum(r['feedback_updates'] for r in rs) / len(rs):.0f} fb / "
+                  f"{sum(r['numeric_updates'] for r in rs) / len(rs):.0f} num")
+        rows.append([s, summarize_reach(r95, a.trials), summarize_reach(r99, a.trials),
+                     summarize_reach(r100, a.trials), f"{percentile(final, 50):.1%}",
+                     f"{1e3 * sum(r['own_s_per_trial'] for r in rs) / len(rs):.1f}", fb])
+    print(f"Single objective: trials (distinct graphs) to reach 95/99/100% of the optimum, "
+          f"median [IQR] over {a.seeds} seeds, capped at {a.trials}:\n")
+    print(table(["searcher", "to 95%", "to 99%", "to optimum", f"best@{a.trials} / opt",
+                 "own ms/ask", "feedback"], rows))
+    rows, hv50 = [], {}
+    for s in PARETO:
+        rs = [r for r in runs if r["space"] == name and r["label"] == s
+              and r["mode"] == "pareto"]
+        cells = []
+        for n in (25, 50, 100):
+            hv = sorted(r["hv"][n] / ex_hv for r in rs if n in r["hv"])
+            if n == 50 and hv:
+                hv50[s] = percentile(hv, 50)
+            cells.append(f"{percentile(hv, 50):.3f} [{percentile(hv, 25):.3f}–"
+                         f"{percentile(hv, 75):.3f}]" if hv else "—")
+        rows.append([s, *cells,
+                     f"{1e3 * sum(r['own_s_per_trial'] for r in rs) / len(rs):.1f}"])
+    print("\nPareto (accuracy, cost): hypervolume of the trials so far / the exhaustive "
+          "front's, median [IQR]:\n")
+    print(table(["searcher", "25 trials", "50 trials", "100 trials", "own ms/ask"], rows))
+    ar, tpe, rnd = med["agent-reinforce"], med["optuna-tpe"], med["random"]
+    ok1 = ar <= tpe
+    ok2 = not math.isinf(ar) and (math.isinf(rnd) or ar <= 0.3 * rnd)
+    others = [v for k, v in hv50.items() if not k.startswith("agent-reinforce")]
+    ok3 = bool(others) and hv50.get("agent-reinforce", 0.0) >= max(others)
+    print(f"\nGoals on `{name}`: agent-reinforce to 95% in {ar:g} trials vs optuna-tpe "
+          f"{tpe:g} ({'met' if ok1 else 'MISSED'}) and random {rnd:g} (<= 0.3×: "
+          f"{'met' if ok2 else 'MISSED'}); hypervolume at 50 trials "
+          f"{hv50.get('agent-reinforce', float('nan')):.3f} vs best other "
+          f"{max(others) if others else float('nan'):.3f} ({'met' if ok3 else 'MISSED'})")
+    return {"ar95": ar, "tpe95": tpe, "random95": rnd, "hv50": hv50}
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--questions", type=int, default=200)
     p.add_argument("--seeds", type=int, default=10)
-    p.add_argument("--trials", type=int, default=200)
+    p.add_argument("--trials", type=int, default=100)
     p.add_argument("--jobs", type=int, default=2)
-    p.add_argument("--quick", action="store_true", help="40 questions, 3 seeds, 60 trials")
+    p.add_argument("--spaces", default="a,b,c", help="a plan-solve-aggregate, b two-branches, "
+                   "c votes-agree")
+    p.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results",
+                   help="where the exhaustive tables are cached")
+    p.add_argument("--quick", action="store_true",
+                   help="small spaces (2 models), 40 questions, 2 seeds, 30 trials")
     a = p.parse_args()
     if a.quick:
-        a.questions, a.seeds, a.trials = 40, 3, 60
+        a.questions, a.seeds, a.trials = 40, 2, 30
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    print_header(f"Search efficiency on a SIMULATED space ({a.questions} simulated questions, "
-                 f"{a.seeds} seeds, {a.trials} trials)")
-    space = make_space()
-    grid_size = space.size()
-    tab, wall = exhaustive(space, a.questions, a.jobs)
-    print(f"space: {grid_size:,} configurations (Space.size), {len(tab):,} distinct graphs "
-          f"(configurations differing only in a switched-off node's settings are one graph); "
-          f"exhaustive table: {wall:.0f} s to compute now (0 = cached)")
-    # feasibility under the cost cap, as the driver decides it
-    feasible: dict[str, bool] = {}
-    priced = make_space(priced=True)
-    for config in space.grid():
-        key = graph_key(space, config)
-        if key in feasible:
-            continue
-        try:
-            est = priced.estimate(priced.compile(config), 256)
-            priced.check_constraints(est, priced.spec.constraints)
-            feasible[key] = True
-        except Infeasible:
-            feasible[key] = False
-    n_feas = sum(feasible.values())
-    opt_key = max((k for k in tab if feasible[k]), key=lambda k: tab[k]["accuracy"])
-    opt = tab[opt_key]["accuracy"]
-    uncapped = max(tab.values(), key=lambda r: r["accuracy"])
-    ref_cost = max(r["cost"] for r in tab.values())
-    all_points = [(r["accuracy"], r["cost"]) for r in tab.values()]
-    ex_front = front(all_points)
-    ex_hv = hypervolume(all_points, ref_cost)
-    n_opt = sum(1 for k in tab if feasible[k] and tab[k]["accuracy"] >= opt - 1e-12)
-    n95 = sum(1 for k in tab if feasible[k] and tab[k]["accuracy"] >= 0.95 * opt)
-    n99 = sum(1 for k in tab if feasible[k] and tab[k]["accuracy"] >= 0.99 * opt)
-    opt_cfg = next(c for c in space.grid() if graph_key(space, c) == opt_key)
-    print(f"single objective: accuracy, worst-case cost <= ${COST_CAP}/query "
-          f"({n_feas:,} of {len(tab):,} graphs feasible); exhaustive optimum {opt:.1%} "
-          f"(cost ${tab[opt_key]['cost'] * 1e6:.0f} µ/q): {opt_cfg}")
-    print(f"  graphs at the optimum: {n_opt}; >= 99%: {n99}; >= 95%: {n95} (random search "
-          f"expects about {n_feas and len(tab) / max(n95, 1):.0f} / "
-          f"{len(tab) / max(n99, 1):.0f} graphs to hit one)")
-    print(f"  (uncapped best: {uncapped['accuracy']:.1%} at ${uncapped['cost'] * 1e6:.0f} µ/q)")
-    print(f"Pareto (accuracy up, measured cost/query down): {len(ex_front)} front points, "
-          f"hypervolume {ex_hv:.6g} with reference point (accuracy 0, cost "
-          f"${ref_cost:.6f}/query = the costliest graph)")
-
-    G.update(table=tab, feasible=feasible, questions=a.questions, ref_cost=ref_cost)
-    single = ["random", "grid", "optuna-tpe", "optuna-nsga2", "optuna-motpe",
-              "agent-reinforce", "agent-reinforce+feedback"]
-    pareto = ["random", "grid", "optuna-nsga2", "optuna-motpe", "agent-reinforce",
-              "agent-reinforce+feedback"]
-    jobs = [(s, "single", seed, a.trials) for s in single for seed in range(a.seeds)]
-    jobs += [(s, "pareto", seed, a.trials) for s in pareto for seed in range(a.seeds)]
+    names = [SHORT.get(x.strip(), x.strip()) for x in a.spaces.split(",") if x.strip()]
+    defs = {n: quick_space(n) if a.quick else SPACES[n] for n in names}
+    print_header(f"Search efficiency on SIMULATED spaces ({a.questions} simulated questions, "
+                 f"{a.seeds} seeds, {a.trials} trials{', quick' if a.quick else ''})")
+    for n, d in defs.items():
+        G[n] = prepare(n + ("-quick" if a.quick else ""), d, a)
+    jobs = [(n, s, "single", seed, a.trials) for n in names for s in SINGLE
+            for seed in range(a.seeds)]
+    jobs += [(n, s, "pareto", seed, a.trials) for n in names for s in PARETO
+             for seed in range(a.seeds)]
     t0 = time.perf_counter()
     with mp.get_context("fork").Pool(a.jobs) as pool:
         runs = list(pool.imap_unordered(run_one, jobs))
-    print(f"\nsearch runs: {len(runs)} in {time.perf_counter() - t0:.0f} s\n")
-
-    rows, med99 = [], {}
-    for s in single:
-        rs = [r for r in runs if r["label"] == s and r["mode"] == "single"]
-        r95 = [first_reach(r["curve"], 0.95 * opt) for r in rs]
-        r99 = [first_reach(r["curve"], 0.99 * opt) for r in rs]
-        r100 = [first_reach(r["curve"], opt) for r in rs]
-        med99[s] = (median_reach(r95, a.trials), median_reach(r99, a.trials))
-        final = sorted(r["curve"][-1] / opt for r in rs)
-        fb = ""
-        if s.startswith("agent-reinforce"):
-            fb = (f"{sum(r['feedback_tokens'] for r in rs) / len(rs):,.0f} tok, "
-                  f"{sum(r['feedback_updates'] for r in rs) / len(rs):.0f} fb / "
-                  f"{sum(r['numeric_updates'] for r in rs) / len(rs):.0f} num updates")
-        rows.append([s, summarize_reach(r95, a.trials), summarize_reach(r99, a.trials),
-                     summarize_reach(r100, a.trials), f"{percentile(final, 50):.1%}",
-                     f"{1e3 * sum(r['own_s_per_trial'] for r in rs) / len(rs):.1f}",
-                     fb or "—"])
-    print(f"Single objective (accuracy, worst case <= ${COST_CAP}/query; trials counted "
-          "include proposals over the cap). Trials to reach 95/99/100% of the exhaustive "
-          f"optimum: median [IQR] over {a.seeds} seeds, capped at {a.trials}:\n")
-    print(table(["searcher", "to 95%", "to 99%", "to optimum", f"best@{a.trials} / opt",
-                 "own ms/trial", "feedback model"], rows))
-    rows = []
-    for s in pareto:
-        rs = [r for r in runs if r["label"] == s and r["mode"] == "pareto"]
-        cells = []
-        for n in (25, 50, 100, 200):
-            hv = sorted(r["hv"][n] / ex_hv for r in rs if n in r["hv"])
-            cells.append(f"{percentile(hv, 50):.3f} [{percentile(hv, 25):.3f}–"
-                         f"{percentile(hv, 75):.3f}]" if hv else "—")
-        fb = "—"
-        if s.startswith("agent-reinforce"):
-            fb = f"{sum(r['feedback_tokens'] for r in rs) / len(rs):,.0f} tok"
-        rows.append([s, *cells,
-                     f"{1e3 * sum(r['own_s_per_trial'] for r in rs) / len(rs):.1f}", fb])
-    print("\nPareto (accuracy, cost): hypervolume of the trials so far / the exhaustive "
-          "front's, median [IQR]:\n")
-    print(table(["searcher", "25 trials", "50 trials", "100 trials", "200 trials",
-                 "own ms/trial", "feedback model"], rows))
-    rnd95, rnd99 = med99["random"]
-    best = min((s for s in single if s not in ("random", "grid")),
-               key=lambda s: (med99[s][1], med99[s][0]))
-    b95, b99 = med99[best]
-    t95, t99 = med99["optuna-tpe"]
-
-    def ratio(x: float, y: float) -> str:
-        return "n/a" if math.isinf(x) or math.isinf(y) else f"{x / y:.2f}×"
-
-    print(f"\nbest searcher by median trials to 99%: {best} ({b99:g}; to 95%: {b95:g}); "
-          f"random: {rnd99:g} / {rnd95:g}; optuna-tpe: {t99:g} / {t95:g}")
-    print(f"ratio to random (99%): {ratio(b99, rnd99)}, (95%): {ratio(b95, rnd95)}; "
-          f"goal <= 0.3× and no more than optuna-tpe")
+    print(f"\nsearch runs: {len(runs)} in {time.perf_counter() - t0:.0f} s")
+    for n in names:
+        report(n, defs[n], G[n], runs, a)
     return 0
 
 

@@ -296,6 +296,97 @@ def test_space_grid_enumerates_every_configuration() -> None:
     assert wide.params[0].levels() == [1, 3, 8, 23, 64]
 
 
+# ------------------------------------------------------------------------ conditional space
+
+COND_CHOICES: list[dict[str, Any]] = [
+    {"node": "plan"}, {"node": "plan", "field": "model", "values": ["good", "bad"]},
+    {"node": "vote"}, {"edge": ["vote", "judge"]},
+    {"node": "solve", "field": "samples", "values": [1, 2, 3]},
+]
+
+
+def test_a_switched_off_nodes_fields_and_edges_are_not_parameters() -> None:
+    sp = space(COND_CHOICES)
+    req = {p.name: p.requires for p in sp.params}
+    assert req == {"plan.enabled": (), "plan.model": ("plan.enabled",), "vote.enabled": (),
+                   "edge:vote->judge": ("vote.enabled",), "solve.samples": ()}
+    off = {"plan.enabled": False, "plan.model": "good", "vote.enabled": False,
+           "edge:vote->judge": True, "solve.samples": 2}
+    assert sp.normalize(off) == {"plan.enabled": False, "vote.enabled": False,
+                                 "solve.samples": 2}
+    # the same graph, whatever the switched-off node's model and the gone edge's toggle
+    assert sp.key(off) == sp.key({**off, "plan.model": "bad", "edge:vote->judge": False})
+    assert sp.key(off) != sp.key({**off, "solve.samples": 3})
+    on = {**off, "plan.enabled": True}
+    assert sp.key(on) != sp.key({**on, "plan.model": "bad"})
+
+
+def test_size_and_grid_count_distinct_graphs() -> None:
+    sp = space(COND_CHOICES)
+    c = sp.census()
+    # product 2·2·2·2·3 = 48; conditional: plan (off, good, bad) × vote (off, on × edge 2)
+    # × samples 3 = 27; vote on without its edge to the judge is a vote that leads nowhere:
+    # invalid (9 of them); the rest are distinct graphs
+    assert (c.configurations, c.conditional, c.invalid) == (48, 27, 9)
+    assert sp.size() == c.graphs == 18
+    grid = sp.grid()
+    assert len(grid) == 18 == len({sp.key(g) for g in grid})
+    assert all("plan.model" not in g for g in grid if not g["plan.enabled"])
+
+
+def test_the_graph_not_the_spelling_is_the_identity() -> None:
+    # two names for one model entry, and a description: still the same graph
+    base = json.loads(json.dumps(SPACE_BASE))
+    base["models"]["good2"] = dict(base["models"]["good"])
+    base["description"] = "described"
+    spec = SearchSpec.model_validate({
+        "name": "s", "base": "b.yaml", "task": {"name": "easy"},
+        "choices": [{"node": "plan", "field": "model", "values": ["good", "good2", "bad"]}],
+        "budget": {"trials": 3}, "searcher": {"name": "random"}})
+    sp = Space(spec, base)
+    assert sp.key({"plan.model": "good"}) == sp.key({"plan.model": "good2"})
+    assert sp.key({"plan.model": "good"}) != sp.key({"plan.model": "bad"})
+    assert sp.size() == 2
+
+
+def test_optuna_asks_only_for_the_parameters_a_configuration_keeps(tmp_path: Path) -> None:
+    search = SEARCH.replace("choices:\n", "choices:\n  - {node: solve}\n").replace(
+        "objectives: [accuracy, tokens]", "objectives: [accuracy]").replace(
+        "optuna-motpe", "random")
+    base = BASE.replace("solve: {role: solver, model: bad, samples: 1}\n  vote: {role: vote, "
+                        "inputs: [solve]}",
+                        "solve: {role: solver, model: bad, samples: 1}\n  other: {role: "
+                        "solver, model: good}\n  vote: {role: vote, inputs: [solve, other]}")
+    path = write_toy(tmp_path, search=search)
+    (tmp_path / "base.yaml").write_text(base)
+    s = SearchSession(path, out_dir=tmp_path / "out", storage=None)
+    assert s.space.size() == 1 + 2 * 3  # solve off is one graph, on: 2 models × 3 widths
+    s.REPEATS = 20
+    run(s)
+    ts = [t for t in trials(s) if t.state.is_finished()]
+    for t in ts:
+        assert set(t.params) == ({"solve.enabled", "solve.model", "solve.samples"}
+                                 if t.params["solve.enabled"] else {"solve.enabled"})
+    # one trial per graph is run; every other proposal of a graph is a repeat, told not run
+    run_graphs = [t.user_attrs["graph"] for t in ts if "repeat_of" not in t.user_attrs]
+    assert len(run_graphs) == len(set(run_graphs)) == s.spent()[0]
+    front = s.front()
+    assert len({e.graph for e in front}) == len(front)
+
+
+def test_front_confidence_and_intervals(tmp_path: Path) -> None:
+    s = session(tmp_path, objectives=["accuracy"], searcher={"name": "grid"},
+                budget={"trials": 6})
+    run(s)
+    front = s.front()
+    # good ×1/×2/×4 all 8/8: near-ties, cheapest first, each a third likely to be the best
+    assert front[0].config == GOOD_1
+    assert all(e.search_ci is not None and e.search_ci[1] == 1.0 for e in front)
+    assert sum(e.confidence or 0 for e in front) == pytest.approx(1.0, abs=0.02)
+    data = json.loads(s.write_report(front).read_text())
+    assert {"confidence", "search_ci", "graph"} <= set(data["front"][0])
+
+
 # ----------------------------------------------------------------------------------- trials
 
 

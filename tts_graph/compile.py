@@ -288,3 +288,42 @@ def _sampling(doc: GraphDoc, node: BaseNode) -> Sampling:
         max_tokens=int(pick("max_tokens")), temperature=float(pick("temperature")),
         top_p=float(pick("top_p")), seed=int(pick("seed")), stop=tuple(stop or ()),
     )
+
+
+#: node fields that name models (replaced by the models' own entries) or only document
+_NAMING_FIELDS = {"description", "inputs", "model", "models", "critic_model",
+                  "max_tokens", "temperature", "top_p", "seed", "stop_sequences", "extract"}
+
+
+def graph_identity(graph: CompiledGraph) -> str:
+    """What the graph computes, as a digest: two graphs with one identity make the same calls
+    on the same inputs. Each step is hashed with its role, settings (resolved sampling
+    included), its models' entries (not their names) and its inputs' digests, in order (a
+    Merkle hash), so the graph's and nodes' names, descriptions and unused declarations do
+    not count. The search uses it to tell which configurations are the same graph."""
+    import hashlib
+    import json
+
+    spec = graph.spec
+    models = {name: m.model_dump(mode="json", exclude_none=True)
+              for name, m in spec.models.items()}
+    digest: dict[str, str] = {}
+    for sid in graph.order:
+        step = graph.steps[sid]
+        content = {
+            "role": step.spec.role, "phase": step.phase, "round": step.round,
+            "settings": step.spec.model_dump(mode="json", exclude=_NAMING_FIELDS,
+                                             exclude_none=True),
+            "models": [models[m] for m in step.models],
+            "sampling": [step.sampling.max_tokens, step.sampling.temperature,
+                         step.sampling.top_p, step.sampling.seed, list(step.sampling.stop)],
+            "extract": step.extract,
+            "params": step.params.model_dump(mode="json") if step.params is not None else None,
+            "deps": [digest[d] for d in step.deps],
+        }
+        blob = json.dumps(content, sort_keys=True, default=str).encode()
+        digest[sid] = hashlib.sha256(blob).hexdigest()
+    outputs = [digest[s] for s in graph.order if graph.steps[s].node == spec.output]
+    budget = spec.budget.model_dump(mode="json", exclude_none=True)
+    blob = json.dumps({"output": outputs, "budget": budget}, sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]

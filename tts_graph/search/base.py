@@ -16,8 +16,10 @@ from typing import Any
 import optuna
 
 from ..evaluate.summary import Summary, wilson
-from .space import Param, Space
+from .space import Param, Space, suggest
 from .trial import TrialResult
+
+__all__ = ["Proposal", "Searcher", "distribution", "measured_values", "suggest"]
 
 #: a worker records a heartbeat on the trial it evaluates this often (seconds); a RUNNING
 #: trial whose heartbeat is older than ``GRACE_S`` belongs to a worker that died: the next
@@ -46,15 +48,6 @@ def distribution(p: Param) -> optuna.distributions.BaseDistribution:
         return optuna.distributions.IntDistribution(int(p.low), int(p.high), log=p.log,
                                                     step=int(p.step or 1))
     return optuna.distributions.FloatDistribution(p.low, p.high, log=p.log, step=p.step)
-
-
-def suggest(trial: optuna.trial.Trial, p: Param) -> Any:
-    if p.kind == "categorical":
-        return trial.suggest_categorical(p.name, list(p.choices))
-    if p.kind == "int":
-        return trial.suggest_int(p.name, int(p.low), int(p.high), log=p.log,
-                                 step=int(p.step or 1))
-    return trial.suggest_float(p.name, p.low, p.high, log=p.log, step=p.step)
 
 
 def measured_values(trial: optuna.trial.FrozenTrial) -> dict[str, float]:
@@ -88,6 +81,9 @@ class Searcher(ABC):
     def tell(self, proposal: Proposal, result: TrialResult) -> None:
         """Record the outcome in the study (subclasses that learn call this too)."""
         trial = proposal.trial
+        if result.summary is not None:  # for intervals (pruning, the front's ranking)
+            trial.set_user_attr("scored", result.summary.scored)
+            trial.set_user_attr("correct", result.summary.correct)
         for key, value in (("state", result.state), ("questions", result.questions),
                            ("live_tokens", result.live_tokens),
                            ("billed_usd", result.billed_usd),
@@ -111,17 +107,35 @@ class Searcher(ABC):
     def should_prune(self, proposal: Proposal, questions: int, values: dict[str, float],
                      summary: Summary) -> bool:
         """Cut a trial that cannot win: some finished configuration is at least as good on
-        every cost objective and better in accuracy than this one's 95% upper bound."""
+        every cost objective and surely more accurate — its 95% interval lies wholly above
+        this one's (a trial whose interval still overlaps it is never cut: on a few dozen
+        questions that difference is noise)."""
         upper = wilson(summary.correct, summary.scored)[1] if summary.scored else 1.0
         costs = self.objectives[1:]
         for t in self.study.get_trials(deepcopy=False,
                                        states=(optuna.trial.TrialState.COMPLETE,)):
-            acc = t.values[0]
-            if acc <= upper:
+            if accuracy_interval(t)[0] <= upper:
                 continue
             if all(t.values[1 + i] <= values[c] for i, c in enumerate(costs)):
                 return True
         return False
+
+    def surely_behind(self, summary: Summary) -> bool:
+        """Whether a finished trial's accuracy interval lies wholly above this partial
+        score's (the check Optuna's rank-based pruners are gated by)."""
+        upper = wilson(summary.correct, summary.scored)[1] if summary.scored else 1.0
+        return any(accuracy_interval(t)[0] > upper for t in self.study.get_trials(
+            deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
+
+
+def accuracy_interval(t: optuna.trial.FrozenTrial) -> tuple[float, float]:
+    """The 95% (Wilson) interval of a finished trial's accuracy; a point where the trial
+    recorded no counts (a study written before they were kept)."""
+    scored, correct = t.user_attrs.get("scored"), t.user_attrs.get("correct")
+    if isinstance(scored, int) and isinstance(correct, int) and scored > 0:
+        return wilson(correct, scored)
+    acc = float(t.values[0]) if t.values else float(t.user_attrs.get("value_accuracy", 0.0))
+    return acc, acc
 
 
 def open_storage(storage: str | optuna.storages.BaseStorage | None

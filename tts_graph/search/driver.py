@@ -21,11 +21,13 @@ from ..backends.registry import backend_names
 from ..cache import ResponseCache
 from ..compile import compile_graph
 from ..errors import GraphError, TTSGraphError
+from ..evaluate.summary import wilson
 from ..spec import load_graph
 from ..yamlpos import line_of, load_yaml_file
 from .base import HEARTBEAT_S, Proposal, Searcher, measured_values
+from .ranking import Scored, one_objective_front, pareto_confidence
 from .registry import create_searcher
-from .space import Space, config_digest
+from .space import Space
 from .spec import SearchSpec, load_search
 from .trial import TrialResult, TrialRunner
 
@@ -40,6 +42,11 @@ class FrontEntry:
     heldout: dict[str, float] = field(default_factory=dict)
     heldout_ci: tuple[float, float] | None = None
     graph_file: str = ""
+    graph: str = ""  # the graph's identity (Space.key)
+    search_ci: tuple[float, float] | None = None  # 95% interval of the search accuracy
+    #: how sure the ranking is: one objective, the chance this entry is the most accurate
+    #: of the front; Pareto, the chance it is more accurate than the next cheaper entry
+    confidence: float | None = None
 
 
 @dataclass
@@ -186,6 +193,8 @@ class SearchSession:
                 warnings.filterwarnings("ignore", "Heartbeat of storage is supposed")
                 proposal = self.searcher.ask()
             proposal.trial.set_user_attr("worker", self.worker)
+            # one configuration per graph: the identity decides repeats, stores and the front
+            proposal.trial.set_user_attr("graph", self.space.key(proposal.config))
             if self._over_trial_budget(proposal):
                 proposal.trial.set_user_attr("over_budget", True)
                 proposal.trial.set_user_attr("state", "over_budget")
@@ -229,12 +238,17 @@ class SearchSession:
         return ran
 
     def _evaluated(self, proposal: Proposal) -> optuna.trial.FrozenTrial | None:
-        """The first finished trial (complete or pruned) of the same configuration."""
+        """The first finished trial (complete or pruned) of the same graph."""
         done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+        key = self.space.key(proposal.config)
         for t in self.study.get_trials(deepcopy=False, states=done):
-            if t.number != proposal.number and t.params == proposal.config:
+            if t.number != proposal.number and self._graph_of(t) == key:
                 return t
         return None
+
+    def _graph_of(self, t: optuna.trial.FrozenTrial) -> str:
+        found = t.user_attrs.get("graph")
+        return str(found) if found else self.space.key(t.params)
 
     def _heartbeats(self) -> Any:
         """The study's storage when it keeps heartbeats (RDB storages opened here)."""
@@ -271,12 +285,14 @@ class SearchSession:
     # ------------------------------------------------------------------------ results
 
     def front(self) -> list[FrontEntry]:
-        complete = [t for t in self.study.get_trials(
-            deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))]
+        """The best trials, each graph once, ranked with intervals (``search.ranking``): for
+        one objective every trial not surely less accurate than the leader, near-ties to
+        fewer tokens; for several, the Pareto front (most accurate first), each entry with
+        the chance that its accuracy beats the next cheaper entry's."""
+        complete = self.study.get_trials(deepcopy=False,
+                                         states=(optuna.trial.TrialState.COMPLETE,))
         if not complete:
             return []
-        # the Pareto front; for one objective every trial tied at the best value
-        best = self.study.best_trials
         objs = list(self.spec.objectives)
 
         def measured(t: optuna.trial.FrozenTrial) -> dict[str, float]:
@@ -284,20 +300,37 @@ class SearchSession:
             return {**dict(zip(objs, map(float, t.values), strict=True)),
                     **measured_values(t)}
 
-        def rank(t: optuna.trial.FrozenTrial) -> list[float]:
-            # ties on the objectives go to the configuration that spends fewer tokens
-            m = measured(t)
-            return [-t.values[0], *t.values[1:], m.get("tokens", 0.0), t.number]
+        def scored(t: optuna.trial.FrozenTrial) -> Scored:
+            n = t.user_attrs.get("scored")
+            c = t.user_attrs.get("correct")
+            acc = float(t.values[0])
+            if not isinstance(n, int) or not isinstance(c, int) or n <= 0:
+                n = max(1, int(t.user_attrs.get("questions", 1)))
+                c = round(acc * n)
+            return Scored(t.number, c, n, acc, measured(t).get("tokens", 0.0))
 
+        # each graph once: its first complete trial
+        firsts: dict[str, optuna.trial.FrozenTrial] = {}
+        for t in sorted(complete, key=lambda t: t.number):
+            firsts.setdefault(self._graph_of(t), t)
+        trials = {t.number: t for t in firsts.values()}
+        if len(objs) == 1:
+            ranked = one_objective_front([scored(t) for t in trials.values()])
+            picked = [(trials[s.ref], pb) for s, pb, _ in ranked]
+        else:
+            best = {t.number for t in self.study.best_trials}
+            by_cost = sorted((t for t in trials.values() if t.number in best),
+                             key=lambda t: [*t.values[1:], -t.values[0], t.number])
+            sure = dict(zip((t.number for t in by_cost),
+                            pareto_confidence([scored(t) for t in by_cost]), strict=True))
+            picked = [(t, sure[t.number]) for t in sorted(
+                by_cost, key=lambda t: [-t.values[0], *t.values[1:], t.number])]
         entries = []
-        seen: set[str] = set()
-        for t in sorted(best, key=rank):
-            key = json.dumps(t.params, sort_keys=True, default=str)
-            if key in seen:  # the same configuration proposed twice: one entry
-                continue
-            seen.add(key)
-            entries.append(FrontEntry(trial=t.number, config=dict(t.params),
-                                      search=measured(t)))
+        for t, confidence in picked:
+            s = scored(t)
+            entries.append(FrontEntry(trial=t.number, config=dict(t.params), search=measured(t),
+                                      graph=self._graph_of(t), confidence=round(confidence, 4),
+                                      search_ci=wilson(s.correct, s.scored)))
         return entries
 
     def export(self, entries: list[FrontEntry]) -> None:
@@ -325,7 +358,7 @@ class SearchSession:
         for e in entries:
             graph = self.space.compile(e.config)
             store = ResultStore(self.out_dir / "heldout"
-                                / f"trial-{e.trial:05d}-{config_digest(e.config)}")
+                                / f"trial-{e.trial:05d}-{self.space.key(e.config)[:8]}")
             store.bind({"graph_name": graph.name, "heldout": True,
                         "planned": len(self.heldout_items)}, resume=True)
             ex = Executor(graph, cache=self.cache)

@@ -9,49 +9,64 @@ from typing import Any
 import optuna
 
 from ..evaluate.summary import Summary
-from .base import Proposal, Searcher, suggest
+from .base import Proposal, Searcher
 
 
 class OptunaSearcher(Searcher):
     def ask(self) -> Proposal:
         trial = self.study.ask()
-        config = {p.name: suggest(trial, p) for p in self.space.params}
-        return Proposal(config, trial)
+        return Proposal(self.space.suggest(trial), trial)  # define-by-run
 
     def should_prune(self, proposal: Proposal, questions: int, values: dict[str, float],
                      summary: Summary) -> bool:
         if len(self.objectives) == 1:
-            # Optuna's pruners work on single-objective studies: report the rung's accuracy
+            # Optuna's pruners work on single-objective studies: report the rung's accuracy.
+            # They rank by the point value; a cut also needs a finished trial surely ahead
+            # (intervals apart), or a lucky rung of noise would decide
             proposal.trial.report(values["accuracy"], step=questions)
-            return bool(proposal.trial.should_prune())
+            return bool(proposal.trial.should_prune()) and self.surely_behind(summary)
         return super().should_prune(proposal, questions, values, summary)
 
 
-class _GridSampler(optuna.samplers.GridSampler):
-    """Optuna's grid sampler, minus its ``study.stop()`` once the grid is covered: that call
-    only works inside ``study.optimize`` (ask-and-tell raises RuntimeError on the last grid
-    point). The driver stops a grid search after as many trials as the grid has points."""
+class GridSearcher(OptunaSearcher):
+    """Every distinct graph of the space once (``Space.grid``), in a seeded order; workers
+    sharing a study skip the graphs it already holds. Optuna's ``GridSampler`` needs a fixed
+    space, and would enumerate the settings of switched-off nodes as separate points."""
 
-    def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial,
-                    state: optuna.trial.TrialState, values: Any) -> None:
-        return None
+    name = "grid"
+
+    def ask(self) -> Proposal:
+        import random
+
+        levels = int(self.options.get("levels", 5))
+        order = self.space.grid(levels)
+        random.Random(self.seed).shuffle(order)
+        trials = self.study.get_trials(deepcopy=False)
+        if any(t.state == optuna.trial.TrialState.WAITING for t in trials):
+            return super().ask()  # configurations queued by hand (or a worker) go first
+        taken = {t.user_attrs.get("graph") for t in trials}
+        nxt = next((c for c in order if self.space.key(c) not in taken), None)
+        if nxt is not None:  # else every graph was tried: a repeat, which the driver skips
+            self.study.enqueue_trial(nxt, skip_if_exists=False)
+        return super().ask()
 
 
 def sampler_for(name: str, seed: int, space: Any, options: dict[str, Any]
                 ) -> optuna.samplers.BaseSampler:
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    if name == "grid":
-        levels = int(options.get("levels", 5))
-        return _GridSampler({p.name: p.levels(levels) for p in space.params}, seed=seed)
-    if name == "optuna-tpe":
-        return optuna.samplers.TPESampler(
-            seed=seed, multivariate=True, constant_liar=True,
-            n_startup_trials=int(options.get("n_startup_trials", 8)))
-    if name == "optuna-motpe":
-        return optuna.samplers.TPESampler(
-            seed=seed, multivariate=True, constant_liar=True,
-            n_startup_trials=int(options.get("n_startup_trials", 8)))
+    if name == "grid":  # the grid itself comes from GridSearcher.ask (enqueued trials)
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name in ("optuna-tpe", "optuna-motpe"):
+        # group: one multivariate model per set of parameters that occur together, which is
+        # how TPE handles a conditional (define-by-run) space
+        import warnings
+
+        with warnings.catch_warnings():  # Optuna calls group (and constant_liar) experimental
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.TPESampler(
+                seed=seed, multivariate=True, group=True, constant_liar=True,
+                n_startup_trials=int(options.get("n_startup_trials", 8)))
     if name == "optuna-nsga2":
         return optuna.samplers.NSGAIISampler(
             seed=seed, population_size=int(options.get("population_size", 16)))

@@ -23,13 +23,13 @@ def create_searcher(spec: SearcherSpec, space: Space, *, study_name: str, storag
                     base_dir: Path | None = None) -> Searcher:
     seed = worker_seed(spec.seed, worker)
     if spec.name in OPTUNA_SAMPLERS:
-        from .optuna_searchers import OptunaSearcher, pruner_for, sampler_for
+        from .optuna_searchers import GridSearcher, OptunaSearcher, pruner_for, sampler_for
 
         study = make_study(study_name, storage, objectives,
                            sampler=sampler_for(spec.name, seed, space, spec.options),
                            pruner=pruner_for(spec.name, objectives, pruning))
-        searcher: Searcher = OptunaSearcher(space, study, objectives, seed=seed,
-                                            options=spec.options)
+        kind = GridSearcher if spec.name == "grid" else OptunaSearcher
+        searcher: Searcher = kind(space, study, objectives, seed=seed, options=spec.options)
         searcher.name = spec.name
         return searcher
     if spec.name == "agent-reinforce":

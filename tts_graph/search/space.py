@@ -4,24 +4,41 @@
 Parameter names: ``NODE.enabled``, ``edge:FROM->TO``, ``NODE.FIELD``.
 A node switched off is bypassed: its consumers read its inputs instead. A configuration whose
 graph does not compile (say, a judge left with no input) is infeasible and never run.
+
+The space is *conditional* (Optuna's define-by-run): a field of a node that is switched off is
+not a parameter of that configuration, nor is an edge toggle whose ends are switched off
+(``Param.requires``). ``Space.suggest`` asks a trial only for the active parameters and
+``Space.normalize`` drops the others. A configuration's identity is its graph
+(``Space.key``: ``compile.graph_identity`` of the compiled graph, names and descriptions
+aside), so two configurations of one graph are one configuration to the driver's repeat rule,
+the trial stores, the front, ``Space.size`` and ``Space.grid``.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import itertools
+import json
+import logging
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from ..backends.registry import backend_names
-from ..compile import CompiledGraph, compile_graph, min_calls
+from ..compile import CompiledGraph, compile_graph, graph_identity, min_calls
 from ..errors import GraphError, GraphErrors, TTSGraphError
 from ..spec import AdaptiveSamples, parse_graph
 from .spec import Constraints, EdgeToggle, FieldChoice, NodeToggle, SearchSpec
 
 Kind = Literal["categorical", "int", "float"]
+log = logging.getLogger("tts_graph.search")
+
+#: conditional configurations beyond which ``Space.grid`` and ``Space.size`` stop compiling
+#: every one to find the distinct graphs (``size`` then reports the conditional count)
+GRID_LIMIT = 100_000
 
 
 @dataclass(frozen=True)
@@ -33,6 +50,13 @@ class Param:
     high: float = 0.0
     log: bool = False
     step: float | None = None
+    #: the node toggles (``NODE.enabled``) that must be on for this parameter to matter
+    requires: tuple[str, ...] = ()
+
+    @property
+    def node(self) -> str | None:
+        """The node a field or toggle belongs to (None for an edge)."""
+        return None if self.name.startswith("edge:") else self.name.split(".", 1)[0]
 
     def levels(self, n: int = 5) -> list[Any]:
         """A finite set of values (the categorical choices, or n levels of a range)."""
@@ -69,6 +93,26 @@ class Estimate:
     cost_usd: float
     flops: float
     calls: int
+
+
+@dataclass(frozen=True)
+class Census:
+    """How many configurations a space has, counted three ways (ranges at ``levels``)."""
+
+    configurations: int  # the product of every parameter's levels
+    conditional: int  # without the settings of switched-off nodes (define-by-run)
+    graphs: int  # distinct valid graphs (by ``Space.key``); -1 when not counted
+    invalid: int  # conditional configurations whose graph does not compile
+
+
+def suggest(trial: Any, p: Param) -> Any:
+    """Ask an Optuna trial for ``p``'s value."""
+    if p.kind == "categorical":
+        return trial.suggest_categorical(p.name, list(p.choices))
+    if p.kind == "int":
+        return trial.suggest_int(p.name, int(p.low), int(p.high), log=p.log,
+                                 step=int(p.step or 1))
+    return trial.suggest_float(p.name, p.low, p.high, log=p.log, step=p.step)
 
 
 class Space:
@@ -113,6 +157,9 @@ class Space:
                     assert ch.float_range is not None
                     self.params.append(Param(name, "float", low=ch.float_range[0],
                                              high=ch.float_range[1], log=ch.log, step=ch.step))
+        self.params = _with_conditions(self.params)
+        self._keys: dict[str, str] = {}
+        self._grids: dict[int, tuple[list[dict[str, Any]], Census]] = {}
         if spec.constraints.max_cost_usd_per_query is not None:
             # the worst case is priced from declared prices only: an unpriced model would
             # make the cap silently pass everything
@@ -150,6 +197,40 @@ class Space:
             except TTSGraphError:
                 pass  # other problems of the graph show up when configurations compile
 
+    # ------------------------------------------------------------------ conditions
+
+    def active(self, config: dict[str, Any]) -> list[Param]:
+        """The parameters that matter for ``config``: every toggle, and the fields and edges
+        whose nodes ``config`` keeps (a toggle missing from ``config`` keeps its node)."""
+        return [p for p in self.params if all(config.get(r, True) for r in p.requires)]
+
+    def normalize(self, config: dict[str, Any]) -> dict[str, Any]:
+        """``config`` without the parameters it switches off (plain values)."""
+        return {p.name: _plain(config[p.name]) for p in self.active(config) if p.name in config}
+
+    def suggest(self, trial: Any) -> dict[str, Any]:
+        """Define-by-run: ask ``trial`` for the toggles first, then only for the parameters
+        the chosen toggles keep."""
+        config: dict[str, Any] = {}
+        for p in sorted(self.params, key=lambda p: bool(p.requires)):
+            if all(config.get(r, True) for r in p.requires):
+                config[p.name] = _plain(suggest(trial, p))
+        return config
+
+    def key(self, config: dict[str, Any]) -> str:
+        """The configuration's identity: its compiled graph's (``graph_identity``); for a
+        configuration whose graph does not compile, its active parameters'."""
+        norm = self.normalize(config)
+        text = json.dumps(norm, sort_keys=True, default=str)
+        found = self._keys.get(text)
+        if found is None:
+            try:
+                found = graph_identity(self.compile(norm))
+            except Infeasible:
+                found = "invalid-" + hashlib.sha256(text.encode()).hexdigest()[:8]
+            self._keys[text] = found
+        return found
+
     # ------------------------------------------------------------------------ graphs
 
     def graph_dict(self, config: dict[str, Any]) -> dict[str, Any]:
@@ -183,7 +264,7 @@ class Space:
                                 if y not in new:
                                     new.append(y)
                         other["inputs"] = new
-        g["name"] = f"{self.base.get('name', 'graph')}-{config_digest(config)}"
+        g["name"] = f"{self.base.get('name', 'graph')}-{config_digest(self.normalize(config))}"
         return g
 
     def compile(self, config: dict[str, Any]) -> CompiledGraph:
@@ -235,14 +316,67 @@ class Space:
             raise Infeasible(f"worst case {est.flops:.3g} FLOPs/query > "
                              f"{c.max_flops_per_query:.3g}")
 
+    def conditional(self, levels: int = 5) -> Iterator[dict[str, Any]]:
+        """Every configuration over the parameters' levels (ranges discretized), each
+        holding only its active parameters."""
+        free = [p for p in self.params if not p.requires]
+        bound = [p for p in self.params if p.requires]
+        for combo in itertools.product(*(p.levels(levels) for p in free)):
+            head = dict(zip((p.name for p in free), combo, strict=True))
+            act = [p for p in bound if all(head.get(r, True) for r in p.requires)]
+            for rest in itertools.product(*(p.levels(levels) for p in act)):
+                yield {**head, **dict(zip((p.name for p in act), rest, strict=True))}
+
+    def _grid(self, levels: int) -> tuple[list[dict[str, Any]], Census]:
+        if levels in self._grids:
+            return self._grids[levels]
+        total = math.prod(len(p.levels(levels)) for p in self.params)
+        configs = list(itertools.islice(self.conditional(levels), GRID_LIMIT + 1))
+        if len(configs) > GRID_LIMIT:
+            log.warning("search space: over %d configurations; distinct graphs not counted",
+                        GRID_LIMIT)
+            count = sum(1 for _ in self.conditional(levels))
+            result = (configs, Census(total, count, -1, 0))
+        else:
+            seen: dict[str, dict[str, Any]] = {}
+            invalid = 0
+            for c in configs:
+                k = self.key(c)
+                if k.startswith("invalid-"):
+                    invalid += 1
+                else:
+                    seen.setdefault(k, c)
+            result = (list(seen.values()), Census(total, len(configs), len(seen), invalid))
+        self._grids[levels] = result
+        return result
+
     def grid(self, levels: int = 5) -> list[dict[str, Any]]:
-        """Every configuration over the parameters' levels (ranges discretized)."""
-        axes = [p.levels(levels) for p in self.params]
-        return [dict(zip((p.name for p in self.params), combo, strict=True))
-                for combo in itertools.product(*axes)]
+        """One configuration per distinct valid graph, in enumeration order (each holding its
+        active parameters only). Over ``GRID_LIMIT`` conditional configurations, the
+        conditional configurations themselves."""
+        return list(self._grid(levels)[0])
+
+    def census(self, levels: int = 5) -> Census:
+        return self._grid(levels)[1]
 
     def size(self, levels: int = 5) -> int:
-        return math.prod(len(p.levels(levels)) for p in self.params)
+        """Distinct valid graphs (the conditional count over ``GRID_LIMIT``)."""
+        c = self.census(levels)
+        return c.graphs if c.graphs >= 0 else c.conditional
+
+
+def _with_conditions(params: list[Param]) -> list[Param]:
+    """Each field and edge toggle requires the toggles of its node(s), where they have one."""
+    toggles = {p.name for p in params if p.name.endswith(".enabled")}
+    out = []
+    for p in params:
+        if p.name in toggles:
+            out.append(p)
+            continue
+        ends = p.name[5:].split("->") if p.name.startswith("edge:") else [p.node or ""]
+        requires = tuple(f"{n}.enabled" for n in ends if f"{n}.enabled" in toggles)
+        out.append(Param(p.name, p.kind, p.choices, p.low, p.high, p.log, p.step, requires))
+    return out
 
 
 def _unknown_node(node: str, nodes: dict[str, Any]) -> str:
@@ -270,8 +404,5 @@ def _plain(value: Any) -> Any:
 
 
 def config_digest(config: dict[str, Any]) -> str:
-    import hashlib
-    import json
-
     blob = json.dumps({k: _plain(v) for k, v in sorted(config.items())}, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:8]

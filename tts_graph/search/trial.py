@@ -15,7 +15,7 @@ from ..evaluate.runner import run_items
 from ..evaluate.store import ResultStore
 from ..evaluate.summary import Summary, summarize
 from ..executor import Executor
-from .space import Estimate, Infeasible, Space, config_digest
+from .space import Estimate, Infeasible, Space
 
 TrialState = Literal["complete", "pruned", "infeasible", "failed"]
 
@@ -83,7 +83,7 @@ class TrialRunner:
         # the digest keeps a trial of another study in the same directory (an earlier
         # storage, a deleted study) from colliding with this one
         store = ResultStore(self.out_dir / "trials"
-                            / f"trial-{number:05d}-{config_digest(config)}")
+                            / f"trial-{number:05d}-{self.space.key(config)[:8]}")
         store.bind({"graph_name": graph.name, "config": {k: str(v) for k, v in config.items()},
                     "planned": len(self.items)}, resume=True)
         try:
