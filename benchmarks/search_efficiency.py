@@ -332,7 +332,10 @@ def run_one(args: tuple[str, str, str, int, int]) -> dict[str, Any]:
     objectives = ["accuracy"] if mode == "single" else ["accuracy", "cost"]
     space = ctx["spaces"][mode]
     name = "agent-reinforce" if label.startswith("agent-reinforce") else label
-    searcher = create_searcher(SearcherSpec(name=name, seed=seed), space,
+    options = dict(G.get("ar_options", {})) if name == "agent-reinforce" else {}
+    if label == FLAT:
+        options["prior"] = False
+    searcher = create_searcher(SearcherSpec(name=name, seed=seed, options=options), space,
                                study_name=f"{label}-{mode}-{seed}",
                                storage=optuna.storages.InMemoryStorage(),  # type: ignore[arg-type]
                                objectives=objectives, pruning=Pruning(enabled=False),
@@ -415,9 +418,11 @@ def median_reach(values: list[int | None]) -> float:
     return pct([v if v is not None else math.inf for v in values], 50)
 
 
-SINGLE = ["random", "grid", "optuna-tpe", "optuna-nsga2", "agent-reinforce",
+#: agent-reinforce without its size/price/width prior: what the learner alone does
+FLAT = "agent-reinforce (flat prior)"
+SINGLE = ["random", "grid", "optuna-tpe", "optuna-nsga2", "agent-reinforce", FLAT,
           "agent-reinforce+feedback"]
-PARETO = ["random", "grid", "optuna-nsga2", "optuna-motpe", "agent-reinforce",
+PARETO = ["random", "grid", "optuna-nsga2", "optuna-motpe", "agent-reinforce", FLAT,
           "agent-reinforce+feedback"]
 
 
@@ -505,6 +510,7 @@ def report(name: str, space_def: dict[str, Any], ctx: dict[str, Any], runs: list
     ok1 = ar <= tpe
     ok2 = not math.isinf(ar) and (math.isinf(rnd) or ar <= 0.3 * rnd)
     others = [v for k, v in hv50.items() if not k.startswith("agent-reinforce")]
+    med["flat"] = med[FLAT]
     ok3 = bool(others) and hv50.get("agent-reinforce", 0.0) >= max(others)
     print(f"\nGoals on `{name}`: agent-reinforce to 95% in {ar:g} trials vs optuna-tpe "
           f"{tpe:g} ({'met' if ok1 else 'MISSED'}) and random {rnd:g} (<= 0.3×: "
@@ -524,6 +530,8 @@ def main() -> int:
                    "c votes-agree")
     p.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results",
                    help="where the exhaustive tables are cached")
+    p.add_argument("--ar-options", type=json.loads, default={},
+                   help="agent-reinforce's searcher options, as JSON (for ablations)")
     p.add_argument("--quick", action="store_true",
                    help="small spaces (2 models), 40 questions, 2 seeds, 30 trials")
     a = p.parse_args()
@@ -531,6 +539,7 @@ def main() -> int:
         a.questions, a.seeds, a.trials = 40, 2, 30
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     names = [SHORT.get(x.strip(), x.strip()) for x in a.spaces.split(",") if x.strip()]
+    G["ar_options"] = a.ar_options
     defs = {n: quick_space(n) if a.quick else SPACES[n] for n in names}
     print_header(f"Search efficiency on SIMULATED spaces ({a.questions} simulated questions, "
                  f"{a.seeds} seeds, {a.trials} trials{', quick' if a.quick else ''})")

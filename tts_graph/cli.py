@@ -447,9 +447,14 @@ def search(
     if as_json:
         print(report.read_text())
         return
-    t = Table(title=f"Pareto front of '{spec.name}' ({ran} trials run here)",
+    one = len(spec.objectives) == 1
+    t = Table(title=(f"Best graphs of '{spec.name}'" if one else
+                     f"Pareto front of '{spec.name}'") + f" ({ran} trials run here)",
               title_justify="left")
     t.add_column("trial", justify="right")
+    t.add_column("95% CI", justify="right")  # of the search accuracy
+    # one objective: P(most accurate of these); Pareto: P(more accurate than the cheaper one)
+    t.add_column("P(best)" if one else "P(gain)", justify="right")
     # tokens per question are shown even when not an objective: they break accuracy ties
     shown = [*spec.objectives, *(["tokens"] if "tokens" not in spec.objectives else [])]
     for o in shown:
@@ -459,7 +464,8 @@ def search(
     front_dir = session.out_dir / "front"  # where export wrote every front graph
     t.add_column("graph", overflow="fold")  # a cut name cannot be copied
     for e in entries:
-        cells = [str(e.trial)]
+        ci = f"{e.search_ci[0]:.0%}–{e.search_ci[1]:.0%}" if e.search_ci else "-"
+        cells = [str(e.trial), ci, f"{e.confidence:.2f}" if e.confidence is not None else "-"]
         for o in shown:
             fmt = (lambda v: f"{v:.1%}") if o == "accuracy" else (lambda v: f"{v:.4g}")
             cells.append(fmt(e.search.get(o, 0.0)))

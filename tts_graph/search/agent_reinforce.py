@@ -77,7 +77,7 @@ class AgentReinforceOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     levels: int = Field(default=5, ge=2, description="levels of a discretized range")
-    explore: float = Field(default=1.0, gt=0,
+    explore: float = Field(default=0.4, gt=0,
                            description="scale of the posterior draws (more: explore more)")
     misfit: float = Field(default=0.02, gt=0,
                           description="noise floor of a score beyond the binomial (accuracy)")
