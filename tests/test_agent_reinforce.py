@@ -339,6 +339,17 @@ def test_parse_feedback_accepts_text_values_and_snaps_ranges():
     assert [u.index for u in fb.updates] == [2, 0]
 
 
+def test_parse_feedback_reads_numbers_back_as_the_prompt_shows_them():
+    # the prompt prints 1.0 as "1": a reply echoing it names that level
+    from tts_graph.search.feedback import match_level
+    from tts_graph.search.space import Param
+
+    p = Param("solve.temperature", "categorical", (0.3, 0.7, 1.0))
+    levels = [0.3, 0.7, 1.0]
+    assert [match_level(p, levels, v) for v in ("1", "0.7", 1, "0.30", "2")] == [
+        2, 1, 2, 0, None]
+
+
 def test_options_and_feedback_model_errors_are_clear():
     with pytest.raises(TTSGraphError, match="explore"):
         searcher_for(options={"explore": -1})

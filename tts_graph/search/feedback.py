@@ -70,6 +70,14 @@ def match_level(p: Param, levels: list[Any], value: Any) -> int | None:
         for i, lv in enumerate(levels):
             if value.strip().lower() in (str(lv).lower(), json.dumps(lv).lower()):
                 return i
+        try:  # a number as text, as the prompt shows it ("1" for 1.0, "0.3333" for 1/3)
+            x = float(value)
+        except ValueError:
+            x = math.nan
+        for i, lv in enumerate(levels):
+            if (isinstance(lv, int | float) and not isinstance(lv, bool)
+                    and math.isclose(float(lv), x, rel_tol=1e-3)):
+                return i
     if p.kind != "categorical":
         try:
             x = float(value) if not isinstance(value, bool) else None
