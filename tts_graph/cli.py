@@ -607,6 +607,9 @@ def serve(
         "'Authorization: Bearer KEY'")] = None,
     max_concurrency: Annotated[int, typer.Option(
         min=1, help="graph runs at once; further requests wait")] = 8,
+    max_body_mb: Annotated[float, typer.Option(
+        min=0.001, help="largest request body in MB (1 MB = 2**20 bytes); larger ones get "
+        "413")] = 4.0,
     cache: Annotated[Path | None, typer.Option(
         help="response cache (SQLite): seen samples are replayed, not billed")] = None,
     log_level: Annotated[str, typer.Option(help="critical | error | warning | info | debug")
@@ -629,7 +632,8 @@ def serve(
                          "(or empty)"])
     try:
         web = create_app(graphs, api_key=api_key, max_concurrency=max_concurrency,
-                         cache=_open_cache(cache))
+                         cache=_open_cache(cache),
+                         max_body_bytes=max(1, int(max_body_mb * 1024 * 1024)))
     except GraphErrors as exc:
         raise _fail(exc.lines()) from None
     except TTSGraphError as exc:
