@@ -641,6 +641,12 @@ def test_cli_rejects_bad_graphs_in_one_line_each(tmp_path: Path) -> None:
                for line in lines)
     assert any(line.startswith(str(tmp_path / "c.yaml")) for line in lines)
     assert "Traceback" not in r.stderr
+    (tmp_path / "d.yaml").write_text(  # checked before binding, with its line
+        "version: 1\nname: d\nmodels:\n  m: {backend: local, model: llama-900b}\n"
+        "nodes:\n  s: {role: solver, model: m}\noutput: s\n")
+    r = cli(str(tmp_path / "d.yaml"))
+    assert r.returncode == 2 and r.stderr.strip().startswith(
+        f"{tmp_path / 'd.yaml'}:4: models.m.model: unknown local model 'llama-900b'"), r.stderr
     r = cli(str(tmp_path / "missing.yaml"))
     assert r.returncode == 2 and r.stderr.strip().endswith("no such file or directory")
     (tmp_path / "empty").mkdir()

@@ -117,7 +117,13 @@ def run(
         raise _fail(["give exactly one of -q/--question or --input"])
     if stream and (question is None or as_json):
         raise _fail(["--stream prints one answer as it comes: use it with -q, without --json"])
+    from .model_checks import check_models
+
     compiled = _compile(graph)
+    # the same file:line as validate; an unset key is fatal here: the model is called now
+    checked = check_models(compiled.doc).lines(warnings_fatal=True)
+    if checked:
+        raise _fail(checked)
     questions = [question] if question is not None else _read_questions(input, field)  # type: ignore[arg-type]
     executor = Executor(compiled, cache=_open_cache(cache))
     try:
@@ -555,6 +561,7 @@ def validate(graphs: Annotated[list[Path], typer.Argument(help="graph files")]) 
     """Check graph files; print one line per problem (exit 2 if any)."""
     from .backends.registry import backend_names
     from .compile import compile_graph
+    from .model_checks import check_models
     from .spec import load_graph
 
     problems: list[str] = []
@@ -566,6 +573,13 @@ def validate(graphs: Annotated[list[Path], typer.Argument(help="graph files")]) 
             continue
         except TTSGraphError as exc:
             problems.append(str(exc))
+            continue
+        checked = check_models(g.doc)
+        for w in checked.warnings:  # the key may be set where the graph runs: not an error
+            err.print(f"{w} (warning: set it where the graph runs)", markup=False,
+                      highlight=False, soft_wrap=True)
+        if checked.errors:
+            problems.extend(checked.lines(warnings_fatal=False))
             continue
         out.print(f"ok: {path} ({len(g.spec.nodes)} nodes, {len(g.steps)} steps)",
                   markup=False, highlight=False)

@@ -184,6 +184,7 @@ def load_graphs(sources: Iterable[str | Path], *,
     field: message). Two graphs with the same name are an error. Backends are bound now, so a
     missing API key or model file is reported here, not at the first request."""
     from .graph import Graph
+    from .model_checks import check_models
 
     problems: list[GraphError] = []
     graphs: dict[str, Graph] = {}
@@ -191,6 +192,10 @@ def load_graphs(sources: Iterable[str | Path], *,
     for path in graph_files(sources):
         try:
             g = Graph.from_yaml(path, cache=cache)
+            checked = check_models(g.compiled.doc)
+            if checked.errors or checked.warnings:  # with file:line, before binding
+                problems.extend([*checked.errors, *checked.warnings])
+                continue
             g.executor.bindings()
         except GraphErrors as exc:
             problems.extend(exc.errors)
