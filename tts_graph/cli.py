@@ -539,12 +539,14 @@ def import_archon(
     name: Annotated[str | None, typer.Option(help="graph name (default: the config's)")
                     ] = None,
 ) -> None:
-    """Convert an Archon config (layers of generators, fusers, critics, rankers, verifiers)
-    into a graph file with the same meaning."""
+    """Convert an Archon config (layers of generators, fusers, critics, rankers, verifiers,
+    unit-test generators and evaluators) into a graph file with the same meaning."""
     from .archon import load_archon, to_yaml
 
+    notes: dict[str, list[str]] = {}
     try:
-        text = to_yaml(load_archon(config, name=name), source=str(config))
+        text = to_yaml(load_archon(config, name=name, notes=notes), source=str(config),
+                       notes=notes)
     except GraphErrors as exc:
         raise _fail(exc.lines()) from None
     except TTSGraphError as exc:
