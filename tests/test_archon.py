@@ -102,10 +102,10 @@ def test_every_supported_component_maps_with_the_same_meaning() -> None:
     assert n["l2_critic"] == {"role": "critic", "model": "claude-3-5-sonnet-20240620",
                               "limit": 8, "temperature": 0.7, "max_tokens": 256,
                               "inputs": gens}
-    # ...the candidates pass on unchanged, with the critiques, to the next layer
+    # ...the candidates pass on unchanged to the next layer; the critiques too, but Archon's
+    # ranker reads them only with use_critiques (see the test below)
     assert n["l3_ranker"] == {"role": "ranker", "model": "gpt-4o-mini", "top_k": 4,
-                              "temperature": 0.7, "max_tokens": 64,
-                              "inputs": [*gens, "l2_critic"]}
+                              "temperature": 0.7, "max_tokens": 64, "inputs": gens}
     assert n["l4_verifier"] == {"role": "verifier", "model": "claude-3-5-sonnet-20240620",
                                 "keep": "passing", "temperature": 0.0, "max_tokens": 256,
                                 "inputs": ["l3_ranker", "l2_critic"]}
@@ -137,6 +137,10 @@ def test_model_types_with_and_without_api_suffix_vllm_and_bedrock() -> None:
                                "api_key_env": "TOGETHER_API_KEY"},
     }
     assert g["nodes"]["l2_fuser"]["model"] == "gpt-4o"  # one model entry per model
+    # a model that already names its provider keeps one prefix
+    g = archon_to_dict({"name": "t", "layers": [[
+        comp("generator", "bedrock/meta.llama3-70b-instruct-v1:0", "Bedrock_API")]]})
+    assert [m["model"] for m in g["models"].values()] == ["bedrock/meta.llama3-70b-instruct-v1:0"]
 
 
 def test_the_older_layer_form_and_a_single_model() -> None:
@@ -193,6 +197,29 @@ def test_an_imported_graph_runs_with_the_archon_data_flow() -> None:
     assert all(t in prompt for t in kept)
     dropped = [c.text for c in res.steps["l1_generator"].candidates if c.text not in kept]
     assert dropped and not any(t in prompt for t in dropped)
+
+
+def test_a_ranker_reads_the_critiques_with_use_critiques() -> None:
+    data = {"name": "flow", "layers": [
+        [comp("generator", samples=2)],
+        [comp("critic", "critic-model")],
+        [comp("ranker", "ranker-model", top_k=1, use_critiques=True)],
+        [comp("fuser", "fuser-model")],
+    ]}
+    g = archon_to_dict(data)
+    assert g["nodes"]["l3_ranker"]["inputs"] == ["l1_generator", "l2_critic"]
+    ranker = ScriptedBackend(lambda req, i: "Ranking: 2 > 1")
+    graph = Graph.from_dict(g, backends={
+        "gpt-4o-mini": ScriptedBackend(lambda req, i: f"Solution {i}. Answer: 4"),
+        "critic-model": ScriptedBackend(lambda req, i: "Too long."),
+        "ranker-model": ranker,
+        "fuser-model": ScriptedBackend(lambda req, i: "Fused. Answer: 4")})
+    assert graph.run("What is 2 + 2?").answer == "4"
+    [rank] = ranker.requests
+    assert "Feedback on earlier attempts" in rank.messages[-1].content
+    assert "Too long." in rank.messages[-1].content
+    data["layers"][2] = [comp("ranker", "ranker-model", top_k=1, use_critiques=False)]
+    assert archon_to_dict(data)["nodes"]["l3_ranker"]["inputs"] == ["l1_generator"]
 
 
 # ------------------------------------------------------------------------ unsupported
@@ -290,7 +317,9 @@ BATCHING = {"name": "batching", "layers": [
     [comp("critic", length_contorl=True, no_system=True)],
     [comp("ranker", top_k=3, ranker_batch_size=16, use_critiques=False)],
     [comp("verifier", batch_num=2, samples=1)],
-    [comp("fuser", top_k_generations=3, length_contorl=True, max_context_length=8192)],
+    [comp("fuser", top_k_generations=3, length_contorl=True, max_context_length=8192,
+          fuse_generations_count=1,
+          ranker_config={"ranker_checkpoint": "llm-blender/PairRM", "ranker_batch_size": 16})],
 ]}
 
 
@@ -328,13 +357,17 @@ def test_the_test_configs_cover_every_component_type_and_field() -> None:
     used_types = {c["type"] for cfg in configs for layer in cfg["layers"] for c in layer}
     used_fields = {k for cfg in configs for layer in cfg["layers"] for c in layer for k in c}
     assert used_types == set(SUPPORTED)
-    # first_k is covered as a refusal (a verifier's) and below on the evaluator
+    # first_k is covered below, on the evaluator and the verifier
     assert (FIELDS | set(DROPPED)) - used_fields == {"first_k"}
+    notes: dict[str, list[str]] = {}
     g = archon_to_dict({"name": "fk", "layers": [
         [comp("unit_test_generator")], [comp("generator", samples=4)],
-        [comp("unit_test_evaluator", first_k=2)]]})
+        [comp("unit_test_evaluator", first_k=2)],
+        [comp("verifier", first_k=1, first_pass=True)]]}, notes=notes)
     assert g["nodes"]["l3_unit_test_evaluator"]["first_k"] == 2
     assert g["nodes"]["l3_unit_test_evaluator"]["keep"] == "all"
+    assert g["nodes"]["l4_verifier"]["first_k"] == 1
+    assert notes["l4_verifier"] == ["first_pass dropped: Archon's verifier does not read it"]
 
 
 @pytest.mark.parametrize(("layers", "line"), [
@@ -374,6 +407,9 @@ def test_the_test_configs_cover_every_component_type_and_field() -> None:
      "previous layer); this layer has 2 components"),
     ([[comp("generator")], [comp("ranker")]],
      "layers.1.0.top_k: required: how many candidates the ranker keeps"),
+    ([[comp("generator")], [comp("ranker", "llm-blender/PairRM", "", top_k=1)]],
+     "layers.1.0.model: the PairRM reward-model ranker has no tts-graph equivalent (rank "
+     "with an LLM instead)"),
     ([[comp("generator")], [comp("ranker", "llm-blender/PairRM", "local", top_k=1)]],
      "layers.1.0.model: the PairRM reward-model ranker has no tts-graph equivalent (rank "
      "with an LLM instead)"),
@@ -384,8 +420,8 @@ def test_the_test_configs_cover_every_component_type_and_field() -> None:
      "layers.0.0.model_type: unknown model type 'MyEndpoint' (custom generators have no "
      "tts-graph equivalent; known: OpenAI_API, Together_API, Anthropic_API, Groq_API, "
      "Google_API, Bedrock_API, vLLM)"),
-    ([[comp("generator")], [comp("verifier", first_k=1)]],
-     "layers.1.0.first_k: field 'first_k' has no tts-graph equivalent"),
+    ([[comp("generator")], {"branches": 2, "models": [comp("fuser")]}],
+     "layers.1.branches: several branches have no tts-graph equivalent"),
     ([[comp("generator")], [comp("critic")], [comp("critic")], [comp("fuser")]],
      "layers.2.0.type: a critic right after a critic: the first one's critiques would be "
      "dropped (Archon replaces them)"),

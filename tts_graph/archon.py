@@ -15,8 +15,10 @@ fuser                ``fuser`` node (``samples``) over every output of the layer
 critic               ``critic`` node (``limit`` = the candidates it sees); the candidates
                      pass on unchanged and its critiques feed the next layers' components
                      (until a fuser layer uses them), as Archon passes them on
-ranker               ``ranker`` node (``top_k``)
-verifier             ``verifier`` node (``keep: passing``: all of them when none pass)
+ranker               ``ranker`` node (``top_k``); the critiques reach it with
+                     ``use_critiques``
+verifier             ``verifier`` node (``keep: passing``: all of them when none pass;
+                     ``first_k``: the first k that pass)
 unit_test_generator  ``unit_test_generator`` node (``cap`` from ``unit_test_cap``); its tests
                      reach the prompts of later solvers and fusers, as Archon appends them
                      to the query; candidates pass through its layer
@@ -37,7 +39,7 @@ Archon would pick one of several final candidates at random, the graph answers w
 node's first candidate (a ranker's: the top-ranked one).
 
 Parts with no equivalent — custom components, the PairRM ranker, a model type without a fixed
-endpoint (``tgi``), a verifier's ``first_k``, a last layer with several components — are
+endpoint (``tgi``), several ``branches``, a last layer with several components — are
 errors, one line each: ``FILE:LINE: path: message``.
 """
 
@@ -87,6 +89,9 @@ DROPPED = {
                   "(--cache) does that here",
     "max_context_length": "a context cap; max_tokens caps each completion here",
     "top_k_generations": "read by no Archon component",
+    # an older fuser's PairRM pre-ranking settings; Archon's fuser no longer reads them
+    "ranker_config": "read by no Archon component (an older fuser's PairRM settings)",
+    "fuse_generations_count": "read by no Archon component",
 }
 #: the sentence Archon's fuser adds to its prompt under ``length_control``
 LENGTH_CONTROL = ("The fused response can only be as long as the longest response in the "
@@ -116,6 +121,10 @@ class _Importer:
     def model(self, comp: dict[str, Any], loc: Loc) -> str | None:
         model = comp.get("model")
         mtype = comp.get("model_type")
+        if model == "llm-blender/PairRM":  # its configs leave model_type empty
+            self.error((*loc, "model"), "the PairRM reward-model ranker has no tts-graph "
+                       "equivalent (rank with an LLM instead)")
+            return None
         ok = True
         if not isinstance(model, str) or not model.strip():
             self.error((*loc, "model"), "required: the model's name (a string)")
@@ -127,17 +136,15 @@ class _Importer:
         if not ok:
             return None
         assert isinstance(model, str) and isinstance(mtype, str)
-        if model == "llm-blender/PairRM":
-            self.error((*loc, "model"), "the PairRM reward-model ranker has no tts-graph "
-                       "equivalent (rank with an LLM instead)")
-            return None
         kind = mtype.strip().lower().removesuffix("_api")
         entry: dict[str, Any]
         if kind == "vllm":
             entry = {"backend": "vllm", "model": model}
         elif kind in PROVIDERS:
             prefix, key_env = PROVIDERS[kind]
-            entry = {"backend": "litellm", "model": f"{prefix}/{model}"}
+            # some configs already name the provider (bedrock/meta.llama3-...)
+            full = model if model.startswith(f"{prefix}/") else f"{prefix}/{model}"
+            entry = {"backend": "litellm", "model": full}
             if key_env:
                 entry["api_key_env"] = key_env
         elif kind == "tgi":
@@ -226,9 +233,6 @@ def _fields(imp: _Importer, comp: dict[str, Any], ctype: str, loc: Loc,
             notes.append(f"{key} {json.dumps(comp[key])} dropped: {DROPPED[key]}")
         elif key not in FIELDS:
             imp.error((*loc, key), f"field '{key}' has no tts-graph equivalent")
-    if comp.get("use_critiques") and ctype == "ranker":
-        imp.error((*loc, "use_critiques"), "the tts-graph ranker does not read "
-                  "critiques: no equivalent")
     if "top_k" in comp and ctype not in ("ranker", "unit_test_evaluator"):
         notes.append(f"top_k {json.dumps(comp['top_k'])} dropped: Archon's {ctype} does not "
                      "read it")
@@ -266,10 +270,16 @@ def _fields(imp: _Importer, comp: dict[str, Any], ctype: str, loc: Loc,
         if "remove_unit_tests_from_prompt" in comp:
             notes.append("remove_unit_tests_from_prompt dropped: the evaluator lists the "
                          "tests apart from the question either way")
+    elif ctype == "verifier":
+        first_k = imp.count(comp, loc, "first_k", None)
+        if first_k is not None:
+            node["first_k"] = first_k
+        if "first_pass" in comp:  # only the evaluator reads this older spelling
+            notes.append("first_pass dropped: Archon's verifier does not read it")
     else:
         for key in ("first_k", "first_pass"):
             if key in comp:
-                imp.error((*loc, key), f"field '{key}' has no tts-graph equivalent")
+                notes.append(f"{key} dropped: Archon's {ctype} does not read it")
         if "remove_unit_tests_from_prompt" in comp:
             notes.append("remove_unit_tests_from_prompt dropped: only the evaluator reads it")
 
@@ -399,8 +409,11 @@ def archon_to_dict(data: Any, *, source: str = "<archon>",
             imp.sampling(comp, loc, node)
             # a unit-test generator reads the query alone, like a generator
             inputs = list(prev) if ctype != "unit_test_generator" else []
-            if critique is not None and ctype not in ("critic", "unit_test_generator",
-                                                      "unit_test_evaluator"):
+            # Archon's ranker reads the critiques only with use_critiques
+            reads_critiques = ctype not in ("critic", "unit_test_generator",
+                                            "unit_test_evaluator") and (
+                ctype != "ranker" or bool(comp.get("use_critiques")))
+            if critique is not None and reads_critiques:
                 inputs.append(critique)
             # the tests are part of the query every later component sees (Archon appends
             # them to it); our solver and fuser prompts show them, the evaluator checks them

@@ -195,6 +195,8 @@ class VerifierNode(ModelNode):
 
     role: Literal["verifier"]
     keep: Literal["passing", "all"] = "passing"
+    first_k: int | None = Field(default=None, ge=1, description="keep at most the first k "
+                                "passing candidates (input order)")
 
 
 class RankerNode(ModelNode):
