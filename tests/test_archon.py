@@ -220,6 +220,16 @@ def test_a_ranker_reads_the_critiques_with_use_critiques() -> None:
     assert "Too long." in rank.messages[-1].content
     data["layers"][2] = [comp("ranker", "ranker-model", top_k=1, use_critiques=False)]
     assert archon_to_dict(data)["nodes"]["l3_ranker"]["inputs"] == ["l1_generator"]
+    # a second critic after such a ranker replaces the first one's critiques, which nobody
+    # read: the first critic is left out, and the file says so
+    data["layers"].insert(3, [comp("critic", "critic-2")])
+    notes: dict[str, list[str]] = {}
+    g = archon_to_dict(data, notes=notes)
+    assert "l2_critic" not in g["nodes"]
+    assert g["nodes"]["l5_fuser"]["inputs"] == ["l3_ranker", "l4_critic"]
+    text = to_yaml(g, notes=notes)
+    assert "# l2_critic left out: no later component reads its critiques (in Archon they " \
+           "are computed and then replaced).\n" in text
 
 
 # ------------------------------------------------------------------------ unsupported

@@ -460,6 +460,16 @@ def archon_to_dict(data: Any, *, source: str = "<archon>",
     if imp.errors:
         raise GraphErrors(imp.errors)
     assert last is not None
+    # a critic whose critiques no later component reads (a ranker without use_critiques,
+    # then another critic) costs calls in Archon and changes nothing: left out here
+    read = {i for node in nodes.values() for i in node.get("inputs", [])}
+    for unread in [k for k, node in nodes.items() if node["role"] == "critic"
+                   and k not in read]:
+        del nodes[unread]
+        notes.pop(unread, None)
+        notes.setdefault("", []).append(
+            f"{unread} left out: no later component reads its critiques (in Archon they "
+            "are computed and then replaced)")
     return {
         "version": 1,
         "name": graph_name,
@@ -507,6 +517,8 @@ def to_yaml(graph: dict[str, Any], source: str | None = None,
     keys = sorted({m["api_key_env"] for m in graph["models"].values() if "api_key_env" in m})
     if keys:
         head += f"# API keys are read from the environment: {', '.join(keys)}.\n"
+    for note in (notes or {}).get("", []):
+        head += f"# {note}.\n"
 
     def flow(value: Any) -> str:
         return yaml.safe_dump(value, default_flow_style=True, width=1 << 16, sort_keys=False,
