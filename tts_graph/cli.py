@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
@@ -78,15 +79,24 @@ def _open_cache(path: Path | None):  # type: ignore[no-untyped-def]
 
 
 def _usage_table(result) -> Table:  # type: ignore[no-untyped-def]
-    t = Table(title="usage", title_justify="left")
-    for col in ("node", "calls", "cached", "samples", "prompt tok", "completion tok",
-                "latency s", "billed $", "FLOPs"):
-        t.add_column(col, justify="left" if col == "node" else "right")
+    """Per-node usage, narrow enough for 80 columns: short headers, compact numbers, node
+    names wrapped (never cut)."""
+    from . import compact
+
+    t = Table(title="usage", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    for col in ("node", "calls", "cached", "samples", "prompt", "output", "sec", "$",
+                "FLOPs"):
+        t.add_column(col, justify="left" if col == "node" else "right",
+                     overflow="fold", no_wrap=col != "node")
     rows = list(result.usage_by_node().items())
     for name, u in [*rows, ("total", result.usage)]:
-        t.add_row(name, str(u.calls), str(u.cached_calls), str(u.samples), str(u.prompt_tokens),
-                  str(u.completion_tokens), f"{u.latency_s:.2f}", f"{u.billed_usd:.6f}",
-                  f"{u.flops:.3g}", style="bold" if name == "total" else None)
+        t.add_row(name, compact.count(u.calls), compact.count(u.cached_calls),
+                  compact.count(u.samples), compact.count(u.prompt_tokens),
+                  compact.count(u.completion_tokens), compact.seconds(u.latency_s),
+                  compact.usd(u.billed_usd), compact.count(u.flops),
+                  style="bold" if name == "total" else None)
+    t.caption = "prompt/output: tokens; $: billed; cached calls are not billed"
+    t.caption_justify = "left"
     return t
 
 
@@ -159,6 +169,10 @@ def run(
         r = results[0]
         out.print(f"[bold]answer:[/bold] {r.answer if r.answer is not None else '(none)'}"
                   f"   [dim]status: {r.status}, {r.latency_s:.2f}s[/dim]")
+        from .vote_summary import vote_lines
+
+        for line in vote_lines(r, compiled):
+            out.print(line, markup=False, highlight=False)
         if r.text and not stream:
             out.print(r.text.strip(), markup=False, highlight=False)
         if r.error:
@@ -193,11 +207,17 @@ def _run_many(executor, questions: list[str], concurrency: int, quiet: bool):  #
 
 
 def _summary(results) -> None:  # type: ignore[no-untyped-def]
-    t = Table(title=f"{len(results)} queries", title_justify="left")
-    for col in ("#", "answer", "status", "tokens", "latency s"):
-        t.add_column(col, justify="right" if col in ("#", "tokens", "latency s") else "left")
+    from . import compact
+
+    t = Table(title=f"{len(results)} queries", title_justify="left", box=box.SIMPLE_HEAD,
+              pad_edge=False)
+    for col in ("#", "answer", "status", "tokens", "sec"):
+        # a long answer wraps inside its column instead of being cut
+        t.add_column(col, justify="right" if col in ("#", "tokens", "sec") else "left",
+                     overflow="fold", no_wrap=col != "answer")
     for r in results:
-        t.add_row(str(r.id), str(r.answer), r.status, str(r.usage.tokens), f"{r.latency_s:.2f}")
+        t.add_row(str(r.id), str(r.answer), r.status, compact.count(r.usage.tokens),
+                  compact.seconds(r.latency_s))
     out.print(t)
     from .usage import total
 
