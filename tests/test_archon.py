@@ -17,7 +17,15 @@ import pytest
 import yaml
 
 from tts_graph import Graph
-from tts_graph.archon import archon_to_dict, load_archon, to_yaml
+from tts_graph.archon import (
+    DROPPED,
+    FIELDS,
+    LENGTH_CONTROL,
+    SUPPORTED,
+    archon_to_dict,
+    load_archon,
+    to_yaml,
+)
 from tts_graph.backends.scripted import ScriptedBackend
 from tts_graph.errors import GraphError, GraphErrors
 
@@ -94,10 +102,10 @@ def test_every_supported_component_maps_with_the_same_meaning() -> None:
     assert n["l2_critic"] == {"role": "critic", "model": "claude-3-5-sonnet-20240620",
                               "limit": 8, "temperature": 0.7, "max_tokens": 256,
                               "inputs": gens}
-    # ...the candidates pass on unchanged, with the critiques, to the next layer
+    # ...the candidates pass on unchanged to the next layer; the critiques too, but Archon's
+    # ranker reads them only with use_critiques (see the test below)
     assert n["l3_ranker"] == {"role": "ranker", "model": "gpt-4o-mini", "top_k": 4,
-                              "temperature": 0.7, "max_tokens": 64,
-                              "inputs": [*gens, "l2_critic"]}
+                              "temperature": 0.7, "max_tokens": 64, "inputs": gens}
     assert n["l4_verifier"] == {"role": "verifier", "model": "claude-3-5-sonnet-20240620",
                                 "keep": "passing", "temperature": 0.0, "max_tokens": 256,
                                 "inputs": ["l3_ranker", "l2_critic"]}
@@ -129,6 +137,10 @@ def test_model_types_with_and_without_api_suffix_vllm_and_bedrock() -> None:
                                "api_key_env": "TOGETHER_API_KEY"},
     }
     assert g["nodes"]["l2_fuser"]["model"] == "gpt-4o"  # one model entry per model
+    # a model that already names its provider keeps one prefix
+    g = archon_to_dict({"name": "t", "layers": [[
+        comp("generator", "bedrock/meta.llama3-70b-instruct-v1:0", "Bedrock_API")]]})
+    assert [m["model"] for m in g["models"].values()] == ["bedrock/meta.llama3-70b-instruct-v1:0"]
 
 
 def test_the_older_layer_form_and_a_single_model() -> None:
@@ -187,31 +199,185 @@ def test_an_imported_graph_runs_with_the_archon_data_flow() -> None:
     assert dropped and not any(t in prompt for t in dropped)
 
 
+def test_a_ranker_reads_the_critiques_with_use_critiques() -> None:
+    data = {"name": "flow", "layers": [
+        [comp("generator", samples=2)],
+        [comp("critic", "critic-model")],
+        [comp("ranker", "ranker-model", top_k=1, use_critiques=True)],
+        [comp("fuser", "fuser-model")],
+    ]}
+    g = archon_to_dict(data)
+    assert g["nodes"]["l3_ranker"]["inputs"] == ["l1_generator", "l2_critic"]
+    ranker = ScriptedBackend(lambda req, i: "Ranking: 2 > 1")
+    graph = Graph.from_dict(g, backends={
+        "gpt-4o-mini": ScriptedBackend(lambda req, i: f"Solution {i}. Answer: 4"),
+        "critic-model": ScriptedBackend(lambda req, i: "Too long."),
+        "ranker-model": ranker,
+        "fuser-model": ScriptedBackend(lambda req, i: "Fused. Answer: 4")})
+    assert graph.run("What is 2 + 2?").answer == "4"
+    [rank] = ranker.requests
+    assert "Feedback on earlier attempts" in rank.messages[-1].content
+    assert "Too long." in rank.messages[-1].content
+    data["layers"][2] = [comp("ranker", "ranker-model", top_k=1, use_critiques=False)]
+    assert archon_to_dict(data)["nodes"]["l3_ranker"]["inputs"] == ["l1_generator"]
+    # a second critic after such a ranker replaces the first one's critiques, which nobody
+    # read: the first critic is left out, and the file says so
+    data["layers"].insert(3, [comp("critic", "critic-2")])
+    notes: dict[str, list[str]] = {}
+    g = archon_to_dict(data, notes=notes)
+    assert "l2_critic" not in g["nodes"]
+    assert g["nodes"]["l5_fuser"]["inputs"] == ["l3_ranker", "l4_critic"]
+    text = to_yaml(g, notes=notes)
+    assert "# l2_critic left out: no later component reads its critiques (in Archon they " \
+           "are computed and then replaced).\n" in text
+
+
 # ------------------------------------------------------------------------ unsupported
 
 
-def test_unit_test_components_are_one_line_errors_naming_them(tmp_path: Path) -> None:
+def test_unit_tests_written_after_the_generators_check_their_candidates(tmp_path: Path
+                                                                       ) -> None:
     src = write(tmp_path, """{
   "name": "unit-tests",
   "layers": [
     [{"type": "generator", "model": "gpt-4o", "model_type": "OpenAI_API",
       "temperature": 0.7, "max_tokens": 1024, "samples": 10}],
     [{"type": "unit_test_generator", "model": "gpt-4o", "model_type": "OpenAI_API",
-      "temperature": 0.7, "max_tokens": 1024, "unit_tests": 5}],
+      "temperature": 0.7, "max_tokens": 1024, "unit_test_cap": 5}],
     [{"type": "unit_test_evaluator", "model": "gpt-4o", "model_type": "OpenAI_API",
-      "temperature": 0.7, "max_tokens": 1024}]
+      "temperature": 0.7, "max_tokens": 1024, "samples": 1,
+      "remove_unit_tests_from_prompt": true}]
   ]
 }
 """)
     proc = cli("import", "archon", str(src))
-    assert proc.returncode == 2
-    assert proc.stdout == ""
-    assert proc.stderr.splitlines() == [
-        f"{src}:6: layers.1.0.type: 'unit_test_generator' has no tts-graph equivalent "
-        "(Archon's unit-test components are not supported)",
-        f"{src}:8: layers.2.0.type: 'unit_test_evaluator' has no tts-graph equivalent "
-        "(Archon's unit-test components are not supported)",
-    ]
+    assert proc.returncode == 0, proc.stderr
+    g = yaml.safe_load(proc.stdout)
+    # the tests come after the generators (they did not see them); candidates pass through
+    # the test layer to the evaluator, which keeps them all, ranked (no top_k)
+    assert g["nodes"] == {
+        "l1_generator": {"role": "solver", "model": "gpt-4o", "samples": 10,
+                         "temperature": 0.7, "max_tokens": 1024},
+        "l2_unit_test_generator": {"role": "unit_test_generator", "model": "gpt-4o",
+                                   "cap": 5, "temperature": 0.7, "max_tokens": 1024},
+        "l3_unit_test_evaluator": {"role": "unit_test_evaluator", "model": "gpt-4o",
+                                   "inputs": ["l1_generator", "l2_unit_test_generator"],
+                                   "keep": "all", "temperature": 0.7, "max_tokens": 1024},
+    }
+    assert g["output"] == "l3_unit_test_evaluator"
+    assert "  # l3_unit_test_evaluator: remove_unit_tests_from_prompt dropped: the evaluator " \
+           "lists the tests apart from the question either way\n" in proc.stdout
+
+
+CODE_CONFIG = {"name": "code", "layers": [
+    [comp("unit_test_generator", "test-writer", unit_test_cap=2, samples=1)],
+    [comp("generator", "coder", samples=3, no_system=True)],
+    [comp("unit_test_evaluator", "checker", top_k=2, first_pass=True,
+          remove_unit_tests_from_prompt=True, unit_test_cap=2)],
+    [comp("fuser", "fuser-model", length_control=True)],
+]}
+
+
+def test_unit_tests_first_reach_the_generators_and_the_evaluator_keeps_the_passing() -> None:
+    notes: dict[str, list[str]] = {}
+    g = archon_to_dict(CODE_CONFIG, notes=notes)
+    assert g["nodes"]["l1_unit_test_generator"] == {
+        "role": "unit_test_generator", "model": "test-writer", "cap": 2, "temperature": 0.7,
+        "max_tokens": 256}
+    assert g["nodes"]["l2_generator"]["inputs"] == ["l1_unit_test_generator"]
+    assert g["nodes"]["l2_generator"]["prompts"] == {"system": ""}  # no_system
+    assert g["nodes"]["l3_unit_test_evaluator"]["inputs"] == ["l2_generator",
+                                                              "l1_unit_test_generator"]
+    assert g["nodes"]["l3_unit_test_evaluator"]["top_k"] == 2
+    assert g["nodes"]["l3_unit_test_evaluator"]["first_k"] == 1  # first_pass
+    assert g["nodes"]["l4_fuser"]["inputs"] == ["l3_unit_test_evaluator",
+                                                "l1_unit_test_generator"]
+    assert notes["l3_unit_test_evaluator"] == [
+        "unit_test_cap dropped: the unit_test_generator caps the tests",
+        "remove_unit_tests_from_prompt dropped: the evaluator lists the tests apart from the "
+        "question either way"]
+    tests = ScriptedBackend(lambda req, i: "['The answer is 4', 'The answer is short']")
+    answers = iter(["It is 4. Answer: 4", "It is 5. Answer: 5", "It is 4!! Answer: 4"])
+    coder = ScriptedBackend(lambda req, i: next(answers))
+    checker = ScriptedBackend(lambda req, i: "Unit Test #1: [Passed]\nUnit Test #2: [Passed]"
+                              if "4" in req.messages[-1].content.split("Response:")[1]
+                              else "Unit Test #1: [Failed]\nUnit Test #2: [Passed]")
+    fuser = ScriptedBackend(lambda req, i: "Fused. Answer: 4")
+    graph = Graph.from_dict(g, backends={"test-writer": tests, "coder": coder,
+                                         "checker": checker, "fuser-model": fuser})
+    res = graph.run("What is 2 + 2?")
+    assert res.status == "ok" and res.answer == "4"
+    [solve] = coder.requests
+    assert solve.messages[0].role == "user"  # no system prompt
+    assert "pass the following unit tests:\n- The answer is 4\n- The answer is short" in \
+        solve.messages[0].content
+    assert len(checker.requests) == 3
+    # first_pass: the first candidate passing every test is the one kept
+    assert [c.text for c in res.steps["l3_unit_test_evaluator"].candidates] == [
+        "It is 4. Answer: 4"]
+    [fuse] = fuser.requests
+    assert LENGTH_CONTROL in fuse.messages[-1].content
+    assert "It is 4. Answer: 4" in fuse.messages[-1].content
+    assert "It is 5" not in fuse.messages[-1].content
+
+
+BATCHING = {"name": "batching", "layers": [
+    [comp("generator", samples=4, top_k=1, checkpoint="outputs/run1"),
+     comp("generator", "m2", no_system=False)],
+    [comp("critic", length_contorl=True, no_system=True)],
+    [comp("ranker", top_k=3, ranker_batch_size=16, use_critiques=False)],
+    [comp("verifier", batch_num=2, samples=1)],
+    [comp("fuser", top_k_generations=3, length_contorl=True, max_context_length=8192,
+          fuse_generations_count=1,
+          ranker_config={"ranker_checkpoint": "llm-blender/PairRM", "ranker_batch_size": 16})],
+]}
+
+
+def test_batching_and_storage_fields_are_dropped_with_a_comment(tmp_path: Path) -> None:
+    src = write(tmp_path, BATCHING)
+    proc = cli("import", "archon", str(src), "-o", str(tmp_path / "g.yaml"))
+    assert proc.returncode == 0, proc.stderr
+    text = (tmp_path / "g.yaml").read_text()
+    for line in [
+        '  # l1_generator1: checkpoint "outputs/run1" dropped: where Archon stores or loads '
+        "its outputs; the response cache (--cache) does that here",
+        "  # l1_generator1: top_k 1 dropped: Archon's generator does not read it",
+        "  # l2_critic: length_contorl dropped: only Archon's fuser reads it",
+        "  # l2_critic: no_system dropped: a critic node writes its own prompts",
+        "  # l3_ranker: ranker_batch_size 16 dropped: the batch size of Archon's PairRM "
+        "ranker; an LLM ranker ranks every candidate in one call",
+        "  # l4_verifier: batch_num 2 dropped: how many candidates Archon checks per call; "
+        "each is checked in its own call here",
+        "  # l5_fuser: top_k_generations 3 dropped: read by no Archon component",
+        "  # l5_fuser: length_contorl: the prompt asks for no more than the longest candidate",
+        "  # l5_fuser: max_context_length 8192 dropped: a context cap; max_tokens caps each "
+        "completion here",
+    ]:
+        assert line in text.splitlines(), line
+    g = yaml.safe_load(text)
+    assert "prompts" not in g["nodes"]["l1_generator2"]  # no_system: false changes nothing
+    assert LENGTH_CONTROL in g["nodes"]["l5_fuser"]["prompts"]["user"]
+    v = cli("validate", str(tmp_path / "g.yaml"))
+    assert v.returncode == 0, v.stderr
+
+
+def test_the_test_configs_cover_every_component_type_and_field() -> None:
+    """Every type and field the importer knows appears in a config these tests import."""
+    configs = [FULL, CODE_CONFIG, BATCHING]
+    used_types = {c["type"] for cfg in configs for layer in cfg["layers"] for c in layer}
+    used_fields = {k for cfg in configs for layer in cfg["layers"] for c in layer for k in c}
+    assert used_types == set(SUPPORTED)
+    # first_k is covered below, on the evaluator and the verifier
+    assert (FIELDS | set(DROPPED)) - used_fields == {"first_k"}
+    notes: dict[str, list[str]] = {}
+    g = archon_to_dict({"name": "fk", "layers": [
+        [comp("unit_test_generator")], [comp("generator", samples=4)],
+        [comp("unit_test_evaluator", first_k=2)],
+        [comp("verifier", first_k=1, first_pass=True)]]}, notes=notes)
+    assert g["nodes"]["l3_unit_test_evaluator"]["first_k"] == 2
+    assert g["nodes"]["l3_unit_test_evaluator"]["keep"] == "all"
+    assert g["nodes"]["l4_verifier"]["first_k"] == 1
+    assert notes["l4_verifier"] == ["first_pass dropped: Archon's verifier does not read it"]
 
 
 @pytest.mark.parametrize(("layers", "line"), [
@@ -219,6 +385,21 @@ def test_unit_test_components_are_one_line_errors_naming_them(tmp_path: Path) ->
      "layers.1.0.type: unknown component type 'my_component' (custom components have no "
      "tts-graph equivalent; known: generator, fuser, critic, ranker, verifier, "
      "unit_test_generator, unit_test_evaluator)"),
+    ([[comp("generator")], [comp("unit_test_evaluator")]],
+     "layers.1.0.type: a unit_test_evaluator needs the tests of a unit_test_generator in an "
+     "earlier layer"),
+    ([[comp("generator")], [comp("unit_test_generator")]],
+     "layers.1: the last layer is a unit_test_generator: its tests would feed nothing (end "
+     "with a fuser, a ranker or a verifier)"),
+    ([[comp("unit_test_generator")], [comp("fuser")]],
+     "layers.1.0.type: a fuser needs candidates from an earlier layer: the first layer must "
+     "hold generators"),
+    ([[comp("unit_test_generator"), comp("generator")],
+      [comp("unit_test_evaluator"), comp("fuser")]],
+     "layers.1.0.type: a unit_test_evaluator must be alone in its layer (Archon runs it over "
+     "the whole previous layer); this layer has 2 components"),
+    ([[comp("generator")], [comp("fuser", frobnicate=1)]],
+     "layers.1.0.frobnicate: field 'frobnicate' has no tts-graph equivalent"),
     ([[comp("generator")], [comp("fuser"), comp("fuser")]],
      "layers.1: the last layer has 2 components and Archon would pick one of their outputs at "
      "random: no equivalent (end with one component, such as a fuser or a ranker)"),
@@ -236,6 +417,9 @@ def test_unit_test_components_are_one_line_errors_naming_them(tmp_path: Path) ->
      "previous layer); this layer has 2 components"),
     ([[comp("generator")], [comp("ranker")]],
      "layers.1.0.top_k: required: how many candidates the ranker keeps"),
+    ([[comp("generator")], [comp("ranker", "llm-blender/PairRM", "", top_k=1)]],
+     "layers.1.0.model: the PairRM reward-model ranker has no tts-graph equivalent (rank "
+     "with an LLM instead)"),
     ([[comp("generator")], [comp("ranker", "llm-blender/PairRM", "local", top_k=1)]],
      "layers.1.0.model: the PairRM reward-model ranker has no tts-graph equivalent (rank "
      "with an LLM instead)"),
@@ -246,8 +430,8 @@ def test_unit_test_components_are_one_line_errors_naming_them(tmp_path: Path) ->
      "layers.0.0.model_type: unknown model type 'MyEndpoint' (custom generators have no "
      "tts-graph equivalent; known: OpenAI_API, Together_API, Anthropic_API, Groq_API, "
      "Google_API, Bedrock_API, vLLM)"),
-    ([[comp("generator")], [comp("verifier", first_k=1)]],
-     "layers.1.0.first_k: field 'first_k' has no tts-graph equivalent"),
+    ([[comp("generator")], {"branches": 2, "models": [comp("fuser")]}],
+     "layers.1.branches: several branches have no tts-graph equivalent"),
     ([[comp("generator")], [comp("critic")], [comp("critic")], [comp("fuser")]],
      "layers.2.0.type: a critic right after a critic: the first one's critiques would be "
      "dropped (Archon replaces them)"),

@@ -135,3 +135,70 @@ def test_schema_is_json_schema() -> None:
     schema = json.loads(proc.stdout)
     assert schema["additionalProperties"] is False
     assert "nodes" in schema["properties"]
+
+
+# ------------------------------------------------- model entries checked without running
+
+UNRUNNABLE = """\
+version: 1
+name: unrunnable
+models:
+  big: {backend: local, model: llama-900b}
+  filed: {backend: local, model: mine, options: {path: missing.gguf}}
+  hub: {backend: vllm, model: hosted_vllm/org/model}
+  spaced: {backend: litellm, model: "openai/ gpt-4o"}
+  keyed: {backend: litellm, model: openai/gpt-4o-mini, api_key_env: TTS_GRAPH_TEST_UNSET}
+nodes:
+  a: {role: solver, model: big}
+  b: {role: solver, model: filed}
+  c: {role: solver, model: hub}
+  d: {role: solver, model: spaced}
+  e: {role: fuser, model: keyed, inputs: [a, b, c, d]}
+output: e
+"""
+
+
+def test_validate_checks_model_entries_with_file_and_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(UNRUNNABLE)
+    proc = cli("validate", str(bad))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert f"{bad}:4: models.big.model: unknown local model 'llama-900b'" in proc.stderr
+    assert f"{bad}:5: models.filed.options.path: no model file at missing.gguf" in proc.stderr
+    assert f"{bad}:6: models.hub.model: 'hosted_vllm/org/model' is not a Hugging Face " \
+           "repo id" in proc.stderr
+    assert f"{bad}:7: models.spaced.model: 'openai/ gpt-4o' is not a litellm model " \
+           "string" in proc.stderr
+    warning = (f"{bad}:8: models.keyed.api_key_env: environment variable "
+               "TTS_GRAPH_TEST_UNSET is not set (warning: set it where the graph runs)")
+    assert warning in lines and len(lines) == 5
+
+
+def test_unset_key_is_a_warning_and_run_gives_the_same_line(tmp_path: Path) -> None:
+    ok = tmp_path / "ok.yaml"
+    ok.write_text(UNRUNNABLE.split("models:")[0] + """models:
+  hub: {backend: vllm, model: Qwen/Qwen2.5-0.5B-Instruct}
+  keyed: {backend: litellm, model: openai/gpt-4o-mini, api_key_env: TTS_GRAPH_TEST_UNSET}
+  local: {backend: local, model: smollm2-135m}
+nodes:
+  a: {role: solver, model: hub}
+  b: {role: solver, model: local}
+  e: {role: fuser, model: keyed, inputs: [a, b]}
+output: e
+""")
+    proc = cli("validate", str(ok))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.strip() == (f"{ok}:5: models.keyed.api_key_env: environment variable "
+                                   "TTS_GRAPH_TEST_UNSET is not set (warning: set it where "
+                                   "the graph runs)")
+    proc = cli("run", str(ok), "-q", "hi")  # the model is called now: the key is needed
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (f"{ok}:5: models.keyed.api_key_env: environment variable "
+                                   "TTS_GRAPH_TEST_UNSET is not set")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(UNRUNNABLE)
+    proc = cli("run", str(bad), "-q", "hi")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.splitlines()[0].startswith(
+        f"{bad}:4: models.big.model: unknown local model 'llama-900b'")

@@ -247,6 +247,20 @@ def test_verifier_keeps_passing_candidates() -> None:
                                                                texts[2]]
 
 
+def test_verifier_first_k_keeps_the_first_passing() -> None:
+    def verify(req: GenerationRequest, i: int) -> str:
+        return "Verdict: yes" if "Answer: 4" in user(req) else "Verdict: no"
+
+    texts = ("A.\nAnswer: 5", "B.\nAnswer: 4", "C.\nAnswer: 4", "D.\nAnswer: 4")
+    res, _ = run("""
+  solve: {role: solver, model: s, samples: 4}
+  check: {role: verifier, model: v, inputs: [solve], first_k: 2}
+""", {"s": listed(*texts), "v": verify}, output="check")
+    out = res.steps["check"]
+    assert [c.text for c in out.candidates] == [texts[1], texts[2]]
+    assert out.meta["passed"] == 3
+
+
 def test_verifier_keeps_everything_when_nothing_passes() -> None:
     def verify(req: GenerationRequest, i: int) -> str:
         return "Verdict: no" if "Answer: 5" in user(req) else "hmm"

@@ -426,6 +426,46 @@ def test_malformed_bodies_are_400(scripted: tuple[str, Any], body: Any, needle: 
     assert needle in err["message"] and err["type"] == "invalid_request_error"
 
 
+def test_deeply_nested_bodies_are_400_without_a_traceback(
+        scripted: tuple[str, Any], caplog: pytest.LogCaptureFixture,
+        capfd: pytest.CaptureFixture[str]) -> None:
+    url, _ = scripted
+    caplog.set_level("DEBUG")
+    deep = b"[" * 100_000 + b"]" * 100_000  # past json's recursion limit
+    shallow_enough_to_parse = ('{"model": "echo", "messages": [{"role": "user", '
+                               '"content": "q"}], "metadata": ' + "[" * 200 + "]" * 200 + "}")
+    for body in (deep, shallow_enough_to_parse.encode()):
+        r = httpx.post(url + "/v1/chat/completions", content=body,
+                       headers={"content-type": "application/json"})
+        assert r.status_code == 400, r.text
+        assert "nested too deeply" in r.json()["error"]["message"]
+    out, err = capfd.readouterr()
+    for text in (out, err, caplog.text):
+        assert "Traceback" not in text and "RecursionError" not in text
+    ok = httpx.post(url + "/v1/chat/completions", json={
+        "model": "echo", "messages": user("q"), "metadata": {"a": {"b": [1, [2]]}}})
+    assert ok.status_code == 200, ok.text
+
+
+def test_body_size_limit_is_413() -> None:
+    app = create_app({"echo": graph("echo", echo_backend())}, max_body_bytes=64 * 1024)
+    big = json.dumps({"model": "echo", "messages": user("x" * 200_000)}).encode()
+
+    def chunked() -> Iterator[bytes]:  # no Content-Length: counted as it arrives
+        for i in range(0, len(big), 8192):
+            yield big[i:i + 8192]
+
+    with serve_app(app) as url:
+        for kwargs in ({"content": big}, {"content": chunked()}):
+            r = httpx.post(url + "/v1/chat/completions", **kwargs,  # type: ignore[arg-type]
+                           headers={"content-type": "application/json"})
+            assert r.status_code == 413, r.text
+            assert r.json()["error"]["code"] == "request_too_large"
+            assert "65,536 bytes" in r.json()["error"]["message"]
+        fits = client(url).chat.completions.create(model="echo", messages=user("y" * 60_000))
+        assert fits.choices[0].message.content == "ECHO:" + "y" * 60_000
+
+
 def test_unsupported_parameter_with_the_openai_client(scripted: tuple[str, Any]) -> None:
     url, _ = scripted
     with pytest.raises(openai.BadRequestError, match="tools"):
@@ -452,6 +492,13 @@ def test_api_key_auth(capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptu
         assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
         bodies.append(r.text)
         r = httpx.get(url + "/v1/models", headers={"Authorization": key})  # no "Bearer"
+        assert r.status_code == 401
+        for scheme in ("bearer", "BEARER", "bEaReR"):  # RFC 7235: the scheme is any case
+            r = httpx.get(url + "/v1/models", headers={"Authorization": f"{scheme} {key}"})
+            assert r.status_code == 200, scheme
+        r = httpx.get(url + "/v1/models", headers={"Authorization": f"Bearer {key.upper()}"})
+        assert r.status_code == 401  # the key itself is case-sensitive
+        r = httpx.get(url + "/v1/models", headers={"Authorization": f"Basic {key}"})
         assert r.status_code == 401
         assert httpx.get(url + "/health").json() == {"status": "ok"}
         ok = client(url, key).chat.completions.create(model="echo", messages=user("q"))
@@ -594,6 +641,12 @@ def test_cli_rejects_bad_graphs_in_one_line_each(tmp_path: Path) -> None:
                for line in lines)
     assert any(line.startswith(str(tmp_path / "c.yaml")) for line in lines)
     assert "Traceback" not in r.stderr
+    (tmp_path / "d.yaml").write_text(  # checked before binding, with its line
+        "version: 1\nname: d\nmodels:\n  m: {backend: local, model: llama-900b}\n"
+        "nodes:\n  s: {role: solver, model: m}\noutput: s\n")
+    r = cli(str(tmp_path / "d.yaml"))
+    assert r.returncode == 2 and r.stderr.strip().startswith(
+        f"{tmp_path / 'd.yaml'}:4: models.m.model: unknown local model 'llama-900b'"), r.stderr
     r = cli(str(tmp_path / "missing.yaml"))
     assert r.returncode == 2 and r.stderr.strip().endswith("no such file or directory")
     (tmp_path / "empty").mkdir()
@@ -609,7 +662,8 @@ def test_cli_serves_a_directory(tmp_path: Path) -> None:
     key = "sk-cli-" + secrets.token_hex(8)
     proc = subprocess.Popen(
         [sys.executable, "-m", "tts_graph", "serve", str(tmp_path), "--port", "0",
-         "--api-key-env", "TTS_GRAPH_TEST_KEY", "--max-concurrency", "2"],
+         "--api-key-env", "TTS_GRAPH_TEST_KEY", "--max-concurrency", "2",
+         "--max-body-mb", "0.01"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env={**os.environ, "TTS_GRAPH_TEST_KEY": key})
     try:
@@ -622,6 +676,10 @@ def test_cli_serves_a_directory(tmp_path: Path) -> None:
         assert sorted(m.id for m in c.models.list()) == ["alpha", "beta"]
         r = c.chat.completions.create(model="beta", messages=user("q"))
         assert r.choices[0].message.content == "Answer: 4"
+        too_big = httpx.post(url + "/chat/completions", json={
+            "model": "beta", "messages": user("x" * 20_000)},
+            headers={"Authorization": f"Bearer {key}"})
+        assert too_big.status_code == 413, too_big.text  # --max-body-mb 0.01 ≈ 10 KB
     finally:
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=20)

@@ -2,32 +2,45 @@
 
 An Archon config is a JSON object with a ``name`` and ``layers``: a list of layers, each a list
 of components (or the older ``{"models": [...]}`` form). Every component of a layer gets all
-the outputs of the layer before it; the last layer's output is the answer. The import keeps
+the outputs of the layer before it; what a layer does not replace (candidates, critiques,
+unit tests) passes on to the next; the last layer's output is the answer. The import keeps
 that meaning:
 
-=================  =====================================================================
-Archon             tts-graph
-=================  =====================================================================
-generator          ``solver`` node (``samples``); generators make the first layer
-fuser              ``fuser`` node (``samples``) over every output of the layer before
-critic             ``critic`` node (``limit`` = the candidates it sees); the candidates
-                   pass on unchanged and its critiques feed the next layers' components
-                   (until a fuser layer uses them), as Archon passes them on
-ranker             ``ranker`` node (``top_k``)
-verifier           ``verifier`` node (``keep: passing``: all of them when none pass)
-model_type         a ``litellm`` model (``openai/``, ``together_ai/``, ``anthropic/``,
-                   ``groq/``, ``gemini/``, ``bedrock/``) with the provider's ``api_key_env``;
-                   ``vLLM`` becomes the in-process ``vllm`` backend
-=================  =====================================================================
+===================  ===================================================================
+Archon               tts-graph
+===================  ===================================================================
+generator            ``solver`` node (``samples``); generators make the first layer that
+                     produces candidates
+fuser                ``fuser`` node (``samples``) over every output of the layer before
+critic               ``critic`` node (``limit`` = the candidates it sees); the candidates
+                     pass on unchanged and its critiques feed the next layers' components
+                     (until a fuser layer uses them), as Archon passes them on
+ranker               ``ranker`` node (``top_k``); the critiques reach it with
+                     ``use_critiques``
+verifier             ``verifier`` node (``keep: passing``: all of them when none pass;
+                     ``first_k``: the first k that pass)
+unit_test_generator  ``unit_test_generator`` node (``cap`` from ``unit_test_cap``); its tests
+                     reach the prompts of later solvers and fusers, as Archon appends them
+                     to the query; candidates pass through its layer
+unit_test_evaluator  ``unit_test_evaluator`` node (a model checks each candidate; ``top_k``,
+                     ``first_k``/``first_pass``; all candidates, ranked, without ``top_k``)
+model_type           a ``litellm`` model (``openai/``, ``together_ai/``, ``anthropic/``,
+                     ``groq/``, ``gemini/``, ``bedrock/``) with the provider's ``api_key_env``;
+                     ``vLLM`` becomes the in-process ``vllm`` backend
+===================  ===================================================================
 
-``temperature`` and ``max_tokens`` go onto each node; ``max_context_length`` is dropped (a
-node's ``max_tokens`` caps its completions). Where Archon would pick one of several final
-candidates at random, the graph answers with its output node's first candidate (a ranker's:
-the top-ranked one).
+``temperature`` and ``max_tokens`` go onto each node. Fields that only change how Archon
+batches, stores or sizes calls (``ranker_batch_size``, ``batch_num``, ``checkpoint``,
+``max_context_length``, ...) are dropped, and so are fields no Archon component reads
+(``top_k_generations``, a generator's ``top_k``): the produced YAML says so in a comment on
+the node. ``length_control`` (a fuser's "no longer than the longest candidate") becomes that
+sentence in the fuser's prompt; ``no_system`` on a generator drops the system prompt. Where
+Archon would pick one of several final candidates at random, the graph answers with its output
+node's first candidate (a ranker's: the top-ranked one).
 
-Parts with no equivalent — unit-test generators and evaluators, custom components, the PairRM
-ranker, a model type without a fixed endpoint (``tgi``), fields such as ``first_k``, a last
-layer with several components — are errors, one line each: ``FILE:LINE: path: message``.
+Parts with no equivalent — custom components, the PairRM ranker, a model type without a fixed
+endpoint (``tgi``), several ``branches``, a last layer with several components — are
+errors, one line each: ``FILE:LINE: path: message``.
 """
 
 from __future__ import annotations
@@ -53,18 +66,36 @@ PROVIDERS: dict[str, tuple[str, str | None]] = {
     # AWS credentials (AWS_ACCESS_KEY_ID, ...) are read from the environment by litellm
     "bedrock": ("bedrock", None),
 }
-SUPPORTED = ("generator", "fuser", "critic", "ranker", "verifier")
-UNSUPPORTED = {
-    "unit_test_generator": "Archon's unit-test components are not supported",
-    "unit_test_evaluator": "Archon's unit-test components are not supported",
-}
+SUPPORTED = ("generator", "fuser", "critic", "ranker", "verifier", "unit_test_generator",
+             "unit_test_evaluator")
 #: components that Archon runs alone in their layer, over the whole previous layer
-ALONE = ("critic", "ranker", "verifier")
+ALONE = ("critic", "ranker", "verifier", "unit_test_evaluator")
+#: components that read the previous layer's candidates
+NEEDS_CANDIDATES = ("fuser", "critic", "ranker", "verifier", "unit_test_evaluator")
 ROLE = {"generator": "solver", "fuser": "fuser", "critic": "critic", "ranker": "ranker",
-        "verifier": "verifier"}
-#: fields read (or knowingly dropped) per component
+        "verifier": "verifier", "unit_test_generator": "unit_test_generator",
+        "unit_test_evaluator": "unit_test_evaluator"}
+#: fields read per component
 FIELDS = {"type", "model", "model_type", "temperature", "max_tokens", "samples", "top_k",
-          "max_context_length", "use_critiques"}
+          "use_critiques", "no_system", "length_control", "length_contorl", "unit_test_cap",
+          "first_k", "first_pass", "remove_unit_tests_from_prompt"}
+#: fields that only change how Archon batches, stores or sizes calls: dropped, and why
+DROPPED = {
+    "ranker_batch_size": "the batch size of Archon's PairRM ranker; an LLM ranker ranks "
+                         "every candidate in one call",
+    "batch_num": "how many candidates Archon checks per call; each is checked in its own "
+                 "call here",
+    "checkpoint": "where Archon stores or loads its outputs; the response cache "
+                  "(--cache) does that here",
+    "max_context_length": "a context cap; max_tokens caps each completion here",
+    "top_k_generations": "read by no Archon component",
+    # an older fuser's PairRM pre-ranking settings; Archon's fuser no longer reads them
+    "ranker_config": "read by no Archon component (an older fuser's PairRM settings)",
+    "fuse_generations_count": "read by no Archon component",
+}
+#: the sentence Archon's fuser adds to its prompt under ``length_control``
+LENGTH_CONTROL = ("The fused response can only be as long as the longest response in the "
+                  "current candidate pool.")
 _NAME_BAD = re.compile(r"[^A-Za-z0-9_\-]")
 
 
@@ -90,6 +121,10 @@ class _Importer:
     def model(self, comp: dict[str, Any], loc: Loc) -> str | None:
         model = comp.get("model")
         mtype = comp.get("model_type")
+        if model == "llm-blender/PairRM":  # its configs leave model_type empty
+            self.error((*loc, "model"), "the PairRM reward-model ranker has no tts-graph "
+                       "equivalent (rank with an LLM instead)")
+            return None
         ok = True
         if not isinstance(model, str) or not model.strip():
             self.error((*loc, "model"), "required: the model's name (a string)")
@@ -101,17 +136,15 @@ class _Importer:
         if not ok:
             return None
         assert isinstance(model, str) and isinstance(mtype, str)
-        if model == "llm-blender/PairRM":
-            self.error((*loc, "model"), "the PairRM reward-model ranker has no tts-graph "
-                       "equivalent (rank with an LLM instead)")
-            return None
         kind = mtype.strip().lower().removesuffix("_api")
         entry: dict[str, Any]
         if kind == "vllm":
             entry = {"backend": "vllm", "model": model}
         elif kind in PROVIDERS:
             prefix, key_env = PROVIDERS[kind]
-            entry = {"backend": "litellm", "model": f"{prefix}/{model}"}
+            # some configs already name the provider (bedrock/meta.llama3-...)
+            full = model if model.startswith(f"{prefix}/") else f"{prefix}/{model}"
+            entry = {"backend": "litellm", "model": full}
             if key_env:
                 entry["api_key_env"] = key_env
         elif kind == "tgi":
@@ -184,12 +217,81 @@ def _layer_components(imp: _Importer, layer: Any, loc: Loc
     return layer, loc
 
 
+def _fuser_prompt_with_length_control() -> str:
+    from .roles.fuser import Fuser
+
+    return Fuser.user_prompt["main"].replace("Your solution:",
+                                             LENGTH_CONTROL + "\n\nYour solution:")
+
+
+def _fields(imp: _Importer, comp: dict[str, Any], ctype: str, loc: Loc,
+            node: dict[str, Any], notes: list[str]) -> None:
+    """The component's fields beyond type/model/sampling: mapped onto ``node``, or dropped
+    with a note saying why, or an error when they change what flows."""
+    for key in comp:
+        if key in DROPPED:
+            notes.append(f"{key} {json.dumps(comp[key])} dropped: {DROPPED[key]}")
+        elif key not in FIELDS:
+            imp.error((*loc, key), f"field '{key}' has no tts-graph equivalent")
+    if "top_k" in comp and ctype not in ("ranker", "unit_test_evaluator"):
+        notes.append(f"top_k {json.dumps(comp['top_k'])} dropped: Archon's {ctype} does not "
+                     "read it")
+    if comp.get("no_system"):
+        if ctype == "generator":  # Archon then sends the conversation alone
+            node["prompts"] = {"system": ""}
+            notes.append("no_system: the system prompt is left out")
+        else:
+            notes.append(f"no_system dropped: a {ROLE[ctype]} node writes its own prompts")
+    for key in ("length_control", "length_contorl"):  # Archon's configs spell it both ways
+        if not comp.get(key):
+            continue
+        if ctype == "fuser":
+            node["prompts"] = {"user": _fuser_prompt_with_length_control()}
+            notes.append(f"{key}: the prompt asks for no more than the longest candidate")
+        else:
+            notes.append(f"{key} dropped: only Archon's fuser reads it")
+    if ctype == "unit_test_generator":
+        cap = imp.count(comp, loc, "unit_test_cap", None)
+        if cap is not None:
+            node["cap"] = cap
+    elif "unit_test_cap" in comp:
+        notes.append("unit_test_cap dropped: the unit_test_generator caps the tests")
+    if ctype == "unit_test_evaluator":
+        top_k = imp.count(comp, loc, "top_k", None)
+        first_k = imp.count(comp, loc, "first_k", None)
+        if first_k is None and comp.get("first_pass"):
+            first_k = 1  # Archon's older spelling of first_k: 1
+        if top_k is not None:
+            node["top_k"] = top_k
+        else:
+            node["keep"] = "all"  # Archon passes every candidate on, ranked
+        if first_k is not None:
+            node["first_k"] = first_k
+        if "remove_unit_tests_from_prompt" in comp:
+            notes.append("remove_unit_tests_from_prompt dropped: the evaluator lists the "
+                         "tests apart from the question either way")
+    elif ctype == "verifier":
+        first_k = imp.count(comp, loc, "first_k", None)
+        if first_k is not None:
+            node["first_k"] = first_k
+        if "first_pass" in comp:  # only the evaluator reads this older spelling
+            notes.append("first_pass dropped: Archon's verifier does not read it")
+    else:
+        for key in ("first_k", "first_pass"):
+            if key in comp:
+                notes.append(f"{key} dropped: Archon's {ctype} does not read it")
+        if "remove_unit_tests_from_prompt" in comp:
+            notes.append("remove_unit_tests_from_prompt dropped: only the evaluator reads it")
+
+
 def archon_to_dict(data: Any, *, source: str = "<archon>",
-                   lines: dict[Loc, int] | None = None, name: str | None = None
-                   ) -> dict[str, Any]:
+                   lines: dict[Loc, int] | None = None, name: str | None = None,
+                   notes: dict[str, list[str]] | None = None) -> dict[str, Any]:
     """Turn a loaded Archon config into graph data (the shape of a graph file). Raises
-    ``GraphErrors`` naming every part that has no equivalent."""
+    ``GraphErrors`` naming every part that has no equivalent. ``notes`` (when given) gets,
+    per node name, what was dropped or rewritten (``to_yaml`` writes them as comments)."""
     imp = _Importer(source, lines or {})
+    notes = notes if notes is not None else {}
     if not isinstance(data, dict):
         raise GraphError("an Archon config must be a JSON object with 'name' and 'layers'",
                          source=source, line=1)
@@ -210,6 +312,7 @@ def archon_to_dict(data: Any, *, source: str = "<archon>",
     prev_count = 0  # how many candidates they hold (at most)
     critique: str | None = None  # the critic whose critiques the next layers get
     critique_used = True
+    tests: str | None = None  # the unit-test generator whose tests later layers get
     summary: list[str] = []
     last: tuple[Loc, list[str], str | None] | None = None
     for li, layer in enumerate(layers):
@@ -224,6 +327,7 @@ def archon_to_dict(data: Any, *, source: str = "<archon>",
         layer_nodes: list[str] = []
         layer_count = 0
         new_critique: str | None = None
+        new_tests: str | None = None
         words: list[str] = []
         for ci, comp in enumerate(comps):
             loc = (*lloc, ci)
@@ -235,31 +339,21 @@ def archon_to_dict(data: Any, *, source: str = "<archon>",
             if not isinstance(ctype, str):
                 imp.error((*loc, "type"), f"required: one of {', '.join(SUPPORTED)}")
                 continue
-            if ctype in UNSUPPORTED:
-                imp.error((*loc, "type"), f"'{ctype}' has no tts-graph equivalent "
-                          f"({UNSUPPORTED[ctype]})")
-                continue
             if ctype not in SUPPORTED:
                 imp.error((*loc, "type"), f"unknown component type '{ctype}' (custom "
                           "components have no tts-graph equivalent; known: "
-                          f"{', '.join([*SUPPORTED, *UNSUPPORTED])})")
+                          f"{', '.join(SUPPORTED)})")
                 continue
-            for key in comp:
-                if key not in FIELDS:
-                    imp.error((*loc, key), f"field '{key}' has no tts-graph equivalent")
-            if comp.get("use_critiques") and ctype == "ranker":
-                imp.error((*loc, "use_critiques"), "the tts-graph ranker does not read "
-                          "critiques: no equivalent")
             if ctype in ALONE and len(comps) > 1:
                 imp.error((*loc, "type"), f"a {ctype} must be alone in its layer (Archon "
                           f"runs it over the whole previous layer); this layer has "
                           f"{len(comps)} components")
                 continue
-            if ctype == "generator" and li > 0:
+            if ctype == "generator" and prev:
                 imp.error((*loc, "type"), "generators run only in the first layer "
                           "(Archon's rule: a generator ignores earlier outputs)")
                 continue
-            if ctype != "generator" and li == 0:
+            if ctype in NEEDS_CANDIDATES and not prev:
                 imp.error((*loc, "type"), f"a {ctype} needs candidates from an earlier "
                           "layer: the first layer must hold generators")
                 continue
@@ -267,6 +361,12 @@ def archon_to_dict(data: Any, *, source: str = "<archon>",
                 imp.error((*loc, "type"), "a critic right after a critic: the first one's "
                           "critiques would be dropped (Archon replaces them)")
                 continue
+            if ctype == "unit_test_evaluator" and tests is None:
+                imp.error((*loc, "type"), "a unit_test_evaluator needs the tests of a "
+                          "unit_test_generator in an earlier layer")
+                continue
+            node_name = f"l{li + 1}_{ctype}" + (f"{ci + 1}" if len(comps) > 1 else "")
+            node_notes: list[str] = []
             model = imp.model(comp, loc)
             node: dict[str, Any] = {"role": ROLE[ctype]}
             if model is not None:
@@ -300,34 +400,58 @@ def archon_to_dict(data: Any, *, source: str = "<archon>",
                 node["keep"] = "passing"
                 layer_count = prev_count
                 words.append(f"verify with {comp.get('model')}")
+            elif ctype == "unit_test_generator":
+                words.append(f"write unit tests with {comp.get('model')}")
+            elif ctype == "unit_test_evaluator":
+                layer_count = prev_count
+                words.append(f"check the unit tests with {comp.get('model')}")
+            _fields(imp, comp, ctype, loc, node, node_notes)
             imp.sampling(comp, loc, node)
-            if li > 0:
-                inputs = list(prev)
-                if critique is not None and ctype != "critic":
-                    inputs.append(critique)
+            # a unit-test generator reads the query alone, like a generator
+            inputs = list(prev) if ctype != "unit_test_generator" else []
+            # Archon's ranker reads the critiques only with use_critiques
+            reads_critiques = ctype not in ("critic", "unit_test_generator",
+                                            "unit_test_evaluator") and (
+                ctype != "ranker" or bool(comp.get("use_critiques")))
+            if critique is not None and reads_critiques:
+                inputs.append(critique)
+            # the tests are part of the query every later component sees (Archon appends
+            # them to it); our solver and fuser prompts show them, the evaluator checks them
+            seen_tests = new_tests or tests
+            if seen_tests is not None and ctype in ("generator", "fuser",
+                                                    "unit_test_evaluator"):
+                inputs.append(seen_tests)
+            if inputs:
                 node["inputs"] = inputs
-            node_name = f"l{li + 1}_{ctype}" + (f"{ci + 1}" if len(comps) > 1 else "")
             nodes[node_name] = node
+            if node_notes:
+                notes[node_name] = node_notes
             if ctype == "critic":
                 new_critique = node_name
+            elif ctype == "unit_test_generator":
+                new_tests = node_name
             else:
                 layer_nodes.append(node_name)
+        if new_tests is not None:
+            tests = new_tests
         if new_critique is not None:  # the candidates pass through a critic layer
             critique, critique_used = new_critique, False
-        else:
-            if critique is not None and layer_nodes:
+        elif layer_nodes:
+            if critique is not None:
                 critique_used = True
-            if any(t == "fuser" for t in types) or li == 0:
+            if any(t == "fuser" for t in types) or not prev:
                 critique = None  # a fuser layer used them; Archon passes none further
             prev = layer_nodes
             prev_count = layer_count
+        # else: a layer of unit-test generators only: the candidates pass through it
         summary.append(f"layer {li + 1}: " + "; ".join(words))
-        last = (lloc, layer_nodes if new_critique is None else [], types[-1]
-                if len(types) == 1 else None)
+        kind = types[-1] if len(types) == 1 else None
+        last = (lloc, layer_nodes if new_critique is None else [], kind)
     if last is not None and not imp.errors:
         lloc, out_nodes, ltype = last
-        if ltype == "critic":
-            imp.error(lloc, "the last layer is a critic: its critiques would feed nothing "
+        if ltype in ("critic", "unit_test_generator"):
+            what = "critiques" if ltype == "critic" else "tests"
+            imp.error(lloc, f"the last layer is a {ltype}: its {what} would feed nothing "
                       "(end with a fuser, a ranker or a verifier)")
         elif len(out_nodes) != 1:
             imp.error(lloc, f"the last layer has {len(out_nodes)} components and Archon "
@@ -336,6 +460,16 @@ def archon_to_dict(data: Any, *, source: str = "<archon>",
     if imp.errors:
         raise GraphErrors(imp.errors)
     assert last is not None
+    # a critic whose critiques no later component reads (a ranker without use_critiques,
+    # then another critic) costs calls in Archon and changes nothing: left out here
+    read = {i for node in nodes.values() for i in node.get("inputs", [])}
+    for unread in [k for k, node in nodes.items() if node["role"] == "critic"
+                   and k not in read]:
+        del nodes[unread]
+        notes.pop(unread, None)
+        notes.setdefault("", []).append(
+            f"{unread} left out: no later component reads its critiques (in Archon they "
+            "are computed and then replaced)")
     return {
         "version": 1,
         "name": graph_name,
@@ -347,7 +481,8 @@ def archon_to_dict(data: Any, *, source: str = "<archon>",
     }
 
 
-def load_archon(path: str | Path, *, name: str | None = None) -> dict[str, Any]:
+def load_archon(path: str | Path, *, name: str | None = None,
+                notes: dict[str, list[str]] | None = None) -> dict[str, Any]:
     """Read an Archon config file and return graph data. Malformed JSON is a ``GraphError``
     ``FILE:LINE: invalid JSON: ...``."""
     p = Path(path)
@@ -366,11 +501,13 @@ def load_archon(path: str | Path, *, name: str | None = None) -> dict[str, Any]:
         _, lines = load_yaml(text, str(path))
     except GraphError:
         lines = {}
-    return archon_to_dict(data, source=str(path), lines=lines, name=name)
+    return archon_to_dict(data, source=str(path), lines=lines, name=name, notes=notes)
 
 
-def to_yaml(graph: dict[str, Any], source: str | None = None) -> str:
-    """The graph data as a graph file, checked: it validates and compiles."""
+def to_yaml(graph: dict[str, Any], source: str | None = None,
+            notes: dict[str, list[str]] | None = None) -> str:
+    """The graph data as a graph file, checked: it validates and compiles. ``notes`` (from
+    ``archon_to_dict``) become a comment after each node's line."""
     from .backends.registry import backend_names
     from .compile import compile_graph
     from .spec import parse_graph
@@ -380,6 +517,8 @@ def to_yaml(graph: dict[str, Any], source: str | None = None) -> str:
     keys = sorted({m["api_key_env"] for m in graph["models"].values() if "api_key_env" in m})
     if keys:
         head += f"# API keys are read from the environment: {', '.join(keys)}.\n"
+    for note in (notes or {}).get("", []):
+        head += f"# {note}.\n"
 
     def flow(value: Any) -> str:
         return yaml.safe_dump(value, default_flow_style=True, width=1 << 16, sort_keys=False,
@@ -394,5 +533,7 @@ def to_yaml(graph: dict[str, Any], source: str | None = None) -> str:
         ordered = {k: node[k] for k in order if k in node}
         ordered.update({k: v for k, v in node.items() if k not in order})
         body.append(f"  {name}: {flow(ordered)}")
+        for note in (notes or {}).get(name, []):
+            body.append(f"  # {name}: {note}")
     body.append(f"output: {graph['output']}")
     return head + "\n".join(body) + "\n"

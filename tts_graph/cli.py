@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
@@ -78,15 +79,24 @@ def _open_cache(path: Path | None):  # type: ignore[no-untyped-def]
 
 
 def _usage_table(result) -> Table:  # type: ignore[no-untyped-def]
-    t = Table(title="usage", title_justify="left")
-    for col in ("node", "calls", "cached", "samples", "prompt tok", "completion tok",
-                "latency s", "billed $", "FLOPs"):
-        t.add_column(col, justify="left" if col == "node" else "right")
+    """Per-node usage, narrow enough for 80 columns: short headers, compact numbers, node
+    names wrapped (never cut)."""
+    from . import compact
+
+    t = Table(title="usage", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    for col in ("node", "calls", "cached", "samples", "prompt", "output", "sec", "$",
+                "FLOPs"):
+        t.add_column(col, justify="left" if col == "node" else "right",
+                     overflow="fold", no_wrap=col != "node")
     rows = list(result.usage_by_node().items())
     for name, u in [*rows, ("total", result.usage)]:
-        t.add_row(name, str(u.calls), str(u.cached_calls), str(u.samples), str(u.prompt_tokens),
-                  str(u.completion_tokens), f"{u.latency_s:.2f}", f"{u.billed_usd:.6f}",
-                  f"{u.flops:.3g}", style="bold" if name == "total" else None)
+        t.add_row(name, compact.count(u.calls), compact.count(u.cached_calls),
+                  compact.count(u.samples), compact.count(u.prompt_tokens),
+                  compact.count(u.completion_tokens), compact.seconds(u.latency_s),
+                  compact.usd(u.billed_usd), compact.count(u.flops),
+                  style="bold" if name == "total" else None)
+    t.caption = "prompt/output: tokens; $: billed; cached calls are not billed"
+    t.caption_justify = "left"
     return t
 
 
@@ -117,7 +127,13 @@ def run(
         raise _fail(["give exactly one of -q/--question or --input"])
     if stream and (question is None or as_json):
         raise _fail(["--stream prints one answer as it comes: use it with -q, without --json"])
+    from .model_checks import check_models
+
     compiled = _compile(graph)
+    # the same file:line as validate; an unset key is fatal here: the model is called now
+    checked = check_models(compiled.doc).lines(warnings_fatal=True)
+    if checked:
+        raise _fail(checked)
     questions = [question] if question is not None else _read_questions(input, field)  # type: ignore[arg-type]
     executor = Executor(compiled, cache=_open_cache(cache))
     try:
@@ -153,6 +169,10 @@ def run(
         r = results[0]
         out.print(f"[bold]answer:[/bold] {r.answer if r.answer is not None else '(none)'}"
                   f"   [dim]status: {r.status}, {r.latency_s:.2f}s[/dim]")
+        from .vote_summary import vote_lines
+
+        for line in vote_lines(r, compiled):
+            out.print(line, markup=False, highlight=False)
         if r.text and not stream:
             out.print(r.text.strip(), markup=False, highlight=False)
         if r.error:
@@ -187,11 +207,17 @@ def _run_many(executor, questions: list[str], concurrency: int, quiet: bool):  #
 
 
 def _summary(results) -> None:  # type: ignore[no-untyped-def]
-    t = Table(title=f"{len(results)} queries", title_justify="left")
-    for col in ("#", "answer", "status", "tokens", "latency s"):
-        t.add_column(col, justify="right" if col in ("#", "tokens", "latency s") else "left")
+    from . import compact
+
+    t = Table(title=f"{len(results)} queries", title_justify="left", box=box.SIMPLE_HEAD,
+              pad_edge=False)
+    for col in ("#", "answer", "status", "tokens", "sec"):
+        # a long answer wraps inside its column instead of being cut
+        t.add_column(col, justify="right" if col in ("#", "tokens", "sec") else "left",
+                     overflow="fold", no_wrap=col != "answer")
     for r in results:
-        t.add_row(str(r.id), str(r.answer), r.status, str(r.usage.tokens), f"{r.latency_s:.2f}")
+        t.add_row(str(r.id), str(r.answer), r.status, compact.count(r.usage.tokens),
+                  compact.seconds(r.latency_s))
     out.print(t)
     from .usage import total
 
@@ -539,12 +565,14 @@ def import_archon(
     name: Annotated[str | None, typer.Option(help="graph name (default: the config's)")
                     ] = None,
 ) -> None:
-    """Convert an Archon config (layers of generators, fusers, critics, rankers, verifiers)
-    into a graph file with the same meaning."""
+    """Convert an Archon config (layers of generators, fusers, critics, rankers, verifiers,
+    unit-test generators and evaluators) into a graph file with the same meaning."""
     from .archon import load_archon, to_yaml
 
+    notes: dict[str, list[str]] = {}
     try:
-        text = to_yaml(load_archon(config, name=name), source=str(config))
+        text = to_yaml(load_archon(config, name=name, notes=notes), source=str(config),
+                       notes=notes)
     except GraphErrors as exc:
         raise _fail(exc.lines()) from None
     except TTSGraphError as exc:
@@ -561,6 +589,7 @@ def validate(graphs: Annotated[list[Path], typer.Argument(help="graph files")]) 
     """Check graph files; print one line per problem (exit 2 if any)."""
     from .backends.registry import backend_names
     from .compile import compile_graph
+    from .model_checks import check_models
     from .spec import load_graph
 
     problems: list[str] = []
@@ -572,6 +601,13 @@ def validate(graphs: Annotated[list[Path], typer.Argument(help="graph files")]) 
             continue
         except TTSGraphError as exc:
             problems.append(str(exc))
+            continue
+        checked = check_models(g.doc)
+        for w in checked.warnings:  # the key may be set where the graph runs: not an error
+            err.print(f"{w} (warning: set it where the graph runs)", markup=False,
+                      highlight=False, soft_wrap=True)
+        if checked.errors:
+            problems.extend(checked.lines(warnings_fatal=False))
             continue
         out.print(f"ok: {path} ({len(g.spec.nodes)} nodes, {len(g.steps)} steps)",
                   markup=False, highlight=False)
@@ -613,6 +649,9 @@ def serve(
         "'Authorization: Bearer KEY'")] = None,
     max_concurrency: Annotated[int, typer.Option(
         min=1, help="graph runs at once; further requests wait")] = 8,
+    max_body_mb: Annotated[float, typer.Option(
+        min=0.001, help="largest request body in MB (1 MB = 2**20 bytes); larger ones get "
+        "413")] = 4.0,
     cache: Annotated[Path | None, typer.Option(
         help="response cache (SQLite): seen samples are replayed, not billed")] = None,
     log_level: Annotated[str, typer.Option(help="critical | error | warning | info | debug")
@@ -635,7 +674,8 @@ def serve(
                          "(or empty)"])
     try:
         web = create_app(graphs, api_key=api_key, max_concurrency=max_concurrency,
-                         cache=_open_cache(cache))
+                         cache=_open_cache(cache),
+                         max_body_bytes=max(1, int(max_body_mb * 1024 * 1024)))
     except GraphErrors as exc:
         raise _fail(exc.lines()) from None
     except TTSGraphError as exc:

@@ -151,7 +151,8 @@ def compile_graph(doc: GraphDoc, *, backends: Collection[str] | None = None) -> 
                     errors.append(doc.error(loc, _message(dict(err))))
         models = role.node_models(node, spec.defaults.model)
         node_models[name] = models
-        if role.calls_model and not models:
+        calls = role.calls_model and node.calls_model  # a node may opt out (sandbox)
+        if calls and not models:
             errors.append(doc.error(_loc("nodes", name, "model"),
                                     "required (no model here and no defaults.model)"))
         for i, m in enumerate(models):
@@ -161,7 +162,7 @@ def compile_graph(doc: GraphDoc, *, backends: Collection[str] | None = None) -> 
             if where == _loc("nodes", name) and m == spec.defaults.model:
                 continue  # inherited from defaults.model, which is reported already
             errors.append(doc.error(where, _unknown_model(m, spec.models)))
-        if not role.calls_model and getattr(node, "model", None):
+        if not calls and getattr(node, "model", None):
             errors.append(doc.error(_loc("nodes", name, "model"),
                                     f"role '{node.role}' makes no model call"))
         for i, inp in enumerate(node.inputs):
@@ -171,6 +172,11 @@ def compile_graph(doc: GraphDoc, *, backends: Collection[str] | None = None) -> 
             elif inp not in spec.nodes:
                 errors.append(doc.error(_loc("nodes", name, "inputs", i),
                                         f"unknown node '{inp}'{_suggest(inp, spec.nodes)}"))
+        if node.role == "unit_test_evaluator" and not any(
+                spec.nodes[i].role == "unit_test_generator" for i in node.inputs
+                if i in spec.nodes):
+            errors.append(doc.error(_loc("nodes", name, "inputs"), "needs a "
+                                    "unit_test_generator among its inputs (the tests)"))
         if len(set(node.inputs)) != len(node.inputs):
             errors.append(doc.error(_loc("nodes", name, "inputs"), "lists a node twice"))
         if node.prompts is not None:

@@ -60,11 +60,22 @@ mid-stream is sent as ``data: {"error": {...}}`` (the ``openai`` client raises i
 stream ends; text already sent stays sent.
 
 **Errors** follow OpenAI's shape ``{"error": {"message", "type", "param", "code"}}``: 400
-malformed body or unsupported parameter, 401 missing or wrong API key, 404 unknown graph or
-route, 502 infrastructure error of the graph run.
+malformed body (not JSON, nested deeper than ``MAX_JSON_DEPTH``) or unsupported parameter,
+401 missing or wrong API key, 404 unknown graph or route, 413 body larger than
+``max_body_bytes``, 502 infrastructure error of the graph run. A bad body never reaches the
+log as a traceback.
 
-**Auth.** With an API key, every ``/v1`` request needs ``Authorization: Bearer <key>``. The
-key is compared in constant time and never logged or echoed.
+**Auth.** With an API key, every ``/v1`` request needs ``Authorization: Bearer <key>`` (the
+scheme in any case, as RFC 7235 says). The key is compared in constant time and never logged
+or echoed.
+
+**Per-client limits.** Every request, whoever sends it: a body of at most ``max_body_bytes``
+(``--max-body-mb``, default 4 MB; the ``Content-Length`` is checked before anything is read,
+a chunked body is counted as it arrives and cut off at the limit), JSON nested at most
+``MAX_JSON_DEPTH`` levels, and a header section of at most 64 KB (uvicorn's h11 limit).
+There is *no* per-client rate limit or quota: all clients share ``max_concurrency`` graph
+runs and wait in one queue. Put the server behind a proxy that limits rates per client when
+it faces untrusted callers.
 
 **Concurrency.** At most ``max_concurrency`` graph runs at once per server; further requests
 *wait* in arrival order (no 429), and their wait counts towards the client's own timeout.
@@ -118,6 +129,11 @@ _ROLES = {"system": "System", "developer": "System", "user": "User", "assistant"
 #: message fields that carry nothing when empty (clients echo them back from responses)
 _EMPTY_OK = {"refusal", "annotations", "audio", "function_call", "tool_calls"}
 KEEPALIVE_S = 5.0
+#: default request body limit: a long conversation is a few hundred KB, so 4 MB is generous
+MAX_BODY_BYTES = 4 * 1024 * 1024
+#: an OpenAI body is ~5 levels deep; deeper ones are abuse (and would exhaust the recursion
+#: limit of whatever walks them)
+MAX_JSON_DEPTH = 64
 
 
 class APIError(Exception):
@@ -168,6 +184,7 @@ def load_graphs(sources: Iterable[str | Path], *,
     field: message). Two graphs with the same name are an error. Backends are bound now, so a
     missing API key or model file is reported here, not at the first request."""
     from .graph import Graph
+    from .model_checks import check_models
 
     problems: list[GraphError] = []
     graphs: dict[str, Graph] = {}
@@ -175,6 +192,10 @@ def load_graphs(sources: Iterable[str | Path], *,
     for path in graph_files(sources):
         try:
             g = Graph.from_yaml(path, cache=cache)
+            checked = check_models(g.compiled.doc)
+            if checked.errors or checked.warnings:  # with file:line, before binding
+                problems.extend([*checked.errors, *checked.warnings])
+                continue
             g.executor.bindings()
         except GraphErrors as exc:
             problems.extend(exc.errors)
@@ -239,6 +260,10 @@ def parse_chat_request(raw: bytes) -> ChatRequest:
         body = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise APIError(400, f"the request body is not valid JSON: {exc}") from None
+    except RecursionError:  # json's C parser recurses per level: ~1000 levels exhaust it
+        raise APIError(400, _too_deep()) from None
+    if _depth_exceeds(body, MAX_JSON_DEPTH):
+        raise APIError(400, _too_deep())
     if not isinstance(body, dict):
         raise APIError(400, "the request body must be a JSON object")
     unknown = sorted(k for k in body if k not in _KNOWN)
@@ -276,6 +301,45 @@ def parse_chat_request(raw: bytes) -> ChatRequest:
         include_usage=bool((opts or {}).get("include_usage")),
         include_steps=bool((ext or {}).get("steps")), include_calls=bool((ext or {}).get("calls")),
     )
+
+
+def _too_deep() -> str:
+    return f"the request body is nested too deeply (at most {MAX_JSON_DEPTH} levels)"
+
+
+def _depth_exceeds(value: Any, limit: int) -> bool:
+    """Whether JSON ``value`` nests more than ``limit`` levels (iterative: no recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > limit:
+                return True
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
+    return False
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, or ``APIError`` 413 once it is known to exceed ``limit`` bytes:
+    from ``Content-Length`` before reading, else while the chunks arrive (never buffered
+    past the limit)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.strip().isdigit() and int(declared) > limit:
+        raise _too_large(limit)
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def _too_large(limit: int) -> APIError:
+    return APIError(413, f"the request body is larger than {limit:,} bytes (the server's "
+                    "--max-body-mb)", code="request_too_large")
 
 
 def _unsupported(key: str, value: Any) -> bool:
@@ -421,7 +485,8 @@ async def _until_disconnect(request: Request) -> None:
 def create_app(graphs: Mapping[str, Graph] | Sequence[str | Path | Graph], *,
                api_key: str | None = None, max_concurrency: int = 8,
                cache: ResponseCache | str | Path | None = None,
-               keepalive_s: float = KEEPALIVE_S) -> FastAPI:
+               keepalive_s: float = KEEPALIVE_S,
+               max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
     """The OpenAI-compatible app serving ``graphs``.
 
     ``graphs`` is a mapping of model id → ``Graph`` (the caller keeps ownership: the app does
@@ -429,11 +494,14 @@ def create_app(graphs: Mapping[str, Graph] | Sequence[str | Path | Graph], *,
     objects, which the app identifies by graph name and, for the files it loads, closes on
     shutdown. ``cache`` applies to graphs loaded from files. ``api_key``: requests need
     ``Authorization: Bearer <api_key>``. ``max_concurrency``: graph runs at once; further
-    requests wait. Raises ``GraphErrors`` for invalid files or duplicate names."""
+    requests wait. ``max_body_bytes``: larger request bodies are a 413. Raises
+    ``GraphErrors`` for invalid files or duplicate names."""
     from .graph import Graph
 
     if max_concurrency < 1:
         raise ValueError("max_concurrency must be >= 1")
+    if max_body_bytes < 1:
+        raise ValueError("max_body_bytes must be >= 1")
     owned: list[Graph] = []
     if isinstance(graphs, Mapping):
         table: dict[str, Graph] = dict(graphs)
@@ -448,7 +516,7 @@ def create_app(graphs: Mapping[str, Graph] | Sequence[str | Path | Graph], *,
                                               source="<graphs>")])
             table[g.name] = g
     state = ServerState(table, max_concurrency, owned=bool(owned))
-    expected = f"Bearer {api_key}".encode() if api_key else None
+    expected = api_key.encode() if api_key else None
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -481,8 +549,10 @@ def create_app(graphs: Mapping[str, Graph] | Sequence[str | Path | Graph], *,
     def authorize(request: Request) -> None:
         if expected is None:
             return
-        given = request.headers.get("authorization", "").encode("utf-8", "replace")
-        if not hmac.compare_digest(given, expected):
+        scheme, _, token = request.headers.get("authorization", "").strip().partition(" ")
+        given = token.strip().encode("utf-8", "replace")
+        # the scheme is case-insensitive (RFC 7235 §2.1); the key is not
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given, expected):
             raise APIError(401, "missing or invalid API key: send 'Authorization: Bearer "
                            "<key>'", type="authentication_error", code="invalid_api_key")
 
@@ -523,7 +593,7 @@ def create_app(graphs: Mapping[str, Graph] | Sequence[str | Path | Graph], *,
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
         authorize(request)
-        req = parse_chat_request(await request.body())
+        req = parse_chat_request(await read_body(request, max_body_bytes))
         if req.model not in table:
             raise unknown_model(req.model)
         cid = "chatcmpl-" + uuid.uuid4().hex

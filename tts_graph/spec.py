@@ -195,6 +195,8 @@ class VerifierNode(ModelNode):
 
     role: Literal["verifier"]
     keep: Literal["passing", "all"] = "passing"
+    first_k: int | None = Field(default=None, ge=1, description="keep at most the first k "
+                                "passing candidates (input order)")
 
 
 class RankerNode(ModelNode):
@@ -209,6 +211,40 @@ class FuserNode(ModelNode):
 
     role: Literal["fuser"]
     samples: int = Field(default=1, ge=1)
+
+
+class UnitTestGeneratorNode(ModelNode):
+    """Writes unit tests for the question (at most ``cap``). Nodes that take it as an input
+    are asked to pass them; a ``unit_test_evaluator`` checks candidates against them."""
+
+    role: Literal["unit_test_generator"]
+    cap: int | None = Field(default=None, ge=1, description="most tests kept")
+
+
+class UnitTestEvaluatorNode(ModelNode):
+    """Checks each candidate against the tests of a ``unit_test_generator`` input, with a
+    model (``check: model``) or by running the candidate's code in the sandbox (``check:
+    sandbox``, no model call); ranks candidates by tests passed and keeps the passing ones
+    (all of them, ranked, when none pass), or the ``top_k`` best."""
+
+    role: Literal["unit_test_evaluator"]
+    check: Literal["model", "sandbox"] = "model"
+    keep: Literal["passing", "all"] = "passing"
+    top_k: int | None = Field(default=None, ge=1, description="keep the k best instead")
+    first_k: int | None = Field(
+        default=None, ge=1, description="keep the first k candidates (input order) that "
+        "pass every test, when k of them do")
+    timeout_s: float = Field(default=10, gt=0, description="per candidate, check: sandbox")
+
+    @property
+    def calls_model(self) -> bool:
+        return self.check == "model"
+
+    @model_validator(mode="after")
+    def _sandbox_has_no_model(self) -> UnitTestEvaluatorNode:
+        if self.check == "sandbox" and self.model is not None:
+            raise ValueError("check: sandbox runs the code and calls no model: drop 'model'")
+        return self
 
 
 class VoteNode(BaseNode):
@@ -274,6 +310,8 @@ BUILTIN_NODES: dict[str, type[BaseNode]] = {
     "vote": VoteNode,
     "debate": DebateNode,
     "first_finish": FirstFinishNode,
+    "unit_test_generator": UnitTestGeneratorNode,
+    "unit_test_evaluator": UnitTestEvaluatorNode,
 }
 
 
@@ -300,6 +338,8 @@ NodeSpec = Annotated[
     | Annotated[VoteNode, Tag("vote")]
     | Annotated[DebateNode, Tag("debate")]
     | Annotated[FirstFinishNode, Tag("first_finish")]
+    | Annotated[UnitTestGeneratorNode, Tag("unit_test_generator")]
+    | Annotated[UnitTestEvaluatorNode, Tag("unit_test_evaluator")]
     | Annotated[CustomNode, Tag("custom")],
     Discriminator(_node_tag),
 ]

@@ -38,7 +38,7 @@ class Candidate:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-OutputKind = Literal["answer", "plan", "critique"]
+OutputKind = Literal["answer", "plan", "critique", "tests"]
 StepStatus = Literal["ok", "budget", "timeout", "error", "skipped"]
 
 

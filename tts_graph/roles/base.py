@@ -86,7 +86,8 @@ class StepContext:
         return out
 
     def context_text(self) -> str:
-        """Plans and critiques from inputs, as a block to put before the question."""
+        """Plans, critiques and unit tests from inputs, as a block to put before the
+        question."""
         parts: list[str] = []
         for inp in self.inputs:
             if inp.kind == "plan" and inp.candidates:
@@ -94,6 +95,9 @@ class StepContext:
             elif inp.kind == "critique" and inp.candidates:
                 notes = "\n".join("- " + c.text.strip() for c in inp.candidates)
                 parts.append("Feedback on earlier attempts:\n" + notes)
+            elif inp.kind == "tests" and inp.candidates:
+                tests = "\n".join("- " + t for t in inp.candidates[0].meta.get("tests", []))
+                parts.append("Your response should pass the following unit tests:\n" + tests)
         return "".join(p + "\n\n" for p in parts)
 
 
@@ -133,7 +137,7 @@ class Role(ABC):
 
     def node_models(self, node: BaseNode, default: str | None) -> list[str]:
         """Model bindings this node calls (empty for roles without model calls)."""
-        if not self.calls_model:
+        if not (self.calls_model and node.calls_model):
             return []
         model = getattr(node, "model", None) or default
         return [model] if model else []

@@ -1,4 +1,5 @@
-"""ranker: one listwise call orders the candidates; keeps the top ``top_k``."""
+"""ranker: one listwise call orders the candidates; keeps the top ``top_k``. Critiques (and
+plans, unit tests) among its inputs go before the problem, as ``{context}``."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ class Ranker(Role):
         "main": "You are a judge. Rank solutions from most to least likely correct."
     }
     user_prompt: ClassVar[dict[str, str]] = {
-        "main": "Problem: {question}\n\n{candidates}\n\n"
+        "main": "{context}Problem: {question}\n\n{candidates}\n\n"
         "Rank the {n} solutions, best first, as 'Ranking: 2 > 1 > 3'."
     }
 

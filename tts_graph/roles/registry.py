@@ -23,11 +23,14 @@ def builtin_roles() -> dict[str, type[Role]]:
     from .ranker import Ranker
     from .refiner import Refiner
     from .solver import Solver
+    from .unit_test_evaluator import UnitTestEvaluator
+    from .unit_test_generator import UnitTestGenerator
     from .verifier import Verifier
     from .vote import Vote
 
     classes: list[type[Role]] = [Solver, Planner, Critic, Refiner, Judge, Verifier, Ranker,
-                                 Fuser, Vote, Debate, FirstFinish]
+                                 Fuser, Vote, Debate, FirstFinish, UnitTestGenerator,
+                                 UnitTestEvaluator]
     return {cls.name: cls for cls in classes}
 
 

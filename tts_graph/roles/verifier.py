@@ -52,7 +52,10 @@ class Verifier(Role):
             checked.append(Candidate(cand.text, cand.answer, score, cand.model,
                                      {**cand.meta, "verdict": ok}))
         passing = [c for c in checked if c.meta["verdict"]]
+        passed = len(passing)
+        if node.first_k is not None:  # Archon's first_k: the first k that pass
+            passing = passing[:node.first_k]
         if node.keep == "passing" and passing:
-            return self.output(ctx, passing, passed=len(passing))
+            return self.output(ctx, passing, passed=passed)
         order = sorted(range(len(checked)), key=lambda j: -(checked[j].score or 0.0))
-        return self.output(ctx, [checked[j] for j in order], passed=len(passing))
+        return self.output(ctx, [checked[j] for j in order], passed=passed)
