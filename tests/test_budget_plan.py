@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -211,3 +214,19 @@ def test_plan_fits_for_the_declared_budget() -> None:
     assert fits(ISSUE_GRAPH.format(cap=60)) is False
     assert fits(ISSUE_GRAPH.format(cap=1).replace("budget: {max_tokens_per_query: 1}", "")) \
         is None
+
+
+def test_validate_says_when_no_plan_fits_the_declared_budget(tmp_path: Path) -> None:
+    def validate(cap: int) -> subprocess.CompletedProcess[str]:
+        p = tmp_path / f"g{cap}.yaml"
+        p.write_text(ISSUE_GRAPH.format(cap=cap))
+        return subprocess.run([sys.executable, "-m", "tts_graph", "validate", str(p)],
+                              capture_output=True, text=True, timeout=120, check=False)
+
+    tight = validate(60)
+    assert tight.returncode == 0, tight.stderr  # it still runs, guarded
+    (warning,) = [ln for ln in tight.stdout.splitlines() if ln.startswith("warning:")]
+    assert "no plan of the whole graph fits" in warning
+    assert "max_tokens_per_query 60 <" in warning
+    roomy = validate(1000)
+    assert roomy.returncode == 0 and "warning" not in roomy.stdout

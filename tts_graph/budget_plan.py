@@ -243,6 +243,13 @@ def initial_states(graph: CompiledGraph) -> dict[str, StepState]:
 def plan_budget_fits(graph: CompiledGraph, question: str = "") -> bool | None:
     """Whether the narrowest whole graph fits the declared budget, counted with the default
     token estimate (``validate`` uses it); None when the graph declares no cap."""
+    need = narrowest_need(graph, question)
+    return None if need is None else fits(need, QueryBudget(graph.spec.budget))
+
+
+def narrowest_need(graph: CompiledGraph, question: str = "") -> Amount | None:
+    """The worst case of the whole graph at its narrowest, with the default token estimate
+    (about 3 characters a token); None when the graph declares no cap."""
     b = graph.spec.budget
     if b.max_tokens_per_query is None and b.max_cost_usd_per_query is None \
             and b.max_flops_per_query is None:
@@ -255,7 +262,9 @@ def plan_budget_fits(graph: CompiledGraph, question: str = "") -> bool | None:
     costings = {name: costing_of(m) for name, m in graph.spec.models.items()}
     planner = GraphPlanner(graph, question, count, costings.__getitem__)
     states = initial_states(graph)
-    return plan_widths(planner, QueryBudget(b), states)
+    widths: dict[str, int | None] = {
+        sid: (st.lo if st.wanted > 1 or st.lo > 1 else None) for sid, st in states.items()}
+    return planner.worst_case(states, {}, widths)
 
 
 def costing_of(model_spec: Any) -> Costing:

@@ -7,7 +7,7 @@ import asyncio
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -15,6 +15,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from .errors import GraphErrors, TTSGraphError
+
+if TYPE_CHECKING:  # imported lazily at run time: the CLI starts fast
+    from .compile import CompiledGraph
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Run and inspect test-time-scaling collaboration graphs.")
@@ -569,8 +572,31 @@ def validate(graphs: Annotated[list[Path], typer.Argument(help="graph files")]) 
             continue
         out.print(f"ok: {path} ({len(g.spec.nodes)} nodes, {len(g.steps)} steps)",
                   markup=False, highlight=False)
+        note = _budget_note(g)
+        if note:
+            out.print(f"warning: {path}: {note}", markup=False, highlight=False,
+                      soft_wrap=True)
     if problems:
         raise _fail(problems)
+
+
+def _budget_note(graph: CompiledGraph) -> str | None:
+    """Why no plan of the whole graph fits its declared budget, or None when one does."""
+    from .budget_plan import narrowest_need, plan_budget_fits
+
+    if plan_budget_fits(graph) is not False:
+        return None
+    need = narrowest_need(graph)
+    assert need is not None
+    b = graph.spec.budget
+    parts = [f"{label} {cap:g} < {used:g}" for label, cap, used in (
+        ("max_tokens_per_query", b.max_tokens_per_query, need.tokens),
+        ("max_cost_usd_per_query", b.max_cost_usd_per_query, need.cost),
+        ("max_flops_per_query", b.max_flops_per_query, need.flops)) if cap is not None
+        and used > cap]
+    return ("budget: no plan of the whole graph fits (its narrowest worst case, prompts "
+            f"counted at about 3 characters a token: {', '.join(parts)}); calls will only be "
+            "guarded, and later steps, the output among them, may not run")
 
 
 @app.command()
