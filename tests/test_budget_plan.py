@@ -7,7 +7,9 @@ import asyncio
 import json
 import subprocess
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -18,6 +20,9 @@ from tts_graph.backends.base import GenerationRequest
 from tts_graph.backends.scripted import ScriptedBackend
 from tts_graph.budget_plan import plan_budget_fits
 from tts_graph.compile import compile_graph
+from tts_graph.evaluate.runner import run_items
+from tts_graph.evaluate.store import ResultStore
+from tts_graph.evaluate.summary import summarize
 from tts_graph.types import Completion, Message
 
 #: the share of the budget a query spends at least, whenever a step stopped short of the
@@ -230,3 +235,50 @@ def test_validate_says_when_no_plan_fits_the_declared_budget(tmp_path: Path) -> 
     assert "max_tokens_per_query 60 <" in warning
     roomy = validate(1000)
     assert roomy.returncode == 0 and "warning" not in roomy.stdout
+
+
+@dataclass(frozen=True)
+class Item:
+    id: str
+    question: str
+    answer: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+class ExactScorer:
+    name = "exact"
+
+    def score(self, item: Item, answer: str | None, text: str | None) -> Any:
+        return SimpleNamespace(correct=answer == item.answer, detail="")
+
+
+def test_eval_summary_reports_how_budgets_were_used(tmp_path: Path) -> None:
+    store = ResultStore(tmp_path / "run")
+    store.bind({"graph_name": "solve-judge", "task": "t", "planned": 6}, resume=False)
+    ex = Executor(loads_graph(ISSUE_GRAPH.format(cap=300)), backends={"m": short_replies()})
+    items = [Item(str(i), f"what is {i} plus {i}?", str(i % 3)) for i in range(6)]
+    asyncio.run(run_items(ex, ExactScorer(), items, store, concurrency=3))
+    rows = list(store.rows())
+    assert all(r.budget is not None and r.budget["granted"]["tokens"] == 300 for r in rows)
+    b = summarize(store).budget
+    assert b is not None
+    assert (b["queries"], b["overruns"], b["plan_fits"]) == (6, 0, 6)
+    assert b["output_reached_where_plan_fits"] == 6
+    assert b["narrowed"] == {"solve": 6}
+    assert 0 < b["share_spent_min"] <= b["share_spent_mean"] <= 1
+    assert b["share_committed_peak_max"] <= 1
+    assert b["samples_wanted"] == 6 * 16 and 6 * 2 <= b["samples_drawn"] < 6 * 16
+    assert summarize(store).to_dict()["budget"] == b
+
+
+def test_a_store_written_before_budget_reports_still_opens(tmp_path: Path) -> None:
+    store = ResultStore(tmp_path / "run")
+    store.conn.execute("CREATE TABLE old AS SELECT * FROM results")
+    store.conn.execute("DROP TABLE results")
+    store.conn.execute("ALTER TABLE old DROP COLUMN budget")
+    store.conn.execute("ALTER TABLE old RENAME TO results")
+    store.close()
+    again = ResultStore(tmp_path / "run")  # adds the column
+    assert list(again.rows()) == []
+    cols = {r[1] for r in again.conn.execute("PRAGMA table_info(results)")}
+    assert "budget" in cols

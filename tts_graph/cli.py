@@ -329,6 +329,15 @@ def _print_summary(s) -> None:  # type: ignore[no-untyped-def]
               f"(billed ${s.billed_usd:.6f}), FLOPs {s.flops:.3g}, calls {s.calls} "
               f"({s.cached_calls} cached), latency p50/p90/p99 "
               f"{s.latency_p50:.2f}/{s.latency_p90:.2f}/{s.latency_p99:.2f} s", markup=False)
+    b = getattr(s, "budget", None)
+    if b:
+        narrowed = ", ".join(f"{k} {n}" for k, n in b["narrowed"].items()) or "none"
+        out.print(f"  budget: {b['share_spent_mean']:.0%} spent on average (min "
+                  f"{b['share_spent_min']:.0%}), {b['overruns']} overruns, plan fits "
+                  f"{b['plan_fits']}/{b['queries']}, output reached "
+                  f"{b['output_reached_where_plan_fits']}/{b['plan_fits']} of those, samples "
+                  f"{b['samples_drawn']}/{b['samples_wanted']}; narrowed: {narrowed}",
+                  markup=False)
     t = Table(title_justify="left")
     for col in ("by node / model", "calls", "samples", "tokens", "cost $", "FLOPs"):
         t.add_column(col, justify="left" if col.startswith("by") else "right")
