@@ -126,6 +126,8 @@ class GraphPlanner:
         self.question = question
         self.count = count
         self.costing = costing
+        #: calls each pending step made in the last dry run
+        self.calls_made: dict[str, int] = {}
 
     def context(self, step: Step, inputs: list[StepOutput]) -> StepContext:
         return StepContext(
@@ -166,6 +168,7 @@ class GraphPlanner:
             except Exception:  # the real run reports a role's failure; a plan skips the step
                 outs[sid] = role.passthrough(ctx)
                 continue
+            self.calls_made[sid] = len(calls)
             results = []
             for i, call in enumerate(calls):
                 n = call_width(call, widths.get(sid))
@@ -211,6 +214,40 @@ def plan_widths(planner: GraphPlanner, budget: QueryBudget, states: dict[str, St
     ranged = [sid for sid in planner.graph.order if widths[sid] is not None]
     if not fits(planner.worst_case(states, {}, widths), budget):
         return False
+    out = planner.graph.output
+    if planner.graph.steps[out].calls_model and not planner.calls_made.get(out):
+        # the output would make no call (a judge shown one candidate): widen upstream until
+        # it does, if any plan that fits lets it, so the graph's last step really runs
+        trial = dict(widths)
+        grow = [sid for sid in ranged if states[sid].lo < states[sid].wanted]
+        reached = False
+        while grow and not reached:
+            still = []
+            for sid in grow:
+                w = trial[sid]
+                assert w is not None
+                trial[sid] = w + 1
+                if not fits(planner.worst_case(states, {}, trial), budget):
+                    trial[sid] = w
+                    continue
+                reached = bool(planner.calls_made.get(out))
+                if reached:
+                    break
+                if w + 1 < states[sid].wanted:
+                    still.append(sid)
+            grow = still
+        if reached:
+            widths = trial
+            for sid in ranged:  # the output's call needs these widths: never narrower
+                w = widths[sid]
+                assert w is not None
+                states[sid].lo = w
+        else:
+            full = {sid: (st.wanted if w is not None else None)
+                    for (sid, w), st in zip(widths.items(), states.values(), strict=True)}
+            planner.worst_case(states, {}, full)
+            if planner.calls_made.get(out):
+                return False  # the output calls at full width, but no plan that fits lets it
     open_ = [sid for sid in ranged if states[sid].lo < states[sid].wanted]
     while open_:
         still: list[str] = []
