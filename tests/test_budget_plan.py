@@ -282,3 +282,22 @@ def test_a_store_written_before_budget_reports_still_opens(tmp_path: Path) -> No
     assert list(again.rows()) == []
     cols = {r[1] for r in again.conn.execute("PRAGMA table_info(results)")}
     assert "budget" in cols
+
+
+def test_a_graph_no_plan_fits_is_guarded_and_says_what_it_skipped() -> None:
+    doc = loads_graph("""
+version: 1
+name: t
+models: {m: {backend: scripted, model: m}}
+nodes:
+  s: {role: solver, model: m, samples: 3, max_tokens: 5}
+  f: {role: fuser, model: m, inputs: [s], max_tokens: 50}
+output: f
+budget: {max_tokens_per_query: 80}
+""")
+    res = Executor(doc, backends={"m": short_replies()}).run("q")
+    assert res.budget is not None and res.budget.plan_fits is False
+    assert res.status == "budget"
+    assert res.budget.steps["f"]["reasons"] == [
+        "skipped: the budget refused its calls (its inputs pass on)"]
+    assert res.answer is not None and res.usage.tokens <= 80

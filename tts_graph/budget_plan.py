@@ -375,11 +375,12 @@ class BudgetLedger:
             fits_at(lo)
         return [c.unreserved for c in st.calls]
 
-    def finish_step(self, sid: str, out: StepOutput) -> None:
+    def finish_step(self, sid: str, refused: bool) -> None:
+        """The step is done; ``refused``: the budget refused every call it had to make."""
         st = self.states[sid]
         st.phase = "done"
-        if not out.candidates and any(c.unreserved for c in st.calls) and not st.drawn:
-            st.reasons.append("skipped: the budget refused its calls")
+        if refused:
+            st.reasons.append("skipped: the budget refused its calls (its inputs pass on)")
 
     # ------------------------------------------------------------------------- drawing
 

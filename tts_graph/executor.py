@@ -346,7 +346,7 @@ class Executor:
             q.errors.append(f"{step.id}: {error}")
         q.outputs[step.id] = out
         if q.ledger is not None:
-            q.ledger.finish_step(step.id, out)
+            q.ledger.finish_step(step.id, bool(calls) and not any(results))
         return out
 
     async def _call(self, q: _Query, step: Step, call: Call, index: int,
