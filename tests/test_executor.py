@@ -281,6 +281,14 @@ def budget_text(req: GenerationRequest, i: int) -> str:
     return " ".join([f"Answer: {value}", *["w"] * (length - 2)])
 
 
+def full_text(req: GenerationRequest, i: int) -> str:
+    """A reply exactly ``max_tokens`` words long: the worst case a budget plans for."""
+    value = (req.seed + i) % 3
+    if req.max_tokens == 1:
+        return str(value)
+    return " ".join([f"Answer: {value}", *["w"] * (req.max_tokens - 2)])
+
+
 class RecordingBudget(QueryBudget):
     """Counts reservations refused, or granted for fewer samples than asked."""
 
@@ -362,9 +370,10 @@ def graphs(draw: st.DrawFn) -> dict[str, Any]:
     }
 
 
-def run_budgeted(data: dict[str, Any]) -> tuple[QueryResult, RecordingBudget,
-                                                 list[tuple[GenerationRequest, int]]]:
-    backends = {m: Exact(budget_text) for m in ("m1", "m2")}
+def run_budgeted(data: dict[str, Any], reply: Callable[[GenerationRequest, int], str]
+                 = budget_text) -> tuple[QueryResult, RecordingBudget,
+                                         list[tuple[GenerationRequest, int]]]:
+    backends = {m: Exact(reply) for m in ("m1", "m2")}
     RecordingBudget.made.clear()
     with mock.patch("tts_graph.executor.QueryBudget", RecordingBudget):
         res = Executor(parse_graph(json.loads(json.dumps(data))), backends=backends).run("2+2?")
@@ -392,7 +401,10 @@ BUDGET_SETTINGS = settings(max_examples=60, deadline=None, derandomize=True,
 @BUDGET_SETTINGS
 @given(graphs(), st.integers(1, 2500))
 def test_token_cap_is_never_exceeded(data: dict[str, Any], cap: int) -> None:
-    free, _, free_requests = run_budgeted(data)
+    free, _, _ = run_budgeted(data)
+    # the worst case as a budget must plan for it before any text is drawn: every reply as
+    # long as its max_tokens (later prompts quote earlier replies)
+    _, _, free_requests = run_budgeted(data, full_text)
     capped_data = {**data, "budget": {"max_tokens_per_query": cap}}
     try:
         parse_graph(capped_data)
@@ -424,7 +436,10 @@ def test_cost_cap_is_never_exceeded(data: dict[str, Any], p1: tuple[float, float
                                     p2: tuple[float, float], cap: float) -> None:
     for name, (pin, pout) in (("m1", p1), ("m2", p2)):
         data["models"][name]["price"] = {"input_per_mtok": pin, "output_per_mtok": pout}
-    free, _, free_requests = run_budgeted(data)
+    free, _, _ = run_budgeted(data)
+    # the worst case as a budget must plan for it before any text is drawn: every reply as
+    # long as its max_tokens (later prompts quote earlier replies)
+    _, _, free_requests = run_budgeted(data, full_text)
     capped_data = {**data, "budget": {"max_cost_usd_per_query": cap}}
     res, budget, _ = run_budgeted(capped_data)
     assert sum(c.cost_usd for c in res.calls) <= cap * (1 + 1e-9)
@@ -447,7 +462,10 @@ def test_flops_cap_is_never_exceeded(data: dict[str, Any], params1: float,
     data["models"]["m1"]["params"] = params1
     if params2 is not None:
         data["models"]["m2"]["params"] = params2
-    free, _, free_requests = run_budgeted(data)
+    free, _, _ = run_budgeted(data)
+    # the worst case as a budget must plan for it before any text is drawn: every reply as
+    # long as its max_tokens (later prompts quote earlier replies)
+    _, _, free_requests = run_budgeted(data, full_text)
     capped_data = {**data, "budget": {"max_flops_per_query": cap}}
     res, budget, _ = run_budgeted(capped_data)
     assert sum(c.flops for c in res.calls) <= cap * (1 + 1e-9)
@@ -527,9 +545,17 @@ def test_adaptive_samples_stop_when_the_budget_runs_out() -> None:
     res = Executor(doc, backends={"m": backend}).run("q")
     drawn = res.steps["s"].meta["samples"]
     assert 2 <= drawn < 16
-    assert res.status == "budget"
-    assert res.steps["s"].status == "budget"
+    # the graph ran as planned (the budget was planned for): not "budget", but the report
+    # says the step stopped short of what it wanted, and why
+    assert res.status == "ok"
+    assert res.budget is not None
+    report = res.budget.steps["s"]
+    assert (report["wanted"], report["drawn"]) == (16, drawn)
+    assert any(r.startswith(f"stopped at {drawn}") for r in report["reasons"])
     assert res.usage.tokens <= 160
+    # the budget was spent: one more sample's worst case would not have fit
+    (req, *_) = backend.requests
+    assert res.usage.tokens > 160 - (words(req.messages) + 3)
 
 
 # ------------------------------------------------------------------------ adaptive width

@@ -1,6 +1,8 @@
 """Per-query budget: every call reserves its worst case before it is sent, so concurrent
 calls can never overrun a cap together. A call that does not fit is sent with fewer
-``max_tokens``, or not at all (``BudgetExhausted``)."""
+``max_tokens``, or not at all (``BudgetExhausted``). Beside the calls' reservations the
+budget keeps a *plan hold*: what steps not yet reserved may need (see ``budget_plan``), which
+no call may take."""
 
 from __future__ import annotations
 
@@ -43,25 +45,60 @@ class QueryBudget:
         self._held_tokens = 0
         self._held_cost = 0.0
         self._held_flops = 0.0
+        self._plan_tokens = 0
+        self._plan_cost = 0.0
+        self._plan_flops = 0.0
         self.exhausted = False
+        #: the most ever committed at once: spent, plus held for calls in flight and the plan
+        self.peak_tokens = 0
+        self.peak_cost = 0.0
+        self.peak_flops = 0.0
+
+    @property
+    def held_tokens(self) -> int:
+        return self._held_tokens + self._plan_tokens
+
+    @property
+    def held_cost(self) -> float:
+        return self._held_cost + self._plan_cost
+
+    @property
+    def held_flops(self) -> float:
+        return self._held_flops + self._plan_flops
+
+    def hold_for_plan(self, tokens: int, cost: float, flops: float) -> None:
+        """Keep this much for the steps not yet reserved (replaces the previous hold)."""
+        self._plan_tokens, self._plan_cost, self._plan_flops = tokens, cost, flops
+
+    def note_peak(self) -> None:
+        """Record what is committed now (called once a hold or reservation is decided;
+        holds tried and dropped while searching for a width are not commitments)."""
+        self.peak_tokens = max(self.peak_tokens, self.used_tokens + self.held_tokens)
+        self.peak_cost = max(self.peak_cost, self.used_cost + self.held_cost)
+        self.peak_flops = max(self.peak_flops, self.used_flops + self.held_flops)
+
+    def covers(self, prompt_tokens: int, max_tokens: int, n: int, costing: Costing) -> bool:
+        """Whether ``n`` samples of ``max_tokens`` each fit now (exactly as ``reserve``
+        decides, so a draw found to fit is reserved whole)."""
+        return n >= 1 and self._per_sample(prompt_tokens, n, costing) >= max_tokens
 
     def _per_sample(self, prompt_tokens: int, n: int, costing: Costing) -> float:
         """Completion tokens each of ``n`` samples may use without any cap being overrun."""
         b = self.budget
         allowed = float("inf")
         if b.max_tokens_per_query is not None:
-            room = b.max_tokens_per_query - self.used_tokens - self._held_tokens
+            room = b.max_tokens_per_query - self.used_tokens - self.held_tokens
             allowed = min(allowed, room // n - prompt_tokens)
         if b.max_cost_usd_per_query is not None and (costing.price_in > 0
                                                      or costing.price_out > 0):
-            room_c = b.max_cost_usd_per_query - self.used_cost - self._held_cost
+            room_c = b.max_cost_usd_per_query - self.used_cost - self.held_cost
             left = room_c / n - prompt_tokens * costing.price_in  # USD left per sample
             if costing.price_out > 0:
                 allowed = min(allowed, int(left / costing.price_out))
             elif left < 0:  # priced input only: the prompt alone does not fit
                 allowed = 0
         if b.max_flops_per_query is not None and costing.params:
-            room_f = b.max_flops_per_query - self.used_flops - self._held_flops
+            room_f = b.max_flops_per_query - self.used_flops - self.held_flops
             allowed = min(allowed, int(room_f / n / (2.0 * costing.params)) - prompt_tokens)
         return allowed
 
@@ -94,6 +131,7 @@ class QueryBudget:
         self._held_tokens += res.tokens
         self._held_cost += res.cost
         self._held_flops += res.flops
+        self.note_peak()
         return res
 
     def settle(self, res: Reservation, tokens: int, cost: float, flops: float) -> None:

@@ -7,7 +7,7 @@ import asyncio
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich import box
@@ -16,6 +16,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from .errors import GraphErrors, TTSGraphError
+
+if TYPE_CHECKING:  # imported lazily at run time: the CLI starts fast
+    from .compile import CompiledGraph
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Run and inspect test-time-scaling collaboration graphs.")
@@ -352,6 +355,15 @@ def _print_summary(s) -> None:  # type: ignore[no-untyped-def]
               f"(billed ${s.billed_usd:.6f}), FLOPs {s.flops:.3g}, calls {s.calls} "
               f"({s.cached_calls} cached), latency p50/p90/p99 "
               f"{s.latency_p50:.2f}/{s.latency_p90:.2f}/{s.latency_p99:.2f} s", markup=False)
+    b = getattr(s, "budget", None)
+    if b:
+        narrowed = ", ".join(f"{k} {n}" for k, n in b["narrowed"].items()) or "none"
+        out.print(f"  budget: {b['share_spent_mean']:.0%} spent on average (min "
+                  f"{b['share_spent_min']:.0%}), {b['overruns']} overruns, plan fits "
+                  f"{b['plan_fits']}/{b['queries']}, output reached "
+                  f"{b['output_reached_where_plan_fits']}/{b['plan_fits']} of those, samples "
+                  f"{b['samples_drawn']}/{b['samples_wanted']}; narrowed: {narrowed}",
+                  markup=False)
     t = Table(title_justify="left")
     for col in ("by node / model", "calls", "samples", "tokens", "cost $", "FLOPs"):
         t.add_column(col, justify="left" if col.startswith("by") else "right")
@@ -611,8 +623,31 @@ def validate(graphs: Annotated[list[Path], typer.Argument(help="graph files")]) 
             continue
         out.print(f"ok: {path} ({len(g.spec.nodes)} nodes, {len(g.steps)} steps)",
                   markup=False, highlight=False)
+        note = _budget_note(g)
+        if note:
+            out.print(f"warning: {path}: {note}", markup=False, highlight=False,
+                      soft_wrap=True)
     if problems:
         raise _fail(problems)
+
+
+def _budget_note(graph: CompiledGraph) -> str | None:
+    """Why no plan of the whole graph fits its declared budget, or None when one does."""
+    from .budget_plan import narrowest_need, plan_budget_fits
+
+    if plan_budget_fits(graph) is not False:
+        return None
+    need = narrowest_need(graph)
+    assert need is not None
+    b = graph.spec.budget
+    parts = [f"{label} {cap:g} < {used:g}" for label, cap, used in (
+        ("max_tokens_per_query", b.max_tokens_per_query, need.tokens),
+        ("max_cost_usd_per_query", b.max_cost_usd_per_query, need.cost),
+        ("max_flops_per_query", b.max_flops_per_query, need.flops)) if cap is not None
+        and used > cap]
+    return ("budget: no plan of the whole graph fits (its narrowest worst case, prompts "
+            f"counted at about 3 characters a token: {', '.join(parts)}); calls will only be "
+            "guarded, and later steps, the output among them, may not run")
 
 
 @app.command()

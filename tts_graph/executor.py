@@ -2,8 +2,9 @@
 
 Each step starts the moment its inputs are done (one task per step awaiting its dependencies:
 no supersteps). The calls of a step run concurrently, and so do many queries, under one global
-cap. Budgets are reserved before each call is sent. Cancellation is real: first-finish cancels
-the samples it does not need, and a timeout cancels everything still running.
+cap. Budgets are reserved before each call is sent; a budgeted query is planned whole first and
+spent in waves (``budget_plan``). Cancellation is real: first-finish cancels the samples it
+does not need, and a timeout cancels everything still running.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from .answers import extract_answer
 from .backends.base import Backend, GenerationRequest
 from .backends.registry import backend_names, create_backend
 from .bindings import ModelBinding
-from .budget import QueryBudget
+from .budget import QueryBudget, Reservation
+from .budget_plan import BudgetLedger, BudgetReport
 from .cache import ResponseCache
 from .compile import CompiledGraph, Step, compile_graph
 from .errors import BackendError, BudgetExhausted, TTSGraphError
@@ -47,6 +49,8 @@ class QueryResult:
     latency_s: float = 0.0
     error: str | None = None
     id: int | str = 0
+    #: how a budgeted query used its budget (None when the graph declares no cap)
+    budget: BudgetReport | None = None
 
     @property
     def usage(self) -> Usage:
@@ -90,6 +94,7 @@ class QueryResult:
                 for sid, out in self.steps.items()
             },
             "calls": [c.to_dict() for c in self.calls],
+            **({"budget": self.budget.to_dict()} if self.budget is not None else {}),
         }
 
 
@@ -141,6 +146,7 @@ class _Query:
         self.outputs: dict[str, StepOutput] = {}
         self.errors: list[str] = []
         self.started = time.perf_counter()  # the origin of CallRecord.start_s
+        self.ledger: BudgetLedger | None = None
 
     def record(self, where: tuple[int, int], rec: CallRecord) -> None:
         self._records.append(((self._order[rec.step], *where), rec))
@@ -218,6 +224,14 @@ class Executor:
         graph = self.graph
         q = _Query(question, graph, TextStream(on_text) if on_text is not None else None)
         start = q.started
+        b = graph.spec.budget
+        if (b.max_tokens_per_query is not None or b.max_cost_usd_per_query is not None
+                or b.max_flops_per_query is not None):
+            bindings = self.bindings()
+            q.ledger = BudgetLedger(
+                graph, question, q.budget,
+                lambda m, msgs: bindings[m].backend.count_tokens(msgs),
+                lambda m: bindings[m].costing, q.outputs)
         tasks: dict[str, asyncio.Task[StepOutput]] = {}
         for sid in graph.order:
             tasks[sid] = asyncio.create_task(self._step(q, graph.steps[sid], tasks),
@@ -256,6 +270,7 @@ class Executor:
             latency_s=time.perf_counter() - start,
             error="; ".join(q.errors) or None,
             id=query_id,
+            budget=q.ledger.report() if q.ledger is not None else None,
         )
 
     def _partial(self, q: _Query) -> StepOutput | None:
@@ -290,18 +305,21 @@ class Executor:
             calls = role.calls(ctx)
         except Exception as exc:  # a role bug must name the step, not kill the run silently
             raise TTSGraphError(f"step {step.id}: role '{step.role.name}' failed: {exc}") from exc
+        # a budgeted query reserves the step's first wave as planned, before any await
+        firsts = q.ledger.start_step(step.id, ctx, calls) if q.ledger is not None \
+            else [c.n for c in calls]
         results: list[list[Completion]] = []
         if calls:
             outcomes: list[Any]
             if len(calls) == 1:  # await it in this task: a gather costs a task and loop turns
                 stream = (q.stream if step.id == self.graph.output and role.streams else None)
                 try:
-                    outcomes = [await self._call(q, step, calls[0], 0, stream)]
+                    outcomes = [await self._call(q, step, calls[0], 0, stream, firsts[0])]
                 except (BackendError, BudgetExhausted) as exc:
                     outcomes = [exc]
             else:
                 outcomes = await asyncio.gather(
-                    *(self._call(q, step, c, i) for i, c in enumerate(calls)),
+                    *(self._call(q, step, c, i, None, firsts[i]) for i, c in enumerate(calls)),
                     return_exceptions=True,
                 )
             for o in outcomes:
@@ -327,41 +345,74 @@ class Executor:
         if error:
             q.errors.append(f"{step.id}: {error}")
         q.outputs[step.id] = out
+        if q.ledger is not None:
+            q.ledger.finish_step(step.id, bool(calls) and not any(results))
         return out
 
     async def _call(self, q: _Query, step: Step, call: Call, index: int,
-                    stream: TextStream | None = None) -> tuple[list[Completion], bool]:
+                    stream: TextStream | None = None, planned: int | None = None
+                    ) -> tuple[list[Completion], bool]:
         """Send one role call, following its sampling policy. Returns the completions and
-        whether the budget cut it short. ``stream`` is used by a plain call for one sample."""
+        whether the budget cut it short of its plan (``planned`` samples; all ``call.n``
+        unbudgeted). A budgeted call draws further samples in waves, beyond its plan, while
+        they fit. ``stream`` is used by a plain call for one sample."""
         binding = self.bindings()[call.model]
         seed = step.sampling.seed + 1000 * call.seed_offset
         prompt_tokens = binding.backend.count_tokens(call.messages)
+        planned = call.n if planned is None else planned
+        # waves only where the whole graph was planned; otherwise calls are only guarded
+        ledger = q.ledger if q.ledger is not None and q.ledger.fits else None
 
-        async def draw(n: int, offset: int, stream: TextStream | None = None
-                       ) -> list[Completion]:
+        async def draw(n: int, offset: int, stream: TextStream | None = None,
+                       required: bool = True) -> list[Completion]:
             return await self._send(q, step, binding, call, index, n, seed + offset, offset,
-                                    prompt_tokens, stream)
+                                    prompt_tokens, stream, required)
 
-        if call.first_k is not None:
-            return await self._first_k(draw, call.n, call.first_k), False
-        if call.adaptive is not None:
-            rule = call.adaptive
-            got: list[Completion] = []
-            answers: list[str | None] = []
-            try:
-                while not should_stop(answers, rule):
-                    want = rule.min - len(got) if len(got) < rule.min else rule.batch
-                    want = max(1, min(want, rule.max - len(got)))
-                    new = await draw(want, len(got))
-                    got.extend(new)
-                    answers.extend(extract_answer(c.text, step.extract) for c in new)
-            except BudgetExhausted:
-                if not got:
-                    raise
-                return got, True
-            return got, False
-        comps = await draw(call.n, 0, stream if call.n == 1 else None)
-        return comps, len(comps) < call.n
+        async def more(want: int, offset: int) -> list[Completion]:
+            """Samples beyond the plan: what fits whole now, waiting for calls in flight to
+            settle (and free what they reserved but did not use) before giving up."""
+            while True:
+                got = await draw(want, offset, None, False)
+                if got or ledger is None or not await ledger.settled():
+                    return got
+
+        try:
+            if call.first_k is not None:
+                return await self._first_k(draw, planned, call.first_k), False
+            if call.adaptive is not None:
+                rule = call.adaptive
+                got: list[Completion] = []
+                answers: list[str | None] = []
+                try:
+                    while not should_stop(answers, rule):
+                        want = rule.min - len(got) if len(got) < rule.min else rule.batch
+                        want = max(1, min(want, rule.max - len(got)))
+                        if ledger is None or len(got) < planned:
+                            new = await draw(min(want, max(1, planned - len(got)))
+                                             if ledger is not None else want, len(got))
+                        else:
+                            new = await more(want, len(got))
+                            if not new:
+                                break  # the budget holds no more: the step ends narrower
+                        got.extend(new)
+                        answers.extend(extract_answer(c.text, step.extract) for c in new)
+                except BudgetExhausted:
+                    if not got:
+                        raise
+                    return got, True
+                return got, len(got) < min(planned, rule.min) if ledger is not None else False
+            comps = await draw(planned, 0, stream if call.n == 1 else None)
+            cut = len(comps) < planned
+            if ledger is not None and not cut:
+                while len(comps) < call.n:  # waves: spend what earlier draws left
+                    new = await more(call.n - len(comps), len(comps))
+                    if not new:
+                        break
+                    comps.extend(new)
+            return comps, cut
+        finally:
+            if q.ledger is not None:
+                q.ledger.abandon(step.id, index)
 
     async def _first_k(self, draw: Callable[[int, int], Any], n: int, k: int
                        ) -> list[Completion]:
@@ -396,10 +447,34 @@ class Executor:
 
     async def _send(self, q: _Query, step: Step, binding: ModelBinding, call: Call,
                     index: int, n: int, seed: int, offset: int, prompt_tokens: int,
-                    stream: TextStream | None = None) -> list[Completion]:
+                    stream: TextStream | None = None, required: bool = True
+                    ) -> list[Completion]:
+        """Reserve, send and settle one request. An optional draw (beyond the plan) that
+        does not fit returns no completions instead of being narrowed."""
         s = step.sampling
+        ledger = q.ledger
+        if ledger is not None:
+            n = ledger.grant(step.id, index, n, required)
+            if n == 0:
+                return []
         res = q.budget.reserve(prompt_tokens, s.max_tokens, n, binding.costing)
         n = res.n  # the budget may allow fewer samples than asked
+        if ledger is None:
+            return await self._request(q, step, binding, call, index, n, seed, offset,
+                                       prompt_tokens, stream, res)
+        ledger.sent(step.id, index, n)
+        comps: list[Completion] = []
+        try:
+            comps = await self._request(q, step, binding, call, index, n, seed, offset,
+                                        prompt_tokens, stream, res)
+            return comps
+        finally:
+            ledger.returned(step.id, index, n, comps)
+
+    async def _request(self, q: _Query, step: Step, binding: ModelBinding, call: Call,
+                       index: int, n: int, seed: int, offset: int, prompt_tokens: int,
+                       stream: TextStream | None, res: Reservation) -> list[Completion]:
+        s = step.sampling
         request = GenerationRequest(
             messages=call.messages, max_tokens=res.max_tokens, temperature=s.temperature,
             top_p=s.top_p, seed=seed, n=n, stop=s.stop, sample_offset=offset,

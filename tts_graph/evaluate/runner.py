@@ -46,6 +46,7 @@ def to_row(idx: int, item: Any, res: QueryResult, correct: bool | None, detail: 
         cached_calls=usage.cached_calls, retries=usage.retries,
         usage_by_node={k: v.to_dict() for k, v in res.usage_by_node().items()},
         usage_by_model={k: v.to_dict() for k, v in res.usage_by_model().items()},
+        budget=res.budget.to_dict() if res.budget is not None else None,
     )
 
 

@@ -50,6 +50,8 @@ class Row:
     retries: int
     usage_by_node: dict[str, Any]
     usage_by_model: dict[str, Any]
+    #: the query's budget report (``BudgetReport.to_dict()``); None without a budget
+    budget: dict[str, Any] | None = None
 
 
 _COLUMNS = list(Row.__dataclass_fields__)
@@ -85,6 +87,10 @@ class ResultStore:
         elif not {"run", "results"} <= tables or self.meta().get("schema") != SCHEMA:
             raise StoreError(f"run {self.run_dir}: {RESULTS_FILE} is not a tts-graph results "
                              "store")
+        else:  # a store written before budget reports were kept: add their column
+            have = {r[1] for r in self.conn.execute("PRAGMA table_info(results)")}
+            if "budget" not in have:
+                self.conn.execute("ALTER TABLE results ADD COLUMN budget")
 
     def meta(self) -> dict[str, str]:
         return dict(self.conn.execute("SELECT key, value FROM run").fetchall())
@@ -127,6 +133,7 @@ class ResultStore:
         values["correct"] = None if row.correct is None else int(row.correct)
         values["usage_by_node"] = json.dumps(row.usage_by_node)
         values["usage_by_model"] = json.dumps(row.usage_by_model)
+        values["budget"] = None if row.budget is None else json.dumps(row.budget)
         marks = ", ".join("?" * (len(_COLUMNS) + 1))
         self.conn.execute(
             f"INSERT OR REPLACE INTO results ({', '.join(_COLUMNS)}, finished_at) "
@@ -145,6 +152,7 @@ class ResultStore:
             d["correct"] = None if d["correct"] is None else bool(d["correct"])
             d["usage_by_node"] = json.loads(d["usage_by_node"])
             d["usage_by_model"] = json.loads(d["usage_by_model"])
+            d["budget"] = None if d["budget"] is None else json.loads(d["budget"])
             yield Row(**d)
 
     def close(self) -> None:

@@ -60,6 +60,8 @@ class Summary:
     latency_p99: float
     by_node: dict[str, dict[str, float]] = field(default_factory=dict)
     by_model: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: how budgeted queries used their budgets (None when no query had one)
+    budget: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -78,6 +80,54 @@ def _merge(into: dict[str, dict[str, float]], part: dict[str, Any]) -> None:
             acc[k] += float(usage.get(k, 0) or 0)
 
 
+class BudgetTally:
+    """Sums of the queries' budget reports: share of the budget spent, overruns, plans that
+    fit, outputs reached, and how often each step was narrowed or skipped."""
+
+    def __init__(self) -> None:
+        self.queries = self.fits = self.reached = self.overruns = 0
+        self.shares: list[float] = []
+        self.peak_shares: list[float] = []
+        self.narrowed: dict[str, int] = {}
+        self.skipped: dict[str, int] = {}
+        self.wanted = self.drawn = 0
+
+    def add(self, report: dict[str, Any], status: str) -> None:
+        self.queries += 1
+        granted, spent, peak = report["granted"], report["spent"], report["reserved_peak"]
+        caps = [(k, granted[g]) for k, g in (("tokens", "tokens"), ("cost_usd", "cost_usd"),
+                                            ("flops", "flops")) if granted.get(g)]
+        if any(spent[k] > cap * (1 + 1e-9) for k, cap in caps):
+            self.overruns += 1
+        if caps:
+            self.shares.append(max(spent[k] / cap for k, cap in caps))
+            self.peak_shares.append(max(peak[k] / cap for k, cap in caps))
+        if report["plan_fits"]:
+            self.fits += 1
+            self.reached += int(status == "ok")
+        for sid, st in report["steps"].items():
+            self.wanted += st["wanted"]
+            self.drawn += st["drawn"]
+            if st["drawn"] < st["wanted"]:
+                self.narrowed[sid] = self.narrowed.get(sid, 0) + 1
+            if any(r.startswith("skipped") for r in st["reasons"]):
+                self.skipped[sid] = self.skipped.get(sid, 0) + 1
+
+    def to_dict(self) -> dict[str, Any] | None:
+        if not self.queries:
+            return None
+        shares = sorted(self.shares)
+        return {
+            "queries": self.queries, "overruns": self.overruns, "plan_fits": self.fits,
+            "output_reached_where_plan_fits": self.reached,
+            "share_spent_mean": sum(shares) / len(shares) if shares else None,
+            "share_spent_min": shares[0] if shares else None,
+            "share_committed_peak_max": max(self.peak_shares) if self.peak_shares else None,
+            "samples_wanted": self.wanted, "samples_drawn": self.drawn,
+            "narrowed": self.narrowed, "skipped": self.skipped,
+        }
+
+
 def summarize(store: ResultStore) -> Summary:
     ident = store.identity() or {}
     planned = int(ident.get("planned", 0))
@@ -88,8 +138,11 @@ def summarize(store: ResultStore) -> Summary:
     latencies: list[float] = []
     by_node: dict[str, dict[str, float]] = {}
     by_model: dict[str, dict[str, float]] = {}
+    budgets = BudgetTally()
     for row in store.rows():
         done += 1
+        if row.budget is not None:
+            budgets.add(row.budget, row.status)
         statuses[row.status] = statuses.get(row.status, 0) + 1
         if row.correct is None:
             infra += 1
@@ -119,4 +172,5 @@ def summarize(store: ResultStore) -> Summary:
         calls=calls, cached_calls=cached, retries=retries,
         latency_p50=percentile(latencies, 0.5), latency_p90=percentile(latencies, 0.9),
         latency_p99=percentile(latencies, 0.99), by_node=by_node, by_model=by_model,
+        budget=budgets.to_dict(),
     )

@@ -1,0 +1,303 @@
+"""Budgets planned whole and spent in waves: property tests over random graphs, budgets,
+reply lengths and concurrency, and the reports a budgeted query gives."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tts_graph import Executor, QueryResult, loads_graph, parse_graph
+from tts_graph.backends.base import GenerationRequest
+from tts_graph.backends.scripted import ScriptedBackend
+from tts_graph.budget_plan import plan_budget_fits
+from tts_graph.compile import compile_graph
+from tts_graph.evaluate.runner import run_items
+from tts_graph.evaluate.store import ResultStore
+from tts_graph.evaluate.summary import summarize
+from tts_graph.types import Completion, Message
+
+#: the share of the budget a query spends at least, whenever a step stopped short of the
+#: samples it wanted and the budget is at least SPEND_FLOOR_SAMPLES times the largest worst
+#: case of one sample (prompt and max_tokens) sent. What stays unspent is at most about one
+#: more sample's worst case and what the output reserved but did not use.
+SPENT_SHARE = 0.6
+SPEND_FLOOR_SAMPLES = 3
+
+
+def words(messages: tuple[Message, ...]) -> int:
+    return sum(len(m.content.split()) for m in messages)
+
+
+class Replies(ScriptedBackend):
+    """Replies of a drawn length (one word a token, never over ``max_tokens``), each after a
+    drawn number of loop turns, so calls of one query return in shuffled order."""
+
+    def __init__(self, lengths: list[int], delays: list[int]) -> None:
+        super().__init__(self._text)
+        self.lengths = lengths
+        self.delays = delays
+
+    def _text(self, req: GenerationRequest, i: int) -> str:
+        k = req.seed + i + words(req.messages)
+        length = min(req.max_tokens, self.lengths[k % len(self.lengths)])
+        return " ".join([f"Answer: {k % 3}", *["w"] * (length - 2)])[: 6 * length] \
+            if length > 1 else str(k % 3)
+
+    def count_tokens(self, messages: tuple[Message, ...]) -> int:
+        return words(messages)
+
+    async def generate(self, request: GenerationRequest) -> list[Completion]:
+        for _ in range(self.delays[(request.seed + request.sample_offset) % len(self.delays)]):
+            await asyncio.sleep(0)
+        return await super().generate(request)
+
+
+@st.composite
+def budget_graphs(draw: st.DrawFn) -> dict[str, Any]:
+    """solve (wide, maybe adaptive) [+ a second proposer] → an aggregator (the output)."""
+    mt = st.integers(2, 48)
+    nodes: dict[str, Any] = {}
+    if draw(st.booleans()):
+        lo = draw(st.integers(1, 3))
+        samples: Any = {"min": lo, "max": lo + draw(st.integers(1, 12)), "stop": "settled"}
+    else:
+        samples = draw(st.integers(2, 16))
+    nodes["solve"] = {"role": "solver", "model": "m", "samples": samples,
+                      "max_tokens": draw(mt)}
+    feeds = ["solve"]
+    if draw(st.booleans()):
+        nodes["other"] = {"role": "solver", "model": "m", "samples": draw(st.integers(1, 6)),
+                          "max_tokens": draw(mt)}
+        feeds.append("other")
+    agg = draw(st.sampled_from(["judge", "judge_score", "fuser", "vote"]))
+    node: dict[str, Any] = {"role": "judge" if agg.startswith("judge") else agg,
+                            "inputs": feeds}
+    if agg != "vote":
+        node.update(model="m", max_tokens=draw(mt))
+    if agg == "judge_score":
+        node["mode"] = "score"
+    if agg == "fuser":
+        node["samples"] = draw(st.integers(1, 3))
+    nodes["out"] = node
+    return {"version": 1, "name": "prop", "models": {"m": {"backend": "scripted", "model": "m"}},
+            "defaults": {"seed": draw(st.integers(0, 20))}, "nodes": nodes, "output": "out"}
+
+
+def run(data: dict[str, Any], lengths: list[int], delays: list[int], queries: int,
+        concurrency: int) -> tuple[list[QueryResult], Replies]:
+    backend = Replies(lengths, delays)
+    ex = Executor(parse_graph(json.loads(json.dumps(data))), backends={"m": backend})
+    qs = [f"what is {i} plus {i}?" for i in range(queries)]
+    return ex.run_many(qs, concurrency=concurrency), backend
+
+
+PROPS = settings(max_examples=70, deadline=None, derandomize=True,
+                 suppress_health_check=[HealthCheck.too_slow])
+
+
+@PROPS
+@given(budget_graphs(), st.integers(60, 4000),
+       st.lists(st.integers(1, 48), min_size=1, max_size=6),
+       st.lists(st.integers(0, 3), min_size=1, max_size=4),
+       st.integers(1, 3), st.integers(1, 3))
+def test_budget_is_never_overrun_and_the_output_is_reached(
+        data: dict[str, Any], cap: int, lengths: list[int], delays: list[int], queries: int,
+        concurrency: int) -> None:
+    data["budget"] = {"max_tokens_per_query": cap}
+    try:
+        results, backend = run(data, lengths, delays, queries, concurrency)
+    except Exception as exc:  # a cap below the graph's fewest calls is refused at compile
+        assert "cannot cover the graph" in str(exc)
+        return
+    for res in results:
+        report = res.budget
+        assert report is not None
+        # never an overrun, not even in what was committed at once
+        assert res.usage.tokens <= cap
+        assert report.spent.tokens == res.usage.tokens
+        assert report.reserved_peak.tokens <= cap
+        if not report.plan_fits:
+            continue
+        # a plan fits: the whole graph ran as planned, output included
+        assert res.status == "ok", json.dumps(report.to_dict())
+        assert res.steps["out"].status == "ok"
+        if data["nodes"]["out"]["role"] != "vote" and len(res.steps["solve"].candidates) > 1:
+            assert any(c.step == "out" for c in res.calls)
+        # the budget is spent when a step wanted more than it drew
+        wanted_more = any(s["drawn"] < s["wanted"] and any(
+            r.startswith("stopped") for r in s["reasons"]) for s in report.steps.values())
+        largest = max(words(r.messages) + r.max_tokens for r in backend.requests)
+        if wanted_more and cap >= SPEND_FLOOR_SAMPLES * largest:
+            assert res.usage.tokens >= SPENT_SHARE * cap, json.dumps(report.to_dict())
+
+
+@PROPS
+@given(budget_graphs(), st.integers(60, 4000), st.lists(st.integers(1, 48), min_size=1,
+                                                         max_size=6))
+def test_sample_i_is_the_same_whatever_the_wave(data: dict[str, Any], cap: int,
+                                                lengths: list[int]) -> None:
+    """A budgeted step's samples are a prefix of the unbudgeted step's, in the same order."""
+    free, _ = run(data, lengths, [0], 1, 1)
+    data["budget"] = {"max_tokens_per_query": cap}
+    try:
+        capped, _ = run(data, lengths, [0, 2, 1], 1, 1)
+    except Exception as exc:
+        assert "cannot cover the graph" in str(exc)
+        return
+    for sid in ("solve", "other"):
+        if sid not in free[0].steps or sid not in capped[0].steps:
+            continue
+        got = [c.text for c in capped[0].steps[sid].candidates]
+        want = [c.text for c in free[0].steps[sid].candidates]
+        if capped[0].budget is not None and capped[0].budget.plan_fits:
+            assert got == want[: len(got)]
+
+
+ISSUE_GRAPH = """
+version: 1
+name: solve-judge
+models: {{m: {{backend: scripted, model: m}}}}
+nodes:
+  solve: {{role: solver, model: m, samples: 16, max_tokens: 40}}
+  judge: {{role: judge, model: m, inputs: [solve], mode: select, max_tokens: 40}}
+output: judge
+budget: {{max_tokens_per_query: {cap}}}
+"""
+
+
+def short_replies() -> Replies:
+    return Replies([9], [0, 1])
+
+
+def test_issue_graph_draws_all_it_can_and_runs_the_judge() -> None:
+    """The issue's case: 16 samples of up to 40 tokens that really use about 9 each."""
+    res = Executor(loads_graph(ISSUE_GRAPH.format(cap=1000)),
+                   backends={"m": short_replies()}).run("What is 2+2?")
+    assert res.status == "ok"
+    assert res.steps["solve"].meta["samples"] == 16  # all fit once their real use is known
+    assert any(c.step == "judge" for c in res.calls)
+    assert res.budget is not None
+    step = res.budget.steps["solve"]
+    assert step["planned"] < 16 and step["drawn"] == 16
+    assert any(r.startswith("widened in waves to 16") for r in step["reasons"])
+    d = res.to_dict()["budget"]
+    assert d["granted"]["tokens"] == 1000 and d["spent"]["tokens"] == res.usage.tokens
+    assert d["plan_fits"] is True
+
+
+def test_issue_graph_under_a_tight_budget_still_runs_the_judge() -> None:
+    res = Executor(loads_graph(ISSUE_GRAPH.format(cap=300)),
+                   backends={"m": short_replies()}).run("What is 2+2?")
+    assert res.status == "ok"
+    assert any(c.step == "judge" for c in res.calls)
+    assert res.usage.tokens <= 300
+    assert 2 <= res.steps["solve"].meta["samples"] < 16
+
+
+def test_unbudgeted_query_has_no_report() -> None:
+    doc = loads_graph(ISSUE_GRAPH.format(cap=1000).replace("budget: {max_tokens_per_query: "
+                                                           "1000}", ""))
+    res = Executor(doc, backends={"m": short_replies()}).run("q")
+    assert res.budget is None and "budget" not in res.to_dict()
+
+
+def test_plan_fits_for_the_declared_budget() -> None:
+    def fits(text: str) -> bool | None:
+        return plan_budget_fits(compile_graph(loads_graph(text), backends=["scripted"]))
+
+    assert fits(ISSUE_GRAPH.format(cap=300)) is True
+    # one solve sample's worst case (its prompt and 40 tokens) is over 60 tokens
+    assert fits(ISSUE_GRAPH.format(cap=60)) is False
+    assert fits(ISSUE_GRAPH.format(cap=1).replace("budget: {max_tokens_per_query: 1}", "")) \
+        is None
+
+
+def test_validate_says_when_no_plan_fits_the_declared_budget(tmp_path: Path) -> None:
+    def validate(cap: int) -> subprocess.CompletedProcess[str]:
+        p = tmp_path / f"g{cap}.yaml"
+        p.write_text(ISSUE_GRAPH.format(cap=cap))
+        return subprocess.run([sys.executable, "-m", "tts_graph", "validate", str(p)],
+                              capture_output=True, text=True, timeout=120, check=False)
+
+    tight = validate(60)
+    assert tight.returncode == 0, tight.stderr  # it still runs, guarded
+    (warning,) = [ln for ln in tight.stdout.splitlines() if ln.startswith("warning:")]
+    assert "no plan of the whole graph fits" in warning
+    assert "max_tokens_per_query 60 <" in warning
+    roomy = validate(1000)
+    assert roomy.returncode == 0 and "warning" not in roomy.stdout
+
+
+@dataclass(frozen=True)
+class Item:
+    id: str
+    question: str
+    answer: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+class ExactScorer:
+    name = "exact"
+
+    def score(self, item: Item, answer: str | None, text: str | None) -> Any:
+        return SimpleNamespace(correct=answer == item.answer, detail="")
+
+
+def test_eval_summary_reports_how_budgets_were_used(tmp_path: Path) -> None:
+    store = ResultStore(tmp_path / "run")
+    store.bind({"graph_name": "solve-judge", "task": "t", "planned": 6}, resume=False)
+    ex = Executor(loads_graph(ISSUE_GRAPH.format(cap=300)), backends={"m": short_replies()})
+    items = [Item(str(i), f"what is {i} plus {i}?", str(i % 3)) for i in range(6)]
+    asyncio.run(run_items(ex, ExactScorer(), items, store, concurrency=3))
+    rows = list(store.rows())
+    assert all(r.budget is not None and r.budget["granted"]["tokens"] == 300 for r in rows)
+    b = summarize(store).budget
+    assert b is not None
+    assert (b["queries"], b["overruns"], b["plan_fits"]) == (6, 0, 6)
+    assert b["output_reached_where_plan_fits"] == 6
+    assert b["narrowed"] == {"solve": 6}
+    assert 0 < b["share_spent_min"] <= b["share_spent_mean"] <= 1
+    assert b["share_committed_peak_max"] <= 1
+    assert b["samples_wanted"] == 6 * 16 and 6 * 2 <= b["samples_drawn"] < 6 * 16
+    assert summarize(store).to_dict()["budget"] == b
+
+
+def test_a_store_written_before_budget_reports_still_opens(tmp_path: Path) -> None:
+    store = ResultStore(tmp_path / "run")
+    store.conn.execute("CREATE TABLE old AS SELECT * FROM results")
+    store.conn.execute("DROP TABLE results")
+    store.conn.execute("ALTER TABLE old DROP COLUMN budget")
+    store.conn.execute("ALTER TABLE old RENAME TO results")
+    store.close()
+    again = ResultStore(tmp_path / "run")  # adds the column
+    assert list(again.rows()) == []
+    cols = {r[1] for r in again.conn.execute("PRAGMA table_info(results)")}
+    assert "budget" in cols
+
+
+def test_a_graph_no_plan_fits_is_guarded_and_says_what_it_skipped() -> None:
+    doc = loads_graph("""
+version: 1
+name: t
+models: {m: {backend: scripted, model: m}}
+nodes:
+  s: {role: solver, model: m, samples: 3, max_tokens: 5}
+  f: {role: fuser, model: m, inputs: [s], max_tokens: 50}
+output: f
+budget: {max_tokens_per_query: 80}
+""")
+    res = Executor(doc, backends={"m": short_replies()}).run("q")
+    assert res.budget is not None and res.budget.plan_fits is False
+    assert res.status == "budget"
+    assert res.budget.steps["f"]["reasons"] == [
+        "skipped: the budget refused its calls (its inputs pass on)"]
+    assert res.answer is not None and res.usage.tokens <= 80

@@ -1,0 +1,509 @@
+"""Plan a whole graph under a per-query budget, then spend it in waves.
+
+At query start the planner dry-runs the graph: every step's calls are built by its role from
+synthetic worst-case inputs (each candidate as long as its step's ``max_tokens``), so a step's
+worst case counts how many candidates its inputs will really have. Every step starts at its
+narrowest width and steps widen one sample at a time, upstream first, only while the worst case
+of the *whole* graph still fits: what downstream steps (above all the output) need is reserved
+before anything upstream widens.
+
+While the query runs, the same dry run, fed the real outputs of finished steps and the real
+completions of running ones, is the "plan hold": budget kept for steps not yet reserved. A draw
+is granted only if its own worst case fits beside that hold, so the output can always run.
+As calls return and are settled against what they really used, a narrowed step draws further
+samples (the next seeds in order) while they still fit: the budget granted is spent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from .budget import Costing, QueryBudget
+from .compile import CompiledGraph, Step
+from .roles.base import MAX_CANDIDATE_CHARS, Call, StepContext
+from .spec import AdaptiveSamples, FirstFinishNode, FuserNode, SolverNode
+from .types import Completion, Message, StepOutput
+
+#: characters a synthetic token takes: more than most tokenizers' average, so a worst-case
+#: candidate is not shorter in the downstream prompt than a real one of as many tokens
+SYNTHETIC_CHARS_PER_TOKEN = 5
+
+Counter = Callable[[str, tuple[Message, ...]], int]  # (model, messages) -> prompt tokens
+CostingOf = Callable[[str], Costing]
+
+
+@dataclass
+class Amount:
+    """Tokens, dollars and FLOPs together (one per budget dimension)."""
+
+    tokens: int = 0
+    cost: float = 0.0
+    flops: float = 0.0
+
+    def add(self, n: int, prompt: int, max_tokens: int, costing: Costing) -> None:
+        self.tokens += n * (prompt + max_tokens)
+        self.cost += n * costing.cost(prompt, max_tokens)
+        self.flops += n * costing.flops(prompt, max_tokens)
+
+    def to_dict(self) -> dict[str, float | int]:
+        return {"tokens": self.tokens, "cost_usd": self.cost, "flops": self.flops}
+
+
+def width_range(step: Step) -> tuple[int, int] | None:
+    """(narrowest, widest) samples per call of a step that the budget may choose between;
+    None where the width is fixed by the graph (one sample, debate agents, judge scores)."""
+    node = step.spec
+    if isinstance(node, SolverNode):
+        if isinstance(node.samples, AdaptiveSamples):
+            return node.samples.min, node.samples.max
+        return (1, node.samples) if node.samples > 1 else None
+    if isinstance(node, FirstFinishNode):
+        return (node.k, node.samples) if node.samples > node.k else None
+    if isinstance(node, FuserNode) and node.samples > 1:
+        return 1, node.samples
+    return None
+
+
+def call_width(call: Call, width: int | None) -> int:
+    """Samples one call draws at a step width (the whole call's worst case)."""
+    if width is None:
+        return call.n
+    if call.first_k is not None:
+        return max(call.first_k, min(call.n, width))
+    return max(1, min(call.n, width))
+
+
+def synthetic(n: int, max_tokens: int, start: int) -> list[Completion]:
+    """``n`` worst-case completions, distinct (a judge sees each text once)."""
+    chars = min(MAX_CANDIDATE_CHARS, SYNTHETIC_CHARS_PER_TOKEN * max_tokens)
+    out = []
+    for i in range(n):
+        # one word a token, the first one the index; as long as the role would clip it
+        text = " ".join([str(start + i), *["tokn"] * (max_tokens - 1)])
+        out.append(Completion(text=text[:chars], completion_tokens=max_tokens))
+    return out
+
+
+@dataclass
+class CallState:
+    """What one running call has drawn, holds in flight, and has yet to reserve."""
+
+    model: str
+    prompt_tokens: int
+    max_tokens: int
+    unreserved: int
+    #: a first-finish call keeps this many of its samples: all that reach later steps
+    keeps: int | None = None
+    inflight: int = 0
+    drawn: list[Completion] = field(default_factory=list)
+
+
+@dataclass
+class StepState:
+    """One step's place in the plan and what it did."""
+
+    wanted: int
+    planned: int
+    lo: int
+    drawn: int = 0
+    phase: str = "pending"  # pending → running → done
+    ctx: StepContext | None = None
+    calls: list[CallState] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)
+    #: a draw beyond the plan was wanted and did not fit
+    short: bool = False
+
+
+class GraphPlanner:
+    """Dry runs of one query's graph (the question fixed), under given step widths."""
+
+    def __init__(self, graph: CompiledGraph, question: str, count: Counter,
+                 costing: CostingOf) -> None:
+        self.graph = graph
+        self.question = question
+        self.count = count
+        self.costing = costing
+        #: calls each pending step made in the last dry run
+        self.calls_made: dict[str, int] = {}
+
+    def context(self, step: Step, inputs: list[StepOutput]) -> StepContext:
+        return StepContext(
+            question=self.question, node_name=step.node, node=step.spec, phase=step.phase,
+            round=step.round, models=step.models, extract=step.extract, inputs=inputs,
+            params=step.params,
+        )
+
+    def worst_case(self, states: dict[str, StepState], outputs: dict[str, StepOutput],
+                   widths: dict[str, int | None]) -> Amount:
+        """What the steps not yet reserved may still cost: pending steps at ``widths``,
+        and the calls of running steps not yet sent. Finished steps feed downstream prompts
+        with their real outputs; running ones with what they drew plus worst-case samples
+        for what is in flight or still to draw."""
+        need = Amount()
+        outs: dict[str, StepOutput] = {}
+        for sid in self.graph.order:
+            step = self.graph.steps[sid]
+            st = states[sid]
+            if st.phase == "done" and sid in outputs:
+                outs[sid] = outputs[sid]
+                continue
+            role = step.role
+            if st.phase == "running" and st.ctx is not None:
+                results = []
+                for i, c in enumerate(st.calls):
+                    need.add(c.unreserved, c.prompt_tokens, c.max_tokens, self.costing(c.model))
+                    more = c.inflight + c.unreserved
+                    if c.keeps is not None:
+                        more = min(more, max(0, c.keeps - len(c.drawn)))
+                    results.append([*c.drawn, *synthetic(more, c.max_tokens, 1000 * i
+                                                         + len(c.drawn))])
+                outs[sid] = self._finish(step, st.ctx, results)
+                continue
+            ctx = self.context(step, [outs[d] for d in step.deps])
+            try:
+                calls = role.calls(ctx)
+            except Exception:  # the real run reports a role's failure; a plan skips the step
+                outs[sid] = role.passthrough(ctx)
+                continue
+            self.calls_made[sid] = len(calls)
+            results = []
+            for i, call in enumerate(calls):
+                n = call_width(call, widths.get(sid))
+                mt = step.sampling.max_tokens
+                need.add(n, self.count(call.model, call.messages), mt, self.costing(call.model))
+                kept = n if call.first_k is None else min(n, call.first_k)
+                results.append(synthetic(kept, mt, 1000 * i))
+            outs[sid] = self._finish(step, ctx, results)
+        return need
+
+    @staticmethod
+    def _finish(step: Step, ctx: StepContext, results: list[list[Completion]]) -> StepOutput:
+        try:
+            if any(results):
+                return step.role.finish(ctx, results)
+        except Exception:  # a role that cannot read synthetic text: its inputs pass on
+            pass
+        return step.role.passthrough(ctx)
+
+
+def fits(need: Amount, budget: QueryBudget) -> bool:
+    """Whether ``need`` fits in what the budget has not spent or reserved."""
+    b = budget.budget
+    if b.max_tokens_per_query is not None and \
+            need.tokens > b.max_tokens_per_query - budget.used_tokens - budget.held_tokens:
+        return False
+    if b.max_cost_usd_per_query is not None and \
+            need.cost > b.max_cost_usd_per_query - budget.used_cost - budget.held_cost:
+        return False
+    return not (b.max_flops_per_query is not None and
+                need.flops > b.max_flops_per_query - budget.used_flops - budget.held_flops)
+
+
+def plan_widths(planner: GraphPlanner, budget: QueryBudget, states: dict[str, StepState]
+                ) -> bool:
+    """Choose each step's planned width; False when not even the narrowest graph fits.
+
+    Widening goes round the steps in graph order, one sample at a time, so upstream steps
+    share what is left after the narrowest whole graph (output included) is reserved."""
+    widths: dict[str, int | None] = {
+        sid: (st.lo if st.wanted > 1 or st.lo > 1 else None) for sid, st in states.items()
+    }
+    ranged = [sid for sid in planner.graph.order if widths[sid] is not None]
+    if not fits(planner.worst_case(states, {}, widths), budget):
+        return False
+    out = planner.graph.output
+    if planner.graph.steps[out].calls_model and not planner.calls_made.get(out):
+        # the output would make no call (a judge shown one candidate): widen upstream until
+        # it does, if any plan that fits lets it, so the graph's last step really runs
+        trial = dict(widths)
+        grow = [sid for sid in ranged if states[sid].lo < states[sid].wanted]
+        reached = False
+        while grow and not reached:
+            still = []
+            for sid in grow:
+                w = trial[sid]
+                assert w is not None
+                trial[sid] = w + 1
+                if not fits(planner.worst_case(states, {}, trial), budget):
+                    trial[sid] = w
+                    continue
+                reached = bool(planner.calls_made.get(out))
+                if reached:
+                    break
+                if w + 1 < states[sid].wanted:
+                    still.append(sid)
+            grow = still
+        if reached:
+            widths = trial
+            for sid in ranged:  # the output's call needs these widths: never narrower
+                w = widths[sid]
+                assert w is not None
+                states[sid].lo = w
+        else:
+            full = {sid: (st.wanted if w is not None else None)
+                    for (sid, w), st in zip(widths.items(), states.values(), strict=True)}
+            planner.worst_case(states, {}, full)
+            if planner.calls_made.get(out):
+                return False  # the output calls at full width, but no plan that fits lets it
+    open_ = [sid for sid in ranged if states[sid].lo < states[sid].wanted]
+    while open_:
+        still: list[str] = []
+        for sid in open_:
+            w = widths[sid]
+            assert w is not None
+            widths[sid] = w + 1
+            if fits(planner.worst_case(states, {}, widths), budget):
+                if w + 1 < states[sid].wanted:
+                    still.append(sid)
+            else:
+                widths[sid] = w
+        open_ = still
+    for sid in ranged:
+        w = widths[sid]
+        assert w is not None
+        states[sid].planned = w
+    return True
+
+
+def initial_states(graph: CompiledGraph) -> dict[str, StepState]:
+    out: dict[str, StepState] = {}
+    for sid in graph.order:
+        rng = width_range(graph.steps[sid])
+        lo, hi = rng if rng is not None else (1, 1)
+        out[sid] = StepState(wanted=hi, planned=hi, lo=lo)
+    return out
+
+
+def plan_budget_fits(graph: CompiledGraph, question: str = "") -> bool | None:
+    """Whether the narrowest whole graph fits the declared budget, counted with the default
+    token estimate (``validate`` uses it); None when the graph declares no cap."""
+    need = narrowest_need(graph, question)
+    return None if need is None else fits(need, QueryBudget(graph.spec.budget))
+
+
+def narrowest_need(graph: CompiledGraph, question: str = "") -> Amount | None:
+    """The worst case of the whole graph at its narrowest, with the default token estimate
+    (about 3 characters a token); None when the graph declares no cap."""
+    b = graph.spec.budget
+    if b.max_tokens_per_query is None and b.max_cost_usd_per_query is None \
+            and b.max_flops_per_query is None:
+        return None
+    from .backends.base import Backend  # the default counter, without a backend instance
+
+    def count(_model: str, messages: tuple[Message, ...]) -> int:
+        return Backend.count_tokens(cast(Backend, None), messages)
+
+    costings = {name: costing_of(m) for name, m in graph.spec.models.items()}
+    planner = GraphPlanner(graph, question, count, costings.__getitem__)
+    states = initial_states(graph)
+    widths: dict[str, int | None] = {
+        sid: (st.lo if st.wanted > 1 or st.lo > 1 else None) for sid, st in states.items()}
+    return planner.worst_case(states, {}, widths)
+
+
+def costing_of(model_spec: Any) -> Costing:
+    """The declared price and parameter count of a model entry (as its binding uses)."""
+    price = getattr(model_spec, "price", None)
+    return Costing(
+        price_in=(price.input_per_mtok / 1e6) if price is not None else 0.0,
+        price_out=(price.output_per_mtok / 1e6) if price is not None else 0.0,
+        params=getattr(model_spec, "params", None),
+    )
+
+
+class BudgetLedger:
+    """One query's plan, kept current while it runs: which steps hold what, and the plan
+    hold for the rest. Methods are synchronous, so a check and the reservation it allows
+    happen with no other task in between."""
+
+    def __init__(self, graph: CompiledGraph, question: str, budget: QueryBudget,
+                 count: Counter, costing: CostingOf, outputs: dict[str, StepOutput]) -> None:
+        self.graph = graph
+        self.budget = budget
+        self.planner = GraphPlanner(graph, question, count, costing)
+        self.costing = costing
+        self.states = initial_states(graph)
+        self.outputs = outputs  # the query's finished outputs (shared, filled by the executor)
+        #: False: not even the narrowest whole graph fits; calls are only guarded (each
+        #: reserves its worst case, narrowed or refused when it does not fit)
+        self.fits = plan_widths(self.planner, budget, self.states)
+        self.in_flight = 0
+        self._changed: asyncio.Future[None] | None = None
+        if self.fits:
+            self._hold(self.planner.worst_case(self.states, outputs, self._widths()))
+            budget.note_peak()
+        for st in self.states.values():
+            if st.planned < st.wanted:
+                st.reasons.append(f"planned {st.planned} of {st.wanted} samples: the "
+                                  "worst case of more does not fit beside what later steps need")
+
+    def _widths(self) -> dict[str, int | None]:
+        return {sid: (st.planned if st.wanted > 1 or st.lo > 1 else None)
+                for sid, st in self.states.items()}
+
+    def _hold(self, need: Amount) -> None:
+        self.budget.hold_for_plan(need.tokens, need.cost, need.flops)
+
+    # ------------------------------------------------------------------ step life cycle
+
+    def start_step(self, sid: str, ctx: StepContext, calls: list[Call]) -> list[int]:
+        """Mark a step running; returns how many samples each call draws in its first wave."""
+        st = self.states[sid]
+        st.phase, st.ctx = "running", ctx
+        width = self._widths()[sid] if self.fits else None
+        mt = self.graph.steps[sid].sampling.max_tokens
+        st.calls = [CallState(call.model, self.planner.count(call.model, call.messages), mt,
+                              call_width(call, width), keeps=call.first_k) for call in calls]
+        if width is not None and width < st.wanted:
+            # re-plan with the real inputs, often shorter than their worst case: the first
+            # wave takes as many samples as now fit (a first-finish step has no later waves)
+            def fits_at(w: int) -> bool:
+                for c, call in zip(st.calls, calls, strict=True):
+                    c.unreserved = call_width(call, w)
+                self._hold(self.planner.worst_case(self.states, self.outputs, self._widths()))
+                return fits(Amount(), self.budget)
+
+            lo, hi = width, st.wanted
+            if fits_at(hi):
+                lo = hi
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                lo, hi = (mid, hi) if fits_at(mid) else (lo, mid)
+            fits_at(lo)
+        return [c.unreserved for c in st.calls]
+
+    def finish_step(self, sid: str, refused: bool) -> None:
+        """The step is done; ``refused``: the budget refused every call it had to make."""
+        st = self.states[sid]
+        st.phase = "done"
+        if refused:
+            st.reasons.append("skipped: the budget refused its calls (its inputs pass on)")
+
+    # ------------------------------------------------------------------------- drawing
+
+    def grant(self, sid: str, index: int, want: int, required: bool) -> int:
+        """How many of ``want`` further samples of call ``index`` to reserve now, the plan
+        hold set to match. A required draw (within the plan) asks for all ``want`` with the
+        hold as if all were drawn, and lets ``QueryBudget.reserve`` narrow or refuse it when
+        the plan's estimate fell short; an optional one (beyond the plan) gets what fits
+        whole, maybe 0."""
+        if not self.fits:
+            return want
+        c = self.states[sid].calls[index]
+        costing = self.costing(c.model)
+
+        def need(n: int) -> Amount:
+            saved = c.inflight, c.unreserved
+            c.inflight, c.unreserved = c.inflight + n, max(0, c.unreserved - n)
+            try:
+                return self.planner.worst_case(self.states, self.outputs, self._widths())
+            finally:
+                c.inflight, c.unreserved = saved
+
+        def ok(n: int) -> bool:
+            self._hold(need(n))
+            return self.budget.covers(c.prompt_tokens, c.max_tokens, n, costing)
+
+        if ok(want):
+            return want
+        lo, hi = 0, want  # ok(lo) holds (0 always does), ok(hi) does not: bisect
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if ok(mid) else (lo, mid)
+        if required:
+            self._hold(need(want))
+            return want
+        self._hold(need(lo))
+        if lo < want:
+            self.states[sid].short = True
+        return lo
+
+    def sent(self, sid: str, index: int, n: int) -> None:
+        c = self.states[sid].calls[index]
+        c.inflight += n
+        c.unreserved = max(0, c.unreserved - n)
+        self.in_flight += 1
+
+    def returned(self, sid: str, index: int, n: int, comps: list[Completion]) -> None:
+        st = self.states[sid]
+        c = st.calls[index]
+        c.inflight -= n
+        c.drawn.extend(comps)
+        st.drawn += len(comps)
+        self.in_flight -= 1
+        if self._changed is not None and not self._changed.done():
+            self._changed.set_result(None)
+        self._changed = None
+
+    def abandon(self, sid: str, index: int) -> None:
+        """The call draws no more (stopped, or cut short): nothing left to reserve for it."""
+        self.states[sid].calls[index].unreserved = 0
+
+    async def settled(self) -> bool:
+        """Wait until some call in flight returns; False at once when none is in flight."""
+        if self.in_flight == 0:
+            return False
+        if self._changed is None:
+            self._changed = asyncio.get_running_loop().create_future()
+        await asyncio.shield(self._changed)
+        return True
+
+    # ------------------------------------------------------------------------ reporting
+
+    def report(self) -> BudgetReport:
+        b = self.budget
+        steps = {}
+        for sid, st in self.states.items():
+            if st.wanted <= 1 and st.lo <= 1 and not st.reasons:
+                continue
+            reasons = list(st.reasons)
+            if st.drawn > st.planned:
+                reasons.append(f"widened in waves to {st.drawn}: calls returned under their "
+                               "worst case")
+            if st.short and st.drawn < st.wanted:
+                reasons.append(f"stopped at {st.drawn}: the worst case of another sample did "
+                               "not fit beside what later steps need")
+            elif 0 < st.drawn < st.planned:
+                reasons.append(f"drew {st.drawn} of {st.planned} planned: the budget "
+                               "narrowed the call when it was sent")
+            steps[sid] = {"wanted": st.wanted, "planned": st.planned, "drawn": st.drawn,
+                          "reasons": reasons}
+        return BudgetReport(
+            granted=granted(b), spent=Amount(b.used_tokens, b.used_cost, b.used_flops),
+            reserved_peak=Amount(b.peak_tokens, b.peak_cost, b.peak_flops),
+            plan_fits=self.fits, steps=steps,
+        )
+
+
+def granted(b: QueryBudget) -> dict[str, float | int | None]:
+    s = b.budget
+    return {"tokens": s.max_tokens_per_query, "cost_usd": s.max_cost_usd_per_query,
+            "flops": s.max_flops_per_query}
+
+
+@dataclass
+class BudgetReport:
+    """How one query used its budget: granted, most committed at once (spent plus
+    reserved), spent, and each step whose width the budget chose, with why."""
+
+    granted: dict[str, float | int | None]
+    spent: Amount
+    reserved_peak: Amount
+    plan_fits: bool
+    steps: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def share_spent(self) -> float | None:
+        """Spent over granted, on the tightest declared cap (None when none is declared)."""
+        shares = [used / cap for used, cap in (
+            (self.spent.tokens, self.granted["tokens"]),
+            (self.spent.cost, self.granted["cost_usd"]),
+            (self.spent.flops, self.granted["flops"])) if cap]
+        return max(shares) if shares else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"granted": self.granted, "spent": self.spent.to_dict(),
+                "reserved_peak": self.reserved_peak.to_dict(), "plan_fits": self.plan_fits,
+                "share_spent": self.share_spent(), "steps": self.steps}
