@@ -182,11 +182,11 @@ def make_space(space: dict[str, Any], objectives: list[str], capped: bool) -> Sp
 
 # ---------------------------------------------------------------------- exhaustive table
 
-def _eval_chunk(args: tuple[dict[str, Any], list[tuple[str, dict[str, Any]]], int]
+def _eval_chunk(args: tuple[dict[str, Any], list[tuple[str, dict[str, Any]]], int, int]
                 ) -> dict[str, dict]:
-    space_def, chunk, questions = args
+    space_def, chunk, questions, task_seed = args
     space = make_space(space_def, ["accuracy"], capped=False)
-    task = sim_task(questions, 0)
+    task = sim_task(questions, task_seed)
     qs = [it.question for it in task.items]
 
     async def go() -> dict[str, dict]:
@@ -208,11 +208,14 @@ def _eval_chunk(args: tuple[dict[str, Any], list[tuple[str, dict[str, Any]]], in
 
 
 def exhaustive(name: str, space_def: dict[str, Any], questions: int, jobs: int,
-               results: Path) -> tuple[dict[str, dict], dict[str, dict[str, Any]], float]:
-    """{graph key: measured values}, {graph key: one configuration}, seconds spent now."""
-    path = results / f"search_efficiency_table-{name}-q{questions}.json"
+               results: Path, task_seed: int = 0
+               ) -> tuple[dict[str, dict], dict[str, dict[str, Any]], float]:
+    """{graph key: measured values}, {graph key: one configuration}, seconds spent now.
+    ``task_seed`` 0: the search questions; another: other questions (held out)."""
+    tag = "" if task_seed == 0 else f"-task{task_seed}"
+    path = results / f"search_efficiency_table-{name}-q{questions}{tag}.json"
     meta = {"sim_version": SIM_VERSION, "questions": questions, "base": space_def["base"],
-            "choices": space_def["choices"]}
+            "choices": space_def["choices"], **({"task_seed": task_seed} if task_seed else {})}
     table_: dict[str, dict] = {}
     if path.exists():
         data = json.loads(path.read_text())
@@ -229,7 +232,7 @@ def exhaustive(name: str, space_def: dict[str, Any], questions: int, jobs: int,
         chunks = [todo[i:i + 40] for i in range(0, len(todo), 40)]
         with mp.get_context("fork").Pool(jobs) as pool:
             for i, part in enumerate(pool.imap_unordered(
-                    _eval_chunk, [(space_def, c, questions) for c in chunks])):
+                    _eval_chunk, [(space_def, c, questions, task_seed) for c in chunks])):
                 table_.update(part)
                 if i % 10 == 9 or i == len(chunks) - 1:
                     results.mkdir(parents=True, exist_ok=True)
@@ -520,6 +523,45 @@ def report(name: str, space_def: dict[str, Any], ctx: dict[str, Any], runs: list
     return {"ar95": ar, "tpe95": tpe, "random95": rnd, "hv50": hv50}
 
 
+def selection(name: str, space_def: dict[str, Any], ctx: dict[str, Any],
+              a: argparse.Namespace) -> None:
+    """Noise-aware selection: every graph of the space scored on the search questions (as an
+    exhaustive search would) and on as many other questions (held out): what picking the best
+    search score gives held out, against the front ``tts-graph search`` lists."""
+    from tts_graph.search.ranking import Scored, one_objective_front
+
+    held, _, wall = exhaustive(name, space_def, a.questions, a.jobs, a.results, task_seed=1)
+    tab = ctx["table"]
+    keys = [k for k in tab if ctx["feasible"][k]]
+
+    def counts(row: dict) -> tuple[int, int]:
+        n = int(row.get("n", a.questions))
+        return int(row.get("correct", round(row["accuracy"] * n))), n
+
+    items = [Scored(i, *counts(tab[k]), tab[k]["accuracy"], tab[k]["tokens"])
+             for i, k in enumerate(keys)]
+    front_ = one_objective_front(items)
+    best = max(items, key=lambda s: (s.accuracy, -s.tokens))
+    oracle = max(held[k]["accuracy"] for k in keys)
+
+    def h(s: Scored) -> float:
+        return float(held[keys[s.ref]]["accuracy"])
+
+    rows = [["best search score", f"{best.accuracy:.1%}", f"{h(best):.1%}",
+             f"{tab[keys[best.ref]]['tokens']:,.0f}", "—"]]
+    for rank, (s, pb, _) in enumerate(front_[:5], start=1):
+        rows.append([f"front #{rank}", f"{s.accuracy:.1%}", f"{h(s):.1%}",
+                     f"{s.tokens:,.0f}", f"{pb:.2f}"])
+    print(f"\nSelection under noise on `{name}` ({len(keys)} feasible graphs, each scored on "
+          f"{a.questions} search and {a.questions} other questions; held-out table "
+          f"{wall:.0f} s now): the front lists {len(front_)} graphs not surely worse than "
+          f"the best search score; held-out accuracy of its graphs: mean "
+          f"{sum(h(s) for s, _, _ in front_) / len(front_):.1%}, best "
+          f"{max(h(s) for s, _, _ in front_):.1%}; the best held-out accuracy of any graph: "
+          f"{oracle:.1%}\n")
+    print(table(["pick", "search acc", "held-out acc", "tokens/q", "P(best)"], rows))
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--questions", type=int, default=200)
@@ -532,6 +574,8 @@ def main() -> int:
                    help="where the exhaustive tables are cached")
     p.add_argument("--ar-options", type=json.loads, default={},
                    help="agent-reinforce's searcher options, as JSON (for ablations)")
+    p.add_argument("--heldout", action="store_true",
+                   help="also score every graph on other questions: selection under noise")
     p.add_argument("--quick", action="store_true",
                    help="small spaces (2 models), 40 questions, 2 seeds, 30 trials")
     a = p.parse_args()
@@ -554,7 +598,10 @@ def main() -> int:
         runs = list(pool.imap_unordered(run_one, jobs))
     print(f"\nsearch runs: {len(runs)} in {time.perf_counter() - t0:.0f} s")
     for n in names:
-        report(n, defs[n], G[n], runs, a)
+        if a.seeds:  # --seeds 0: only the tables (and --heldout's selection)
+            report(n, defs[n], G[n], runs, a)
+        if a.heldout:
+            selection(n + ("-quick" if a.quick else ""), defs[n], G[n], a)
     return 0
 
 

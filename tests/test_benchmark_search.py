@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_search_efficiency_quick_mode_prints_its_tables(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "benchmarks/search_efficiency.py", "--quick", "--jobs", "1",
+        [sys.executable, "benchmarks/search_efficiency.py", "--quick", "--heldout", "--jobs", "1",
          "--results", str(tmp_path)], capture_output=True, text=True, timeout=600, cwd=ROOT,
         env={**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -24,5 +24,9 @@ def test_search_efficiency_quick_mode_prints_its_tables(tmp_path: Path) -> None:
     assert out.count("| searcher ") == 6  # a single-objective and a Pareto table per space
     for searcher in ("optuna-tpe", "agent-reinforce (flat prior)", "agent-reinforce+feedback"):
         assert f"| {searcher} " in out
-    # the exhaustive tables were written where asked, not into the repository
+    assert out.count("Selection under noise on ") == 3
+    assert out.count("| best search score ") == 3
+    # the exhaustive tables (search and held-out questions) were written where asked, not
+    # into the repository
     assert len(list(tmp_path.glob("search_efficiency_table-*-quick-q40.json"))) == 3
+    assert len(list(tmp_path.glob("search_efficiency_table-*-quick-q40-task1.json"))) == 3
