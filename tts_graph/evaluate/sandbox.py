@@ -9,6 +9,14 @@ tree. Two modes; ``sandbox_mode()`` says which one is in force (chosen once per 
 
     - **no network**: a new network namespace holds only a down loopback device, so every
       connect, to 127.0.0.1 too, fails;
+    - **no host UNIX socket**: a network namespace does not cover sockets that live as files
+      (PostgreSQL's in /tmp, Docker's and systemd's in /run), and read-only mounts do not stop
+      ``connect()``. A seccomp filter refuses ``socket(AF_UNIX)``, datagram ``socketpair``
+      (a stream pair is connected and reaches nothing else) and io_uring (which could create a
+      socket past the filter): robust wherever a socket file lives, which a list of masked
+      directories cannot be. ``/run``, ``/var/run``, ``/var/tmp`` and ``/dev/shm`` are also
+      covered by empty read-only mounts. Without a seccomp filter for the machine's
+      architecture (x86-64 and arm64 have one) this mode is not used;
     - **writes outside the working directory refused**: in the new mount namespace the working
       directory is a fresh tmpfs (``disk_mb`` big, gone when the child exits) and *every* other
       mount is remounted read-only, ``/tmp``, ``/var/tmp`` and ``/dev/shm`` included; then the
@@ -27,10 +35,19 @@ tree. Two modes; ``sandbox_mode()`` says which one is in force (chosen once per 
 ``guard`` (not root, or namespaces not permitted)
     The same resource limits, a throwaway working directory and a process-group kill; no network
     through ``unshare -rn`` (an unprivileged user + network namespace) when the kernel allows
-    it, else an audit hook that makes socket creation raise. Writes outside the working
-    directory, subprocesses and ``ctypes`` are refused by an audit hook installed before the
-    code runs. Audit hooks are a guard against accidents (what a model's code does by mistake),
-    **not a security boundary**: code that sets out to escape can.
+    it. Where the kernel has them: Landlock lets the code write only beneath the working
+    directory (and to ``/dev/null``), refuses TCP bind/connect when there is no network
+    namespace, and (ABI 6+) refuses signals to processes outside the sandbox; seccomp refuses
+    AF_UNIX sockets, io_uring, fork/vfork/clone (threads still work) and, without a network
+    namespace, IP sockets. An audit hook installed before the code runs gives clear errors for
+    writes outside the working directory (``open``, ``os.*``, ``shutil``, ``sqlite3``), sockets,
+    subprocesses, ``os.kill`` of another process and ``ctypes``.
+    What guard mode **cannot** stop: reading whatever the calling user may read (their home
+    directory, keys, the caller's environment through ``/proc/<pid>/environ``, since the code
+    runs as the caller's user and sees its processes); and, on a kernel without Landlock or
+    seccomp, whatever gets around the audit hook (``os.open(..., dir_fd=...)``, internals that
+    raise no audit event), which is **not a security boundary**. ``tts-graph eval --scorer code``
+    refuses to run in this mode unless ``--accept-weak-sandbox`` is given.
 
 ``TTS_GRAPH_SANDBOX_MODE=guard`` forces the ``guard`` mode (for tests of it).
 
@@ -58,6 +75,13 @@ MAX_OUTPUT = 20_000
 FSIZE_MB = 16
 NPROC = 64
 SANDBOX_USER = "nobody"
+# What guard mode does not stop even where the kernel has Landlock and seccomp (the attack
+# corpus in the tests skips exactly these in guard mode); namespaces mode stops them all.
+GUARD_CANNOT_STOP = {
+    "the caller's environment": "the code runs as the caller's user, so it may read "
+                                "/proc/<pid>/environ of the caller's processes, and any file "
+                                "that user may read",
+}
 MASKED_DIRS = ("/run", "/var/run", "/var/tmp", "/dev/shm", "/run/user", "/var/lib/docker")
 
 
@@ -308,6 +332,11 @@ def _hook(event, args):
         for p in paths[:2] if event in ("os.rename", "os.link", "os.symlink") else paths[:1]:
             if not _inside(p):
                 raise PermissionError(f"sandbox: {{event}} outside the working directory: {{p}}")
+    elif event == "sqlite3.connect" and args[0] not in (":memory:", b":memory:", ""):
+        if not _inside(args[0]):
+            raise PermissionError(f"sandbox: sqlite3 outside the working directory: {{args[0]}}")
+    elif event in ("os.kill", "os.killpg") and args[0] != os.getpid():
+        raise PermissionError(f"sandbox: {{event}} is disabled")
     elif _no_net and event in ("socket.__new__", "socket.connect", "socket.bind"):
         raise PermissionError("sandbox: network access is disabled")
     elif event in ("subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn",
