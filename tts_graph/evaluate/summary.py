@@ -60,6 +60,7 @@ class Summary:
     latency_p99: float
     by_node: dict[str, dict[str, float]] = field(default_factory=dict)
     by_model: dict[str, dict[str, float]] = field(default_factory=dict)
+    sandbox: str | None = None  # the code scorer's sandbox mode, so guard mode is never silent
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
