@@ -308,6 +308,7 @@ import os, runpy, sys
 _wd = os.path.realpath(os.getcwd())
 _no_net = {no_net}
 _WRITE = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+_AF_UNIX = 1
 
 def _inside(path):
     if isinstance(path, int):
@@ -337,7 +338,10 @@ def _hook(event, args):
             raise PermissionError(f"sandbox: sqlite3 outside the working directory: {{args[0]}}")
     elif event in ("os.kill", "os.killpg") and args[0] != os.getpid():
         raise PermissionError(f"sandbox: {{event}} is disabled")
-    elif _no_net and event in ("socket.__new__", "socket.connect", "socket.bind"):
+    elif _no_net and event == "socket.__new__" and args[1] != _AF_UNIX:
+        raise PermissionError("sandbox: network access is disabled")
+    elif _no_net and event in ("socket.connect", "socket.bind", "socket.sendto",
+                               "socket.sendmsg"):  # a UNIX pair (asyncio's) stays usable
         raise PermissionError("sandbox: network access is disabled")
     elif event in ("subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn",
                    "os.fork", "os.forkpty", "ctypes.dlopen", "ctypes.dlsym"):
