@@ -139,3 +139,41 @@ def test_infra_errors_are_counted_apart_and_exit_1(workdir: Path) -> None:
     summary = json.loads(proc.stdout)
     assert summary["infra_errors"] == 3 and summary["scored"] == 0
     assert "infrastructure errors" in proc.stderr
+
+
+def _code_eval(workdir: Path, url: str, *flags: str, mode: str | None) -> (
+        subprocess.CompletedProcess[str]):
+    (workdir / "g.yaml").write_text(_graph(url))
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    env.pop("TTS_GRAPH_SANDBOX_MODE", None)
+    if mode is not None:
+        env["TTS_GRAPH_SANDBOX_MODE"] = mode
+    return subprocess.run([sys.executable, "-m", "tts_graph", "eval", "g.yaml", "--task",
+                           "humaneval", "--limit", "1", "--json", "--out", "run", *flags],
+                          cwd=workdir, env=env, capture_output=True, text=True, timeout=300,
+                          check=False)
+
+
+def test_code_scorer_refuses_guard_mode_without_the_flag(workdir: Path) -> None:
+    with serve_fault_server(FaultConfig()) as url:
+        proc = _code_eval(workdir, url, mode="guard")
+        assert proc.returncode == 2, proc.stderr
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and "guard mode" in lines[0], proc.stderr
+        assert "--accept-weak-sandbox" in lines[0]
+        assert fault_stats(url)["requests"] == 0  # refused before any question ran
+
+        proc = _code_eval(workdir, url, "--accept-weak-sandbox", mode="guard")
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout)["sandbox"] == "guard"
+
+
+def test_code_scorer_summary_names_the_namespaces_mode(workdir: Path) -> None:
+    from tts_graph.evaluate.sandbox import sandbox_mode
+
+    if sandbox_mode() != "namespaces":
+        pytest.skip("namespaces mode needs root and namespaces")
+    with serve_fault_server(FaultConfig()) as url:
+        proc = _code_eval(workdir, url, mode=None)
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout)["sandbox"] == "namespaces"

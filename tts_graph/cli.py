@@ -260,6 +260,9 @@ def eval_(
     trace: Annotated[Path | None, typer.Option(
         help="append one JSONL line per call to FILE (summarise: tts-graph trace FILE)")
     ] = None,
+    accept_weak_sandbox: Annotated[bool, typer.Option(
+        "--accept-weak-sandbox",
+        help="--scorer code: run even where the sandbox has only its guard mode")] = False,
 ) -> None:
     """Evaluate GRAPH(s) on a task; every result is stored at once, --resume continues."""
     from .evaluate.session import TaskArgs, plan_run
@@ -283,13 +286,15 @@ def eval_(
         try:
             plan = plan_run(graph_path=graph_path, args=args if resume is None else None,
                             out=run_dir, resume=resume if graph_path is None else None,
-                            cache=cache, use_cache=not no_cache)
+                            cache=cache, use_cache=not no_cache,
+                            accept_weak_sandbox=accept_weak_sandbox)
         except GraphErrors as exc:
             raise _fail(exc.lines()) from None
         except TTSGraphError as exc:
             raise _fail([str(exc)]) from None
         plan.executor = _traced(plan.executor, trace, plan.graph)
         summary = _run_eval(plan, concurrency, quiet=as_json)
+        summary.sandbox = plan.extra.get("sandbox")
         summaries.append(summary)
         infra += summary.infra_errors
         if not as_json:
@@ -373,6 +378,8 @@ def _print_summary(s) -> None:  # type: ignore[no-untyped-def]
                       f"{u['prompt_tokens'] + u['completion_tokens']:.0f}",
                       f"{u['cost_usd']:.6f}", f"{u['flops']:.3g}")
     out.print(t)
+    if s.sandbox:
+        out.print(f"  code sandbox: {s.sandbox} mode", markup=False)
     out.print(f"  results: {s.run_dir}", markup=False)
 
 

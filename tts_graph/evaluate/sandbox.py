@@ -9,6 +9,14 @@ tree. Two modes; ``sandbox_mode()`` says which one is in force (chosen once per 
 
     - **no network**: a new network namespace holds only a down loopback device, so every
       connect, to 127.0.0.1 too, fails;
+    - **no host UNIX socket**: a network namespace does not cover sockets that live as files
+      (PostgreSQL's in /tmp, Docker's and systemd's in /run), and read-only mounts do not stop
+      ``connect()``. A seccomp filter refuses ``socket(AF_UNIX)``, datagram ``socketpair``
+      (a stream pair is connected and reaches nothing else) and io_uring (which could create a
+      socket past the filter): robust wherever a socket file lives, which a list of masked
+      directories cannot be. ``/run``, ``/var/run``, ``/var/tmp`` and ``/dev/shm`` are also
+      covered by empty read-only mounts. Without a seccomp filter for the machine's
+      architecture (x86-64 and arm64 have one) this mode is not used;
     - **writes outside the working directory refused**: in the new mount namespace the working
       directory is a fresh tmpfs (``disk_mb`` big, gone when the child exits) and *every* other
       mount is remounted read-only, ``/tmp``, ``/var/tmp`` and ``/dev/shm`` included; then the
@@ -27,10 +35,19 @@ tree. Two modes; ``sandbox_mode()`` says which one is in force (chosen once per 
 ``guard`` (not root, or namespaces not permitted)
     The same resource limits, a throwaway working directory and a process-group kill; no network
     through ``unshare -rn`` (an unprivileged user + network namespace) when the kernel allows
-    it, else an audit hook that makes socket creation raise. Writes outside the working
-    directory, subprocesses and ``ctypes`` are refused by an audit hook installed before the
-    code runs. Audit hooks are a guard against accidents (what a model's code does by mistake),
-    **not a security boundary**: code that sets out to escape can.
+    it. Where the kernel has them: Landlock lets the code write only beneath the working
+    directory (and to ``/dev/null``), refuses TCP bind/connect when there is no network
+    namespace, and (ABI 6+) refuses signals to processes outside the sandbox; seccomp refuses
+    AF_UNIX sockets, io_uring, fork/vfork/clone (threads still work) and, without a network
+    namespace, IP sockets. An audit hook installed before the code runs gives clear errors for
+    writes outside the working directory (``open``, ``os.*``, ``shutil``, ``sqlite3``), sockets,
+    subprocesses, ``os.kill`` of another process and ``ctypes``.
+    What guard mode **cannot** stop: reading whatever the calling user may read (their home
+    directory, keys, the caller's environment through ``/proc/<pid>/environ``, since the code
+    runs as the caller's user and sees its processes); and, on a kernel without Landlock or
+    seccomp, whatever gets around the audit hook (``os.open(..., dir_fd=...)``, internals that
+    raise no audit event), which is **not a security boundary**. ``tts-graph eval --scorer code``
+    refuses to run in this mode unless ``--accept-weak-sandbox`` is given.
 
 ``TTS_GRAPH_SANDBOX_MODE=guard`` forces the ``guard`` mode (for tests of it).
 
@@ -58,6 +75,14 @@ MAX_OUTPUT = 20_000
 FSIZE_MB = 16
 NPROC = 64
 SANDBOX_USER = "nobody"
+# What guard mode does not stop even where the kernel has Landlock and seccomp (the attack
+# corpus in the tests skips exactly these in guard mode); namespaces mode stops them all.
+GUARD_CANNOT_STOP = {
+    "the caller's environment": "the code runs as the caller's user, so it may read "
+                                "/proc/<pid>/environ of the caller's processes, and any file "
+                                "that user may read",
+}
+MASKED_DIRS = ("/run", "/var/run", "/var/tmp", "/dev/shm", "/run/user", "/var/lib/docker")
 
 
 @dataclass(frozen=True)
@@ -72,16 +97,96 @@ class SandboxResult:
 # Runs as ``python -I -c _BOOTSTRAP CONFIG_JSON`` (as root inside the new namespaces in the
 # ``namespaces`` mode), sets everything up, then execs the interpreter on main.py.
 _BOOTSTRAP = r"""
-import ctypes, json, os, resource, signal, stat, sys
+import ctypes, json, os, platform, resource, signal, stat, struct, sys
 cfg = json.loads(sys.argv[1])
 wd = cfg["wd"]
+libc = ctypes.CDLL(None, use_errno=True)
 
 def die(msg):
     os.write(2, ("sandbox setup failed: " + msg + "\n").encode())
     os._exit(97)
 
+# seccomp: a filter on the socket() syscall refuses AF_UNIX wherever its socket file lives
+# (a list of masked directories can never know them all), and io_uring, which could make a
+# socket past it. guard mode also refuses process creation (fork, vfork, clone without
+# CLONE_THREAD: threads still work) and, without a network namespace, IP sockets.
+# arch: (AUDIT_ARCH, socket, socketpair, clone, fork, vfork)
+_SYS = {"x86_64": (0xC000003E, 41, 53, 56, 57, 58), "aarch64": (0xC00000B7, 198, 199, 220)}
+
+def seccomp(allow_inet, deny_fork):
+    arch = _SYS.get(platform.machine())
+    if arch is None:
+        return "no seccomp filter for " + platform.machine()
+    audit, nr_socket, nr_pair, nr_clone, *nr_forks = arch
+    LD, JEQ, JGE, JSET, AND, RET = 0x20, 0x15, 0x35, 0x45, 0x54, 0x06
+    ALLOW, KILL, EPERM, ENOSYS = 0x7FFF0000, 0x80000000, 0x50001, 0x50026
+    prog = [(LD, 0, 0, 4), (JEQ, 1, 0, audit), (RET, 0, 0, KILL), (LD, 0, 0, 0)]
+    if audit == 0xC000003E:  # the x32 ABI's numbers would slip past the checks below
+        prog += [(JGE, 0, 1, 0x40000000), (RET, 0, 0, EPERM)]
+    for nr in (425, 426, 427):  # io_uring_setup, _enter, _register
+        prog += [(JEQ, 0, 1, nr), (RET, 0, 0, EPERM)]
+    sock = [(LD, 0, 0, 16)]
+    if allow_inet:  # harmless inside an empty network namespace
+        sock += [(JEQ, 0, 1, 2), (RET, 0, 0, ALLOW), (JEQ, 0, 1, 10), (RET, 0, 0, ALLOW)]
+    sock += [(RET, 0, 0, EPERM)]
+    prog += [(JEQ, 0, len(sock), nr_socket), *sock]
+    # a connected stream pair cannot reach anything else; a datagram one could sendto() a path
+    pair = [(LD, 0, 0, 16), (JEQ, 0, 4, 1), (LD, 0, 0, 24), (AND, 0, 0, 0xF),
+            (JEQ, 0, 1, 1), (RET, 0, 0, ALLOW), (RET, 0, 0, EPERM)]
+    prog += [(JEQ, 0, len(pair), nr_pair), *pair]
+    if deny_fork:
+        clone = [(LD, 0, 0, 16), (JSET, 0, 1, 0x10000), (RET, 0, 0, ALLOW), (RET, 0, 0, EPERM)]
+        prog += [(JEQ, 0, len(clone), nr_clone), *clone]
+        prog += [(JEQ, 0, 1, 435), (RET, 0, 0, ENOSYS)]  # clone3: libc falls back to clone
+        for nr in nr_forks:
+            prog += [(JEQ, 0, 1, nr), (RET, 0, 0, EPERM)]
+    prog += [(RET, 0, 0, ALLOW)]
+    raw = b"".join(struct.pack("HBBI", *ins) for ins in prog)
+    buf = ctypes.create_string_buffer(raw, len(raw))
+
+    class Prog(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+    fprog = Prog(len(prog), ctypes.addressof(buf))
+    if libc.prctl(38, 1, 0, 0, 0) != 0:  # PR_SET_NO_NEW_PRIVS: needed without privileges
+        return "no_new_privs: " + os.strerror(ctypes.get_errno())
+    if libc.prctl(22, 2, ctypes.byref(fprog), 0, 0) != 0:  # PR_SET_SECCOMP, MODE_FILTER
+        return "seccomp: " + os.strerror(ctypes.get_errno())
+    return None
+
+# Landlock (guard mode): writes only beneath the working directory (and to /dev/null), no
+# TCP bind/connect without a network namespace, no signals to processes outside the domain
+# (the caller). Best effort: the kernel may not have it; the audit hook still guards.
+def landlock(no_tcp):
+    sc = {"x86_64": 444, "aarch64": 444}.get(platform.machine())
+    if sc is None:
+        return 0
+    abi = libc.syscall(sc, None, 0, 1)  # LANDLOCK_CREATE_RULESET_VERSION
+    if abi < 1:
+        return 0
+    write = 2 | 16 | 32 | 64 | 128 | 256 | 512 | 1024 | 2048 | 4096  # write, remove, make *
+    write |= 8192 if abi >= 2 else 0  # REFER (links and renames across directories)
+    write |= 16384 if abi >= 3 else 0  # TRUNCATE
+    net = 3 if abi >= 4 and no_tcp else 0  # BIND_TCP | CONNECT_TCP, no rule allows them
+    scoped = 1 | 2 if abi >= 6 else 0  # abstract UNIX sockets, signals
+    attr = struct.pack("QQQ", write, net, scoped)
+    size = 24 if abi >= 6 else 16 if abi >= 4 else 8
+    fd = libc.syscall(sc, attr, size, 0)
+    if fd < 0:
+        return 0
+    for path, rights in ((wd, write), ("/dev/null", 2 | (16384 if abi >= 3 else 0))):
+        pfd = os.open(path, os.O_PATH)
+        rule = struct.pack("=Qi", rights, pfd)
+        ok = libc.syscall(sc + 1, fd, 1, rule, 0) == 0  # LANDLOCK_RULE_PATH_BENEATH
+        os.close(pfd)
+        if not ok:
+            die("landlock rule: " + os.strerror(ctypes.get_errno()))
+    if libc.prctl(38, 1, 0, 0, 0) != 0 or libc.syscall(sc + 2, fd, 0) != 0:
+        die("landlock: " + os.strerror(ctypes.get_errno()))
+    os.close(fd)
+    return abi
+
 if cfg["mode"] == "namespaces":
-    libc = ctypes.CDLL(None, use_errno=True)
     libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p,
                            ctypes.c_ulong, ctypes.c_char_p]
     RDONLY, NOSUID, NODEV, NOEXEC, REMOUNT, BIND, REC, PRIVATE = (
@@ -126,6 +231,15 @@ if cfg["mode"] == "namespaces":
     for i, (p, _) in enumerate(plan):
         os.makedirs(p, mode=0o755, exist_ok=True)
         mount(os.path.join(stage, str(i)), p, None, BIND | REC)
+
+    # defence in depth behind the seccomp filter: where system sockets live (docker, systemd,
+    # databases), the child sees fresh empty directories (made read-only below). /tmp stays
+    # (read-only): the working directory, and perhaps the interpreter, live under it.
+    keep = [wd, *need]
+    for d in cfg["mask"]:
+        if os.path.isdir(d) and not os.path.islink(d) and not any(
+                k == d or k.startswith(d + "/") for k in keep):
+            mount("tmpfs", d, "tmpfs", NOSUID | NODEV | NOEXEC, "mode=0755,size=4k")
 
     # the working directory: a fresh tmpfs owned by the sandbox user
     mount("tmpfs", wd, "tmpfs", NOSUID | NODEV,
@@ -178,7 +292,12 @@ for name, value in cfg["limits"].items():
             die(f"{name}: {exc}")
 env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": os.getcwd(), "TMPDIR": os.getcwd()}
 if cfg["mode"] == "namespaces":
+    why = seccomp(allow_inet=True, deny_fork=False)
+    if why:  # without the filter a host UNIX socket is one connect() away: no namespaces mode
+        die(why)
     os.execve(sys.executable, [sys.executable, "-I", "-B", "main.py"], env)
+landlock(no_tcp=not cfg["netns"])
+seccomp(allow_inet=cfg["netns"], deny_fork=True)  # best effort here, like the audit hook
 os.execve(sys.executable, [sys.executable, "-I", "-B", "-c", cfg["guard"]], env)
 """
 
@@ -189,6 +308,7 @@ import os, runpy, sys
 _wd = os.path.realpath(os.getcwd())
 _no_net = {no_net}
 _WRITE = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+_AF_UNIX = 1
 
 def _inside(path):
     if isinstance(path, int):
@@ -213,7 +333,15 @@ def _hook(event, args):
         for p in paths[:2] if event in ("os.rename", "os.link", "os.symlink") else paths[:1]:
             if not _inside(p):
                 raise PermissionError(f"sandbox: {{event}} outside the working directory: {{p}}")
-    elif _no_net and event in ("socket.__new__", "socket.connect", "socket.bind"):
+    elif event == "sqlite3.connect" and args[0] not in (":memory:", b":memory:", ""):
+        if not _inside(args[0]):
+            raise PermissionError(f"sandbox: sqlite3 outside the working directory: {{args[0]}}")
+    elif event in ("os.kill", "os.killpg") and args[0] != os.getpid():
+        raise PermissionError(f"sandbox: {{event}} is disabled")
+    elif _no_net and event == "socket.__new__" and args[1] != _AF_UNIX:
+        raise PermissionError("sandbox: network access is disabled")
+    elif _no_net and event in ("socket.connect", "socket.bind", "socket.sendto",
+                               "socket.sendmsg"):  # a UNIX pair (asyncio's) stays usable
         raise PermissionError("sandbox: network access is disabled")
     elif event in ("subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn",
                    "os.fork", "os.forkpty", "ctypes.dlopen", "ctypes.dlsym"):
@@ -330,6 +458,8 @@ def _run(code: str, mode: str, *, timeout_s: float, memory_mb: int, disk_mb: int
             "reach": [sys.executable, os.path.dirname(sys.executable), sys.prefix,
                       sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix],
             "guard": _GUARD.format(no_net=no_net_guard),
+            "netns": not no_net_guard,
+            "mask": list(MASKED_DIRS),
         }
         argv = [*prefix, sys.executable, "-I", "-c", _BOOTSTRAP, json.dumps(cfg)]
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:

@@ -249,6 +249,23 @@ class CodeScorer(Scorer):
         return Score(result.passed, result.reason)
 
 
+def code_sandbox(scorer: Scorer, *, accept_weak: bool) -> str | None:
+    """The sandbox mode a code scorer will run in (``None`` for other scorers); refuses
+    ``guard`` mode, which does not isolate the code from the user's files and processes,
+    unless ``accept_weak`` says the user accepts that."""
+    if scorer.name != "code":
+        return None
+    from .sandbox import sandbox_mode
+
+    mode = sandbox_mode()
+    if mode == "guard" and not accept_weak:
+        raise ScorerError(
+            "the code scorer's sandbox runs in guard mode here (it needs root and namespaces "
+            "for the namespaces mode): model-written code could read this user's files and "
+            "environment; pass --accept-weak-sandbox to accept weaker isolation")
+    return mode
+
+
 SCORERS: dict[str, type[Scorer]] = {
     cls.name: cls
     for cls in (NumericScorer, MathScorer, ChoiceScorer, ExactScorer, NormalizedScorer,

@@ -76,8 +76,12 @@ def plan_run(
     resume: Path | None,
     cache: Path | None,
     use_cache: bool = True,
+    accept_weak_sandbox: bool = False,
 ) -> RunPlan:
-    """A fresh run (``graph_path`` + ``args``) or a resumed one (``resume``)."""
+    """A fresh run (``graph_path`` + ``args``) or a resumed one (``resume``). A code-scored
+    task is refused, before the run is recorded, where the sandbox has only its guard mode
+    and ``accept_weak_sandbox`` is not given (``scorers.code_sandbox``)."""
+    from .scorers import code_sandbox
     from .tasks import load_task, split_items
 
     if resume is not None:
@@ -102,6 +106,7 @@ def plan_run(
     items = split_items(task.items, args.split, seed=args.seed, limit=args.limit)  # type: ignore[arg-type]
     if not items:
         raise TTSGraphError(f"task {args.task}: no questions in split '{args.split}'")
+    sandbox = code_sandbox(task.scorer, accept_weak=accept_weak_sandbox)
     identity = RunIdentity(
         graph_name=graph.name, graph_sha=graph_digest(text), task=task.name,
         scorer=task.scorer.name, split=args.split, seed=args.seed, limit=args.limit,
@@ -117,4 +122,5 @@ def plan_run(
     executor = Executor(graph, cache=response_cache)
     executor.bindings()  # configuration problems surface before any question runs
     return RunPlan(store=store, graph=graph, task=task, items=items, executor=executor,
-                   args=args, resumed=resume is not None, already_done=len(store.done_ids()))
+                   args=args, resumed=resume is not None, already_done=len(store.done_ids()),
+                   extra={"sandbox": sandbox} if sandbox else {})

@@ -62,6 +62,7 @@ class Summary:
     by_model: dict[str, dict[str, float]] = field(default_factory=dict)
     #: how budgeted queries used their budgets (None when no query had one)
     budget: dict[str, Any] | None = None
+    sandbox: str | None = None  # the code scorer's sandbox mode, so guard mode is never silent
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
