@@ -732,3 +732,28 @@ def test_shipped_search_files_start(tmp_path: Path, path: Path) -> None:
     config = {p.name: p.levels(3)[0] for p in s.space.params}
     s.space.compile(config)  # a configuration of it compiles
     assert not list((tmp_path / "out").glob("trials/*"))  # nothing was run
+
+
+def test_search_with_the_code_scorer_refuses_guard_mode_without_the_flag(
+        tmp_path: Path) -> None:
+    path = write_toy(tmp_path, task={"name": "humaneval", "search_limit": 2,
+                                     "heldout_limit": 1})
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+           "TTS_GRAPH_SANDBOX_MODE": "guard"}
+    proc = subprocess.run([sys.executable, "-m", "tts_graph", "search", str(path), "--out",
+                           str(tmp_path / "out"), "--no-heldout"], capture_output=True,
+                          text=True, timeout=120, check=False, cwd=ROOT, env=env)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "guard mode" in lines[0] and "--accept-weak-sandbox" in lines[0]
+    assert not list((tmp_path / "out").glob("trials/*"))  # nothing ran
+    import tts_graph.evaluate.sandbox as sandbox
+
+    old = sandbox._MODE
+    sandbox._MODE = ("guard", False)
+    try:
+        s = SearchSession(path, out_dir=tmp_path / "out2", accept_weak_sandbox=True)
+        assert s.sandbox == "guard"
+        s.close()
+    finally:
+        sandbox._MODE = old

@@ -436,13 +436,17 @@ def search(
                        ] = True,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="send every call")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print the front as JSON")] = False,
+    accept_weak_sandbox: Annotated[bool, typer.Option(
+        "--accept-weak-sandbox", help="with the code scorer: run even where the sandbox can "
+        "only use guard mode (weaker isolation)")] = False,
 ) -> None:
     """Search for the compute-optimal graph; resumes from the same storage."""
     from .search.driver import SearchSession
 
     try:
         session = SearchSession(search_file, storage=storage, out_dir=out, worker=worker,
-                                use_cache=not no_cache)
+                                use_cache=not no_cache,
+                                accept_weak_sandbox=accept_weak_sandbox)
     except GraphErrors as exc:
         raise _fail(exc.lines()) from None
     except TTSGraphError as exc:

@@ -61,7 +61,7 @@ class Outcome:
 class SearchSession:
     def __init__(self, path: str | Path, *, storage: str | None = None,
                  out_dir: str | Path | None = None, worker: int = 0,
-                 use_cache: bool = True) -> None:
+                 use_cache: bool = True, accept_weak_sandbox: bool = False) -> None:
         from ..evaluate.tasks import TaskError, load_task, split_items
 
         self.path = Path(path)
@@ -92,6 +92,10 @@ class SearchSession:
         except TaskError as exc:
             raise GraphError(str(exc), path="task.name", source=str(self.path),
                              line=line_of(holder.lines, ("task", "name"))) from None
+        from ..evaluate.scorers import code_sandbox
+
+        # model-written code runs in every trial: guard mode only when the user accepts it
+        self.sandbox = code_sandbox(self.task.scorer, accept_weak=accept_weak_sandbox)
         self.search_items = split_items(self.task.items, "search", seed=t.seed,
                                         limit=t.search_limit)
         self.heldout_items = split_items(self.task.items, "test", seed=t.seed,
