@@ -12,7 +12,8 @@ The claim protocol, in the results store (``claims`` and ``workers`` tables):
   a ``claimed`` one whose lease has run out), so each question is claimed by one worker;
 - a worker renews the leases of its claims every ``lease / 3`` seconds; a killed worker's
   leases run out and its questions are claimed again by the others;
-- a result is written, and its claim marked ``done``, in one transaction;
+- results are written, and their claims marked ``done``, in one transaction every
+  ``FLUSH_S`` seconds (a result not yet written is run again by whoever takes it over);
 - a worker that finds nothing to claim waits while other workers hold claims (they may die)
   and stops when none do.
 
@@ -45,8 +46,12 @@ from .runner import to_row
 from .store import ResultStore, Row
 
 DEFAULT_LEASE_S = 15.0
-#: questions a worker claims at a time, at most (fewer near the end keep the tail balanced)
-MAX_BATCH = 8
+#: questions a worker claims at a time, at most
+MAX_BATCH = 32
+#: finished results are committed together at this interval: one write transaction per
+#: interval, not per question, because a transaction waiting for another process's lock
+#: blocks the worker's event loop (a killed worker loses at most this much, run again)
+FLUSH_S = 0.05
 
 
 def lease_s() -> float:
@@ -123,13 +128,15 @@ class ClaimBoard:
             self.conn.execute("UPDATE workers SET heartbeat = ? WHERE worker = ?",
                               (now, worker))
 
-    def finish(self, worker: str, row: Row) -> None:
-        """The result and the end of its claim, together."""
+    def finish(self, worker: str, rows: list[Row]) -> None:
+        """Results and the end of their claims, in one transaction."""
         with self._tx():
-            self.store.write(row)
-            self.conn.execute("UPDATE claims SET state = 'done', worker = ? WHERE item_id = ?",
-                              (worker, row.item_id))
-            self.conn.execute("UPDATE workers SET done = done + 1 WHERE worker = ?", (worker,))
+            for row in rows:
+                self.store.write(row)
+            self.conn.executemany("UPDATE claims SET state = 'done', worker = ? "
+                                  "WHERE item_id = ?", [(worker, r.item_id) for r in rows])
+            self.conn.execute("UPDATE workers SET done = done + ? WHERE worker = ?",
+                              (len(rows), worker))
 
     def held_by_others(self, worker: str) -> int:
         return int(self.conn.execute(
@@ -158,12 +165,26 @@ async def work(plan: Any, board: ClaimBoard, worker: str, concurrency: int,
     lease = lease_s()
     batch = max(1, min(MAX_BATCH, concurrency // 2))
     queue: collections.deque[str] = collections.deque()
+    finished: list[Row] = []
     ran = 0
 
+    def flush() -> None:
+        if finished:
+            rows = finished[:]
+            finished.clear()
+            board.finish(worker, rows)
+            if on_row is not None:
+                for row in rows:
+                    on_row(row)
+
     async def heartbeat() -> None:
+        beat = time.monotonic()
         while True:
-            await asyncio.sleep(lease / 3)
-            board.renew(worker, lease)
+            await asyncio.sleep(FLUSH_S)
+            flush()
+            if time.monotonic() - beat >= lease / 3:
+                beat = time.monotonic()
+                board.renew(worker, lease)
 
     async def slot() -> None:
         nonlocal ran
@@ -171,8 +192,9 @@ async def work(plan: Any, board: ClaimBoard, worker: str, concurrency: int,
             if not queue:
                 got = board.claim(worker, batch, lease)
                 if not got:
+                    flush()  # before waiting: others must not take over what is done
                     if board.held_by_others(worker):
-                        await asyncio.sleep(min(1.0, lease / 4))  # they may die: wait
+                        await asyncio.sleep(min(0.1, lease / 4))  # they may die: wait
                         continue
                     return
                 queue.extend(got)
@@ -189,17 +211,15 @@ async def work(plan: Any, board: ClaimBoard, worker: str, concurrency: int,
                 else:
                     score = scorer.score(item, res.answer, res.text)
                 correct, detail = bool(score.correct), str(getattr(score, "detail", ""))
-            row = to_row(idx, item, res, correct, detail)
-            board.finish(worker, row)
+            finished.append(to_row(idx, item, res, correct, detail))
             ran += 1
-            if on_row is not None:
-                on_row(row)
 
     beat = asyncio.create_task(heartbeat())
     try:
         await asyncio.gather(*(slot() for _ in range(max(1, concurrency))))
     finally:
         beat.cancel()
+        flush()
     return ran
 
 
@@ -253,7 +273,7 @@ class WorkerReport:
 def run_workers(plan: Any, n: int, concurrency: int, *, cache: Path | None, use_cache: bool,
                 trace: Path | None = None,
                 on_progress: Callable[[dict[str, Any]], None] | None = None,
-                poll_s: float = 0.25) -> WorkerReport:
+                poll_s: float = 0.1) -> WorkerReport:
     """List the run's open questions, start ``n`` worker processes on it and wait for them,
     calling ``on_progress`` with the board's counts as they change."""
     done = plan.store.done_ids()
