@@ -1,19 +1,23 @@
-"""Throughput of the litellm backend against a loopback server with a fixed 50 ms latency.
+"""Client throughput against a loopback OpenAI-compatible server: a bare aiohttp client, the
+litellm backend and the openai backend side by side, then ``tts-graph eval`` with 1, 2, 4
+worker processes.
 
-For concurrency c = 1, 2, 4, ..., 256: calls per second against the ideal (c / latency),
-for (a) a bare ``litellm.acompletion`` loop (c calls in flight, a semaphore) and (b) tts-graph:
-a one-node graph (``solver``, one sample, ``backend: litellm``) over many questions through
-``Executor.arun_many(concurrency=c)``, which is the same shape (one task per query, a
-semaphore). The difference in client CPU per call is the overhead of our layer (executor,
-role, binding, backend wrapper) on top of litellm.
+Part 1. For concurrency c = 1, 2, 4, ..., 256: calls per second against the ideal
+(c / latency) and client CPU per call for (a) bare aiohttp (c calls in flight, one session,
+the solver's request), (b) tts-graph with ``backend: litellm`` and (c) with ``backend: openai``:
+a one-node graph (``solver``, one sample) over many questions through
+``Executor.arun_many(concurrency=c)``. (b) and (c) include the executor, role and binding.
 
-The server is the fault server (tts_graph.testing) with no faults, in its own process, so it
-does not share the client's core or GIL. Client CPU is the benchmark process's CPU time
-(every thread) per wall second; 100% is one core saturated. Server CPU comes from its /stats.
+Part 2. ``tts-graph eval`` as a user runs it (a whole process, start-up included) over Q
+one-call questions, no cache: litellm with one process, openai with 1, 2 and 4 workers.
 
-    .venv/bin/python benchmarks/throughput.py [--levels 1,2,4,...] [--rounds 12] [--repeats 2]
-    .venv/bin/python benchmarks/throughput.py --raw   # plus a bare aiohttp client, for reference
-    .venv/bin/python benchmarks/throughput.py --profile 32   # where our layer's time goes
+The server is the fault server (tts_graph.testing) with no faults, in its own process (its own
+core and GIL). Client CPU is the benchmark process's CPU time per call; server CPU comes from
+its /stats.
+
+    .venv/bin/python benchmarks/throughput.py [--levels 1,2,...] [--latency-ms 20]
+    .venv/bin/python benchmarks/throughput.py --quick          # small sizes (a test runs it)
+    .venv/bin/python benchmarks/throughput.py --profile 32     # where the openai side's time goes
 """
 
 from __future__ import annotations
@@ -23,14 +27,20 @@ import asyncio
 import cProfile
 import importlib.metadata
 import io
+import json
 import os
 import pstats
+import sqlite3
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-from _common import print_header, table
+from _common import ROOT, print_header, table
 
 from tts_graph import Executor, loads_graph
 from tts_graph.backends.litellm_backend import import_litellm
@@ -43,38 +53,26 @@ GRAPH = """
 version: 1
 name: throughput
 models:
-  m: {{backend: litellm, model: openai/fault, api_base: "{url}/v1", timeout_s: {timeout}}}
+  m: {{backend: {backend}, model: {model}, api_base: "{url}/v1", timeout_s: {timeout}}}
 defaults: {{max_tokens: {max_tokens}, temperature: 0.7}}
 nodes:
   solve: {{role: solver, model: m}}
 output: solve
 """
+MODELS = {"litellm": "openai/fault", "openai": "fault"}
+
+
+def graph_text(backend: str, url: str) -> str:
+    return GRAPH.format(backend=backend, model=MODELS[backend], url=url, timeout=TIMEOUT_S,
+                        max_tokens=MAX_TOKENS)
 
 
 def questions(tag: str, n: int) -> list[str]:
     return [f"[{tag}] What is {i} plus {2 * i + 7}?" for i in range(n)]
 
 
-async def bare(litellm: Any, url: str, qs: list[str], c: int) -> None:
-    """The reference: litellm.acompletion, c in flight, the same request as the solver's."""
-    sem = asyncio.Semaphore(c)
-    system = Solver.system_prompt["main"]
-
-    async def one(q: str) -> None:
-        async with sem:
-            resp = await litellm.acompletion(
-                model="openai/fault", api_base=f"{url}/v1", api_key="no-key",
-                messages=[{"role": "system", "content": system}, {"role": "user", "content": q}],
-                max_tokens=MAX_TOKENS, temperature=0.7, top_p=1.0, seed=0,
-                num_retries=0, max_retries=0, timeout=TIMEOUT_S)
-            assert resp.choices[0].message.content
-
-    await asyncio.gather(*(one(q) for q in qs))
-
-
 async def raw(session: Any, url: str, qs: list[str], c: int) -> None:
-    """A floor for a client's cost: the same request with a bare aiohttp session (the
-    transport litellm itself uses)."""
+    """The floor of a client's cost: the solver's request with a bare aiohttp session."""
     sem = asyncio.Semaphore(c)
     system = Solver.system_prompt["main"]
 
@@ -101,92 +99,146 @@ async def timed(url: str, run: Any) -> dict[str, float]:
     wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     s1 = fault_stats(url, keys=False)
     return {"wall": wall, "cpu": cpu, "calls": s1["answered"] - s0["answered"],
-            "server_cpu": s1["process_cpu_s"] - s0["process_cpu_s"],
-            "peak": s1["peak_in_flight"]}
+            "server_cpu": s1["process_cpu_s"] - s0["process_cpu_s"]}
 
 
-async def main_async(a: argparse.Namespace) -> None:
-    litellm = await asyncio.to_thread(import_litellm)
+async def calls_part(a: argparse.Namespace, url: str) -> None:
+    import aiohttp
+
+    await asyncio.to_thread(import_litellm)
     latency = a.latency_ms / 1000.0
-    with spawn_fault_server(FaultConfig(latency_ms=a.latency_ms)) as url:
-        ex = Executor(loads_graph(GRAPH.format(url=url, timeout=TIMEOUT_S,
-                                                max_tokens=MAX_TOKENS)))
-        # warm-up: litellm's first call imports the OpenAI client's resources (~0.5 s)
-        await bare(litellm, url, questions("warm-bare", 64), 16)
-        await ours(ex, questions("warm-ours", 64), 16)
-        if a.profile:
-            c = a.profile
-            n = min(max(c * a.rounds, a.min_calls), a.max_calls)
-            pr = cProfile.Profile()
-            pr.enable()
-            await ours(ex, questions("profile", n), c)
-            pr.disable()
-            out = io.StringIO()
-            pstats.Stats(pr, stream=out).sort_stats("tottime").print_stats(30)
-            print(out.getvalue())
-            return
-        rows = []
+    exs = {b: Executor(loads_graph(graph_text(b, url))) for b in ("litellm", "openai")}
+    # warm-up: litellm's first call imports the OpenAI client's resources (~0.5 s)
+    for b, ex in exs.items():
+        await ours(ex, questions(f"warm-{b}", 64), 16)
+    if a.profile:
+        c = a.profile
+        pr = cProfile.Profile()
+        pr.enable()
+        await ours(exs["openai"], questions("profile", min(c * a.rounds, a.max_calls)), c)
+        pr.disable()
+        out = io.StringIO()
+        pstats.Stats(pr, stream=out).sort_stats("tottime").print_stats(30)
+        print(out.getvalue())
+        return
+    rows = []
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        await raw(session, url, questions("warm-raw", 64), 16)
         for c in a.levels:
             n = min(max(c * a.rounds, a.min_calls), a.max_calls)
             ideal = c / latency
-            runs: dict[str, list[dict[str, float]]] = {"bare": [], "ours": []}
-            for rep in range(a.repeats):  # alternate, keep each side's best run
-                runs["bare"].append(await timed(
-                    url, bare(litellm, url, questions(f"bare{c}.{rep}", n), c)))
-                runs["ours"].append(await timed(
-                    url, ours(ex, questions(f"ours{c}.{rep}", n), c)))
-            if a.raw:
-                import aiohttp
-
-                conn = aiohttp.TCPConnector(limit=0)
-                async with aiohttp.ClientSession(connector=conn) as session:
-                    w = min([await timed(url, raw(session, url, questions(f"raw{c}.{rep}", n), c))
-                             for rep in range(a.repeats)], key=lambda r: r["wall"])
-                extra = [f"{n / w['wall']:.0f} ({n / w['wall'] / ideal:.2f})",
-                         f"{w['cpu'] / n * 1e3:.2f}"]
-            else:
-                extra = []
-            b = min(runs["bare"], key=lambda r: r["wall"])
-            o = min(runs["ours"], key=lambda r: r["wall"])
-            assert b["calls"] == n and o["calls"] == n, (b, o, n)
-            rb, ro = n / b["wall"], n / o["wall"]
-            cb, co = b["cpu"] / n * 1e3, o["cpu"] / n * 1e3
+            runs: dict[str, list[dict[str, float]]] = {"raw": [], "litellm": [], "openai": []}
+            for rep in range(a.repeats):  # alternate the sides, keep each side's best run
+                runs["raw"].append(await timed(url, raw(session, url,
+                                                        questions(f"raw{c}.{rep}", n), c)))
+                for b, ex in exs.items():
+                    runs[b].append(await timed(url, ours(ex, questions(f"{b}{c}.{rep}", n), c)))
+            best = {k: min(v, key=lambda r: r["wall"]) for k, v in runs.items()}
+            assert all(r["calls"] == n for r in best.values()), (best, n)
+            rate = {k: n / r["wall"] for k, r in best.items()}
+            cpu = {k: r["cpu"] / n * 1e3 for k, r in best.items()}
             rows.append([
                 c, n, f"{ideal:.0f}",
-                f"{rb:.0f} ({rb / ideal:.2f})", f"{ro:.0f} ({ro / ideal:.2f})",
-                f"{cb:.2f}", f"{co:.2f}", f"{co - cb:+.2f}",
-                f"{b['cpu'] / b['wall']:.0%}", f"{o['cpu'] / o['wall']:.0%}",
-                f"{o['server_cpu'] / o['wall']:.0%}", *extra,
+                *(f"{rate[k]:.0f} ({rate[k] / ideal:.2f})" for k in ("raw", "litellm", "openai")),
+                f"{rate['openai'] / rate['raw']:.2f}",
+                *(f"{cpu[k]:.2f}" for k in ("raw", "litellm", "openai")),
+                f"{best['openai']['server_cpu'] / best['openai']['wall']:.0%}",
             ])
-            print(f"  c={c}: bare {rb:.0f}/s, ours {ro:.0f}/s (ideal {ideal:.0f})",
-                  flush=True)
+            print(f"  c={c}: raw {rate['raw']:.0f}/s, litellm {rate['litellm']:.0f}/s, "
+                  f"openai {rate['openai']:.0f}/s (ideal {ideal:.0f})", flush=True)
+    for ex in exs.values():
+        await ex.aclose()
     print()
-    print(table(["c", "calls", "ideal/s", "bare litellm/s (×ideal)", "tts-graph/s (×ideal)",
-                 "bare CPU ms/call", "ours CPU ms/call", "overhead ms/call",
-                 "client CPU bare", "client CPU ours", "server CPU",
-                 *(["raw aiohttp/s (×ideal)", "raw CPU ms/call"] if a.raw else [])], rows))
-    print(f"\nlitellm {importlib.metadata.version('litellm')}; "
-          f"latency {a.latency_ms:g} ms; calls per level = min(max(c × {a.rounds}, "
-          f"{a.min_calls}), {a.max_calls}); best of {a.repeats} alternating runs per side")
+    print(table(["c", "calls", "ideal/s", "raw aiohttp/s (×ideal)", "litellm/s (×ideal)",
+                 "openai/s (×ideal)", "openai ÷ raw", "raw CPU ms/call",
+                 "litellm CPU ms/call", "openai CPU ms/call", "server CPU (openai)"], rows))
+    print(f"\nlitellm {importlib.metadata.version('litellm')}, aiohttp "
+          f"{importlib.metadata.version('aiohttp')}; latency {a.latency_ms:g} ms; calls per "
+          f"level = min(max(c × {a.rounds}, {a.min_calls}), {a.max_calls}); best of "
+          f"{a.repeats} alternating runs per side; litellm and openai through the executor")
+
+
+def eval_part(a: argparse.Namespace, url: str) -> None:
+    """``tts-graph eval`` as a whole process: litellm (1 process), openai (1, 2, 4 workers)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    rows = []
+    base: float | None = None
+    with tempfile.TemporaryDirectory(prefix="tts-eval-bench-") as tmp:
+        work = Path(tmp)
+        (work / "q.jsonl").write_text("".join(
+            json.dumps({"id": f"q{i}", "question": f"What is {i} plus {2 * i + 7}?",
+                        "answer": str(3 * i + 7)}) + "\n" for i in range(a.eval_questions)))
+        sides = [] if a.skip_litellm_eval else [("litellm", 1)]
+        sides += [("openai", w) for w in a.workers]
+        first: dict[str, str | None] | None = None
+        for backend, workers in sides:
+            (work / f"{backend}.yaml").write_text(graph_text(backend, url))
+            out = work / f"run-{backend}-{workers}"
+            s0 = fault_stats(url, keys=False)["answered"]
+            t0 = time.perf_counter()
+            proc = subprocess.run(
+                [sys.executable, "-m", "tts_graph", "eval", f"{backend}.yaml", "--task",
+                 "q.jsonl", "--out", str(out), "--no-cache", "--json", "--concurrency",
+                 str(a.eval_concurrency), "--workers", str(workers)],
+                cwd=work, env=env, capture_output=True, text=True, timeout=900, check=False)
+            wall = time.perf_counter() - t0
+            answered = fault_stats(url, keys=False)["answered"] - s0
+            if proc.returncode != 0:
+                raise SystemExit(f"eval {backend} --workers {workers} failed:\n{proc.stderr}")
+            summary = json.loads(proc.stdout)
+            with sqlite3.connect(out / "results.sqlite") as conn:
+                answers = dict(conn.execute("SELECT item_id, answer FROM results"))
+            first = first or answers  # the same requests get the same answers from the server
+            same = sum(answers.get(k) == v for k, v in first.items())
+            if backend == "openai" and workers == 1:
+                base = wall
+            rows.append([backend, workers, a.eval_concurrency, summary["scored"], answered,
+                         f"{same}/{len(first)}",
+                         f"{wall:.2f}", f"{a.eval_questions / wall:.0f}",
+                         f"{base / wall:.2f}" if base and backend == "openai" else "-"])
+            print(f"  eval {backend} --workers {workers}: {wall:.2f} s", flush=True)
+    ideal = a.eval_questions / a.eval_concurrency * a.latency_ms / 1000.0
+    print()
+    print(table(["backend", "workers", "concurrency per worker", "scored", "server answered",
+                 "same answers as the first row", "wall s (whole process)", "questions/s",
+                 "speed-up vs 1 worker"], rows))
+    print(f"\n{a.eval_questions} one-call questions, no cache, latency {a.latency_ms:g} ms; "
+          f"the ideal for one process at concurrency {a.eval_concurrency} is {ideal:.2f} s "
+          "plus start-up")
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--levels", default="1,2,4,8,16,32,64,128,256",
                    type=lambda s: [int(x) for x in s.split(",")])
-    p.add_argument("--latency-ms", type=float, default=50.0)
+    p.add_argument("--latency-ms", type=float, default=20.0)
     p.add_argument("--rounds", type=int, default=12, help="calls per level = c × rounds")
     p.add_argument("--min-calls", type=int, default=100)
     p.add_argument("--max-calls", type=int, default=1500)
     p.add_argument("--repeats", type=int, default=2,
                    help="runs per side and level, alternating; the best is shown")
-    p.add_argument("--raw", action="store_true",
-                   help="add a bare aiohttp column: the floor of a client's cost")
+    p.add_argument("--eval-questions", type=int, default=600)
+    p.add_argument("--eval-concurrency", type=int, default=64)
+    p.add_argument("--workers", default="1,2,4", type=lambda s: [int(x) for x in s.split(",")])
+    p.add_argument("--skip-eval", action="store_true")
+    p.add_argument("--skip-calls", action="store_true", help="only the eval part")
+    p.add_argument("--skip-litellm-eval", action="store_true")
+    p.add_argument("--quick", action="store_true",
+                   help="small sizes: levels 1,8, 40 calls, 40 eval questions, 1-2 workers")
     p.add_argument("--profile", type=int, default=0, metavar="C",
-                   help="profile tts-graph at concurrency C instead of the table")
+                   help="profile the openai side at concurrency C instead of the tables")
     a = p.parse_args()
-    print_header("Throughput against a 50 ms loopback server (litellm backend)")
-    asyncio.run(main_async(a))
+    if a.quick:
+        a.levels, a.rounds, a.min_calls, a.max_calls, a.repeats = [1, 8], 2, 20, 40, 1
+        a.eval_questions, a.eval_concurrency, a.workers = 40, 8, [1, 2]
+    print_header(f"Client throughput against a {a.latency_ms:g} ms loopback server")
+    with spawn_fault_server(FaultConfig(latency_ms=a.latency_ms)) as url:
+        if not a.skip_calls:
+            asyncio.run(calls_part(a, url))
+        if not a.skip_eval and not a.profile:
+            print()
+            eval_part(a, url)
 
 
 if __name__ == "__main__":

@@ -247,6 +247,9 @@ def eval_(
                      ] = None,
     seed: Annotated[int, typer.Option(help="split/shuffle seed")] = 0,
     concurrency: Annotated[int, typer.Option(min=1, help="questions at once")] = 8,
+    workers: Annotated[int, typer.Option(
+        min=1, help="processes sharing the run (each runs --concurrency questions at once)")
+    ] = 1,
     out: Annotated[Path | None, typer.Option(help="run directory (several graphs: parent)")
                    ] = None,
     resume: Annotated[Path | None, typer.Option(help="continue the run in this directory")
@@ -281,7 +284,7 @@ def eval_(
          for g in graphs or []]
     )
     summaries = []
-    infra = 0
+    infra = left = 0
     for graph_path, run_dir in targets:
         try:
             plan = plan_run(graph_path=graph_path, args=args if resume is None else None,
@@ -293,7 +296,12 @@ def eval_(
         except TTSGraphError as exc:
             raise _fail([str(exc)]) from None
         plan.executor = _traced(plan.executor, trace, plan.graph)
-        summary = _run_eval(plan, concurrency, quiet=as_json)
+        if workers > 1:
+            summary, unrun = _run_eval_workers(plan, workers, concurrency, quiet=as_json,
+                                               cache=cache, use_cache=not no_cache, trace=trace)
+            left += unrun
+        else:
+            summary = _run_eval(plan, concurrency, quiet=as_json)
         summary.sandbox = plan.extra.get("sandbox")
         summaries.append(summary)
         infra += summary.infra_errors
@@ -310,9 +318,13 @@ def eval_(
         path = accuracy_vs_cost(summaries, plot or ((out or Path("runs")) / "compare.png"))
         if not as_json:
             err.print(f"plot: {path}", markup=False)
+    if left:
+        err.print(f"{left} questions were not run (workers ended early); --resume runs them",
+                  markup=False)
     if infra:
         err.print(f"{infra} questions ended in infrastructure errors (not scored); "
                   "--resume runs them again", markup=False)
+    if infra or left:
         raise typer.Exit(1)
 
 
@@ -348,6 +360,32 @@ def _run_eval(plan, concurrency: int, quiet: bool):  # type: ignore[no-untyped-d
         except TTSGraphError as exc:
             raise _fail([str(exc)], code=1) from None
     return summarize(plan.store)
+
+
+def _run_eval_workers(plan, workers: int, concurrency: int, *, quiet: bool,  # type: ignore[no-untyped-def]
+                      cache: Path | None, use_cache: bool, trace: Path | None):
+    from .evaluate.summary import summarize
+    from .evaluate.workers import run_workers
+
+    total = len(plan.items)
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=err,
+                  disable=quiet or not err.is_terminal) as progress:
+        bar = progress.add_task(plan.graph.name, total=total, completed=plan.already_done,
+                                info="")
+
+        def on_progress(p) -> None:  # type: ignore[no-untyped-def]
+            info = "  ".join(f"{w} {d}" + (f" (+{t} taken over)" if t else "")
+                             for w, (d, t) in p["workers"].items())
+            progress.update(bar, completed=total - p["left"], info=info)
+
+        report = run_workers(plan, workers, concurrency, cache=cache, use_cache=use_cache,
+                             trace=trace, on_progress=on_progress)
+    if len(report.problems) == workers and not report.progress.get("workers"):
+        raise _fail(report.problems, code=1)  # no worker got going: nothing to summarise
+    for line in report.problems:
+        err.print(line, markup=False)
+    return summarize(plan.store), int(report.progress.get("left", 0))
 
 
 def _print_summary(s) -> None:  # type: ignore[no-untyped-def]

@@ -64,7 +64,8 @@ class Price(Strict):
 class ModelSpec(Strict):
     """A model binding: which backend serves it, and the limits that apply to it."""
 
-    backend: str = Field(description="local | litellm | vllm | sim, or a registered backend")
+    backend: str = Field(description="local | openai | litellm | vllm | sim, or a registered "
+                         "backend")
     model: str = Field(min_length=1, description="backend's model id, e.g. smollm2-135m")
     params: float | None = Field(
         default=None, gt=0, description="parameter count for FLOPs (135e6 or '135M')",

@@ -25,6 +25,12 @@ def _litellm(spec: ModelSpec, base_dir: Path | None) -> Backend:
     return create_litellm_backend(spec)
 
 
+def _openai(spec: ModelSpec, base_dir: Path | None) -> Backend:
+    from .openai_backend import create_openai_backend
+
+    return create_openai_backend(spec)
+
+
 def _vllm(spec: ModelSpec, base_dir: Path | None) -> Backend:
     from .vllm_backend import create_vllm_backend
 
@@ -43,8 +49,8 @@ def _sim(spec: ModelSpec, base_dir: Path | None) -> Backend:
     return create_sim_backend(spec)
 
 
-_BUILTIN: dict[str, Factory] = {"local": _local, "litellm": _litellm, "scripted": _scripted,
-                                "vllm": _vllm, "sim": _sim}
+_BUILTIN: dict[str, Factory] = {"local": _local, "litellm": _litellm, "openai": _openai,
+                                "scripted": _scripted, "vllm": _vllm, "sim": _sim}
 #: names reserved for backends that later modules provide
 _PLANNED: tuple[str, ...] = ()
 

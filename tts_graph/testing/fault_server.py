@@ -19,6 +19,8 @@ order in which concurrent requests arrive. Kinds:
 - ``cut`` (only when asked for by name; not in ``FAULT_KINDS`` nor ``mixed``): the answer
   starts (200, part of the body or, streamed, the first half of the text's events) and the
   connection closes mid-answer
+- ``empty`` (only when asked for by name, like ``cut``): 200 with a well-formed answer
+  whose ``choices`` list is empty (streamed: no choice events, then ``[DONE]``)
 
 ``"stream": true`` is answered as server-sent events the way OpenAI streams: a role delta,
 the text word by word, a finish event, a usage event when ``stream_options.include_usage``
@@ -55,8 +57,9 @@ from typing import Any
 
 #: fault kinds, in the order in which a draw is mapped onto them
 FAULT_KINDS = ("rate_limit", "server_error", "hang", "drop", "malformed")
-#: every kind; ``cut`` last, so adding it moves no draw of the others
-ALL_KINDS = (*FAULT_KINDS, "cut")
+#: every kind; the ones asked for by name only come last, so adding one moves no draw of
+#: the others
+ALL_KINDS = (*FAULT_KINDS, "cut", "empty")
 _ALIASES = {"429": "rate_limit", "500": "server_error", "timeout": "hang",
             "disconnect": "drop", "json": "malformed", "truncate": "cut"}
 CREATED = 1_700_000_000  # a fixed timestamp: answers are byte-for-byte reproducible
@@ -336,6 +339,10 @@ class FaultApp:
             for event in events[: max(2, len(events) // 2)]:
                 await send({"type": "http.response.body", "body": event, "more_body": True})
             await _drop(receive, send)
+        elif kind == "empty" and stream:
+            await _sse(send, _events({**answer(), "choices": []}, {}), headers)
+        elif kind == "empty":
+            await _json(send, 200, {**answer(), "choices": []}, headers)
         elif kind == "cut":  # the whole length announced, half of the body sent
             data = json.dumps(answer()).encode("utf-8")
             await send({"type": "http.response.start", "status": 200, "headers": [

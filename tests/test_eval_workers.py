@@ -1,0 +1,142 @@
+"""``tts-graph eval --workers N`` end to end: worker processes sharing one run directory
+against the loopback fault server (backend: openai), a worker killed mid-run, --resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tts_graph.testing.fault_server import FaultConfig, fault_stats, serve_fault_server
+
+N = 60
+
+
+def _graph(url: str, retries: int = 3) -> str:
+    return f"""
+version: 1
+name: solve-vote
+models:
+  m: {{backend: openai, model: fault, api_base: "{url}/v1", timeout_s: 10,
+       max_retries: {retries}}}
+defaults: {{max_tokens: 32}}
+nodes:
+  solve: {{role: solver, model: m, samples: 3}}
+  vote: {{role: vote, inputs: [solve]}}
+output: vote
+"""
+
+
+def _cli(*args: str, cwd: Path, env: dict[str, str] | None = None
+         ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "tts_graph", *args], cwd=cwd,
+                          env={**os.environ, **(env or {})}, capture_output=True, text=True,
+                          timeout=300, check=False)
+
+
+def _db(run: Path) -> sqlite3.Connection:
+    return sqlite3.connect(run / "results.sqlite", timeout=30)
+
+
+def _answers(run: Path) -> list[tuple[str, str | None, str]]:
+    with _db(run) as conn:
+        return list(conn.execute("SELECT item_id, answer, status FROM results ORDER BY idx"))
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    (tmp_path / "q.jsonl").write_text("".join(
+        json.dumps({"id": f"q{i}", "question": f"What is {i} + {i}?", "answer": str(2 * i)})
+        + "\n" for i in range(N)))
+    return tmp_path
+
+
+def test_workers_share_the_run_each_question_once(workdir: Path) -> None:
+    with serve_fault_server(FaultConfig(latency_ms=30)) as url:
+        (workdir / "g.yaml").write_text(_graph(url))
+        ref = _cli("eval", "g.yaml", "--task", "q.jsonl", "--out", "ref", "--no-cache",
+                   cwd=workdir)
+        assert ref.returncode == 0, ref.stderr
+        before = fault_stats(url)
+        got = _cli("eval", "g.yaml", "--task", "q.jsonl", "--out", "run", "--no-cache",
+                   "--workers", "3", "--concurrency", "2", "--json", cwd=workdir)
+        after = fault_stats(url)
+    assert got.returncode == 0, got.stderr
+    summary = json.loads(got.stdout)
+    assert summary["done"] == summary["scored"] == N
+    assert _answers(workdir / "run") == _answers(workdir / "ref")
+    # no cache, so every question the workers ran reached the server: each exactly once
+    assert after["answered"] - before["answered"] == N
+    assert all(after["answers_per_key"][k] == 2 for k in before["answers_per_key"])
+    with _db(workdir / "run") as conn:
+        workers = conn.execute("SELECT worker, done, taken_over FROM workers").fetchall()
+        states = dict(conn.execute("SELECT state, COUNT(*) FROM claims GROUP BY state"))
+    assert sorted(w for w, _, _ in workers) == ["w0", "w1", "w2"]
+    assert sum(d for _, d, _ in workers) == N and all(t == 0 for _, _, t in workers)
+    assert sum(1 for _, d, _ in workers if d > 0) >= 2  # the work was shared
+    assert states == {"done": N}
+
+
+def test_a_killed_workers_questions_are_taken_over(workdir: Path) -> None:
+    env = {"TTS_GRAPH_EVAL_LEASE_S": "1.5"}
+    with serve_fault_server(FaultConfig(latency_ms=150)) as url:
+        (workdir / "g.yaml").write_text(_graph(url))
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tts_graph", "eval", "g.yaml", "--task", "q.jsonl",
+             "--out", "run", "--workers", "2", "--concurrency", "2", "--json"],
+            cwd=workdir, env={**os.environ, **env}, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True)
+        victim = None
+        deadline = time.monotonic() + 120
+        while victim is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+            if not (workdir / "run" / "results.sqlite").exists():
+                continue
+            try:
+                with _db(workdir / "run") as conn:
+                    rows = conn.execute("SELECT worker, pid, done FROM workers").fetchall()
+                    held = conn.execute("SELECT COUNT(*) FROM claims WHERE state = 'claimed' "
+                                        "AND worker = 'w0'").fetchone()[0]
+            except sqlite3.OperationalError:
+                continue  # the tables are not there yet
+            if len(rows) == 2 and all(d >= 3 for _, _, d in rows) and held:
+                victim = next(pid for w, pid, _ in rows if w == "w0")
+        assert victim is not None, "the workers did not get going"
+        os.kill(victim, signal.SIGKILL)
+        out, err = proc.communicate(timeout=200)
+        ref = _cli("eval", "g.yaml", "--task", "q.jsonl", "--out", "ref", cwd=workdir)
+    assert ref.returncode == 0, ref.stderr
+    assert proc.returncode == 0, err
+    assert "worker w0" in err and "signal 9" in err
+    assert json.loads(out)["scored"] == N
+    rows = _answers(workdir / "run")
+    assert [r[0] for r in rows] == [f"q{i}" for i in range(N)]  # each question once
+    assert rows == _answers(workdir / "ref")
+    with _db(workdir / "run") as conn:
+        taken = conn.execute("SELECT taken_over FROM workers WHERE worker = 'w1'").fetchone()
+    assert taken[0] >= 1
+
+
+def test_infra_errors_are_not_claimed_again_and_resume_runs_them(workdir: Path) -> None:
+    # every request fails once: with no retries each question is an infrastructure error
+    with serve_fault_server(FaultConfig(faults={"server_error": 1.0},
+                                        max_faults_per_request=1)) as url:
+        (workdir / "g.yaml").write_text(_graph(url, retries=0))
+        first = _cli("eval", "g.yaml", "--task", "q.jsonl", "--out", "run", "--workers", "2",
+                     "--json", cwd=workdir)
+        mid = fault_stats(url)
+        again = _cli("eval", "--resume", "run", "--workers", "2", "--json", cwd=workdir)
+    assert first.returncode == 1
+    assert json.loads(first.stdout)["infra_errors"] == N
+    assert mid["requests"] == N  # not claimed again within the run
+    assert again.returncode == 0, again.stderr
+    summary = json.loads(again.stdout)
+    assert summary["scored"] == N and summary["infra_errors"] == 0
+    assert [s for _, _, s in _answers(workdir / "run")] == ["ok"] * N

@@ -1,0 +1,28 @@
+"""benchmarks/throughput.py --quick completes and prints both of its tables (timings are
+the machine's, not checked here)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_quick_throughput_benchmark_prints_its_tables() -> None:
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    proc = subprocess.run([sys.executable, "benchmarks/throughput.py", "--quick"], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    assert "| c | calls | ideal/s | raw aiohttp/s" in out
+    assert "openai CPU ms/call" in out
+    rows = [line for line in out.splitlines() if line.startswith(("| 1 ", "| 8 "))]
+    assert len(rows) == 2
+    assert "| backend | workers |" in out
+    for side in ("| litellm | 1 ", "| openai  | 1 ", "| openai  | 2 "):
+        assert side in out, out
+    # every question scored, and the server answered each one once per run
+    assert out.count("| 40     | 40              | 40/40 ") == 3, out

@@ -1,0 +1,378 @@
+"""The OpenAI-compatible backend (``backend: openai``): a lean client for any server that
+speaks OpenAI's ``/v1/chat/completions`` (vLLM, SGLang, llama.cpp's server, hosted APIs), or
+``/v1/completions`` for base models (``options: {chat: false}``).
+
+Why not litellm for these: litellm spends 4–8 ms of client CPU per call, which caps one
+process at ~200 calls/s whatever the server does. This module is one aiohttp request per
+call over one pooled connection set per model (and event loop), with stdlib JSON.
+
+- ``api_base`` is the server's base URL (``http://127.0.0.1:8000/v1``; default OpenAI's);
+  the key comes from the environment variable named by ``api_key_env`` and never appears in
+  the identity (cache keys), results, traces, logs or error messages.
+- ``n`` is sent natively. A server that answers with fewer choices than asked (llama.cpp's
+  ignores ``n``) gets the missing samples as further calls with seeds ``seed + i``, and from
+  then on the binding splits samples itself (``splits_samples``), as with litellm.
+- Usage (prompt and completion tokens) is the server's; a stream asks for it with
+  ``stream_options.include_usage``.
+- Retries, timeouts, limits and the cache are the model binding's: failures map to
+  ``TransientBackendError`` (429, 5xx, timeouts, dropped connections, unreachable server,
+  non-JSON or truncated bodies, a 200 without choices) or ``BackendError`` (a refused key,
+  other 4xx), each one line naming the model and the cause.
+- Cost: a ``price`` declared on the model entry, else litellm's bundled cost map, read from
+  its JSON file once per process (litellm itself is not imported).
+- ``options``: ``chat`` (false: ``/v1/completions`` with a few-shot prompt), ``preamble``
+  (that prompt's examples); anything else is sent as an extra field of the request body
+  (``top_k``, ``min_p``, ``repetition_penalty``, ...).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import functools
+import hashlib
+import importlib.util
+import json
+import os
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from ..errors import BackendError, TransientBackendError, TTSGraphError
+from ..spec import ModelSpec
+from ..streaming import TextSink
+from ..types import Completion
+from .base import Backend, GenerationRequest, ModelInfo
+from .litellm_backend import _split_usage  # a plain function: litellm is not imported
+
+DEFAULT_API_BASE = "https://api.openai.com/v1"
+#: request fields this backend sets itself; ``options`` may not override them
+RESERVED = {"model", "messages", "prompt", "n", "seed", "max_tokens", "temperature", "top_p",
+            "stop", "stream", "stream_options", "api_key", "api_base", "timeout"}
+OWN_OPTIONS = {"chat", "preamble"}
+TRANSIENT_STATUS = {408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529}
+#: a call never waits longer than this when the model entry sets no timeout_s
+DEFAULT_TIMEOUT_S = 600.0
+
+
+@functools.cache
+def cost_map() -> dict[str, Any]:
+    """litellm's bundled price table, read from its JSON file once per process (importing
+    litellm takes seconds); empty when litellm is not installed."""
+    spec = importlib.util.find_spec("litellm")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        path = Path(folder) / "model_prices_and_context_window_backup.json"
+        try:
+            data = json.loads(path.read_text("utf-8"))
+        except (OSError, ValueError):
+            continue
+        return data if isinstance(data, dict) else {}
+    return {}
+
+
+def mapped_price(model: str) -> tuple[float, float] | None:
+    """USD per million tokens (input, output) for ``model`` in litellm's cost map."""
+    table = cost_map()
+    for name in (model, f"openai/{model}", model.removeprefix("openai/")):
+        entry = table.get(name)
+        if isinstance(entry, dict):
+            cin, cout = entry.get("input_cost_per_token"), entry.get("output_cost_per_token")
+            if cin is not None and cout is not None:
+                return float(cin) * 1e6, float(cout) * 1e6
+    return None
+
+
+def _retry_after(headers: Any) -> float | None:
+    """Seconds from ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date)."""
+    ms = headers.get("retry-after-ms")
+    if ms is not None:
+        try:
+            return max(0.0, float(ms) / 1000.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        try:
+            parsed = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        return max(0.0, parsed.timestamp() - time.time())
+
+
+def _server_message(body: bytes) -> str:
+    """The ``error.message`` of an OpenAI-style error body, else the start of the body."""
+    try:
+        data = json.loads(body)
+        err = data.get("error") if isinstance(data, dict) else None
+        msg = err.get("message") if isinstance(err, dict) else (err or data.get("detail"))
+        if msg:
+            return str(msg)
+    except (ValueError, AttributeError):
+        pass
+    return body[:200].decode("utf-8", "replace")
+
+
+class OpenAIBackend(Backend):
+    """See the module docstring."""
+
+    def __init__(self, spec: ModelSpec) -> None:
+        self.spec = spec
+        self.model = spec.model
+        self.api_base = (spec.api_base or DEFAULT_API_BASE).rstrip("/")
+        options = dict(spec.options)
+        bad = sorted(set(options) & RESERVED)
+        if bad:
+            raise TTSGraphError(f"model {spec.model!r}: options may not set {bad}; use the "
+                                "model entry's fields (api_base, api_key_env, timeout_s...)")
+        self.chat = bool(options.get("chat", True))
+        self.preamble = ""
+        self.extra_stop: tuple[str, ...] = ()
+        if not self.chat:  # a base model: the few-shot completion format of the local backend
+            from .local import COMPLETION_PREAMBLE, COMPLETION_STOP
+            from .vllm_backend import completion_prompt
+
+            self.preamble = str(options.get("preamble", COMPLETION_PREAMBLE))
+            self.extra_stop = COMPLETION_STOP
+            self._prompt = completion_prompt
+        self.extra_body = {k: v for k, v in options.items() if k not in OWN_OPTIONS}
+        self.url = f"{self.api_base}/{'chat/completions' if self.chat else 'completions'}"
+        self._key: str | None = None
+        if spec.api_key_env:
+            self._key = os.environ.get(spec.api_key_env)
+            if not self._key:
+                raise TTSGraphError(f"model {spec.model!r}: environment variable "
+                                    f"{spec.api_key_env} (api_key_env) is not set")
+        self._headers = {"Content-Type": "application/json"}
+        if self._key:
+            self._headers["Authorization"] = f"Bearer {self._key}"
+        digest = hashlib.sha256(json.dumps(options, sort_keys=True, default=str)
+                                .encode()).hexdigest()[:12] if options else "-"
+        price = None if spec.price is not None else mapped_price(self.model)
+        self._info = ModelInfo(identity=f"openai:{self.model}@{self.api_base}#{digest}",
+                               params=spec.params, price=price)
+        self._timeout = aiohttp.ClientTimeout(total=spec.timeout_s or DEFAULT_TIMEOUT_S)
+        self._native_n = True
+        # one pooled session per event loop (aiohttp's connections belong to one loop);
+        # each lives until its loop shuts down (see _session)
+        self._sessions: dict[asyncio.AbstractEventLoop,
+                             tuple[aiohttp.ClientSession, AsyncIterator[None]]] = {}
+
+    @property
+    def info(self) -> ModelInfo:
+        return self._info
+
+    def splits_samples(self) -> bool:
+        return not self._native_n
+
+    # ------------------------------------------------------------------------ session
+
+    async def _session(self) -> aiohttp.ClientSession:
+        loop = asyncio.get_running_loop()
+        held = self._sessions.get(loop)
+        if held is not None and not held[0].closed:
+            return held[0]
+        for old in [lp for lp in self._sessions if lp.is_closed()]:
+            # a loop closed without shutting down its async generators: its sockets are gone
+            self._sessions.pop(old)[0].detach()
+        # no connection cap here: the binding's max_concurrency is the cap
+        session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
+            timeout=self._timeout, raise_for_status=False)
+        keeper = self._keeper(loop, session)
+        # the first step registers the generator with the loop, whose shutdown (asyncio.run
+        # does it) then closes the session on that loop: no "unclosed session" at exit
+        await keeper.__anext__()
+        self._sessions[loop] = (session, keeper)
+        return session
+
+    async def _keeper(self, loop: asyncio.AbstractEventLoop, session: aiohttp.ClientSession
+                      ) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            if self._sessions.get(loop, (None,))[0] is session:
+                del self._sessions[loop]
+            await session.close()
+
+    async def aclose(self) -> None:
+        held = self._sessions.pop(asyncio.get_running_loop(), None)
+        if held is not None:
+            await held[0].close()
+
+    # ---------------------------------------------------------------------- requests
+
+    def _body(self, request: GenerationRequest, n: int, seed: int) -> dict[str, Any]:
+        body: dict[str, Any] = {"model": self.model}
+        if self.chat:
+            body["messages"] = [m.to_dict() for m in request.messages]
+        else:
+            body["prompt"] = self._prompt(request.messages, self.preamble)
+        body.update(max_tokens=request.max_tokens, temperature=request.temperature,
+                    top_p=request.top_p, seed=seed)
+        if n > 1:
+            body["n"] = n
+        stop = [*self.extra_stop, *request.stop]
+        if stop:
+            body["stop"] = stop
+        body.update(self.extra_body)
+        return body
+
+    def _fail(self, cause: str, *, kind: str | None = "server",
+              retry_after: float | None = None) -> BackendError:
+        """One line naming the model and the cause; the key never in it."""
+        text = " ".join(f"model {self.model!r} at {self.api_base}: {cause}".split())[:500]
+        if self._key:
+            text = text.replace(self._key, "***")
+        if kind is None:
+            return BackendError(text)
+        return TransientBackendError(text, kind=kind, retry_after=retry_after)
+
+    def _status_error(self, status: int, headers: Any, body: bytes) -> BackendError:
+        message = _server_message(body)
+        if status == 429:
+            return self._fail(f"HTTP 429 rate limited: {message}", kind="rate_limit",
+                              retry_after=_retry_after(headers))
+        if status in TRANSIENT_STATUS:
+            return self._fail(f"HTTP {status}: {message}", retry_after=_retry_after(headers))
+        if status in (401, 403):
+            return self._fail(f"HTTP {status} authentication failed (check api_key_env): "
+                              f"{message}", kind=None)
+        return self._fail(f"HTTP {status}: {message}", kind=None)
+
+    def _transport_error(self, exc: BaseException) -> BackendError:
+        what = f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, TimeoutError):
+            return self._fail(f"no answer within {self._timeout.total:g} s", kind="timeout")
+        if isinstance(exc, aiohttp.ClientConnectorError):
+            return self._fail(f"cannot connect ({what})", kind="connection")
+        if isinstance(exc, aiohttp.ClientPayloadError):
+            return self._fail(f"truncated response ({what})", kind="malformed")
+        if isinstance(exc, (aiohttp.ClientConnectionError, OSError)):
+            return self._fail(f"connection lost ({what})", kind="connection")
+        if isinstance(exc, aiohttp.InvalidURL):
+            return self._fail(f"invalid api_base ({what})", kind=None)
+        return self._fail(what, kind="connection")
+
+    async def _post(self, body: dict[str, Any]) -> dict[str, Any]:
+        session = await self._session()
+        data = json.dumps(body).encode()
+        try:
+            async with session.post(self.url, data=data, headers=self._headers) as resp:
+                raw = await resp.read()
+                status, headers = resp.status, resp.headers
+        except asyncio.CancelledError:
+            raise
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise self._transport_error(exc) from None
+        if status != 200:
+            raise self._status_error(status, headers, raw)
+        try:
+            out = json.loads(raw)
+        except ValueError:
+            raise self._fail(f"response is not JSON ({len(raw)} bytes: "
+                             f"{raw[:80].decode('utf-8', 'replace')!r})",
+                             kind="malformed") from None
+        if not isinstance(out, dict):
+            raise self._fail("response is not a JSON object", kind="malformed")
+        return out
+
+    def _completions(self, out: dict[str, Any]) -> list[Completion]:
+        """The choices of one response, in index order, with the response's usage shared
+        out over them."""
+        choices = out.get("choices")
+        if not isinstance(choices, list) or not choices:
+            raise self._fail("response without choices", kind="malformed")
+        try:
+            choices = sorted(choices, key=lambda c: int(c.get("index") or 0))
+            if self.chat:
+                texts = [str((c.get("message") or {}).get("content") or "") for c in choices]
+            else:
+                texts = [str(c.get("text") or "") for c in choices]
+            reasons = [str(c.get("finish_reason") or "stop") for c in choices]
+            usage = out.get("usage") or {}
+            prompt = int(usage.get("prompt_tokens") or 0)
+            completion = int(usage.get("completion_tokens") or 0)
+        except (AttributeError, TypeError, ValueError) as exc:
+            raise self._fail(f"malformed response ({type(exc).__name__}: {exc})",
+                             kind="malformed") from None
+        return _split_usage(texts, reasons, prompt, completion)
+
+    async def generate(self, request: GenerationRequest) -> list[Completion]:
+        got: list[Completion] = []
+        if request.n > 1 and self._native_n:
+            got = self._completions(await self._post(self._body(request, request.n,
+                                                                request.seed)))
+        if len(got) < request.n:  # n == 1, or the server returned fewer choices than asked
+            if request.n > 1 and self._native_n:
+                self._native_n = False  # this server ignores n: the binding splits from now
+            # one after another: this call holds one concurrency permit of the binding
+            for i in range(len(got), request.n):
+                got.extend(self._completions(await self._post(
+                    self._body(request, 1, request.seed + i)))[:1])
+        return got[: request.n]
+
+    async def stream(self, request: GenerationRequest, on_text: TextSink) -> list[Completion]:
+        if request.n != 1:
+            return await super().stream(request, on_text)
+        body = self._body(request, 1, request.seed)
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
+        session = await self._session()
+        pieces: list[str] = []
+        usage: dict[str, Any] | None = None
+        reason: str | None = None
+        done = choices = False
+        try:
+            async with session.post(self.url, data=json.dumps(body).encode(),
+                                    headers=self._headers) as resp:
+                if resp.status != 200:
+                    raise self._status_error(resp.status, resp.headers, await resp.read())
+                async for line in resp.content:
+                    if not line.startswith(b"data:"):
+                        continue  # blank lines between events, comments, event names
+                    payload = line[5:].strip()
+                    if payload == b"[DONE]":
+                        done = True
+                        break
+                    try:
+                        chunk = json.loads(payload)
+                        usage = chunk.get("usage") or usage
+                        for choice in chunk.get("choices") or ():
+                            choices = True
+                            delta = (choice.get("delta") or {}).get("content") if self.chat \
+                                else choice.get("text")
+                            if delta:
+                                pieces.append(delta)
+                                on_text(delta)
+                            if choice.get("finish_reason"):
+                                reason = str(choice["finish_reason"])
+                    except (ValueError, AttributeError, TypeError):
+                        raise self._fail(f"malformed stream event {payload[:80]!r}",
+                                         kind="malformed") from None
+        except (asyncio.CancelledError, BackendError):
+            raise
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise self._transport_error(exc) from None
+        if not done and reason is None:
+            raise self._fail("stream ended before its last event", kind="malformed")
+        if not choices:
+            raise self._fail("stream without choices", kind="malformed")
+        text = "".join(pieces)
+        if usage:
+            prompt = int(usage.get("prompt_tokens") or 0)
+            completion = int(usage.get("completion_tokens") or 0)
+        else:  # a server that sends no usage in streams: about one token per event
+            prompt, completion = self.count_tokens(request.messages), len(pieces)
+        return [Completion(text=text, prompt_tokens=prompt, completion_tokens=completion,
+                           finish_reason=reason or "stop")]
+
+
+def create_openai_backend(spec: ModelSpec) -> OpenAIBackend:
+    return OpenAIBackend(spec)

@@ -1,0 +1,330 @@
+"""``tts-graph eval --workers N``: N processes share one run directory.
+
+Why processes: one Python process spends its one core on client work (executor, HTTP, JSON,
+scoring); a fast server waits on it. Each worker is a full evaluation process of its own
+(executor, backends, scorer) on the run's results store and response cache, both SQLite in
+WAL mode, which several processes may write.
+
+The claim protocol, in the results store (``claims`` and ``workers`` tables):
+
+- the parent lists every question not yet done as ``todo``, then starts the workers;
+- a worker claims a few questions at a time in one write transaction (the oldest ``todo``, or
+  a ``claimed`` one whose lease has run out), so each question is claimed by one worker;
+- a worker renews the leases of its claims every ``lease / 3`` seconds; a killed worker's
+  leases run out and its questions are claimed again by the others;
+- results are written, and their claims marked ``done``, in one transaction every
+  ``FLUSH_S`` seconds (a result not yet written is run again by whoever takes it over);
+- a worker that finds nothing to claim waits while other workers hold claims (they may die)
+  and stops when none do.
+
+Infrastructure errors are written unscored and not claimed again in this run; ``--resume``
+lists them as ``todo`` again, as it always has. The lease is ``TTS_GRAPH_EVAL_LEASE_S``
+seconds (default 15).
+
+    python -m tts_graph.evaluate.workers RUN_DIR --worker w0 [--concurrency 8] [--no-cache]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import TTSGraphError
+from .runner import to_row
+from .store import ResultStore, Row
+
+DEFAULT_LEASE_S = 15.0
+#: questions a worker claims at a time, at most
+MAX_BATCH = 32
+#: finished results are committed together at this interval: one write transaction per
+#: interval, not per question, because a transaction waiting for another process's lock
+#: blocks the worker's event loop (a killed worker loses at most this much, run again)
+FLUSH_S = 0.05
+
+
+def lease_s() -> float:
+    try:
+        return max(0.5, float(os.environ.get("TTS_GRAPH_EVAL_LEASE_S", DEFAULT_LEASE_S)))
+    except ValueError:
+        return DEFAULT_LEASE_S
+
+
+class ClaimBoard:
+    """The claim tables of one results store (SQLite: one writer at a time, BEGIN IMMEDIATE
+    so that a claim's read and write are one step)."""
+
+    def __init__(self, store: ResultStore) -> None:
+        self.store = store
+        self.conn = store.conn
+        self.conn.execute("PRAGMA busy_timeout = 30000")
+        self.conn.execute("CREATE TABLE IF NOT EXISTS claims (item_id TEXT PRIMARY KEY, "
+                          "idx INTEGER NOT NULL, state TEXT NOT NULL, worker TEXT, "
+                          "expires REAL)")
+        self.conn.execute("CREATE INDEX IF NOT EXISTS claims_by_state ON claims (state, idx)")
+        self.conn.execute("CREATE TABLE IF NOT EXISTS workers (worker TEXT PRIMARY KEY, "
+                          "pid INTEGER, host TEXT, heartbeat REAL, done INTEGER NOT NULL, "
+                          "taken_over INTEGER NOT NULL)")
+
+    def _tx(self) -> Any:
+        board = self
+
+        class Tx:
+            def __enter__(self) -> None:
+                board.conn.execute("BEGIN IMMEDIATE")
+
+            def __exit__(self, exc_type: object, *rest: object) -> None:
+                board.conn.execute("ROLLBACK" if exc_type else "COMMIT")
+
+        return Tx()
+
+    def prepare(self, todo: list[tuple[int, str]]) -> None:
+        """A new session: ``todo`` (idx, item id) are the questions to run."""
+        with self._tx():
+            self.conn.execute("DELETE FROM claims")
+            self.conn.execute("DELETE FROM workers")
+            self.conn.executemany("INSERT INTO claims (item_id, idx, state) VALUES (?, ?, "
+                                  "'todo')", [(i, idx) for idx, i in todo])
+
+    def register(self, worker: str) -> None:
+        with self._tx():
+            self.conn.execute("INSERT OR REPLACE INTO workers VALUES (?, ?, ?, ?, 0, 0)",
+                              (worker, os.getpid(), socket.gethostname(), time.time()))
+
+    def claim(self, worker: str, k: int, lease: float) -> list[str]:
+        """Up to ``k`` questions for ``worker``: unclaimed ones first, then expired claims."""
+        now = time.time()
+        with self._tx():
+            rows = self.conn.execute(
+                "SELECT item_id, state FROM claims WHERE state = 'todo' OR (state = "
+                "'claimed' AND expires < ?) ORDER BY state DESC, idx LIMIT ?",
+                (now, k)).fetchall()
+            if rows:
+                self.conn.executemany(
+                    "UPDATE claims SET state = 'claimed', worker = ?, expires = ? "
+                    "WHERE item_id = ?", [(worker, now + lease, r[0]) for r in rows])
+                taken = sum(1 for r in rows if r[1] == "claimed")
+                if taken:
+                    self.conn.execute("UPDATE workers SET taken_over = taken_over + ? "
+                                      "WHERE worker = ?", (taken, worker))
+        return [r[0] for r in rows]
+
+    def renew(self, worker: str, lease: float) -> None:
+        now = time.time()
+        with self._tx():
+            self.conn.execute("UPDATE claims SET expires = ? WHERE worker = ? AND state = "
+                              "'claimed'", (now + lease, worker))
+            self.conn.execute("UPDATE workers SET heartbeat = ? WHERE worker = ?",
+                              (now, worker))
+
+    def finish(self, worker: str, rows: list[Row]) -> None:
+        """Results and the end of their claims, in one transaction."""
+        with self._tx():
+            for row in rows:
+                self.store.write(row)
+            self.conn.executemany("UPDATE claims SET state = 'done', worker = ? "
+                                  "WHERE item_id = ?", [(worker, r.item_id) for r in rows])
+            self.conn.execute("UPDATE workers SET done = done + ? WHERE worker = ?",
+                              (len(rows), worker))
+
+    def held_by_others(self, worker: str) -> int:
+        return int(self.conn.execute(
+            "SELECT COUNT(*) FROM claims WHERE state = 'claimed' AND worker != ?",
+            (worker,)).fetchone()[0])
+
+    def progress(self) -> dict[str, Any]:
+        """Questions done and left, and each worker's count (for the parent's display)."""
+        states = dict(self.conn.execute(
+            "SELECT state, COUNT(*) FROM claims GROUP BY state").fetchall())
+        workers = {w: (d, t) for w, d, t in self.conn.execute(
+            "SELECT worker, done, taken_over FROM workers ORDER BY worker")}
+        return {"done": states.get("done", 0), "left": states.get("todo", 0)
+                + states.get("claimed", 0), "workers": workers}
+
+
+# ----------------------------------------------------------------------------- a worker
+
+
+async def work(plan: Any, board: ClaimBoard, worker: str, concurrency: int,
+               on_row: Callable[[Row], None] | None = None) -> int:
+    """Claim, run, score and write questions until none are left; returns how many."""
+    executor, scorer = plan.executor, plan.task.scorer
+    threaded = scorer.name == "code"
+    by_id = {str(it.id): (i, it) for i, it in enumerate(plan.items)}
+    lease = lease_s()
+    batch = max(1, min(MAX_BATCH, concurrency // 2))
+    queue: collections.deque[str] = collections.deque()
+    finished: list[Row] = []
+    ran = 0
+
+    def flush() -> None:
+        if finished:
+            rows = finished[:]
+            finished.clear()
+            board.finish(worker, rows)
+            if on_row is not None:
+                for row in rows:
+                    on_row(row)
+
+    async def heartbeat() -> None:
+        beat = time.monotonic()
+        while True:
+            await asyncio.sleep(FLUSH_S)
+            flush()
+            if time.monotonic() - beat >= lease / 3:
+                beat = time.monotonic()
+                board.renew(worker, lease)
+
+    async def slot() -> None:
+        nonlocal ran
+        while True:
+            if not queue:
+                got = board.claim(worker, batch, lease)
+                if not got:
+                    flush()  # before waiting: others must not take over what is done
+                    if board.held_by_others(worker):
+                        await asyncio.sleep(min(0.1, lease / 4))  # they may die: wait
+                        continue
+                    return
+                queue.extend(got)
+            item_id = queue.popleft()
+            if item_id not in by_id:  # not a question of this run (cannot happen)
+                continue
+            idx, item = by_id[item_id]
+            res = await executor.arun(item.question, query_id=item_id)
+            if res.status == "error":
+                correct, detail = None, "infrastructure error: not scored"
+            else:
+                if threaded:
+                    score = await asyncio.to_thread(scorer.score, item, res.answer, res.text)
+                else:
+                    score = scorer.score(item, res.answer, res.text)
+                correct, detail = bool(score.correct), str(getattr(score, "detail", ""))
+            finished.append(to_row(idx, item, res, correct, detail))
+            ran += 1
+
+    beat = asyncio.create_task(heartbeat())
+    try:
+        await asyncio.gather(*(slot() for _ in range(max(1, concurrency))))
+    finally:
+        beat.cancel()
+        flush()
+    return ran
+
+
+def worker_main(argv: list[str] | None = None) -> int:
+    from .session import plan_run
+
+    p = argparse.ArgumentParser(prog="python -m tts_graph.evaluate.workers")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--worker", required=True)
+    p.add_argument("--concurrency", type=int, default=8)
+    p.add_argument("--cache", type=Path, default=None)
+    p.add_argument("--no-cache", action="store_true")
+    p.add_argument("--trace", type=Path, default=None)
+    a = p.parse_args(argv)
+    try:
+        plan = plan_run(graph_path=None, args=None, out=None, resume=a.run_dir,
+                        cache=a.cache, use_cache=not a.no_cache)
+        if a.trace is not None:
+            from ..tracing import Tracer
+
+            tracer = Tracer(a.trace, graph=plan.graph)
+            if tracer.active:
+                plan.executor = tracer.wrap(plan.executor)
+        board = ClaimBoard(plan.store)
+        board.register(a.worker)
+
+        async def main() -> int:
+            try:
+                return await work(plan, board, a.worker, a.concurrency)
+            finally:
+                await plan.executor.aclose()
+
+        asyncio.run(main())
+    except TTSGraphError as exc:
+        print(f"worker {a.worker}: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+# ---------------------------------------------------------------------------- the parent
+
+
+@dataclass
+class WorkerReport:
+    """How the workers ended: one line per worker that did not end cleanly."""
+
+    problems: list[str] = field(default_factory=list)
+    progress: dict[str, Any] = field(default_factory=dict)
+
+
+def run_workers(plan: Any, n: int, concurrency: int, *, cache: Path | None, use_cache: bool,
+                trace: Path | None = None,
+                on_progress: Callable[[dict[str, Any]], None] | None = None,
+                poll_s: float = 0.1) -> WorkerReport:
+    """List the run's open questions, start ``n`` worker processes on it and wait for them,
+    calling ``on_progress`` with the board's counts as they change."""
+    done = plan.store.done_ids()
+    board = ClaimBoard(plan.store)
+    board.prepare([(i, str(it.id)) for i, it in enumerate(plan.items)
+                   if str(it.id) not in done])
+    run_dir = plan.store.run_dir
+    report = WorkerReport()
+    procs: list[tuple[str, subprocess.Popen[bytes], Any]] = []
+    with contextlib.ExitStack() as stack:
+        try:
+            for i in range(n):
+                name = f"w{i}"
+                cmd = [sys.executable, "-m", "tts_graph.evaluate.workers", str(run_dir),
+                       "--worker", name, "--concurrency", str(concurrency)]
+                if not use_cache:
+                    cmd.append("--no-cache")
+                elif cache is not None:
+                    cmd += ["--cache", str(cache)]
+                if trace is not None:
+                    cmd += ["--trace", str(trace)]
+                errlog = stack.enter_context(tempfile.TemporaryFile())
+                procs.append((name, subprocess.Popen(
+                    cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errlog),
+                    errlog))
+            last: dict[str, Any] = {}
+            while True:
+                running = [p for _, p, _ in procs if p.poll() is None]
+                now = board.progress()
+                if now != last and on_progress is not None:
+                    on_progress(now)
+                last = now
+                if not running:
+                    break
+                time.sleep(poll_s)
+            report.progress = last
+        finally:
+            for _, p, _ in procs:
+                if p.poll() is None:
+                    p.terminate()
+                    p.wait(10)
+        for name, p, errlog in procs:
+            if p.returncode == 0:
+                continue
+            errlog.seek(0)
+            lines = errlog.read().decode("utf-8", "replace").strip().splitlines()
+            why = lines[-1] if lines else (f"killed by signal {-p.returncode}"
+                                            if p.returncode < 0 else f"exit {p.returncode}")
+            report.problems.append(f"worker {name} (pid {p.pid}) ended: {why}")
+    return report
+
+
+if __name__ == "__main__":
+    sys.exit(worker_main())
