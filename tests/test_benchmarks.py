@@ -84,7 +84,7 @@ def test_embedded_samples_quick() -> None:
     out = run_bench("embedded_samples.py", "--quick")
     assert_printed(out, "## Embedded samples", "| layout", "1 request, n=2",
                    "2 cold requests, n=1, sequential", "2 cold requests, n=1, concurrent",
-                   "- goal batched <= 0.6x cold (1 inst x 1 thr")
+                   "- goal batched <= 0.6x cold (2 inst x 1 thr")
 
 
 @pytest.mark.model
