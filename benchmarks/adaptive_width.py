@@ -192,7 +192,11 @@ def main() -> None:
                     help="also replay more stopping rules on the fixed run's samples")
     ap.add_argument("--instances", type=int, default=0, help="model option (0: default)")
     ap.add_argument("--threads", type=int, default=0, help="model option (0: default)")
+    ap.add_argument("--quick", action="store_true",
+                    help="small run for the tests: prints every table; figures mean little")
     args = ap.parse_args()
+    if args.quick:  # the fixed graph and the replay: every table, a few seconds
+        args.limit, args.max_tokens, args.variants, args.replay = 2, 16, "fixed", True
     print_header("Adaptive width vs fixed 16 samples (easy set, SmolLM2-135M)")
     asyncio.run(main_async(args))
 

@@ -153,7 +153,11 @@ def main() -> None:
     ap.add_argument("--slow-ms", type=float, default=100.0, help="the one step of branch B")
     ap.add_argument("--join-ms", type=float, default=0.0,
                     help="join step time (0: a vote without a model call)")
+    ap.add_argument("--quick", action="store_true",
+                    help="small run for the tests: prints every table; figures mean little")
     args = ap.parse_args()
+    if args.quick:
+        args.queries, args.warmup = 5, 1
     print_header("As-ready scheduling: wall time vs critical path")
     asyncio.run(main_async(args))
 

@@ -72,7 +72,11 @@ def main() -> None:
     p.add_argument("--concurrency", type=int, default=64)
     p.add_argument("--repeats", type=int, default=3, help="replays of each kind (best and all)")
     p.add_argument("--profile", action="store_true")
+    p.add_argument("--quick", action="store_true",
+                    help="small run for the tests: prints every table; figures mean little")
     a = p.parse_args()
+    if a.quick:
+        a.questions, a.repeats = 40, 1
     print_header(f"Cache replay: {a.questions} questions, solver×{a.samples} → vote")
     qs = [f"What is {i} times {i % 17 + 2}, plus {3 * i + 1}?" for i in range(a.questions)]
     with tempfile.TemporaryDirectory() as tmp, \

@@ -176,7 +176,11 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--layouts", default="1x2,2x1",
                     help="comma-separated INSTANCESxTHREADS, e.g. 1x2,2x1,1x1")
+    ap.add_argument("--quick", action="store_true",
+                    help="small run for the tests: prints every table; figures mean little")
     args = ap.parse_args()
+    if args.quick:  # two instances, so the concurrent mode runs too
+        args.n, args.max_tokens, args.repeats, args.layouts = 2, 4, 1, "2x1"
     print_header("Embedded samples: one request of N vs N cold requests")
     asyncio.run(main_async(args))
 

@@ -60,7 +60,11 @@ def main() -> None:
                     help="graph files (default: graphs/single.yaml graphs/self_consistency.yaml)")
     ap.add_argument("--limit", type=int, default=60, help="first N questions (default 60)")
     ap.add_argument("--concurrency", type=int, default=1, help="questions at a time")
+    ap.add_argument("--quick", action="store_true",
+                    help="small run for the tests: prints every table; figures mean little")
     args = ap.parse_args()
+    if args.quick:
+        args.limit = 1
     args.graphs = [p.resolve() for p in args.graphs]
     print_header("Embedded presets on the easy set")
     asyncio.run(main_async(args))

@@ -124,7 +124,11 @@ def main() -> None:
                    type=lambda s: [None if x == "all" else int(x) for x in s.split(",")])
     p.add_argument("--keep", default=None, help="keep the run directories here")
     p.add_argument("--eval-arg", action="append", default=[], help="passed to tts-graph eval")
+    p.add_argument("--quick", action="store_true",
+                    help="small run for the tests: prints every table; figures mean little")
     a = p.parse_args()
+    if a.quick:  # two limits so the RSS comparison lines print too
+        a.concurrency, a.limits, a.latency_ms = [16], [5, 10], 5.0
     print_header(f"tts-graph eval throughput against a {a.latency_ms:g} ms loopback server")
     latency = a.latency_ms / 1000.0
     base = Path(a.keep) if a.keep else Path(tempfile.mkdtemp(prefix="eval-tput-"))

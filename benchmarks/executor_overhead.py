@@ -350,7 +350,11 @@ def main() -> None:
                     help="also time a LangGraph self-consistency built with the Send API")
     ap.add_argument("--profile", choices=list(OURS_YAML),
                     help="instead of comparing, cProfile our executor on one graph")
+    ap.add_argument("--quick", action="store_true",
+                    help="small run for the tests: prints every table; figures mean little")
     args = ap.parse_args()
+    if args.quick:
+        args.queries, args.warmup, args.block = 20, 5, 10
     print_header("Executor overhead: tts-graph vs LangGraph (zero-latency model)")
     asyncio.run(main_async(args))
 

@@ -94,7 +94,11 @@ def main() -> int:
     p.add_argument("--tolerance", type=float, default=0.02)
     p.add_argument("--check", action="store_true",
                    help="exit 1 when a calibrated point is off by more than --tolerance")
+    p.add_argument("--quick", action="store_true",
+                    help="small run for the tests: prints every table; figures mean little")
     a = p.parse_args()
+    if a.quick:
+        a.questions = 100
     print_header(f"Simulated backend calibration: {a.questions} simulated questions "
                  f"(task seed {a.seed}), SIMULATED models")
     task = sim_task(a.questions, a.seed)
