@@ -394,6 +394,15 @@ def check_budget_result(res: QueryResult, budget: RecordingBudget, data: dict[st
     assert budget.used_tokens == sum(c.prompt_tokens + c.completion_tokens for c in res.calls)
 
 
+def order_free(data: dict[str, Any]) -> bool:
+    """Whether a graph's outcome is the same on every run: first_finish keeps the samples
+    that finish first, which depends on scheduling (on a loaded machine the capped and the
+    uncapped runs keep different ones), so "a cap covering the worst case changes nothing"
+    cannot be compared against a separate uncapped run for it; the caps themselves are still
+    checked on every graph."""
+    return all(n.get("role") != "first_finish" for n in data["nodes"].values())
+
+
 BUDGET_SETTINGS = settings(max_examples=60, deadline=None, derandomize=True,
                            suppress_health_check=[HealthCheck.too_slow])
 
@@ -420,7 +429,7 @@ def test_token_cap_is_never_exceeded(data: dict[str, Any], cap: int) -> None:
         assert req.max_tokens <= max(node_max.values())
     # a cap that covers the uncapped run's worst case changes nothing
     worst = sum(r.n * (words(r.messages) + r.max_tokens) for r, _ in free_requests)
-    if worst <= cap:
+    if worst <= cap and order_free(data):
         assert res.status == "ok"
         assert res.usage.tokens == free.usage.tokens
         assert res.answer == free.answer
@@ -449,7 +458,7 @@ def test_cost_cap_is_never_exceeded(data: dict[str, Any], p1: tuple[float, float
         r.n * (words(r.messages) * prices[f"m{m}"][0] + r.max_tokens * prices[f"m{m}"][1]) / 1e6
         for r, m in free_requests
     )
-    if worst <= cap * (1 - 1e-6):
+    if worst <= cap * (1 - 1e-6) and order_free(data):
         assert res.status == "ok"
         assert res.usage.tokens == free.usage.tokens
 
@@ -476,7 +485,7 @@ def test_flops_cap_is_never_exceeded(data: dict[str, Any], params1: float,
     params = {1: params1, 2: params2 or 0.0}
     worst = sum(2 * params[m] * r.n * (words(r.messages) + r.max_tokens)
                 for r, m in free_requests)
-    if worst <= cap * (1 - 1e-6):
+    if worst <= cap * (1 - 1e-6) and order_free(data):
         assert res.status == "ok"
         assert res.usage.tokens == free.usage.tokens
 

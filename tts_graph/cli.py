@@ -4,6 +4,7 @@ failure exits 1."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -328,17 +329,22 @@ def eval_(
         raise typer.Exit(1)
 
 
+@contextlib.contextmanager
+def _eval_progress(plan, quiet: bool):  # type: ignore[no-untyped-def]
+    """The progress bar of an eval run (off with --json or when stderr is not a terminal)."""
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=err,
+                  disable=quiet or not err.is_terminal) as progress:
+        yield progress, progress.add_task(plan.graph.name, total=len(plan.items),
+                                          completed=plan.already_done, info="")
+
+
 def _run_eval(plan, concurrency: int, quiet: bool):  # type: ignore[no-untyped-def]
     from .evaluate.runner import run_items
     from .evaluate.summary import summarize
 
     stats = {"scored": 0, "correct": 0, "cost": 0.0, "tokens": 0, "errors": 0}
-    total = len(plan.items)
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=err,
-                  disable=quiet or not err.is_terminal) as progress:
-        bar = progress.add_task(plan.graph.name, total=total, completed=plan.already_done,
-                                info="")
+    with _eval_progress(plan, quiet) as (progress, bar):
 
         def on_row(row) -> None:  # type: ignore[no-untyped-def]
             if row.correct is None:
@@ -368,11 +374,7 @@ def _run_eval_workers(plan, workers: int, concurrency: int, *, quiet: bool,  # t
     from .evaluate.workers import run_workers
 
     total = len(plan.items)
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=err,
-                  disable=quiet or not err.is_terminal) as progress:
-        bar = progress.add_task(plan.graph.name, total=total, completed=plan.already_done,
-                                info="")
+    with _eval_progress(plan, quiet) as (progress, bar):
 
         def on_progress(p) -> None:  # type: ignore[no-untyped-def]
             info = "  ".join(f"{w} {d}" + (f" (+{t} taken over)" if t else "")

@@ -72,14 +72,7 @@ async def run_items(
         nonlocal ran
         for idx, item in todo:  # the shared iterator hands each item to exactly one worker
             res = await executor.arun(item.question, query_id=str(item.id))
-            if res.status == "error":
-                correct, detail = None, "infrastructure error: not scored"
-            else:
-                if threaded_scoring:
-                    score = await asyncio.to_thread(scorer.score, item, res.answer, res.text)
-                else:
-                    score = scorer.score(item, res.answer, res.text)
-                correct, detail = bool(score.correct), str(getattr(score, "detail", ""))
+            correct, detail = await score_result(scorer, item, res, threaded_scoring)
             row = to_row(idx, item, res, correct, detail)
             store.write(row)
             ran += 1
@@ -88,3 +81,16 @@ async def run_items(
 
     await asyncio.gather(*(worker() for _ in range(max(1, concurrency))))
     return ran
+
+
+async def score_result(scorer: Any, item: Any, res: Any, threaded: bool
+                       ) -> tuple[bool | None, str]:
+    """(correct, detail) of one query's result: an infrastructure error is never scored;
+    ``threaded`` scores in a thread (the code sandbox blocks)."""
+    if res.status == "error":
+        return None, "infrastructure error: not scored"
+    if threaded:
+        score = await asyncio.to_thread(scorer.score, item, res.answer, res.text)
+    else:
+        score = scorer.score(item, res.answer, res.text)
+    return bool(score.correct), str(getattr(score, "detail", ""))

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import TTSGraphError
-from .runner import to_row
+from .runner import score_result, to_row
 from .store import ResultStore, Row
 
 DEFAULT_LEASE_S = 15.0
@@ -203,14 +203,7 @@ async def work(plan: Any, board: ClaimBoard, worker: str, concurrency: int,
                 continue
             idx, item = by_id[item_id]
             res = await executor.arun(item.question, query_id=item_id)
-            if res.status == "error":
-                correct, detail = None, "infrastructure error: not scored"
-            else:
-                if threaded:
-                    score = await asyncio.to_thread(scorer.score, item, res.answer, res.text)
-                else:
-                    score = scorer.score(item, res.answer, res.text)
-                correct, detail = bool(score.correct), str(getattr(score, "detail", ""))
+            correct, detail = await score_result(scorer, item, res, threaded)
             finished.append(to_row(idx, item, res, correct, detail))
             ran += 1
 
