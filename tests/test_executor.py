@@ -394,13 +394,22 @@ def check_budget_result(res: QueryResult, budget: RecordingBudget, data: dict[st
     assert budget.used_tokens == sum(c.prompt_tokens + c.completion_tokens for c in res.calls)
 
 
+#: the plan reserves for worst-case replies it has not seen, counted conservatively (a
+#: synthetic reply of max_tokens words counts up to 1.67× under the default token counter,
+#: and a consumer's prompt quotes each of them): a cap covering the measured worst case with
+#: this margin changes nothing; closer to it the plan may narrow (issue 15: spending more of
+#: the budget is open work)
+PLAN_MARGIN = 2.0
+
+
 def order_free(data: dict[str, Any]) -> bool:
-    """Whether a graph's outcome is the same on every run: first_finish keeps the samples
-    that finish first, which depends on scheduling (on a loaded machine the capped and the
-    uncapped runs keep different ones), so "a cap covering the worst case changes nothing"
-    cannot be compared against a separate uncapped run for it; the caps themselves are still
-    checked on every graph."""
-    return all(n.get("role") != "first_finish" for n in data["nodes"].values())
+    """Whether the uncapped full-text run shows the graph's worst case: first_finish keeps
+    the samples that finish first (scheduling decides which) and an adaptive solver stops as
+    soon as its answers settle (the full-text run may stop before its max), so for them the
+    measured "worst" is not the worst case and "a cap covering it changes nothing" cannot be
+    compared (the full CI suite found both); the caps themselves are checked on every graph."""
+    return all(n.get("role") != "first_finish" and not isinstance(n.get("samples"), dict)
+               for n in data["nodes"].values())
 
 
 BUDGET_SETTINGS = settings(max_examples=60, deadline=None, derandomize=True,
@@ -429,7 +438,7 @@ def test_token_cap_is_never_exceeded(data: dict[str, Any], cap: int) -> None:
         assert req.max_tokens <= max(node_max.values())
     # a cap that covers the uncapped run's worst case changes nothing
     worst = sum(r.n * (words(r.messages) + r.max_tokens) for r, _ in free_requests)
-    if worst <= cap and order_free(data):
+    if worst * PLAN_MARGIN <= cap and order_free(data):
         assert res.status == "ok"
         assert res.usage.tokens == free.usage.tokens
         assert res.answer == free.answer
@@ -458,7 +467,7 @@ def test_cost_cap_is_never_exceeded(data: dict[str, Any], p1: tuple[float, float
         r.n * (words(r.messages) * prices[f"m{m}"][0] + r.max_tokens * prices[f"m{m}"][1]) / 1e6
         for r, m in free_requests
     )
-    if worst <= cap * (1 - 1e-6) and order_free(data):
+    if worst * PLAN_MARGIN <= cap * (1 - 1e-6) and order_free(data):
         assert res.status == "ok"
         assert res.usage.tokens == free.usage.tokens
 
@@ -485,7 +494,7 @@ def test_flops_cap_is_never_exceeded(data: dict[str, Any], params1: float,
     params = {1: params1, 2: params2 or 0.0}
     worst = sum(2 * params[m] * r.n * (words(r.messages) + r.max_tokens)
                 for r, m in free_requests)
-    if worst <= cap * (1 - 1e-6) and order_free(data):
+    if worst * PLAN_MARGIN <= cap * (1 - 1e-6) and order_free(data):
         assert res.status == "ok"
         assert res.usage.tokens == free.usage.tokens
 
