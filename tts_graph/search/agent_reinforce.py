@@ -38,6 +38,7 @@ import asyncio
 import logging
 import threading
 from collections.abc import Coroutine
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,11 +48,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..backends.base import Backend, GenerationRequest
 from ..errors import TTSGraphError
+from ..evaluate.summary import wilson
 from ..spec import ModelSpec
 from ..types import Message
 from .base import DIRECTIONS, Proposal, Searcher, measured_values
 from .feedback import Feedback, parse_feedback
-from .policy import GraphPolicy, Observation, _text
+from .policy import GraphPolicy, Observation
+from .policy import level_text as _text
 from .space import Space
 from .trial import TrialResult
 
@@ -120,19 +123,17 @@ class _LoopThread:
         self.thread.join(timeout=5)
 
 
+@dataclass
 class Record:
     """One finished trial as the searcher saw it."""
 
-    def __init__(self, number: int, config: dict[str, Any], state: str,
-                 values: dict[str, float], questions: int = 0, correct: int | None = None,
-                 scored: int | None = None) -> None:
-        self.number = number
-        self.config = config
-        self.state = state
-        self.values = values
-        self.questions = questions
-        self.correct = correct
-        self.scored = scored
+    number: int
+    config: dict[str, Any]
+    state: str
+    values: dict[str, float]
+    questions: int = 0
+    correct: int | None = None
+    scored: int | None = None
 
 
 class AgentReinforceSearcher(Searcher):
@@ -491,7 +492,7 @@ def _scores(r: Record, objectives: list[str]) -> str:
     parts = [f"accuracy {acc:.1%} on {n} questions"]
     if n:
         correct = r.correct if r.correct is not None else round(acc * n)
-        lo, hi = accuracy_interval_of(correct, n)
+        lo, hi = wilson(correct, n)
         parts[0] += f" (95% CI {lo:.0%}-{hi:.0%})"
     for k in ("cost", "tokens", "flops"):
         if k in r.values and (k in objectives or k == "tokens"):
@@ -501,12 +502,6 @@ def _scores(r: Record, objectives: list[str]) -> str:
     if r.state == "pruned":
         parts.append("(cut early: could not win)")
     return ", ".join(parts)
-
-
-def accuracy_interval_of(correct: int, scored: int) -> tuple[float, float]:
-    from ..evaluate.summary import wilson
-
-    return wilson(correct, scored)
 
 
 def _jsonable(x: Any) -> Any:

@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from ..spec import ModelSpec
+from .feedback import match_level
 from .space import Estimate, Infeasible, Param, Space
 
 WIDTH_FIELDS = ("samples", "agents", "k")
@@ -132,7 +133,7 @@ class GraphPolicy:
         for n, lv in self.levels.items():
             for i in range(len(lv)):
                 self._onehot[(n, i)] = len(names)
-                names.append(f"{n}={_text(lv[i])}")
+                names.append(f"{n}={level_text(lv[i])}")
                 w0.append(self.prior.level[0])
                 sd.append(self.prior.level[1])
             kind = self._numeric_kind(n)
@@ -151,7 +152,8 @@ class GraphPolicy:
             self._pairs.append((p, q, len(names)))
             for i, j in itertools.product(range(len(self.levels[p])),
                                           range(len(self.levels[q]))):
-                names.append(f"{p}={_text(self.levels[p][i])} & {q}={_text(self.levels[q][j])}")
+                a, b = level_text(self.levels[p][i]), level_text(self.levels[q][j])
+                names.append(f"{p}={a} & {q}={b}")
                 w0.append(self.prior.pair[0])
                 sd.append(self.prior.pair[1])
             if p in numeric_kind and q in numeric_kind:
@@ -218,7 +220,7 @@ class GraphPolicy:
         idx: dict[str, int] = {}
         num: dict[str, float] = {}
         for n, value in self.space.normalize(config).items():
-            i = _level_index(self.levels[n], value)
+            i = match_level(self.params[n], self.levels[n], value)
             if i is None:
                 continue
             idx[n] = i
@@ -334,7 +336,7 @@ class GraphPolicy:
         for _ in range(draws):
             best = self.configs[int(np.argmax(self.predicted_rewards(self.draw_weights(rng))))]
             for n, value in self.space.normalize(best).items():
-                i = _level_index(self.levels[n], value)
+                i = match_level(self.params[n], self.levels[n], value)
                 if i is not None:
                     counts[n][i] += 1
         return {n: [round(float(x) / draws, 4) for x in c] for n, c in counts.items()}
@@ -373,16 +375,6 @@ def _chol_solve(L: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.linalg.solve(L.T, np.linalg.solve(L, b))
 
 
-def _level_index(levels: list[Any], value: Any) -> int | None:
-    for i, lv in enumerate(levels):
-        if isinstance(lv, bool) is isinstance(value, bool) and lv == value:
-            return i
-    if isinstance(value, int | float) and not isinstance(value, bool) and levels and all(
-            isinstance(v, int | float) and not isinstance(v, bool) for v in levels):
-        return int(np.argmin([abs(float(v) - float(value)) for v in levels]))
-    return None
-
-
 def _model_sizes(params: dict[str, Param], levels: dict[str, list[Any]],
                  models: dict[str, Any]) -> dict[str, dict[str, float]]:
     """For each ``NODE.model`` choice: each model's place in [0, 1] among the choice's models,
@@ -414,7 +406,8 @@ def _model_sizes(params: dict[str, Param], levels: dict[str, list[Any]],
     return out
 
 
-def _text(v: Any) -> str:
+def level_text(v: Any) -> str:
+    """A level as the prompt and the feature names show it."""
     v = v.item() if hasattr(v, "item") else v
     if isinstance(v, float):
         return f"{v:.4g}"
