@@ -542,3 +542,20 @@ def test_search_with_a_feedback_model_from_the_base_graph(tmp_path):
     updates = [v for k, v in session.study.user_attrs.items() if ".update." in k]
     assert [u["kind"] for u in updates] == ["feedback"] * 6
     assert updates[0]["analysis"] == "model b answers correctly"
+
+
+def test_a_space_with_no_graph_under_the_constraints_is_one_line_exit_2(tmp_path):
+    base = {**BASE, "models": {k: {**v, "price": {"input_per_mtok": 1e6,
+                                                   "output_per_mtok": 1e6}}
+                               for k, v in MODELS.items()}}
+    path = toy(tmp_path, searcher={"name": "agent-reinforce"}, base=base)
+    data = yaml.safe_load(path.read_text())
+    data["constraints"] = {"max_cost_usd_per_query": 0.01}
+    path.write_text(yaml.safe_dump(data))
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    proc = subprocess.run([sys.executable, "-m", "tts_graph", "search", str(path), "--out",
+                           str(tmp_path / "out")], capture_output=True, text=True, env=env,
+                          cwd=ROOT, timeout=120)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "no graph of the search space fits the constraints" in lines[0]

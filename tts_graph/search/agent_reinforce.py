@@ -166,6 +166,10 @@ class AgentReinforceSearcher(Searcher):
                                  seed=seed, misfit=self.opts.misfit,
                                  prior=None if self.opts.prior else flat)
         self.policy = policy
+        if not policy.configs:  # a mistake in the search file: say so before any trial
+            why = next(iter(policy.excluded.values()), "the space has no valid graph")
+            raise TTSGraphError("agent-reinforce: no graph of the search space fits the "
+                                f"constraints (for example: {why})")
         self.params = policy.params
         self.levels = policy.levels
         self.history: list[Record] = []
@@ -249,10 +253,6 @@ class AgentReinforceSearcher(Searcher):
             self.update([])  # the feedback model's prior knowledge, before any trial
         self.refresh()
         i = self.policy.choose(self._rng(), self._seen(), self._front(), self.opts.explore)
-        if not self.policy.configs:
-            why = next(iter(self.policy.excluded.values()), "the space has no valid graph")
-            raise TTSGraphError("agent-reinforce: no graph of the search space fits the "
-                                f"constraints (for example: {why})")
         if i is None:  # every feasible graph was tried: the best one again (a repeat)
             i = int(np.argmax(self.policy.predicted_rewards()))
             log.debug("agent-reinforce: every candidate graph was tried; re-proposing %s",
