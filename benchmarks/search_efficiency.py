@@ -48,12 +48,12 @@ import optuna
 from _common import ROOT, percentile, print_header, table
 
 from tts_graph.backends.base import Backend, GenerationRequest, ModelInfo
-from tts_graph.backends.sim import PROFILES, SIM_VERSION, sim_task
 from tts_graph.executor import Executor
 from tts_graph.search.registry import create_searcher
 from tts_graph.search.space import Infeasible, Space
 from tts_graph.search.spec import Pruning, SearcherSpec, SearchSpec
 from tts_graph.search.trial import TrialResult
+from tts_graph.sim import PROFILES, SIM_VERSION, sim_task
 from tts_graph.types import Completion
 
 SIZES = {"l1": "llama-1b", "l3": "llama-3b", "l8": "llama-8b", "l70": "llama-70b"}
