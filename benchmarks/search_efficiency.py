@@ -1,6 +1,6 @@
 """Search efficiency (issue 10): how many trials each searcher needs on SIMULATED spaces.
 
-Three spaces over the simulated models of ``backend: sim`` (``tts_graph/backends/sim.py``:
+Three spaces over the simulated models of ``backend: sim`` (``tts_graph/sim/``:
 simulated Llama 1B/3B/8B/70B, calibrated to Agent-REINFORCE's MATH figures), each on a fixed
 set of simulated questions (``sim:N``); every model declares its parameters and price, as a
 user would for FLOPs and cost caps:

@@ -40,6 +40,7 @@ _FLAG = re.compile(r"the final answer (\S+) looks wrong")
 
 
 def answer_of(text: str) -> str | None:
+    """The number after the last "Answer:" of ``text``, normalized (None without one)."""
     found = _ANSWER.findall(text)
     return normalize_number(found[-1]) if found else None
 
