@@ -151,6 +151,19 @@ def test_the_older_layer_form_and_a_single_model() -> None:
     assert g["output"] == "l1_generator"
 
 
+def test_older_form_branches_are_dropped_with_a_note() -> None:
+    """Archon's Layer reads only ``models`` from the older form: ``branches`` changes nothing
+    there, so it is dropped and the file's head says so."""
+    notes: dict[str, list[str]] = {}
+    g = archon_to_dict({"name": "br", "layers": [
+        {"branches": 5, "models": [comp("generator", "gpt-4o")]},
+        {"branches": 1, "models": [comp("fuser", "gpt-4o")]}]}, notes=notes)
+    assert list(g["nodes"]) == ["l1_generator", "l2_fuser"]
+    assert notes[""] == ["layer 1: branches 5 dropped: Archon reads only the models of an "
+                         "older-form layer"]
+    assert "# layer 1: branches 5 dropped:" in to_yaml(g, notes=notes)
+
+
 def test_cli_output_validates_and_shows(tmp_path: Path) -> None:
     src = write(tmp_path, FULL)
     proc = cli("import", "archon", str(src))
@@ -430,8 +443,6 @@ def test_the_test_configs_cover_every_component_type_and_field() -> None:
      "layers.0.0.model_type: unknown model type 'MyEndpoint' (custom generators have no "
      "tts-graph equivalent; known: OpenAI_API, Together_API, Anthropic_API, Groq_API, "
      "Google_API, Bedrock_API, vLLM)"),
-    ([[comp("generator")], {"branches": 2, "models": [comp("fuser")]}],
-     "layers.1.branches: several branches have no tts-graph equivalent"),
     ([[comp("generator")], [comp("critic")], [comp("critic")], [comp("fuser")]],
      "layers.2.0.type: a critic right after a critic: the first one's critiques would be "
      "dropped (Archon replaces them)"),

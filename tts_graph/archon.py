@@ -197,15 +197,17 @@ class _Importer:
         return v
 
 
-def _layer_components(imp: _Importer, layer: Any, loc: Loc
+def _layer_components(imp: _Importer, layer: Any, loc: Loc, head_notes: list[str]
                       ) -> tuple[list[Any], Loc] | None:
     """The components of a layer: a list, or Archon's older ``{"models": [...]}`` form."""
     if isinstance(layer, dict):
         for key in layer:
             if key not in ("models", "branches"):
                 imp.error((*loc, key), f"field '{key}' has no tts-graph equivalent")
-        if layer.get("branches", 1) != 1:
-            imp.error((*loc, "branches"), "several branches have no tts-graph equivalent")
+        branches = layer.get("branches", 1)
+        if branches != 1:  # Archon reads only "models" from this form (its Layer class)
+            head_notes.append(f"layer {loc[-1] + 1}: branches {json.dumps(branches)} dropped: "
+                              "Archon reads only the models of an older-form layer")
         models = layer.get("models")
         if not isinstance(models, list):
             imp.error((*loc, "models"), "required: a list of components")
@@ -315,8 +317,9 @@ def archon_to_dict(data: Any, *, source: str = "<archon>",
     tests: str | None = None  # the unit-test generator whose tests later layers get
     summary: list[str] = []
     last: tuple[Loc, list[str], str | None] | None = None
+    head_notes: list[str] = []  # notes on the whole graph (a comment in the file's head)
     for li, layer in enumerate(layers):
-        got = _layer_components(imp, layer, ("layers", li))
+        got = _layer_components(imp, layer, ("layers", li), head_notes)
         if got is None:
             continue
         comps, lloc = got
@@ -460,6 +463,8 @@ def archon_to_dict(data: Any, *, source: str = "<archon>",
     if imp.errors:
         raise GraphErrors(imp.errors)
     assert last is not None
+    if head_notes:
+        notes.setdefault("", []).extend(head_notes)
     # a critic whose critiques no later component reads (a ranker without use_critiques,
     # then another critic) costs calls in Archon and changes nothing: left out here
     read = {i for node in nodes.values() for i in node.get("inputs", [])}
