@@ -178,6 +178,14 @@ def test_outputs_nothing_reads_are_left_out_with_a_note() -> None:
     assert sorted(g["models"]) == ["c", "d"]  # no entry for a model only left-out nodes used
     assert notes[""] == ["l1_generator1, l1_generator2 left out: no later component reads "
                          "their output (in Archon it is computed and then replaced)"]
+    # run: the left-out layer costs no call; the fuser fuses the second layer's two samples
+    c = ScriptedBackend(lambda req, i: f"Second layer {i}. Answer: 4")
+    d = ScriptedBackend(lambda req, i: "Fused. Answer: 4")
+    res = Graph.from_dict(g, backends={"c": c, "d": d}).run("What is 2 + 2?")
+    assert res.status == "ok" and res.text == "Fused. Answer: 4"
+    assert sum(r.n for r in c.requests) == 2 and len(d.requests) == 1
+    assert "What is 2 + 2?" in c.requests[0].messages[-1].content
+    assert "Second layer" in d.requests[0].messages[-1].content
     notes = {}
     g = archon_to_dict({"name": "cc", "layers": [
         [comp("generator")], [comp("critic", "c1")], [comp("critic", "c2")],
