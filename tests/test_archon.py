@@ -491,6 +491,23 @@ def test_top_level_problems() -> None:
         "a.json:1: an Archon config must be a JSON object with 'name' and 'layers'"]
 
 
+def test_a_layer_written_as_one_component_is_one_clear_error(tmp_path: Path) -> None:
+    """A layer given as a bare component (no list around it): Archon's Layer takes a dict
+    for the older ``{"models": [...]}`` form and fails on it, so this is refused, in one line
+    that says how to write it, not one line per field of the component."""
+    data = {"name": "one-model", "layers": [
+        {"type": "generator", "model": "Qwen/Qwen2-7B-Instruct", "model_type": "Together_API",
+         "temperature": 0.5, "max_tokens": 512, "samples": 1}]}
+    src = write(tmp_path, data)
+    proc = cli("import", "archon", str(src))
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        f"{src}:4: layers.0: a layer must be a list of components: this one is a single "
+        "component (write the layer as [ {...} ]; Archon cannot load this form either)")
+    data["layers"] = [[data["layers"][0]]]  # the same component in a list imports
+    assert archon_to_dict(data, source="a.json")["nodes"]
+
+
 def test_errors_name_the_line_in_the_file(tmp_path: Path) -> None:
     src = write(tmp_path, {"name": "x", "layers": [[comp("generator")],
                                                     [comp("ranker", top_k=0)]]})

@@ -43,7 +43,8 @@ node's first candidate (a ranker's: the top-ranked one).
 
 Parts with no equivalent — custom components, the PairRM ranker, a model type without a fixed
 endpoint (``tgi``), a last layer with several components, a fuser with no candidates to
-fuse (Archon's own run fails there) — are errors, one line each: ``FILE:LINE: path: message``.
+fuse (Archon's own run fails there), a layer written as one component rather than a list
+(Archon's own load fails there) — are errors, one line each: ``FILE:LINE: path: message``.
 """
 
 from __future__ import annotations
@@ -204,6 +205,13 @@ def _layer_components(imp: _Importer, layer: Any, loc: Loc, head_notes: list[str
                       ) -> tuple[list[Any], Loc] | None:
     """The components of a layer: a list, or Archon's older ``{"models": [...]}`` form."""
     if isinstance(layer, dict):
+        if "models" not in layer and "type" in layer:
+            # One line rather than one per field: Archon's Layer reads a dict layer's
+            # "models" only, so its own load fails here too (KeyError 'models').
+            imp.error(loc, "a layer must be a list of components: this one is a single "
+                           "component (write the layer as [ {...} ]; Archon cannot load this "
+                           "form either)")
+            return None
         for key in layer:
             if key not in ("models", "branches"):
                 imp.error((*loc, key), f"field '{key}' has no tts-graph equivalent")
