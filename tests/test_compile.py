@@ -9,10 +9,10 @@ import networkx as nx
 import pytest
 from pydantic import BaseModel, Field
 
+from tts_graph import custom_roles
 from tts_graph.compile import FALLBACK_SAMPLING, CompiledGraph, compile_graph, min_calls
 from tts_graph.errors import GraphError, GraphErrors
 from tts_graph.prompts import TemplateError, check_template, placeholders, render
-from tts_graph.roles import registry
 from tts_graph.roles.solver import Solver
 from tts_graph.spec import loads_graph, parse_graph
 
@@ -232,7 +232,7 @@ class _Custom(Solver):
 
 @pytest.fixture
 def custom_role(monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setitem(registry._CUSTOM, "deep_solver", _Custom)
+    monkeypatch.setitem(custom_roles.REGISTERED, "deep_solver", _Custom)
     return "deep_solver"
 
 

@@ -169,7 +169,7 @@ def test_code_scorer_refuses_guard_mode_without_the_flag(workdir: Path) -> None:
 
 
 def test_code_scorer_summary_names_the_namespaces_mode(workdir: Path) -> None:
-    from tts_graph.evaluate.sandbox import sandbox_mode
+    from tts_graph.sandbox import sandbox_mode
 
     if sandbox_mode() != "namespaces":
         pytest.skip("namespaces mode needs root and namespaces")

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from tts_graph import Executor, GraphErrors, loads_graph
+from tts_graph import Executor, GraphErrors, custom_roles, loads_graph
 from tts_graph.backends.registry import backend_names
 from tts_graph.backends.scripted import ScriptedBackend
-from tts_graph.roles import registry
+from tts_graph.compile import compile_graph
+from tts_graph.errors import TTSGraphError
 
 PLUGIN = '''
 from pydantic import BaseModel, Field
@@ -41,9 +42,8 @@ class Shout(Role):
 '''
 
 
-@pytest.fixture
-def installed_plugin(tmp_path: Path):  # type: ignore[no-untyped-def]
-    (tmp_path / "shout_plugin.py").write_text(PLUGIN)
+def _install(tmp_path: Path, source: str):  # type: ignore[no-untyped-def]
+    (tmp_path / "shout_plugin.py").write_text(source)
     dist = tmp_path / "shout_plugin-1.0.dist-info"
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: shout-plugin\nVersion: 1.0\n")
@@ -54,11 +54,21 @@ def installed_plugin(tmp_path: Path):  # type: ignore[no-untyped-def]
         """)
     )
     sys.path.insert(0, str(tmp_path))
-    registry._entry_point_roles.cache_clear()
+    custom_roles.installed.cache_clear()
     yield
     sys.path.remove(str(tmp_path))
     sys.modules.pop("shout_plugin", None)
-    registry._entry_point_roles.cache_clear()
+    custom_roles.installed.cache_clear()
+
+
+@pytest.fixture
+def installed_plugin(tmp_path: Path):  # type: ignore[no-untyped-def]
+    yield from _install(tmp_path, PLUGIN)
+
+
+@pytest.fixture
+def broken_plugin(tmp_path: Path):  # type: ignore[no-untyped-def]
+    yield from _install(tmp_path, "raise RuntimeError('broken on purpose')\n")
 
 
 GRAPH = """
@@ -80,8 +90,6 @@ def test_entry_point_role_runs(installed_plugin: None) -> None:
 
 
 def test_entry_point_role_params_are_validated(installed_plugin: None) -> None:
-    from tts_graph.compile import compile_graph
-
     with pytest.raises(GraphErrors) as exc:
         compile_graph(loads_graph(GRAPH % 0, source="p.yaml"), backends=backend_names())
     assert str(exc.value) == "p.yaml:6: nodes.s.params.times: must be >= 1"
@@ -91,3 +99,11 @@ def test_unknown_role_without_plugin() -> None:
     with pytest.raises(GraphErrors) as exc:
         loads_graph(GRAPH % 3, source="p.yaml")
     assert str(exc.value).startswith("p.yaml:6: nodes.s.role: unknown role 'shout'")
+
+
+def test_a_plugin_that_fails_to_load_is_reported_when_compiled(broken_plugin: None) -> None:
+    # parsing reads the entry point's name only; compiling loads it and says what went wrong
+    doc = loads_graph(GRAPH % 3, source="p.yaml")
+    assert "shout_plugin" not in sys.modules
+    with pytest.raises(TTSGraphError, match=r"role plugin 'shout' .* failed to load: broken"):
+        compile_graph(doc, backends=backend_names())

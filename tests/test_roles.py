@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import pytest
 from pydantic import BaseModel, ConfigDict, Field
 
-from tts_graph import Executor, GraphErrors, QueryResult, loads_graph
+from tts_graph import Executor, GraphErrors, QueryResult, custom_roles, loads_graph
 from tts_graph.backends.base import GenerationRequest
 from tts_graph.backends.scripted import ScriptedBackend
 from tts_graph.errors import BackendError, TTSGraphError
@@ -528,7 +528,7 @@ class Echo(Role):
 @pytest.fixture
 def echo_role(monkeypatch: pytest.MonkeyPatch) -> None:
     """Registers ``echo_test`` for one test only (other tests list the known roles)."""
-    monkeypatch.setattr(registry, "_CUSTOM", dict(registry._CUSTOM))
+    monkeypatch.setattr(custom_roles, "REGISTERED", dict(custom_roles.REGISTERED))
     register_role("echo_test", Echo)
 
 
@@ -565,6 +565,14 @@ def test_custom_role_params_are_checked(params: str, where: str) -> None:
         Executor(echo_graph(params), backends={"m": ScriptedBackend()})
     assert any(e.path == where for e in info.value.errors)
     assert f": {where}: " in "\n".join(info.value.lines())
+
+
+def test_spec_lists_the_roles_the_registry_serves(echo_role: None) -> None:
+    # spec names the roles (in errors) without importing the registry: both lists must agree
+    from tts_graph.spec import _role_names
+
+    assert _role_names() == registry.all_role_names()
+    assert "echo_test" in _role_names()
 
 
 def test_builtin_roles_cannot_be_replaced() -> None:

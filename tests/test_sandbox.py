@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tts_graph.evaluate import sandbox
-from tts_graph.evaluate.sandbox import run_python, sandbox_mode
+import tts_graph.sandbox
+from tts_graph.sandbox import host as sandbox
+from tts_graph.sandbox import run_python, sandbox_mode
 
 
 def _netns_guard() -> bool:
@@ -49,7 +50,8 @@ def test_mode_is_probed_once_and_documented() -> None:
     assert sandbox_mode() == sandbox_mode()
     if os.geteuid() == 0 and sandbox._unshare("--net", "--mount") is not None:
         assert sandbox_mode() == "namespaces"
-    assert "namespaces" in (sandbox.__doc__ or "") and "guard" in (sandbox.__doc__ or "")
+    promises = tts_graph.sandbox.__doc__ or ""
+    assert "namespaces" in promises and "guard" in promises
 
 
 def test_passes_and_captures_output(mode: str) -> None:

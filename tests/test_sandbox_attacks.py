@@ -1,5 +1,5 @@
 """The attack corpus: programs a careful reviewer runs against a code sandbox, each in both
-modes, each asserting what the sandbox promises (see ``tts_graph.evaluate.sandbox``).
+modes, each asserting what the sandbox promises (see ``tts_graph.sandbox``).
 
 An attack prints ``ESCAPED`` when what it tried worked; the test also checks the host side
 (no file appeared, the server saw no connection, no process is left, the caller lives).
@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from tts_graph.evaluate import sandbox
-from tts_graph.evaluate.sandbox import GUARD_CANNOT_STOP, run_python, sandbox_mode
+from tts_graph.sandbox import GUARD_CANNOT_STOP, run_python, sandbox_mode
+from tts_graph.sandbox import host as sandbox
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -267,7 +267,7 @@ def test_killing_the_parent_or_the_caller_fails(mode: str) -> None:
     """)
     helper = textwrap.dedent(f"""
         import json, os, sys
-        from tts_graph.evaluate import sandbox
+        from tts_graph.sandbox import host as sandbox
         sandbox._MODE = {sandbox._mode()!r}
         r = sandbox.run_python({attack!r}.replace("CALLER", str(os.getpid())))
         print(json.dumps(r.__dict__))

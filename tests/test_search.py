@@ -747,7 +747,7 @@ def test_search_with_the_code_scorer_refuses_guard_mode_without_the_flag(
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "guard mode" in lines[0] and "--accept-weak-sandbox" in lines[0]
     assert not list((tmp_path / "out").glob("trials/*"))  # nothing ran
-    import tts_graph.evaluate.sandbox as sandbox
+    import tts_graph.sandbox.host as sandbox
 
     old = sandbox._MODE
     sandbox._MODE = ("guard", False)

@@ -1,6 +1,7 @@
 """Answer extraction: the final number, a \\boxed{} answer, a choice letter, or free text.
 
-Used by vote and judge, and later by scorers. Extraction never raises: no answer is ``None``.
+Used by vote and judge, the unit test evaluator (code) and the scorers. Extraction never
+raises: no answer is ``None``.
 """
 
 from __future__ import annotations
@@ -122,3 +123,18 @@ def extract_answer(text: str, kind: str = "auto") -> str | None:
             return normalize_number(nums[0])
         return normalize_text(segment) or None
     return extract_number(text) or extract_text(text)
+
+
+_FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
+
+
+def extract_code(text: str) -> str:
+    """The code in a model's reply: the last ```python block (else the last ``` block),
+    else the whole text."""
+    blocks = [(m.group(1).lower(), m.group(2)) for m in _FENCE.finditer(text)]
+    py = [code for lang, code in blocks if lang in ("python", "py", "python3")]
+    if py:
+        return py[-1]
+    if blocks:
+        return blocks[-1][1]
+    return text

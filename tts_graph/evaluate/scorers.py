@@ -13,7 +13,14 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
-from ..answers import extract_choice, extract_number, extract_text, normalize_number, normalize_text
+from ..answers import (
+    extract_choice,
+    extract_code,
+    extract_number,
+    extract_text,
+    normalize_number,
+    normalize_text,
+)
 from ..errors import TTSGraphError
 
 if TYPE_CHECKING:
@@ -195,24 +202,9 @@ class NormalizedScorer(Scorer):
         return Score(gold in cands, f"got {_clip(cands[0])}")
 
 
-_FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
-
-
-def extract_code(text: str) -> str:
-    """The code in a model's reply: the last ```python block (else the last ``` block),
-    else the whole text."""
-    blocks = [(m.group(1).lower(), m.group(2)) for m in _FENCE.finditer(text)]
-    py = [code for lang, code in blocks if lang in ("python", "py", "python3")]
-    if py:
-        return py[-1]
-    if blocks:
-        return blocks[-1][1]
-    return text
-
-
 class CodeScorer(Scorer):
     """HumanEval pass@1: the item's tests run on the extracted code in the sandbox
-    (``tts_graph.evaluate.sandbox``). Needs ``meta`` keys ``prompt``, ``test`` and
+    (``tts_graph.sandbox``). Needs ``meta`` keys ``prompt``, ``test`` and
     ``entry_point``.
 
     A reply that defines ``entry_point`` is run after the prompt (so the prompt's imports and
@@ -242,7 +234,7 @@ class CodeScorer(Scorer):
         reply = text if text else answer
         if not reply or not reply.strip():
             return Score(False, "no code")
-        from .sandbox import run_python
+        from ..sandbox import run_python
 
         result = run_python(self.program(item, reply), timeout_s=self.timeout_s,
                             memory_mb=self.memory_mb)
@@ -255,7 +247,7 @@ def code_sandbox(scorer: Scorer, *, accept_weak: bool) -> str | None:
     unless ``accept_weak`` says the user accepts that."""
     if scorer.name != "code":
         return None
-    from .sandbox import sandbox_mode
+    from ..sandbox import sandbox_mode
 
     mode = sandbox_mode()
     if mode == "guard" and not accept_weak:

@@ -1,15 +1,14 @@
-"""Which role class serves each ``role:`` name: the built-ins, plus roles registered under the
-``tts_graph.roles`` entry point or with ``register_role``."""
+"""Which role class serves each ``role:`` name: the built-ins, plus the custom roles that
+``tts_graph.custom_roles`` names (registered with ``register_role`` or under the
+``tts_graph.roles`` entry point), loaded here when a graph is compiled."""
 
 from __future__ import annotations
 
 from functools import cache
-from importlib.metadata import entry_points
 
+from .. import custom_roles
 from ..errors import TTSGraphError
 from .base import Role
-
-_CUSTOM: dict[str, type[Role]] = {}
 
 
 @cache
@@ -34,30 +33,29 @@ def builtin_roles() -> dict[str, type[Role]]:
     return {cls.name: cls for cls in classes}
 
 
-@cache
-def _entry_point_roles() -> dict[str, type[Role]]:
-    found: dict[str, type[Role]] = {}
-    for ep in entry_points(group="tts_graph.roles"):
-        try:
-            cls = ep.load()
-        except Exception as exc:  # a broken plugin must not break every graph
-            raise TTSGraphError(f"role plugin {ep.name!r} ({ep.value}) failed to load: {exc}"
-                                ) from exc
-        if not (isinstance(cls, type) and issubclass(cls, Role)):
-            raise TTSGraphError(f"role plugin {ep.name!r} ({ep.value}) is not a Role subclass")
-        found[ep.name] = cls
-    return found
+def _load_plugin(name: str) -> type[Role] | None:
+    ep = custom_roles.installed().get(name)
+    if ep is None:
+        return None
+    try:
+        cls = ep.load()
+    except Exception as exc:  # a broken plugin must not break every graph
+        raise TTSGraphError(f"role plugin {ep.name!r} ({ep.value}) failed to load: {exc}"
+                            ) from exc
+    if not (isinstance(cls, type) and issubclass(cls, Role)):
+        raise TTSGraphError(f"role plugin {ep.name!r} ({ep.value}) is not a Role subclass")
+    return cls
 
 
 def register_role(name: str, cls: type[Role]) -> None:
     """Register a custom role under ``name`` (same effect as the entry point)."""
     if name in builtin_roles():
         raise TTSGraphError(f"role {name!r} is built in and cannot be replaced")
-    _CUSTOM[name] = cls
+    custom_roles.register(name, cls)
 
 
 def custom_role_names() -> list[str]:
-    return sorted({*_entry_point_roles(), *_CUSTOM})
+    return custom_roles.names()
 
 
 def all_role_names() -> list[str]:
@@ -65,7 +63,8 @@ def all_role_names() -> list[str]:
 
 
 def get_role(name: str) -> Role:
-    cls = builtin_roles().get(name) or _CUSTOM.get(name) or _entry_point_roles().get(name)
+    cls = (builtin_roles().get(name) or custom_roles.REGISTERED.get(name)
+           or _load_plugin(name))
     if cls is None:
         raise KeyError(name)
     return cls()

@@ -4,7 +4,7 @@ keeps the passing ones (Archon's component), with a model or in the code sandbox
 - ``check: model``: one call per distinct candidate; the model answers ``Unit Test #i:
   [Passed]`` or ``[Failed]`` for each test.
 - ``check: sandbox``: no model call; the candidate's code (its last fenced block, else its
-  text) runs in ``tts_graph.evaluate.sandbox`` with each test executed after it; a test
+  text) runs in ``tts_graph.sandbox`` with each test executed after it; a test
   passes when it raises nothing.
 
 Candidates are ranked by tests passed (stable: input order breaks ties). Kept: those that pass
@@ -19,6 +19,8 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 from typing import ClassVar
 
+from ..answers import extract_code
+from ..sandbox import run_python
 from ..spec import UnitTestEvaluatorNode
 from ..types import Candidate, Completion, StepOutput
 from .base import Call, Role, StepContext, clip
@@ -62,9 +64,6 @@ def parse_verdicts(text: str, count: int) -> list[bool]:
 
 def sandbox_verdicts(code: str, tests: list[str], timeout_s: float) -> list[bool]:
     """Run ``code`` then each test in the sandbox; per test, whether it raised nothing."""
-    # the sandbox lives with the evaluation code; imported here, where it is used
-    from ..evaluate.sandbox import run_python
-
     result = run_python(code + _HARNESS.format(tests=repr(tests)), timeout_s=timeout_s)
     for line in reversed(result.stdout.splitlines()):
         if line.startswith("TTS_GRAPH_TESTS "):
@@ -105,8 +104,6 @@ class UnitTestEvaluator(Role):
         if not tests:  # nothing to check against: every candidate passes on, unranked
             return self.output(ctx, ctx.candidates(unique=False), passed=0, tests=0)
         if node.check == "sandbox":
-            from ..evaluate.scorers import extract_code
-
             with ThreadPoolExecutor(max_workers=4) as pool:  # one subprocess each
                 verdicts = list(pool.map(
                     lambda c: sandbox_verdicts(extract_code(c.text), tests, node.timeout_s),

@@ -28,7 +28,7 @@ class _Otel:
     def __init__(self) -> None:
         from opentelemetry import trace
 
-        from .. import __version__
+        from .._version import __version__
 
         self._trace = trace
         self._tracer = trace.get_tracer("tts_graph", __version__)

@@ -1,102 +1,18 @@
-"""Run untrusted Python (a model's HumanEval completion) in a sandboxed subprocess.
+"""The child side of the sandbox: the code that runs in the sandboxed interpreter, before the
+untrusted program, as source text.
 
-``run_python(code)`` writes ``code`` to ``main.py`` in a throwaway directory and runs
-``sys.executable -I main.py`` there, with a wall-clock timeout that kills the whole process
-tree. Two modes; ``sandbox_mode()`` says which one is in force (chosen once per process):
-
-``namespaces`` (running as root, with ``unshare`` and mounts permitted; what these machines use)
-    The child runs under ``unshare --net --mount --pid --fork --kill-child --mount-proc``:
-
-    - **no network**: a new network namespace holds only a down loopback device, so every
-      connect, to 127.0.0.1 too, fails;
-    - **no host UNIX socket**: a network namespace does not cover sockets that live as files
-      (PostgreSQL's in /tmp, Docker's and systemd's in /run), and read-only mounts do not stop
-      ``connect()``. A seccomp filter refuses ``socket(AF_UNIX)``, datagram ``socketpair``
-      (a stream pair is connected and reaches nothing else) and io_uring (which could create a
-      socket past the filter): robust wherever a socket file lives, which a list of masked
-      directories cannot be. ``/run``, ``/var/run``, ``/var/tmp`` and ``/dev/shm`` are also
-      covered by empty read-only mounts. Without a seccomp filter for the machine's
-      architecture (x86-64 and arm64 have one) this mode is not used;
-    - **writes outside the working directory refused**: in the new mount namespace the working
-      directory is a fresh tmpfs (``disk_mb`` big, gone when the child exits) and *every* other
-      mount is remounted read-only, ``/tmp``, ``/var/tmp`` and ``/dev/shm`` included; then the
-      child drops to the ``nobody`` user and group (no supplementary groups), so it can neither
-      remount anything writable again nor write what ``nobody`` may not write. Directories on
-      the interpreter's path that ``nobody`` may not traverse (root's home, when Python lives
-      under it, as with pyenv) are covered by a read-only tmpfs that shows only the
-      interpreter's own tree, which also hides the rest of them from the code;
-    - **the process tree dies with it**: the child is PID 1 of a new PID namespace, so when it
-      is killed (timeout) every process it started dies too, even one that left the process
-      group;
-    - **resource limits** set in the child before it runs the code: ``RLIMIT_AS`` (memory),
-      ``RLIMIT_CPU`` (timeout + 1 s), ``RLIMIT_FSIZE`` (any one file, and the captured
-      stdout/stderr), ``RLIMIT_NPROC`` (processes of ``nobody``), ``RLIMIT_CORE`` = 0.
-
-``guard`` (not root, or namespaces not permitted)
-    The same resource limits, a throwaway working directory and a process-group kill; no network
-    through ``unshare -rn`` (an unprivileged user + network namespace) when the kernel allows
-    it. Where the kernel has them: Landlock lets the code write only beneath the working
-    directory (and to ``/dev/null``), refuses TCP bind/connect when there is no network
-    namespace, and (ABI 6+) refuses signals to processes outside the sandbox; seccomp refuses
-    AF_UNIX sockets, io_uring, fork/vfork/clone (threads still work) and, without a network
-    namespace, IP sockets. An audit hook installed before the code runs gives clear errors for
-    writes outside the working directory (``open``, ``os.*``, ``shutil``, ``sqlite3``), sockets,
-    subprocesses, ``os.kill`` of another process and ``ctypes``.
-    What guard mode **cannot** stop: reading whatever the calling user may read (their home
-    directory, keys, the caller's environment through ``/proc/<pid>/environ``, since the code
-    runs as the caller's user and sees its processes); and, on a kernel without Landlock or
-    seccomp, whatever gets around the audit hook (``os.open(..., dir_fd=...)``, internals that
-    raise no audit event), which is **not a security boundary**. ``tts-graph eval --scorer code``
-    refuses to run in this mode unless ``--accept-weak-sandbox`` is given.
-
-``TTS_GRAPH_SANDBOX_MODE=guard`` forces the ``guard`` mode (for tests of it).
-
-The temporary directory is deleted afterwards in both modes. Output is captured in files, not
-pipes, so a program that prints without end is stopped by ``RLIMIT_FSIZE`` instead of filling
-the caller's memory; ``SandboxResult`` keeps the last ``MAX_OUTPUT`` characters of each.
+The child is started as ``python -I``, in a fresh directory and often as another user, where
+this package may not be importable; so what it runs is passed to it on the command line
+(``-c``) rather than imported. ``BOOTSTRAP`` sets up the namespaces, mounts, limits, Landlock
+and seccomp, then starts ``main.py`` (or, in the ``guard`` mode, ``GUARD``, which installs an
+audit hook and then runs ``main.py``). ``tts_graph.sandbox.host`` starts it and reads the
+verdict.
 """
 
-from __future__ import annotations
-
-import contextlib
-import json
-import math
-import os
-import shutil
-import signal
-import subprocess
-import sys
-import tempfile
-import threading
-from dataclasses import dataclass
-from pathlib import Path
-
-MAX_OUTPUT = 20_000
-FSIZE_MB = 16
-NPROC = 64
-SANDBOX_USER = "nobody"
-# What guard mode does not stop even where the kernel has Landlock and seccomp (the attack
-# corpus in the tests skips exactly these in guard mode); namespaces mode stops them all.
-GUARD_CANNOT_STOP = {
-    "the caller's environment": "the code runs as the caller's user, so it may read "
-                                "/proc/<pid>/environ of the caller's processes, and any file "
-                                "that user may read",
-}
-MASKED_DIRS = ("/run", "/var/run", "/var/tmp", "/dev/shm", "/run/user", "/var/lib/docker")
-
-
-@dataclass(frozen=True)
-class SandboxResult:
-    passed: bool
-    reason: str
-    stdout: str
-    stderr: str
-
-
-# ------------------------------------------------------------------------ the child's bootstrap
-# Runs as ``python -I -c _BOOTSTRAP CONFIG_JSON`` (as root inside the new namespaces in the
+# ------------------------------------------------------------------------------ the bootstrap
+# Runs as ``python -I -c BOOTSTRAP CONFIG_JSON`` (as root inside the new namespaces in the
 # ``namespaces`` mode), sets everything up, then execs the interpreter on main.py.
-_BOOTSTRAP = r"""
+BOOTSTRAP = r"""
 import ctypes, json, os, platform, resource, signal, stat, struct, sys
 cfg = json.loads(sys.argv[1])
 wd = cfg["wd"]
@@ -303,7 +219,7 @@ os.execve(sys.executable, [sys.executable, "-I", "-B", "-c", cfg["guard"]], env)
 
 # Installed before the code in the ``guard`` mode: refuse writes outside the working
 # directory, sockets (unless a network namespace is in force), subprocesses and ctypes.
-_GUARD = r"""
+GUARD = r"""
 import os, runpy, sys
 _wd = os.path.realpath(os.getcwd())
 _no_net = {no_net}
@@ -351,162 +267,3 @@ sys.addaudithook(_hook)
 del _hook
 runpy.run_path("main.py", run_name="__main__")
 """
-
-
-# ------------------------------------------------------------------------------ mode selection
-_MODE: tuple[str, bool] | None = None
-_MODE_LOCK = threading.Lock()
-
-
-def _nobody() -> tuple[int, int] | None:
-    try:
-        import pwd
-
-        pw = pwd.getpwnam(SANDBOX_USER)
-    except (ImportError, KeyError):
-        return None
-    return pw.pw_uid, pw.pw_gid
-
-
-def _unshare(*flags: str) -> list[str] | None:
-    exe = shutil.which("unshare")
-    if exe is None:
-        return None
-    cmd = [exe, *flags, "--"]
-    try:
-        ok = subprocess.run([*cmd, "true"], capture_output=True, timeout=10).returncode == 0
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return cmd if ok else None
-
-
-def _probe() -> tuple[str, bool]:
-    """(mode, network namespace in force)."""
-    if hasattr(os, "geteuid") and os.geteuid() == 0 and _nobody() is not None:
-        cmd = _unshare("--net", "--mount", "--pid", "--fork", "--kill-child", "--mount-proc")
-        if cmd is not None:
-            result = _run(_BOOTSTRAP_PROBE, "namespaces", timeout_s=20, memory_mb=512,
-                          disk_mb=1, prefix=cmd)
-            if result.passed:
-                return "namespaces", True
-    return "guard", _unshare("--map-root-user", "--net") is not None
-
-
-_BOOTSTRAP_PROBE = "import socket\nprint('ok')\n"
-
-
-def sandbox_mode() -> str:
-    """``"namespaces"`` or ``"guard"`` (see the module docstring), probed once."""
-    return _mode()[0]
-
-
-def _mode() -> tuple[str, bool]:
-    global _MODE
-    with _MODE_LOCK:
-        if _MODE is None:
-            forced = os.environ.get("TTS_GRAPH_SANDBOX_MODE")
-            if forced == "guard":
-                _MODE = ("guard", _unshare("--map-root-user", "--net") is not None)
-            else:
-                _MODE = _probe()
-        return _MODE
-
-
-# ------------------------------------------------------------------------------------- running
-def run_python(code: str, *, timeout_s: float = 10, memory_mb: int = 512,
-               disk_mb: int = 64) -> SandboxResult:
-    """Run ``code`` as a script in the sandbox; ``passed`` when it exits 0 in time.
-
-    ``reason`` is ``"passed"``, ``"timeout"``, ``"memory limit"``, ``"cpu time limit"``,
-    ``"file size limit"`` or ``"exit N: <last line of stderr>"``.
-    """
-    mode, netns = _mode()
-    if mode == "namespaces":
-        prefix = _unshare("--net", "--mount", "--pid", "--fork", "--kill-child", "--mount-proc")
-    else:
-        prefix = _unshare("--map-root-user", "--net") if netns else []
-    return _run(code, mode, timeout_s=timeout_s, memory_mb=memory_mb, disk_mb=disk_mb,
-                prefix=prefix or [], no_net_guard=not netns)
-
-
-def _run(code: str, mode: str, *, timeout_s: float, memory_mb: int, disk_mb: int,
-         prefix: list[str], no_net_guard: bool = False) -> SandboxResult:
-    host = Path(tempfile.mkdtemp(prefix="tts-sandbox-"))
-    try:
-        host.chmod(0o711)  # the sandbox user must traverse it to reach its working directory
-        wd = host / "work"
-        wd.mkdir()
-        (host / "stage").mkdir(mode=0o700)
-        (wd / "main.py").write_text(code, encoding="utf-8")
-        uid, gid = _nobody() or (-1, -1)
-        limits = {
-            "RLIMIT_AS": memory_mb * 1024 * 1024,
-            "RLIMIT_CPU": math.ceil(timeout_s) + 1,
-            "RLIMIT_FSIZE": FSIZE_MB * 1024 * 1024,
-            "RLIMIT_CORE": 0,
-        }
-        if mode == "namespaces":
-            limits["RLIMIT_NPROC"] = NPROC
-        cfg = {
-            "mode": mode,
-            "wd": str(wd),
-            "stage": str(host / "stage"),
-            "uid": uid,
-            "gid": gid,
-            "disk_mb": disk_mb,
-            "limits": limits,
-            "reach": [sys.executable, os.path.dirname(sys.executable), sys.prefix,
-                      sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix],
-            "guard": _GUARD.format(no_net=no_net_guard),
-            "netns": not no_net_guard,
-            "mask": list(MASKED_DIRS),
-        }
-        argv = [*prefix, sys.executable, "-I", "-c", _BOOTSTRAP, json.dumps(cfg)]
-        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                                    cwd=host, start_new_session=True,
-                                    env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"})
-            timed_out = False
-            try:
-                proc.wait(timeout=timeout_s + 0.5)  # + the bootstrap's start-up
-            except subprocess.TimeoutExpired:
-                timed_out = True
-                _kill(proc)
-            stdout, stderr = _tail(out), _tail(err)
-        return SandboxResult(*_verdict(proc.returncode, timed_out, stderr), stdout, stderr)
-    finally:
-        shutil.rmtree(host, ignore_errors=True)
-
-
-def _kill(proc: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.kill()
-    proc.wait()
-
-
-def _tail(f) -> str:  # type: ignore[no-untyped-def]
-    size = f.seek(0, os.SEEK_END)
-    f.seek(max(0, size - MAX_OUTPUT * 4))
-    return f.read().decode("utf-8", "replace")[-MAX_OUTPUT:]
-
-
-def _verdict(rc: int | None, timed_out: bool, stderr: str) -> tuple[bool, str]:
-    if timed_out:
-        return False, "timeout"
-    last = next((ln.strip() for ln in reversed(stderr.splitlines()) if ln.strip()), "")
-    if rc == 0:
-        return True, "passed"
-    if "MemoryError" in last or (rc == -signal.SIGKILL and "MemoryError" in stderr):
-        return False, "memory limit"
-    if rc == -signal.SIGXCPU:
-        return False, "cpu time limit"
-    if rc == -signal.SIGXFSZ or "File too large" in last:
-        return False, "file size limit"
-    if rc is not None and rc < 0:
-        try:
-            name = signal.Signals(-rc).name
-        except ValueError:
-            name = str(-rc)
-        return False, f"killed by {name}" + (f": {last}" if last else "")
-    return False, f"exit {rc}" + (f": {last}" if last else "")
