@@ -16,8 +16,9 @@ with three differences that PostgreSQL makes possible or needs:
   into its own run directory's results store, so ``summary``/``compare`` read every machine's
   results there unchanged.
 
-The URL's password is never written anywhere: workers get the URL in their environment
-(``STORAGE_ENV``), not on their command line, and every message is redacted.
+The URL's password is never written anywhere: workers read the URL from a pipe on their
+standard input (``--storage-stdin``), not from their command line (``ps`` shows it) nor their
+environment (code the sandbox runs may read environments), and every message is redacted.
 """
 
 from __future__ import annotations
@@ -33,8 +34,6 @@ from typing import Any
 from ..errors import TTSGraphError
 from .store import ResultStore, Row
 
-#: how the parent hands the URL to its worker processes (not argv: ``ps`` shows argv)
-STORAGE_ENV = "TTS_GRAPH_EVAL_STORAGE"
 CONNECT_TIMEOUT_S = 10
 
 _SCHEMA = [

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import TTSGraphError
-from .pgboard import STORAGE_ENV, PgBoard, run_key, scrub
+from .pgboard import PgBoard, run_key, scrub
 from .runner import score_result, to_row
 from .store import ResultStore, Row
 
@@ -227,7 +227,10 @@ def worker_main(argv: list[str] | None = None) -> int:
     p.add_argument("--cache", type=Path, default=None)
     p.add_argument("--no-cache", action="store_true")
     p.add_argument("--trace", type=Path, default=None)
+    p.add_argument("--storage-stdin", action="store_true",
+                   help="read the run's postgresql:// URL from the first line of stdin")
     a = p.parse_args(argv)
+    storage = sys.stdin.readline().strip() if a.storage_stdin else None
     try:
         plan = plan_run(graph_path=None, args=None, out=None, resume=a.run_dir,
                         cache=a.cache, use_cache=not a.no_cache)
@@ -237,7 +240,7 @@ def worker_main(argv: list[str] | None = None) -> int:
             tracer = Tracer(a.trace, graph=plan.graph)
             if tracer.active:
                 plan.executor = tracer.wrap(plan.executor)
-        board = _board(plan)
+        board = _board(plan, storage)
         board.register(a.worker)
 
         async def main() -> int:
@@ -253,10 +256,9 @@ def worker_main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _board(plan: Any) -> Any:
+def _board(plan: Any, url: str | None) -> Any:
     """The run's claim board: PostgreSQL when the parent passed a URL (``--storage``), else
     the run directory's results store."""
-    url = os.environ.get(STORAGE_ENV)
     if not url:
         return ClaimBoard(plan.store)
     return PgBoard(url, run_key(plan.store.identity() or {}))
@@ -284,13 +286,11 @@ def run_workers(plan: Any, n: int, concurrency: int, *, cache: Path | None, use_
     the workers of other machines on the same run (``pgboard``); results are copied into
     this run directory's store as they arrive."""
     board: Any
-    env = dict(os.environ)
     if storage:
         identity = plan.store.identity() or {}
         board = PgBoard(storage, run_key(identity))
         board.prepare(identity, [(i, str(it.id)) for i, it in enumerate(plan.items)],
                       plan.store, resume=plan.resumed)
-        env[STORAGE_ENV] = storage
         # unique across machines and across runs joined from one machine
         prefix = f"{socket.gethostname()}:{os.getpid()}:"
     else:
@@ -298,7 +298,6 @@ def run_workers(plan: Any, n: int, concurrency: int, *, cache: Path | None, use_
         board = ClaimBoard(plan.store)
         board.prepare([(i, str(it.id)) for i, it in enumerate(plan.items)
                        if str(it.id) not in done])
-        env.pop(STORAGE_ENV, None)
         prefix = ""
     synced = 0
 
@@ -322,11 +321,17 @@ def run_workers(plan: Any, n: int, concurrency: int, *, cache: Path | None, use_
                     cmd += ["--cache", str(cache)]
                 if trace is not None:
                     cmd += ["--trace", str(trace)]
+                if storage:
+                    cmd.append("--storage-stdin")
                 errlog = stack.enter_context(tempfile.TemporaryFile())
-                procs.append((name, subprocess.Popen(
-                    cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errlog,
-                    env=env),
-                    errlog))
+                proc = subprocess.Popen(
+                    cmd, stdin=subprocess.PIPE if storage else subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL, stderr=errlog)
+                if storage and proc.stdin is not None:
+                    with contextlib.suppress(BrokenPipeError):  # it died at once: reported
+                        proc.stdin.write(storage.encode() + b"\n")
+                        proc.stdin.close()
+                procs.append((name, proc, errlog))
             last: dict[str, Any] = {}
             while True:
                 running = [p for _, p, _ in procs if p.poll() is None]
