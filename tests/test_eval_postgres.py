@@ -210,7 +210,10 @@ def test_a_killed_workers_claims_are_taken_over(workdir: Path) -> None:
         proc = subprocess.Popen(
             _eval("g.yaml", "--task", "q.jsonl", "--out", "run", "--workers", "2",
                   "--concurrency", "2", "--storage", URL, "--json"),
-            cwd=workdir, env={**os.environ, **env}, stdout=subprocess.PIPE,
+            # without the test's own variable: the workers must not get the URL any other way
+            cwd=workdir, env={**{k: v for k, v in os.environ.items()
+                                 if k != "TTS_GRAPH_TEST_POSTGRES_URL"}, **env},
+            stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, text=True)
         victim = None
         deadline = time.monotonic() + 120
@@ -223,6 +226,10 @@ def test_a_killed_workers_claims_are_taken_over(workdir: Path) -> None:
             if len(rows) == 2 and all(d >= 3 for _, _, d, _ in rows):
                 victim = rows[0]
         assert victim is not None, "the workers did not get going"
+        proc_dir = Path(f"/proc/{victim[1]}")
+        if proc_dir.exists():  # Linux: the URL is in neither its command line nor environment
+            for name in ("cmdline", "environ"):
+                assert _password().encode() not in (proc_dir / name).read_bytes(), name
         os.kill(victim[1], signal.SIGKILL)
         out, err = proc.communicate(timeout=200)
     assert proc.returncode == 0, err
