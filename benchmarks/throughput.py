@@ -18,6 +18,16 @@ its /stats.
     .venv/bin/python benchmarks/throughput.py [--levels 1,2,...] [--latency-ms 20]
     .venv/bin/python benchmarks/throughput.py --quick          # small sizes (a test runs it)
     .venv/bin/python benchmarks/throughput.py --profile 32     # where the openai side's time goes
+    .venv/bin/python benchmarks/throughput.py --layers         # backend vs binding vs executor
+
+Part 3 (``--layers``, instead of parts 1 and 2): where the openai side's gap to bare aiohttp
+is. The same calls through each layer in turn, at each concurrency: bare aiohttp, the
+openai backend alone (``OpenAIBackend.generate``), the model binding around it
+(``ModelBinding.generate``: limits, timeout, retries, cache lookup off) and the whole
+executor (``Executor.arun_many``: role, budget, records). litellm is not imported here, as
+it is not in an eval process with ``backend: openai`` (its module graph makes every full
+garbage collection slower). With ``--gc-freeze`` the objects alive after set-up are moved
+out of the collector's reach first (``gc.freeze()``, as ``tts-graph eval`` does).
 """
 
 from __future__ import annotations
@@ -111,6 +121,11 @@ async def calls_part(a: argparse.Namespace, url: str) -> None:
     # warm-up: litellm's first call imports the OpenAI client's resources (~0.5 s)
     for b, ex in exs.items():
         await ours(ex, questions(f"warm-{b}", 64), 16)
+    if a.gc_freeze:
+        import gc
+
+        gc.collect()
+        gc.freeze()
     if a.profile:
         c = a.profile
         pr = cProfile.Profile()
@@ -155,7 +170,81 @@ async def calls_part(a: argparse.Namespace, url: str) -> None:
     print(f"\nlitellm {importlib.metadata.version('litellm')}, aiohttp "
           f"{importlib.metadata.version('aiohttp')}; latency {a.latency_ms:g} ms; calls per "
           f"level = min(max(c × {a.rounds}, {a.min_calls}), {a.max_calls}); best of "
-          f"{a.repeats} alternating runs per side; litellm and openai through the executor")
+          f"{a.repeats} alternating runs per side; litellm and openai through the executor; "
+          f"gc.freeze() after set-up: {'yes' if a.gc_freeze else 'no'}")
+
+
+async def layers_part(a: argparse.Namespace, url: str) -> None:
+    """The same calls through bare aiohttp, the backend, the binding and the executor."""
+    import gc
+
+    import aiohttp
+
+    from tts_graph.backends.base import GenerationRequest
+    from tts_graph.types import Message
+
+    latency = a.latency_ms / 1000.0
+    ex = Executor(loads_graph(graph_text("openai", url)))
+    binding = ex.bindings()["m"]
+    backend = binding.backend
+    system = Solver.system_prompt["main"]
+
+    def request(q: str) -> GenerationRequest:
+        return GenerationRequest((Message("system", system), Message("user", q)),
+                                 max_tokens=MAX_TOKENS, temperature=0.7)
+
+    async def bounded(qs: list[str], c: int, one: Any) -> None:
+        sem = asyncio.Semaphore(c)
+
+        async def go(q: str) -> None:
+            async with sem:
+                await one(q)
+
+        await asyncio.gather(*(go(q) for q in qs))
+
+    async def via_backend(q: str) -> None:
+        assert (await backend.generate(request(q)))[0].text
+
+    async def via_binding(q: str) -> None:
+        assert (await binding.generate(request(q), 2 * MAX_TOKENS))[0].completions[0].text
+
+    sides = ("raw", "backend", "binding", "executor")
+    rows = []
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        await raw(session, url, questions("warm-raw", 64), 16)
+        await ours(ex, questions("warm-ex", 64), 16)
+        if a.gc_freeze:
+            gc.collect()
+            gc.freeze()
+        for c in a.levels:
+            n = min(max(c * a.rounds, a.min_calls), a.max_calls)
+            runs: dict[str, list[dict[str, float]]] = {k: [] for k in sides}
+            for rep in range(a.repeats):  # alternate the sides, keep each side's best run
+                tag = f"{c}.{rep}"
+                runs["raw"].append(await timed(url, raw(session, url, questions(
+                    f"raw{tag}", n), c)))
+                runs["backend"].append(await timed(url, bounded(questions(
+                    f"be{tag}", n), c, via_backend)))
+                runs["binding"].append(await timed(url, bounded(questions(
+                    f"bi{tag}", n), c, via_binding)))
+                runs["executor"].append(await timed(url, ours(ex, questions(
+                    f"ex{tag}", n), c)))
+            best = {k: min(v, key=lambda r: r["wall"]) for k, v in runs.items()}
+            assert all(r["calls"] == n for r in best.values()), (best, n)
+            rate = {k: n / r["wall"] for k, r in best.items()}
+            cpu = {k: r["cpu"] / n * 1e3 for k, r in best.items()}
+            rows.append([c, n, f"{c / latency:.0f}",
+                         *(f"{rate[k]:.0f} ({rate[k] / rate['raw']:.2f})" for k in sides),
+                         *(f"{cpu[k]:.2f}" for k in sides)])
+            print(f"  c={c}: " + ", ".join(f"{k} {rate[k]:.0f}/s" for k in sides), flush=True)
+    await ex.aclose()
+    print()
+    print(table(["c", "calls", "ideal/s", *(f"{k}/s (÷raw)" for k in sides),
+                 *(f"{k} CPU ms/call" for k in sides)], rows))
+    print(f"\naiohttp {importlib.metadata.version('aiohttp')}; latency {a.latency_ms:g} ms; "
+          f"calls per level = min(max(c × {a.rounds}, {a.min_calls}), {a.max_calls}); best of "
+          f"{a.repeats} alternating runs per side; gc.freeze() after set-up: "
+          f"{'yes' if a.gc_freeze else 'no'}")
 
 
 def eval_part(a: argparse.Namespace, url: str) -> None:
@@ -228,12 +317,20 @@ def main() -> None:
                    help="small sizes: levels 1,8, 40 calls, 40 eval questions, 1-2 workers")
     p.add_argument("--profile", type=int, default=0, metavar="C",
                    help="profile the openai side at concurrency C instead of the tables")
+    p.add_argument("--layers", action="store_true",
+                   help="bare aiohttp vs the openai backend alone vs the binding vs the "
+                   "executor (instead of the tables)")
+    p.add_argument("--gc-freeze", action="store_true",
+                   help="gc.freeze() after set-up and warm-up, as tts-graph eval does")
     a = p.parse_args()
     if a.quick:
         a.levels, a.rounds, a.min_calls, a.max_calls, a.repeats = [1, 8], 2, 20, 40, 1
         a.eval_questions, a.eval_concurrency, a.workers = 40, 8, [1, 2]
     print_header(f"Client throughput against a {a.latency_ms:g} ms loopback server")
     with spawn_fault_server(FaultConfig(latency_ms=a.latency_ms)) as url:
+        if a.layers:
+            asyncio.run(layers_part(a, url))
+            return
         if not a.skip_calls:
             asyncio.run(calls_part(a, url))
         if not a.skip_eval and not a.profile:

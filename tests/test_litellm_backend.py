@@ -145,3 +145,19 @@ async def test_price_comes_from_the_cost_map(calls: list[dict[str, Any]]) -> Non
     b = LitellmBackend(ModelSpec(backend="litellm", model="openai/gpt-4o-mini"))
     await b.generate(GenerationRequest((Message("user", "q"),), max_tokens=4))
     assert b.info.price is not None and b.info.price[0] > 0
+
+
+def test_the_price_is_known_when_the_binding_is_made() -> None:
+    # the binding fixes its costing when it is made: a price looked up at the first call
+    # (as this backend once did) came too late, and every call cost 0
+    from tts_graph.backends.pricing import mapped_price
+    from tts_graph.bindings import ModelBinding
+
+    spec = ModelSpec(backend="litellm", model="openai/gpt-4o-mini")
+    binding = ModelBinding("m", spec, LitellmBackend(spec))
+    price = mapped_price("gpt-4o-mini")
+    assert price is not None and price[0] > 0
+    assert binding.costing.price_in == pytest.approx(price[0] / 1e6)
+    assert binding.costing.price_out == pytest.approx(price[1] / 1e6)
+    unknown = ModelSpec(backend="litellm", model="openai/no-such-model-anywhere")
+    assert ModelBinding("u", unknown, LitellmBackend(unknown)).costing.price_in == 0.0

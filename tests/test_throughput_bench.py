@@ -26,3 +26,19 @@ def test_quick_throughput_benchmark_prints_its_tables() -> None:
         assert side in out, out
     # every question scored, and the server answered each one once per run
     assert out.count("| 40     | 40              | 40/40 ") == 3, out
+
+
+def test_quick_layers_mode_times_each_layer() -> None:
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    proc = subprocess.run([sys.executable, "benchmarks/throughput.py", "--quick", "--layers",
+                           "--gc-freeze"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    header = next(line for line in out.splitlines() if line.startswith("| c "))
+    for side in ("raw", "backend", "binding", "executor"):
+        assert f"{side}/s (÷raw)" in header and f"{side} CPU ms/call" in header, header
+    rows = [line for line in out.splitlines() if line.startswith(("| 1 ", "| 8 "))]
+    assert len(rows) == 2
+    assert "gc.freeze() after set-up: yes" in out
+    assert "| backend | workers |" not in out  # the layers replace the other tables

@@ -181,31 +181,25 @@ class ModelBinding:
         """One live call: limits, timeout, bounded retries of transient failures. A retried
         stream starts its text again; ``TextStream`` drops what the consumer already has."""
         lim = self._loop_limits()
+        # no limit declared (the usual case): no exit stack to build and unwind per call
+        bare = lim.sem is None and lim.rpm is None and lim.tpm is None
         timeout = self.spec.timeout_s
         attempt = 0
         while True:
             attempt += 1
             t0 = time.perf_counter()
             try:
-                async with AsyncExitStack() as stack:
-                    if lim.sem is not None:
-                        await stack.enter_async_context(lim.sem)
-                    if lim.rpm is not None:
-                        await stack.enter_async_context(lim.rpm)
-                    if lim.tpm is not None:
-                        await lim.tpm.acquire(est_tokens)
-                    self.in_flight += 1
-                    self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
-                    self.attempts += 1
-                    try:
-                        async with asyncio.timeout(timeout):
-                            if stream is None:
-                                comps = await self.backend.generate(request)
-                            else:
-                                stream.begin()
-                                comps = await self.backend.stream(request, stream)
-                    finally:
-                        self.in_flight -= 1
+                if bare:
+                    comps = await self._attempt(request, timeout, stream)
+                else:
+                    async with AsyncExitStack() as stack:
+                        if lim.sem is not None:
+                            await stack.enter_async_context(lim.sem)
+                        if lim.rpm is not None:
+                            await stack.enter_async_context(lim.rpm)
+                        if lim.tpm is not None:
+                            await lim.tpm.acquire(est_tokens)
+                        comps = await self._attempt(request, timeout, stream)
             except TimeoutError:
                 error: TransientBackendError = TransientBackendError(
                     f"no answer within {timeout:g} s", kind="timeout")
@@ -221,3 +215,24 @@ class ModelBinding:
                 raise BackendError(f"{self.name}: {error.kind}: {error} "
                                    f"(gave up after {attempt} attempts)") from error
             await asyncio.sleep(backoff_delay(attempt, error.retry_after))
+
+    async def _attempt(self, request: GenerationRequest, timeout: float | None,
+                       stream: TextStream | None) -> list[Completion]:
+        """One attempt of a call, its limits held, under the model's timeout (none when the
+        model entry sets none: the backend's own client timeout still applies)."""
+        self.in_flight += 1
+        if self.in_flight > self.peak_in_flight:
+            self.peak_in_flight = self.in_flight
+        self.attempts += 1
+        try:
+            if stream is None:
+                call = self.backend.generate(request)
+            else:
+                stream.begin()
+                call = self.backend.stream(request, stream)
+            if timeout is None:
+                return await call
+            async with asyncio.timeout(timeout):
+                return await call
+        finally:
+            self.in_flight -= 1

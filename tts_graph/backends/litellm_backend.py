@@ -30,6 +30,7 @@ from ..spec import ModelSpec
 from ..streaming import TextSink
 from ..types import Completion
 from .base import Backend, GenerationRequest, ModelInfo
+from .pricing import mapped_price
 
 _LOCK = threading.Lock()
 _LITELLM: Any = None
@@ -125,13 +126,14 @@ class LitellmBackend(Backend):
                                 "model entry's fields (api_base, api_key_env, timeout_s...)")
         digest = hashlib.sha256(json.dumps(self.options, sort_keys=True, default=str)
                                 .encode()).hexdigest()[:12] if self.options else "-"
+        # the price now, not at the first call: the binding fixes its costing when it is made
+        price = None if spec.price is not None else mapped_price(self.model)
         self._info = ModelInfo(identity=f"litellm:{self.model}@{self.api_base or ''}#{digest}",
-                               params=spec.params)
+                               params=spec.params, price=price)
         self._native_n: bool | None = None
         self._provider = ""
         self._seed_ok = True
         self._stream_usage = False
-        self._priced = False
 
     @property
     def info(self) -> ModelInfo:
@@ -143,7 +145,7 @@ class LitellmBackend(Backend):
         return self._native_n is False
 
     def _prepare(self, litellm: Any) -> None:
-        """Capabilities and price, from litellm's tables (once)."""
+        """Capabilities, from litellm's tables (once)."""
         if self._native_n is not None:
             return
         try:
@@ -157,15 +159,6 @@ class LitellmBackend(Backend):
         self._seed_ok = "seed" in supported
         self._stream_usage = "stream_options" in supported
         self._provider = provider
-        if self.spec.price is None and not self._priced:
-            try:
-                info = litellm.get_model_info(self.model)
-                cin, cout = info.get("input_cost_per_token"), info.get("output_cost_per_token")
-                if cin is not None and cout is not None:
-                    self._info.price = (float(cin) * 1e6, float(cout) * 1e6)
-            except Exception:
-                pass  # unknown to the cost map: cost is 0 unless the graph declares a price
-            self._priced = True
 
     def _api_key(self) -> str | None:
         if self.api_key_env:

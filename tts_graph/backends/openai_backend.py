@@ -19,7 +19,7 @@ call over one pooled connection set per model (and event loop), with stdlib JSON
   non-JSON or truncated bodies, a 200 without choices) or ``BackendError`` (a refused key,
   other 4xx), each one line naming the model and the cause.
 - Cost: a ``price`` declared on the model entry, else litellm's bundled cost map, read from
-  its JSON file once per process (litellm itself is not imported).
+  its JSON file once per process (``pricing``; litellm itself is not imported).
 - ``options``: ``chat`` (false: ``/v1/completions`` with a few-shot prompt), ``preamble``
   (that prompt's examples); anything else is sent as an extra field of the request body
   (``top_k``, ``min_p``, ``repetition_penalty``, ...).
@@ -29,14 +29,11 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
-import functools
 import hashlib
-import importlib.util
 import json
 import os
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -47,6 +44,9 @@ from ..streaming import TextSink
 from ..types import Completion
 from .base import Backend, GenerationRequest, ModelInfo
 from .litellm_backend import _split_usage  # a plain function: litellm is not imported
+from .pricing import cost_map, mapped_price
+
+__all__ = ["OpenAIBackend", "cost_map", "mapped_price"]
 
 DEFAULT_API_BASE = "https://api.openai.com/v1"
 #: request fields this backend sets itself; ``options`` may not override them
@@ -56,33 +56,6 @@ OWN_OPTIONS = {"chat", "preamble"}
 TRANSIENT_STATUS = {408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529}
 #: a call never waits longer than this when the model entry sets no timeout_s
 DEFAULT_TIMEOUT_S = 600.0
-
-
-@functools.cache
-def cost_map() -> dict[str, Any]:
-    """litellm's bundled price table, read from its JSON file once per process (importing
-    litellm takes seconds); empty when litellm is not installed."""
-    spec = importlib.util.find_spec("litellm")
-    for folder in (spec.submodule_search_locations or []) if spec else []:
-        path = Path(folder) / "model_prices_and_context_window_backup.json"
-        try:
-            data = json.loads(path.read_text("utf-8"))
-        except (OSError, ValueError):
-            continue
-        return data if isinstance(data, dict) else {}
-    return {}
-
-
-def mapped_price(model: str) -> tuple[float, float] | None:
-    """USD per million tokens (input, output) for ``model`` in litellm's cost map."""
-    table = cost_map()
-    for name in (model, f"openai/{model}", model.removeprefix("openai/")):
-        entry = table.get(name)
-        if isinstance(entry, dict):
-            cin, cout = entry.get("input_cost_per_token"), entry.get("output_cost_per_token")
-            if cin is not None and cout is not None:
-                return float(cin) * 1e6, float(cout) * 1e6
-    return None
 
 
 def _retry_after(headers: Any) -> float | None:

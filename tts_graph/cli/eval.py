@@ -52,6 +52,9 @@ def eval_(
     accept_weak_sandbox: Annotated[bool, typer.Option(
         "--accept-weak-sandbox",
         help="--scorer code: run even where the sandbox has only its guard mode")] = False,
+    storage: Annotated[str | None, typer.Option(
+        help="postgresql://USER:PW@HOST/DB: workers on several machines share the run's "
+        "claims (start the same eval on each; the password is never written)")] = None,
 ) -> None:
     """Evaluate GRAPH(s) on a task; every result is stored at once, --resume continues."""
     from ..evaluate.session import TaskArgs, plan_run
@@ -62,6 +65,13 @@ def eval_(
         raise _fail(["give GRAPH... and --task, or --resume RUN_DIR"])
     if resume is not None and graphs:
         raise _fail(["--resume continues a recorded run: give no GRAPH with it"])
+    if storage is not None:  # a bad or unreachable database: before any run is recorded
+        from ..evaluate.pgboard import check_storage
+
+        try:
+            check_storage(storage)
+        except TTSGraphError as exc:
+            raise _fail([str(exc)]) from None
     args = TaskArgs(task=task or "", question_field=question_field, answer_field=answer_field,
                     id_field=id_field, scorer=scorer, split=split, seed=seed, limit=limit)
     targets: list[tuple[Path | None, Path | None]] = (
@@ -82,9 +92,10 @@ def eval_(
         except TTSGraphError as exc:
             raise _fail([str(exc)]) from None
         plan.executor = _traced(plan.executor, trace, plan.graph)
-        if workers > 1:
+        if workers > 1 or storage is not None:
             summary, unrun = _run_eval_workers(plan, workers, concurrency, quiet=as_json,
-                                               cache=cache, use_cache=not no_cache, trace=trace)
+                                               cache=cache, use_cache=not no_cache, trace=trace,
+                                               storage=storage)
             left += unrun
         else:
             summary = _run_eval(plan, concurrency, quiet=as_json)
@@ -154,7 +165,8 @@ def _run_eval(plan, concurrency: int, quiet: bool):  # type: ignore[no-untyped-d
 
 
 def _run_eval_workers(plan, workers: int, concurrency: int, *, quiet: bool,  # type: ignore[no-untyped-def]
-                      cache: Path | None, use_cache: bool, trace: Path | None):
+                      cache: Path | None, use_cache: bool, trace: Path | None,
+                      storage: str | None = None):
     from ..evaluate.summary import summarize
     from ..evaluate.workers import run_workers
 
@@ -166,8 +178,11 @@ def _run_eval_workers(plan, workers: int, concurrency: int, *, quiet: bool,  # t
                              for w, (d, t) in p["workers"].items())
             progress.update(bar, completed=total - p["left"], info=info)
 
-        report = run_workers(plan, workers, concurrency, cache=cache, use_cache=use_cache,
-                             trace=trace, on_progress=on_progress)
+        try:
+            report = run_workers(plan, workers, concurrency, cache=cache, use_cache=use_cache,
+                                 trace=trace, on_progress=on_progress, storage=storage)
+        except TTSGraphError as exc:  # the database failed mid-run (checked before it)
+            raise _fail([str(exc)], code=1) from None
     if len(report.problems) == workers and not report.progress.get("workers"):
         raise _fail(report.problems, code=1)  # no worker got going: nothing to summarise
     for line in report.problems:

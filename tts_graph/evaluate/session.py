@@ -15,7 +15,7 @@ from ..compile import CompiledGraph, compile_graph
 from ..errors import TTSGraphError
 from ..executor import Executor
 from ..spec import loads_graph
-from .runner import RunIdentity, graph_digest
+from .runner import RunIdentity, freeze_setup, graph_digest
 from .store import ResultStore
 
 
@@ -121,6 +121,7 @@ def plan_run(
         response_cache = ResponseCache(cache or (run_dir / "cache.sqlite"))
     executor = Executor(graph, cache=response_cache)
     executor.bindings()  # configuration problems surface before any question runs
+    freeze_setup()
     return RunPlan(store=store, graph=graph, task=task, items=items, executor=executor,
                    args=args, resumed=resume is not None, already_done=len(store.done_ids()),
                    extra={"sandbox": sandbox} if sandbox else {})

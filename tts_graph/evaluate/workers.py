@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import TTSGraphError
+from .pgboard import PgBoard, run_key, scrub
 from .runner import score_result, to_row
 from .store import ResultStore, Row
 
@@ -156,7 +157,7 @@ class ClaimBoard:
 # ----------------------------------------------------------------------------- a worker
 
 
-async def work(plan: Any, board: ClaimBoard, worker: str, concurrency: int,
+async def work(plan: Any, board: Any, worker: str, concurrency: int,
                on_row: Callable[[Row], None] | None = None) -> int:
     """Claim, run, score and write questions until none are left; returns how many."""
     executor, scorer = plan.executor, plan.task.scorer
@@ -226,7 +227,10 @@ def worker_main(argv: list[str] | None = None) -> int:
     p.add_argument("--cache", type=Path, default=None)
     p.add_argument("--no-cache", action="store_true")
     p.add_argument("--trace", type=Path, default=None)
+    p.add_argument("--storage-stdin", action="store_true",
+                   help="read the run's postgresql:// URL from the first line of stdin")
     a = p.parse_args(argv)
+    storage = sys.stdin.readline().strip() if a.storage_stdin else None
     try:
         plan = plan_run(graph_path=None, args=None, out=None, resume=a.run_dir,
                         cache=a.cache, use_cache=not a.no_cache)
@@ -236,7 +240,7 @@ def worker_main(argv: list[str] | None = None) -> int:
             tracer = Tracer(a.trace, graph=plan.graph)
             if tracer.active:
                 plan.executor = tracer.wrap(plan.executor)
-        board = ClaimBoard(plan.store)
+        board = _board(plan, storage)
         board.register(a.worker)
 
         async def main() -> int:
@@ -250,6 +254,14 @@ def worker_main(argv: list[str] | None = None) -> int:
         print(f"worker {a.worker}: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def _board(plan: Any, url: str | None) -> Any:
+    """The run's claim board: PostgreSQL when the parent passed a URL (``--storage``), else
+    the run directory's results store."""
+    if not url:
+        return ClaimBoard(plan.store)
+    return PgBoard(url, run_key(plan.store.identity() or {}))
 
 
 # ---------------------------------------------------------------------------- the parent
@@ -266,20 +278,41 @@ class WorkerReport:
 def run_workers(plan: Any, n: int, concurrency: int, *, cache: Path | None, use_cache: bool,
                 trace: Path | None = None,
                 on_progress: Callable[[dict[str, Any]], None] | None = None,
-                poll_s: float = 0.1) -> WorkerReport:
+                poll_s: float = 0.1, storage: str | None = None) -> WorkerReport:
     """List the run's open questions, start ``n`` worker processes on it and wait for them,
-    calling ``on_progress`` with the board's counts as they change."""
-    done = plan.store.done_ids()
-    board = ClaimBoard(plan.store)
-    board.prepare([(i, str(it.id)) for i, it in enumerate(plan.items)
-                   if str(it.id) not in done])
+    calling ``on_progress`` with the board's counts as they change.
+
+    ``storage`` (a ``postgresql://`` URL): the claims and results live there, shared with
+    the workers of other machines on the same run (``pgboard``); results are copied into
+    this run directory's store as they arrive."""
+    board: Any
+    if storage:
+        identity = plan.store.identity() or {}
+        board = PgBoard(storage, run_key(identity))
+        board.prepare(identity, [(i, str(it.id)) for i, it in enumerate(plan.items)],
+                      plan.store, resume=plan.resumed)
+        # unique across machines and across runs joined from one machine
+        prefix = f"{socket.gethostname()}:{os.getpid()}:"
+    else:
+        done = plan.store.done_ids()
+        board = ClaimBoard(plan.store)
+        board.prepare([(i, str(it.id)) for i, it in enumerate(plan.items)
+                       if str(it.id) not in done])
+        prefix = ""
+    synced = 0
+
+    def sync() -> None:
+        nonlocal synced
+        if isinstance(board, PgBoard):
+            synced = board.sync(plan.store, synced)
+
     run_dir = plan.store.run_dir
     report = WorkerReport()
     procs: list[tuple[str, subprocess.Popen[bytes], Any]] = []
     with contextlib.ExitStack() as stack:
         try:
             for i in range(n):
-                name = f"w{i}"
+                name = f"{prefix}w{i}"
                 cmd = [sys.executable, "-m", "tts_graph.evaluate.workers", str(run_dir),
                        "--worker", name, "--concurrency", str(concurrency)]
                 if not use_cache:
@@ -288,13 +321,21 @@ def run_workers(plan: Any, n: int, concurrency: int, *, cache: Path | None, use_
                     cmd += ["--cache", str(cache)]
                 if trace is not None:
                     cmd += ["--trace", str(trace)]
+                if storage:
+                    cmd.append("--storage-stdin")
                 errlog = stack.enter_context(tempfile.TemporaryFile())
-                procs.append((name, subprocess.Popen(
-                    cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errlog),
-                    errlog))
+                proc = subprocess.Popen(
+                    cmd, stdin=subprocess.PIPE if storage else subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL, stderr=errlog)
+                if storage and proc.stdin is not None:
+                    with contextlib.suppress(BrokenPipeError):  # it died at once: reported
+                        proc.stdin.write(storage.encode() + b"\n")
+                        proc.stdin.close()
+                procs.append((name, proc, errlog))
             last: dict[str, Any] = {}
             while True:
                 running = [p for _, p, _ in procs if p.poll() is None]
+                sync()
                 now = board.progress()
                 if now != last and on_progress is not None:
                     on_progress(now)
@@ -308,6 +349,9 @@ def run_workers(plan: Any, n: int, concurrency: int, *, cache: Path | None, use_
                 if p.poll() is None:
                     p.terminate()
                     p.wait(10)
+        sync()  # what the last workers wrote
+        if storage:
+            board.close()
         for name, p, errlog in procs:
             if p.returncode == 0:
                 continue
@@ -315,6 +359,8 @@ def run_workers(plan: Any, n: int, concurrency: int, *, cache: Path | None, use_
             lines = errlog.read().decode("utf-8", "replace").strip().splitlines()
             why = lines[-1] if lines else (f"killed by signal {-p.returncode}"
                                             if p.returncode < 0 else f"exit {p.returncode}")
+            if storage:
+                why = scrub(why, storage)
             report.problems.append(f"worker {name} (pid {p.pid}) ended: {why}")
     return report
 
