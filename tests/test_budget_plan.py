@@ -301,3 +301,24 @@ budget: {max_tokens_per_query: 80}
     assert res.budget.steps["f"]["reasons"] == [
         "skipped: the budget refused its calls (its inputs pass on)"]
     assert res.answer is not None and res.usage.tokens <= 80
+
+
+def test_first_finish_plan_counts_only_the_samples_it_keeps() -> None:
+    """A first-finish step keeps k samples; those that returned after the first k never reach
+    a later step, so the plan hold must not count them (it did, and refused or cut the
+    step's later draws though the whole graph fit)."""
+    doc = loads_graph("""
+version: 1
+name: ff
+models: {m: {backend: scripted, model: m, price: {input_per_mtok: 3.0, output_per_mtok: 15.0}}}
+defaults: {seed: 2}
+nodes:
+  gen: {role: first_finish, model: m, samples: 6, k: 1, max_tokens: 4}
+  out: {role: judge, model: m, inputs: [gen], mode: score, max_tokens: 10}
+output: out
+budget: {max_cost_usd_per_query: 0.0015857532569347596}
+""")
+    res = Executor(doc, backends={"m": Replies([1, 4], [0])}).run("2+2?")
+    assert res.budget is not None and res.budget.plan_fits
+    assert res.status == "ok", json.dumps(res.budget.to_dict())
+    assert res.usage.samples == 6 and len(res.steps["gen"].candidates) == 1

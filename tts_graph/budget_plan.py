@@ -1,11 +1,13 @@
 """Plan a whole graph under a per-query budget, then spend it in waves.
 
 At query start the planner dry-runs the graph: every step's calls are built by its role from
-synthetic worst-case inputs (each candidate as long as its step's ``max_tokens``), so a step's
-worst case counts how many candidates its inputs will really have. Every step starts at its
-narrowest width and steps widen one sample at a time, upstream first, only while the worst case
-of the *whole* graph still fits: what downstream steps (above all the output) need is reserved
-before anything upstream widens.
+synthetic worst-case inputs (each candidate counted as exactly its step's ``max_tokens`` in the
+prompts that quote it), so a step's worst case counts how many candidates its inputs will
+really have. Every step starts at its narrowest width and steps widen, upstream first, only
+while the worst case of the *whole* graph still fits: what downstream steps (above all the
+output) need is reserved before anything upstream widens. Prompt tokens are estimated from what
+the query has drawn (``prompt_estimate``): once replies come back with the server's usage,
+later waves reserve what is really needed.
 
 While the query runs, the same dry run, fed the real outputs of finished steps and the real
 completions of running ones, is the "plan hold": budget kept for steps not yet reserved. A draw
@@ -23,13 +25,10 @@ from typing import Any, cast
 
 from .budget import Costing, QueryBudget
 from .compile import CompiledGraph, Step
-from .roles.base import MAX_CANDIDATE_CHARS, Call, StepContext
+from .prompt_estimate import PromptEstimate, synthetic_text
+from .roles.base import Call, StepContext
 from .spec import AdaptiveSamples, FirstFinishNode, FuserNode, SolverNode
 from .types import Completion, Message, StepOutput
-
-#: characters a synthetic token takes: more than most tokenizers' average, so a worst-case
-#: candidate is not shorter in the downstream prompt than a real one of as many tokens
-SYNTHETIC_CHARS_PER_TOKEN = 5
 
 Counter = Callable[[str, tuple[Message, ...]], int]  # (model, messages) -> prompt tokens
 CostingOf = Callable[[str], Costing]
@@ -76,15 +75,11 @@ def call_width(call: Call, width: int | None) -> int:
     return max(1, min(call.n, width))
 
 
-def synthetic(n: int, max_tokens: int, start: int) -> list[Completion]:
-    """``n`` worst-case completions, distinct (a judge sees each text once)."""
-    chars = min(MAX_CANDIDATE_CHARS, SYNTHETIC_CHARS_PER_TOKEN * max_tokens)
-    out = []
-    for i in range(n):
-        # one word a token, the first one the index; as long as the role would clip it
-        text = " ".join([str(start + i), *["tokn"] * (max_tokens - 1)])
-        out.append(Completion(text=text[:chars], completion_tokens=max_tokens))
-    return out
+def synthetic(n: int, max_tokens: int, start: int, tag: int) -> list[Completion]:
+    """``n`` worst-case completions of step ``tag``, distinct (a judge sees each text once),
+    each counted as ``max_tokens`` wherever a later prompt quotes it."""
+    return [Completion(text=synthetic_text(tag, start + i, max_tokens),
+                       completion_tokens=max_tokens) for i in range(n)]
 
 
 @dataclass
@@ -92,6 +87,7 @@ class CallState:
     """What one running call has drawn, holds in flight, and has yet to reserve."""
 
     model: str
+    messages: tuple[Message, ...]
     prompt_tokens: int
     max_tokens: int
     unreserved: int
@@ -126,6 +122,7 @@ class GraphPlanner:
         self.question = question
         self.count = count
         self.costing = costing
+        self.tags = {sid: i for i, sid in enumerate(graph.order)}
         #: calls each pending step made in the last dry run
         self.calls_made: dict[str, int] = {}
 
@@ -156,10 +153,14 @@ class GraphPlanner:
                 for i, c in enumerate(st.calls):
                     need.add(c.unreserved, c.prompt_tokens, c.max_tokens, self.costing(c.model))
                     more = c.inflight + c.unreserved
+                    drawn = c.drawn
                     if c.keeps is not None:
-                        more = min(more, max(0, c.keeps - len(c.drawn)))
-                    results.append([*c.drawn, *synthetic(more, c.max_tokens, 1000 * i
-                                                         + len(c.drawn))])
+                        # a first-finish call keeps only ``keeps`` samples (the first to
+                        # finish): the others never reach a later step; count the longest
+                        drawn = sorted(drawn, key=lambda d: -d.completion_tokens)[: c.keeps]
+                        more = min(more, max(0, c.keeps - len(drawn)))
+                    results.append([*drawn, *synthetic(more, c.max_tokens, 1000 * i
+                                                       + len(c.drawn), self.tags[sid])])
                 outs[sid] = self._finish(step, st.ctx, results)
                 continue
             ctx = self.context(step, [outs[d] for d in step.deps])
@@ -175,7 +176,7 @@ class GraphPlanner:
                 mt = step.sampling.max_tokens
                 need.add(n, self.count(call.model, call.messages), mt, self.costing(call.model))
                 kept = n if call.first_k is None else min(n, call.first_k)
-                results.append(synthetic(kept, mt, 1000 * i))
+                results.append(synthetic(kept, mt, 1000 * i, self.tags[sid]))
             outs[sid] = self._finish(step, ctx, results)
         return need
 
@@ -297,7 +298,7 @@ def narrowest_need(graph: CompiledGraph, question: str = "") -> Amount | None:
         return Backend.count_tokens(cast(Backend, None), messages)
 
     costings = {name: costing_of(m) for name, m in graph.spec.models.items()}
-    planner = GraphPlanner(graph, question, count, costings.__getitem__)
+    planner = GraphPlanner(graph, question, PromptEstimate(count), costings.__getitem__)
     states = initial_states(graph)
     widths: dict[str, int | None] = {
         sid: (st.lo if st.wanted > 1 or st.lo > 1 else None) for sid, st in states.items()}
@@ -323,7 +324,9 @@ class BudgetLedger:
                  count: Counter, costing: CostingOf, outputs: dict[str, StepOutput]) -> None:
         self.graph = graph
         self.budget = budget
-        self.planner = GraphPlanner(graph, question, count, costing)
+        #: prompt tokens as the server counts them, learnt from the query's replies
+        self.estimate = PromptEstimate(count)
+        self.planner = GraphPlanner(graph, question, self.estimate, costing)
         self.costing = costing
         self.states = initial_states(graph)
         self.outputs = outputs  # the query's finished outputs (shared, filled by the executor)
@@ -355,7 +358,8 @@ class BudgetLedger:
         st.phase, st.ctx = "running", ctx
         width = self._widths()[sid] if self.fits else None
         mt = self.graph.steps[sid].sampling.max_tokens
-        st.calls = [CallState(call.model, self.planner.count(call.model, call.messages), mt,
+        st.calls = [CallState(call.model, call.messages,
+                              self.estimate(call.model, call.messages), mt,
                               call_width(call, width), keeps=call.first_k) for call in calls]
         if width is not None and width < st.wanted:
             # re-plan with the real inputs, often shorter than their worst case: the first
@@ -432,11 +436,19 @@ class BudgetLedger:
         c = st.calls[index]
         c.inflight -= n
         c.drawn.extend(comps)
+        for comp in comps:  # what the server reported: later estimates learn from it
+            self.estimate.reply(comp.text, comp.completion_tokens)
+            self.estimate.observed(c.model, c.messages, comp.prompt_tokens)
+        c.prompt_tokens = self.estimate(c.model, c.messages)
         st.drawn += len(comps)
         self.in_flight -= 1
         if self._changed is not None and not self._changed.done():
             self._changed.set_result(None)
         self._changed = None
+
+    def prompt_tokens(self, sid: str, index: int) -> int:
+        """The prompt tokens call ``index`` of a running step reserves per sample now."""
+        return self.states[sid].calls[index].prompt_tokens
 
     def abandon(self, sid: str, index: int) -> None:
         """The call draws no more (stopped, or cut short): nothing left to reserve for it."""

@@ -358,7 +358,9 @@ class Executor:
         they fit. ``stream`` is used by a plain call for one sample."""
         binding = self.bindings()[call.model]
         seed = step.sampling.seed + 1000 * call.seed_offset
-        prompt_tokens = binding.backend.count_tokens(call.messages)
+        # a budgeted query estimates from what it drew (the server's usage), not the counter
+        prompt_tokens = q.ledger.estimate(call.model, call.messages) if q.ledger is not None \
+            else binding.backend.count_tokens(call.messages)
         planned = call.n if planned is None else planned
         # waves only where the whole graph was planned; otherwise calls are only guarded
         ledger = q.ledger if q.ledger is not None and q.ledger.fits else None
@@ -457,6 +459,8 @@ class Executor:
             n = ledger.grant(step.id, index, n, required)
             if n == 0:
                 return []
+            # exact once an earlier wave of this call came back with the server's usage
+            prompt_tokens = ledger.prompt_tokens(step.id, index)
         res = q.budget.reserve(prompt_tokens, s.max_tokens, n, binding.costing)
         n = res.n  # the budget may allow fewer samples than asked
         if ledger is None:
