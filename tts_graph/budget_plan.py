@@ -47,6 +47,11 @@ class Amount:
         self.cost += n * costing.cost(prompt, max_tokens)
         self.flops += n * costing.flops(prompt, max_tokens)
 
+    def plus(self, other: Amount) -> None:
+        self.tokens += other.tokens
+        self.cost += other.cost
+        self.flops += other.flops
+
     def to_dict(self) -> dict[str, float | int]:
         return {"tokens": self.tokens, "cost_usd": self.cost, "flops": self.flops}
 
@@ -116,7 +121,7 @@ class StepState:
 class GraphPlanner:
     """Dry runs of one query's graph (the question fixed), under given step widths."""
 
-    def __init__(self, graph: CompiledGraph, question: str, count: Counter,
+    def __init__(self, graph: CompiledGraph, question: str, count: PromptEstimate,
                  costing: CostingOf) -> None:
         self.graph = graph
         self.question = question
@@ -125,6 +130,12 @@ class GraphPlanner:
         self.tags = {sid: i for i, sid in enumerate(graph.order)}
         #: calls each pending step made in the last dry run
         self.calls_made: dict[str, int] = {}
+        # dry runs repeat (every grant and wave re-runs the graph): a running step's output
+        # is a function of how many samples each call drew and has left (drawn only grows),
+        # a pending step's of its width, its inputs (the same objects) and the estimate
+        self._running: dict[tuple[Any, ...], StepOutput] = {}
+        self._pending: dict[tuple[Any, ...],
+                            tuple[StepOutput, Amount, int | None, list[StepOutput]]] = {}
 
     def context(self, step: Step, inputs: list[StepOutput]) -> StepContext:
         return StepContext(
@@ -147,11 +158,16 @@ class GraphPlanner:
             if st.phase == "done" and sid in outputs:
                 outs[sid] = outputs[sid]
                 continue
-            role = step.role
             if st.phase == "running" and st.ctx is not None:
+                for c in st.calls:
+                    need.add(c.unreserved, c.prompt_tokens, c.max_tokens, self.costing(c.model))
+                rkey = (sid, *((len(c.drawn), c.inflight + c.unreserved) for c in st.calls))
+                done = self._running.get(rkey)
+                if done is not None:
+                    outs[sid] = done
+                    continue
                 results = []
                 for i, c in enumerate(st.calls):
-                    need.add(c.unreserved, c.prompt_tokens, c.max_tokens, self.costing(c.model))
                     more = c.inflight + c.unreserved
                     drawn = c.drawn
                     if c.keeps is not None:
@@ -161,24 +177,40 @@ class GraphPlanner:
                         more = min(more, max(0, c.keeps - len(drawn)))
                     results.append([*drawn, *synthetic(more, c.max_tokens, 1000 * i
                                                        + len(c.drawn), self.tags[sid])])
-                outs[sid] = self._finish(step, st.ctx, results)
+                outs[sid] = self._running[rkey] = self._finish(step, st.ctx, results)
                 continue
-            ctx = self.context(step, [outs[d] for d in step.deps])
-            try:
-                calls = role.calls(ctx)
-            except Exception:  # the real run reports a role's failure; a plan skips the step
-                outs[sid] = role.passthrough(ctx)
-                continue
-            self.calls_made[sid] = len(calls)
-            results = []
-            for i, call in enumerate(calls):
-                n = call_width(call, widths.get(sid))
-                mt = step.sampling.max_tokens
-                need.add(n, self.count(call.model, call.messages), mt, self.costing(call.model))
-                kept = n if call.first_k is None else min(n, call.first_k)
-                results.append(synthetic(kept, mt, 1000 * i, self.tags[sid]))
-            outs[sid] = self._finish(step, ctx, results)
+            inputs = [outs[d] for d in step.deps]
+            pkey = (sid, widths.get(sid), self.count.version, *map(id, inputs))
+            hit = self._pending.get(pkey)
+            if hit is None:
+                hit = self._pending[pkey] = self._dry(step, inputs, widths.get(sid))
+            out, amount, made, _ = hit
+            outs[sid] = out
+            need.plus(amount)
+            if made is not None:
+                self.calls_made[sid] = made
         return need
+
+    def _dry(self, step: Step, inputs: list[StepOutput], width: int | None
+             ) -> tuple[StepOutput, Amount, int | None, list[StepOutput]]:
+        """A pending step's dry run at ``width``: its output on worst-case replies, their
+        worst case, and how many calls it makes (None: the role failed). The inputs are kept
+        with it, so the ids in its memo key stay theirs."""
+        role = step.role
+        ctx = self.context(step, inputs)
+        need = Amount()
+        try:
+            calls = role.calls(ctx)
+        except Exception:  # the real run reports a role's failure; a plan skips the step
+            return role.passthrough(ctx), need, None, inputs
+        results = []
+        mt = step.sampling.max_tokens
+        for i, call in enumerate(calls):
+            n = call_width(call, width)
+            need.add(n, self.count(call.model, call.messages), mt, self.costing(call.model))
+            kept = n if call.first_k is None else min(n, call.first_k)
+            results.append(synthetic(kept, mt, 1000 * i, self.tags[step.id]))
+        return self._finish(step, ctx, results), need, len(calls), inputs
 
     @staticmethod
     def _finish(step: Step, ctx: StepContext, results: list[list[Completion]]) -> StepOutput:
@@ -250,6 +282,25 @@ def plan_widths(planner: GraphPlanner, budget: QueryBudget, states: dict[str, St
             if planner.calls_made.get(out):
                 return False  # the output calls at full width, but no plan that fits lets it
     open_ = [sid for sid in ranged if states[sid].lo < states[sid].wanted]
+    # every open step L samples wider fits for L up to some level (more samples never need
+    # less): bisect it, then widen one sample at a time from there, as round by round from
+    # the narrowest would (no step stops short of that level: every narrower mix fits)
+    base = dict(widths)
+
+    def level(n: int) -> dict[str, int | None]:
+        return {**base, **{sid: min(cast(int, base[sid]) + n, states[sid].wanted)
+                           for sid in open_}}
+
+    lo_l, hi_l = 0, max((states[sid].wanted - cast(int, base[sid]) for sid in open_),
+                        default=0)
+    if hi_l and fits(planner.worst_case(states, {}, level(hi_l)), budget):
+        lo_l = hi_l
+    while hi_l - lo_l > 1:
+        mid = (lo_l + hi_l) // 2
+        lo_l, hi_l = (mid, hi_l) if fits(planner.worst_case(states, {}, level(mid)),
+                                         budget) else (lo_l, mid)
+    widths = level(lo_l)
+    open_ = [sid for sid in open_ if cast(int, widths[sid]) < states[sid].wanted]
     while open_:
         still: list[str] = []
         for sid in open_:

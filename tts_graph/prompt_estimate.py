@@ -5,10 +5,10 @@ A backend's ``count_tokens`` errs high (the default: about 3 characters a token)
 budget that reserves by it leaves much of itself unspent. Two things are known better once
 replies come back with the server's usage:
 
-- a reply quoted in a later prompt (a judge's candidates, a fuser's drafts) costs there what
-  the server reported for it as a completion (and an unseen reply at most its ``max_tokens``:
-  the planner's synthetic replies say so in their text), not what the counter makes of its
-  characters;
+- a reply quoted in a later prompt (a judge's candidates, a fuser's drafts) costs there at
+  most what the server reported for it as a completion, or what the counter makes of its text
+  (plus the one token a split at its edge may add), whichever is less (an unseen reply: its
+  ``max_tokens``, which the planner's synthetic replies say in their text);
 - the rest of a prompt (instructions, question, labels) costs the counter's figure times the
   ratio of reported to estimated tokens seen on this model's earlier prompts in the query
   (those that quote no reply),
@@ -49,14 +49,33 @@ class PromptEstimate:
         self.count = count
         #: a drawn reply's text (stripped) → the completion tokens the server reported for it
         self.replies: dict[str, int] = {}
-        self._patterns: list[tuple[re.Pattern[str], int]] = []
+        #: how each reply is found where a prompt quotes it: a plain prefix to look for
+        #: first (cheap), then the pattern of its quoted forms (whole, clipped), by text
+        self._found: dict[str, tuple[str, re.Pattern[str]]] = {}
+        self._patterns: list[tuple[str, re.Pattern[str], str]] = []
+        self._quoted: dict[tuple[str, str], int] = {}
         #: (model, messages) → prompt tokens the server reported for exactly that prompt
         self.exact: dict[tuple[str, tuple[Message, ...]], int] = {}
         #: model → the largest reported / counted ratio seen on a prompt quoting no reply
         self.ratio: dict[str, float] = {}
         self._memo: dict[tuple[str, tuple[Message, ...]], int] = {}
+        #: bumped whenever an estimate may have changed (dry runs are cached by it)
+        self.version = 0
 
-    def split(self, messages: tuple[Message, ...]) -> tuple[tuple[Message, ...], int]:
+    def quoted_cost(self, model: str, text: str) -> int:
+        """What a drawn reply costs where a prompt to ``model`` quotes it: its completion
+        tokens, or the counter's figure for its text, whichever is less (a simulated model's
+        completion tokens are not its text's)."""
+        key = (model, text)
+        cost = self._quoted.get(key)
+        if cost is None:
+            empty = self.count(model, (Message("user", ""),))
+            by_counter = self.count(model, (Message("user", text),)) - empty + 1
+            self._quoted[key] = cost = min(self.replies[text], by_counter)
+        return cost
+
+    def split(self, model: str, messages: tuple[Message, ...]
+              ) -> tuple[tuple[Message, ...], int]:
         """The messages without the replies they quote, and what those replies cost."""
         quoted = 0
         rest = []
@@ -68,9 +87,12 @@ class PromptEstimate:
                     quoted += int(match.group(1))
                     return ""
                 content = _SYNTHETIC.sub(synth, content)
-            for pattern, tokens in self._patterns:
+            for prefix, pattern, text in self._patterns:
+                if prefix not in content:
+                    continue
                 content, k = pattern.subn("", content)
-                quoted += k * tokens
+                if k:
+                    quoted += k * self.quoted_cost(model, text)
             rest.append(Message(m.role, content))
         return tuple(rest), quoted
 
@@ -81,7 +103,7 @@ class PromptEstimate:
         memo = self._memo.get(key)
         if memo is not None:
             return memo
-        rest, quoted = self.split(messages)
+        rest, quoted = self.split(model, messages)
         raw = self.count(model, rest)
         r = self.ratio.get(model)
         if r is not None:
@@ -96,21 +118,26 @@ class PromptEstimate:
         if not key or completion_tokens <= 0 or self.replies.get(key, -1) >= completion_tokens:
             return
         self.replies[key] = completion_tokens
-        # longest first, so a reply that is part of another is found in its own place only
-        self._patterns = []
-        for text_, tokens in sorted(self.replies.items(), key=lambda kv: -len(kv[0])):
-            forms = sorted({clip(text_), clip(text_, 800), text_}, key=len, reverse=True)
+        if key not in self._found:
+            forms = sorted({clip(key), clip(key, 800), key}, key=len, reverse=True)
             alts = "|".join(re.escape(f) for f in forms)
-            self._patterns.append((re.compile(rf"(?<!\S)(?:{alts})(?!\S)"), tokens))
+            self._found[key] = (forms[-1][:797], re.compile(rf"(?<!\S)(?:{alts})(?!\S)"))
+        # longest first, so a reply that is part of another is found in its own place only
+        self._patterns = [(*self._found[t], t)
+                          for t in sorted(self.replies, key=len, reverse=True)]
+        self._quoted = {k: v for k, v in self._quoted.items() if k[1] != key}
         self._memo.clear()
+        self.version += 1
 
     def observed(self, model: str, messages: tuple[Message, ...], prompt_tokens: int) -> None:
         """The server reported ``prompt_tokens`` for one sample of this prompt."""
         if prompt_tokens <= 0:
             return
         key = (model, messages)
-        self.exact[key] = max(self.exact.get(key, 0), prompt_tokens)
-        rest, quoted = self.split(messages)
+        if self.exact.get(key, 0) < prompt_tokens:
+            self.exact[key] = prompt_tokens
+            self.version += 1
+        rest, quoted = self.split(model, messages)
         raw = self.count(model, rest)
         # only prompts that quote no reply calibrate: what the server makes of a quoted
         # reply need not be its completion tokens (a simulated model's are not)
@@ -119,3 +146,4 @@ class PromptEstimate:
             if r > self.ratio.get(model, -1.0):
                 self.ratio[model] = r
                 self._memo.clear()
+                self.version += 1
