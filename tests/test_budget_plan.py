@@ -25,12 +25,15 @@ from tts_graph.evaluate.store import ResultStore
 from tts_graph.evaluate.summary import summarize
 from tts_graph.types import Completion, Message
 
-#: the share of the budget a query spends at least, whenever a step stopped short of the
-#: samples it wanted and the budget is at least SPEND_FLOOR_SAMPLES times the largest worst
-#: case of one sample (prompt and max_tokens) sent. What stays unspent is at most about one
-#: more sample's worst case and what the output reserved but did not use.
-SPENT_SHARE = 0.6
-SPEND_FLOOR_SAMPLES = 3
+#: whenever a step stopped short of the samples it wanted, what stays unspent is at most
+#: UNSPENT_REQUESTS worst-case requests plus what the output's calls reserved but did not
+#: use. A worst-case request: the largest prompt sent with its max_tokens, and one unseen
+#: reply quoted in it at the largest max_tokens (one more sample costs its own worst case
+#: and its place in the prompts that quote it, or the call a score-mode judge makes on it).
+#: So where the budget covers SPENT_FLOOR_REQUESTS such bounds, at least
+#: 1 - 1/SPENT_FLOOR_REQUESTS of it is spent.
+UNSPENT_REQUESTS = 2
+SPENT_FLOOR_REQUESTS = 5
 
 
 def words(messages: tuple[Message, ...]) -> int:
@@ -114,7 +117,7 @@ def test_budget_is_never_overrun_and_the_output_is_reached(
         concurrency: int) -> None:
     data["budget"] = {"max_tokens_per_query": cap}
     try:
-        results, backend = run(data, lengths, delays, queries, concurrency)
+        results, _ = run(data, lengths, delays, queries, concurrency)
     except Exception as exc:  # a cap below the graph's fewest calls is refused at compile
         assert "cannot cover the graph" in str(exc)
         return
@@ -132,12 +135,49 @@ def test_budget_is_never_overrun_and_the_output_is_reached(
         assert res.steps["out"].status == "ok"
         if data["nodes"]["out"]["role"] != "vote" and len(res.steps["solve"].candidates) > 1:
             assert any(c.step == "out" for c in res.calls)
-        # the budget is spent when a step wanted more than it drew
-        wanted_more = any(s["drawn"] < s["wanted"] and any(
-            r.startswith("stopped") for r in s["reasons"]) for s in report.steps.values())
-        largest = max(words(r.messages) + r.max_tokens for r in backend.requests)
-        if wanted_more and cap >= SPEND_FLOOR_SAMPLES * largest:
-            assert res.usage.tokens >= SPENT_SHARE * cap, json.dumps(report.to_dict())
+        check_spent(res, data, cap)
+
+
+def check_spent(res: QueryResult, data: dict[str, Any], cap: int) -> bool | None:
+    """The stated bound on what stays unspent, whenever a step wanted more than it drew
+    (None when none did); True when the budget was large enough for the spent floor."""
+    report = res.budget
+    assert report is not None
+    wanted_more = any(s["drawn"] < s["wanted"] and any(
+        r.startswith("stopped") for r in s["reasons"]) for s in report.steps.values())
+    if not wanted_more:
+        return None
+    mt = {name: node.get("max_tokens", 256) for name, node in data["nodes"].items()}
+    largest = max(c.prompt_tokens // c.samples + mt[c.node] for c in res.calls) \
+        + max(mt.values())
+    out = [c for c in res.calls if c.step == "out"]
+    out_unused = sum(c.samples * mt["out"] - c.completion_tokens for c in out)
+    bound = UNSPENT_REQUESTS * largest + out_unused
+    detail = json.dumps({**report.to_dict(), "bound": bound})
+    assert cap - res.usage.tokens <= bound, detail
+    if cap < SPENT_FLOOR_REQUESTS * bound:
+        return False
+    assert res.usage.tokens >= (1 - 1 / SPENT_FLOOR_REQUESTS) * cap, detail
+    return True
+
+
+@PROPS
+@given(st.integers(24, 96), st.integers(4, 40), st.sampled_from(["judge", "fuser"]),
+       st.integers(1500, 8000), st.lists(st.integers(1, 40), min_size=1, max_size=6),
+       st.lists(st.integers(0, 3), min_size=1, max_size=4))
+def test_a_wide_graph_spends_its_budget(samples: int, mt: int, agg: str, cap: int,
+                                        lengths: list[int], delays: list[int]) -> None:
+    """Many samples wanted, a budget covering many requests: at least the floor is spent."""
+    data: dict[str, Any] = {
+        "version": 1, "name": "wide", "models": {"m": {"backend": "scripted", "model": "m"}},
+        "nodes": {"solve": {"role": "solver", "model": "m", "samples": samples,
+                            "max_tokens": mt},
+                  "out": {"role": agg, "model": "m", "inputs": ["solve"], "max_tokens": mt}},
+        "output": "out", "budget": {"max_tokens_per_query": cap}}
+    results, _ = run(data, lengths, delays, 1, 1)
+    (res,) = results
+    assert res.usage.tokens <= cap and res.budget is not None and res.budget.plan_fits
+    check_spent(res, data, cap)
 
 
 @PROPS
