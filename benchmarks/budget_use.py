@@ -2,7 +2,8 @@
 
 For each budget B and graph shape, every query runs with ``budget: {max_tokens_per_query: B}``
 and the table reports, per (backend, graph, B): how many queries had a plan of the whole graph
-that fits, how many of those reached their output (the output step made its call), the share
+that fits when they started (and, "late", how many found one once their first replies came
+back with the server's usage, by the counter's estimate none had fitted), how many of those reached their output (the output step made its call), the share
 of B spent (mean and min; and over the queries where a step stopped short of the samples it
 wanted — the goal there is >= 80%), samples drawn of those wanted, the most committed at once
 (spent plus reserved) as a share of B, and overruns (spent > B; the goal is 0).
@@ -86,6 +87,7 @@ def graph_text(shape: str, backend: str, budget: int, url: str | None) -> str:
 class Tally:
     queries: int = 0
     fits: int = 0
+    late: int = 0
     reached: int = 0
     reached_all: int = 0
     overruns: int = 0
@@ -106,6 +108,7 @@ class Tally:
         self.shares.append(spent / budget)
         self.peak = max(self.peak, report.reserved_peak.tokens / budget)
         self.fits += int(report.plan_fits)
+        self.late += int(report.planned_late)
         reached = any(c.step == output and c.error is None for c in res.calls)
         self.reached_all += int(reached)
         if report.plan_fits:
@@ -124,7 +127,8 @@ class Tally:
         if scored:
             lo, hi = wilson(self.correct, self.queries)
             acc = f"{self.correct / self.queries:.0%} [{lo:.0%}, {hi:.0%}]"
-        return [f"{self.fits}/{self.queries}", f"{self.reached}/{self.fits}",
+        late = f" (+{self.late} late)" if self.late else ""
+        return [f"{self.fits}/{self.queries}{late}", f"{self.reached}/{self.fits}",
                 f"{self.reached_all}/{self.queries}",
                 share(self.shares), share(self.short_shares),
                 f"{self.drawn / self.queries:.1f}/{self.wanted / self.queries:.1f}",

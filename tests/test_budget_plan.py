@@ -362,3 +362,23 @@ budget: {max_cost_usd_per_query: 0.0015857532569347596}
     assert res.budget is not None and res.budget.plan_fits
     assert res.status == "ok", json.dumps(res.budget.to_dict())
     assert res.usage.samples == 6 and len(res.steps["gen"].candidates) == 1
+
+
+def test_a_plan_found_once_the_servers_usage_is_known() -> None:
+    """The counter errs high (about 3 characters a token; the server counts words): by it no
+    plan fits 300 tokens, so the solver draws its narrowest first; its reply's usage shows the
+    plan fits after all, and the query goes on as planned: more samples, then the judge."""
+    from tts_graph.backends.scripted import ScriptedBackend
+
+    def reply(req: GenerationRequest, i: int) -> str:
+        v = (req.seed + i) % 7
+        return f"Working {req.seed + i:08x} out, the result is {v}.\nAnswer: {v}"
+
+    doc = loads_graph(ISSUE_GRAPH.format(cap=300))
+    res = Executor(doc, backends={"m": ScriptedBackend(reply)}).run("What is 3 times 5?")
+    assert res.budget is not None
+    assert not res.budget.plan_fits and res.budget.planned_late
+    assert res.status == "ok" and res.usage.tokens <= 300
+    assert res.steps["solve"].meta["samples"] >= 3  # guarded, it drew 2
+    assert any(c.step == "judge" for c in res.calls)
+    assert res.to_dict()["budget"]["planned_late"] is True

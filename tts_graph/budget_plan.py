@@ -235,17 +235,20 @@ def fits(need: Amount, budget: QueryBudget) -> bool:
                 need.flops > b.max_flops_per_query - budget.used_flops - budget.held_flops)
 
 
-def plan_widths(planner: GraphPlanner, budget: QueryBudget, states: dict[str, StepState]
-                ) -> bool:
-    """Choose each step's planned width; False when not even the narrowest graph fits.
+def plan_widths(planner: GraphPlanner, budget: QueryBudget, states: dict[str, StepState],
+                outputs: dict[str, StepOutput] | None = None) -> bool:
+    """Choose each pending step's planned width; False when not even the narrowest graph
+    fits (steps already running or done count as they stand, with ``outputs``).
 
     Widening goes round the steps in graph order, one sample at a time, so upstream steps
     share what is left after the narrowest whole graph (output included) is reserved."""
+    outputs = outputs if outputs is not None else {}
     widths: dict[str, int | None] = {
         sid: (st.lo if st.wanted > 1 or st.lo > 1 else None) for sid, st in states.items()
     }
-    ranged = [sid for sid in planner.graph.order if widths[sid] is not None]
-    if not fits(planner.worst_case(states, {}, widths), budget):
+    ranged = [sid for sid in planner.graph.order
+              if widths[sid] is not None and states[sid].phase == "pending"]
+    if not fits(planner.worst_case(states, outputs, widths), budget):
         return False
     out = planner.graph.output
     if planner.graph.steps[out].calls_model and not planner.calls_made.get(out):
@@ -260,7 +263,7 @@ def plan_widths(planner: GraphPlanner, budget: QueryBudget, states: dict[str, St
                 w = trial[sid]
                 assert w is not None
                 trial[sid] = w + 1
-                if not fits(planner.worst_case(states, {}, trial), budget):
+                if not fits(planner.worst_case(states, outputs, trial), budget):
                     trial[sid] = w
                     continue
                 reached = bool(planner.calls_made.get(out))
@@ -278,7 +281,7 @@ def plan_widths(planner: GraphPlanner, budget: QueryBudget, states: dict[str, St
         else:
             full = {sid: (st.wanted if w is not None else None)
                     for (sid, w), st in zip(widths.items(), states.values(), strict=True)}
-            planner.worst_case(states, {}, full)
+            planner.worst_case(states, outputs, full)
             if planner.calls_made.get(out):
                 return False  # the output calls at full width, but no plan that fits lets it
     open_ = [sid for sid in ranged if states[sid].lo < states[sid].wanted]
@@ -293,11 +296,11 @@ def plan_widths(planner: GraphPlanner, budget: QueryBudget, states: dict[str, St
 
     lo_l, hi_l = 0, max((states[sid].wanted - cast(int, base[sid]) for sid in open_),
                         default=0)
-    if hi_l and fits(planner.worst_case(states, {}, level(hi_l)), budget):
+    if hi_l and fits(planner.worst_case(states, outputs, level(hi_l)), budget):
         lo_l = hi_l
     while hi_l - lo_l > 1:
         mid = (lo_l + hi_l) // 2
-        lo_l, hi_l = (mid, hi_l) if fits(planner.worst_case(states, {}, level(mid)),
+        lo_l, hi_l = (mid, hi_l) if fits(planner.worst_case(states, outputs, level(mid)),
                                          budget) else (lo_l, mid)
     widths = level(lo_l)
     open_ = [sid for sid in open_ if cast(int, widths[sid]) < states[sid].wanted]
@@ -307,7 +310,7 @@ def plan_widths(planner: GraphPlanner, budget: QueryBudget, states: dict[str, St
             w = widths[sid]
             assert w is not None
             widths[sid] = w + 1
-            if fits(planner.worst_case(states, {}, widths), budget):
+            if fits(planner.worst_case(states, outputs, widths), budget):
                 if w + 1 < states[sid].wanted:
                     still.append(sid)
             else:
@@ -384,6 +387,8 @@ class BudgetLedger:
         #: False: not even the narrowest whole graph fits; calls are only guarded (each
         #: reserves its worst case, narrowed or refused when it does not fit)
         self.fits = plan_widths(self.planner, budget, self.states)
+        #: whether a plan fitted when the query started (``fits`` may turn True later)
+        self.fitted_at_start = self.fits
         self.in_flight = 0
         self._changed: asyncio.Future[None] | None = None
         if self.fits:
@@ -412,6 +417,12 @@ class BudgetLedger:
         st.calls = [CallState(call.model, call.messages,
                               self.estimate(call.model, call.messages), mt,
                               call_width(call, width), keeps=call.first_k) for call in calls]
+        if not self.fits and width_range(self.graph.steps[sid]) is not None:
+            # no plan fits by the counter's estimate: draw the narrowest first, so that once
+            # the server's usage is known a plan may fit after all (``returned``)
+            for c, call in zip(st.calls, calls, strict=True):
+                if call.first_k is None:
+                    c.unreserved = call_width(call, st.lo)
         if width is not None and width < st.wanted:
             # re-plan with the real inputs, often shorter than their worst case: the first
             # wave takes as many samples as now fit (a first-finish step has no later waves)
@@ -491,11 +502,31 @@ class BudgetLedger:
             self.estimate.reply(comp.text, comp.completion_tokens)
             self.estimate.observed(c.model, c.messages, comp.prompt_tokens)
         c.prompt_tokens = self.estimate(c.model, c.messages)
+        if not self.fits:
+            self._replan()
         st.drawn += len(comps)
         self.in_flight -= 1
         if self._changed is not None and not self._changed.done():
             self._changed.set_result(None)
         self._changed = None
+
+    def _replan(self) -> None:
+        """A guarded query plans again with what its replies taught the estimate: when the
+        rest of the graph now fits, it runs as planned (the output's share held, waves)."""
+        if not plan_widths(self.planner, self.budget, self.states, self.outputs):
+            return
+        self.fits = True
+        self._hold(self.planner.worst_case(self.states, self.outputs, self._widths()))
+        self.budget.note_peak()
+        for st in self.states.values():
+            if st.phase == "pending" and st.planned < st.wanted:
+                st.reasons.append(f"planned {st.planned} of {st.wanted} samples once replies "
+                                  "came back: the worst case of more does not fit beside what "
+                                  "later steps need")
+        for sid, st in self.states.items():
+            if st.phase != "pending" and width_range(self.graph.steps[sid]) is not None:
+                st.reasons.append("planned once replies came back (by the counter's estimate "
+                                  "no plan fitted when the query started)")
 
     def prompt_tokens(self, sid: str, index: int) -> int:
         """The prompt tokens call ``index`` of a running step reserves per sample now."""
@@ -537,7 +568,8 @@ class BudgetLedger:
         return BudgetReport(
             granted=granted(b), spent=Amount(b.used_tokens, b.used_cost, b.used_flops),
             reserved_peak=Amount(b.peak_tokens, b.peak_cost, b.peak_flops),
-            plan_fits=self.fits, steps=steps,
+            plan_fits=self.fitted_at_start, steps=steps,
+            planned_late=self.fits and not self.fitted_at_start,
         )
 
 
@@ -557,6 +589,9 @@ class BudgetReport:
     reserved_peak: Amount
     plan_fits: bool
     steps: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: no plan fitted at the start, by the counter's estimate, but one did once replies came
+    #: back with the server's usage (the rest of the graph ran as planned)
+    planned_late: bool = False
 
     def share_spent(self) -> float | None:
         """Spent over granted, on the tightest declared cap (None when none is declared)."""
@@ -569,4 +604,5 @@ class BudgetReport:
     def to_dict(self) -> dict[str, Any]:
         return {"granted": self.granted, "spent": self.spent.to_dict(),
                 "reserved_peak": self.reserved_peak.to_dict(), "plan_fits": self.plan_fits,
+                "planned_late": self.planned_late,
                 "share_spent": self.share_spent(), "steps": self.steps}
