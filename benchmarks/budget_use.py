@@ -3,10 +3,11 @@
 For each budget B and graph shape, every query runs with ``budget: {max_tokens_per_query: B}``
 and the table reports, per (backend, graph, B): how many queries had a plan of the whole graph
 that fits when they started (and, "late", how many found one once their first replies came
-back with the server's usage, by the counter's estimate none had fitted), how many of those reached their output (the output step made its call), the share
-of B spent (mean and min; and over the queries where a step stopped short of the samples it
-wanted — the goal there is >= 80%), samples drawn of those wanted, the most committed at once
-(spent plus reserved) as a share of B, and overruns (spent > B; the goal is 0).
+back with the server's usage, by the counter's estimate none had fitted), how many of those
+reached their output (the output step made its call), the share of B spent (mean and min;
+and over the queries where a step stopped short of the samples it wanted — the goal there is
+>= 80%), samples drawn of those wanted, the most committed at once (spent plus reserved) as a
+share of B, and overruns (spent > B; the goal is 0).
 
 Shapes: ``solve_judge`` (solver × 16, 40 tokens → judge; the case of issue 15),
 ``best_of_n_judge`` and ``mixture_of_agents`` (graphs/). Backends:
