@@ -145,16 +145,18 @@ class GraphPlanner:
         )
 
     def worst_case(self, states: dict[str, StepState], outputs: dict[str, StepOutput],
-                   widths: dict[str, int | None]) -> Amount:
+                   widths: dict[str, int | None], only: str | None = None) -> Amount:
         """What the steps not yet reserved may still cost: pending steps at ``widths``,
         and the calls of running steps not yet sent. Finished steps feed downstream prompts
         with their real outputs; running ones with what they drew plus worst-case samples
-        for what is in flight or still to draw."""
+        for what is in flight or still to draw. ``only``: what that one step may cost."""
         need = Amount()
+        total = need
         outs: dict[str, StepOutput] = {}
         for sid in self.graph.order:
             step = self.graph.steps[sid]
             st = states[sid]
+            need = total if only in (None, sid) else Amount()
             if st.phase == "done" and sid in outputs:
                 outs[sid] = outputs[sid]
                 continue
@@ -189,7 +191,7 @@ class GraphPlanner:
             need.plus(amount)
             if made is not None:
                 self.calls_made[sid] = made
-        return need
+        return total
 
     def _dry(self, step: Step, inputs: list[StepOutput], width: int | None
              ) -> tuple[StepOutput, Amount, int | None, list[StepOutput]]:
@@ -394,6 +396,8 @@ class BudgetLedger:
         if self.fits:
             self._hold(self.planner.worst_case(self.states, outputs, self._widths()))
             budget.note_peak()
+        else:
+            self._hold(self._output_share())
         for st in self.states.values():
             if st.planned < st.wanted:
                 st.reasons.append(f"planned {st.planned} of {st.wanted} samples: the "
@@ -456,8 +460,6 @@ class BudgetLedger:
         hold as if all were drawn, and lets ``QueryBudget.reserve`` narrow or refuse it when
         the plan's estimate fell short; an optional one (beyond the plan) gets what fits
         whole, maybe 0."""
-        if not self.fits:
-            return want
         c = self.states[sid].calls[index]
         costing = self.costing(c.model)
 
@@ -465,9 +467,17 @@ class BudgetLedger:
             saved = c.inflight, c.unreserved
             c.inflight, c.unreserved = c.inflight + n, max(0, c.unreserved - n)
             try:
+                if not self.fits:
+                    return self._output_share()
                 return self.planner.worst_case(self.states, self.outputs, self._widths())
             finally:
                 c.inflight, c.unreserved = saved
+
+        if not self.fits:
+            # guarded: no plan of the whole graph fits, but a call never takes the output's
+            # own narrowest share (when that alone fits); ``reserve`` narrows or refuses
+            self._hold(need(want))
+            return want
 
         def ok(n: int) -> bool:
             self._hold(need(n))
@@ -510,13 +520,52 @@ class BudgetLedger:
             self._changed.set_result(None)
         self._changed = None
 
+    def _output_share(self) -> Amount:
+        """What the output step may cost at the narrowest widths upstream (nothing when that
+        alone does not fit: then calls are only guarded)."""
+        narrowest = {sid: (st.lo if st.wanted > 1 or st.lo > 1 else None)
+                     for sid, st in self.states.items()}
+        share = self.planner.worst_case(self.states, self.outputs, narrowest,
+                                        only=self.graph.output)
+        self.budget.hold_for_plan(0, 0.0, 0.0)
+        return share if fits(share, self.budget) else Amount()
+
     def _replan(self) -> None:
         """A guarded query plans again with what its replies taught the estimate: when the
         rest of the graph now fits, it runs as planned (the output's share held, waves)."""
+        self.budget.hold_for_plan(0, 0.0, 0.0)  # the plan is checked against what is free
         if not plan_widths(self.planner, self.budget, self.states, self.outputs):
+            self._hold(self._output_share())
             return
+        need = self.planner.worst_case(self.states, self.outputs, self._widths())
+        out = self.graph.output
+        if self.graph.steps[out].calls_model and self.states[out].phase == "pending" \
+                and not self.planner.calls_made.get(out):
+            # the output would make no call (a judge shown one candidate): running steps draw
+            # more, one sample at a time, while that fits, until it does; else stay guarded
+            added: list[CallState] = []
+            for sid in self.graph.order:
+                st = self.states[sid]
+                if st.phase != "running" or width_range(self.graph.steps[sid]) is None:
+                    continue
+                for c in st.calls:
+                    while c.keeps is None and not self.planner.calls_made.get(out) and \
+                            len(c.drawn) + c.inflight + c.unreserved < st.wanted:
+                        c.unreserved += 1
+                        need = self.planner.worst_case(self.states, self.outputs,
+                                                       self._widths())
+                        if not fits(need, self.budget):
+                            c.unreserved -= 1
+                            break
+                        added.append(c)
+            need = self.planner.worst_case(self.states, self.outputs, self._widths())
+            if not self.planner.calls_made.get(out):
+                for c in added:
+                    c.unreserved -= 1
+                self._hold(self._output_share())
+                return
         self.fits = True
-        self._hold(self.planner.worst_case(self.states, self.outputs, self._widths()))
+        self._hold(need)
         self.budget.note_peak()
         for st in self.states.values():
             if st.phase == "pending" and st.planned < st.wanted:
