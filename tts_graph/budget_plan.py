@@ -14,6 +14,10 @@ completions of running ones, is the "plan hold": budget kept for steps not yet r
 is granted only if its own worst case fits beside that hold, so the output can always run.
 As calls return and are settled against what they really used, a narrowed step draws further
 samples (the next seeds in order) while they still fit: the budget granted is spent.
+
+Where no plan fits by the counter's first estimate, ranged steps draw their narrowest first
+and the query plans again with each reply (the estimate learns the server's usage): a plan
+found then is run as one found at the start ("late"); until then calls are only guarded.
 """
 
 from __future__ import annotations
@@ -387,7 +391,8 @@ class BudgetLedger:
         self.states = initial_states(graph)
         self.outputs = outputs  # the query's finished outputs (shared, filled by the executor)
         #: False: not even the narrowest whole graph fits; calls are only guarded (each
-        #: reserves its worst case, narrowed or refused when it does not fit)
+        #: reserves its worst case, narrowed or refused when it does not fit, beside the
+        #: output's own share) until, with the replies' usage known, a plan fits (``_replan``)
         self.fits = plan_widths(self.planner, budget, self.states)
         #: whether a plan fitted when the query started (``fits`` may turn True later)
         self.fitted_at_start = self.fits
