@@ -66,3 +66,16 @@ def test_a_ratio_above_one_is_used_as_is() -> None:
     est.observed("m", p, 2 * est("m", p))
     q = msgs("five six seven eight nine ten")
     assert est("m", q) == 2 * sum(len(m.content.split()) for m in q)
+
+
+def test_a_reply_whose_completion_tokens_exceed_its_text_counts_as_its_text() -> None:
+    """A simulated model reports hundreds of completion tokens for a short text; quoted, the
+    text costs what the counter makes of it (+1 for the split at its edge), not those."""
+    est = PromptEstimate(default_count)
+    reply = "Simulated solver output. Answer: 7"
+    prompt = msgs(f"Problem: 2+2?\n\n[Solution 1]\n{reply}\n\n[Solution 2]\nAnswer: 8")
+    est.reply(reply, 300)
+    empty = default_count("m", (Message("user", ""),))
+    by_text = default_count("m", (Message("user", reply),)) - empty + 1
+    rest = msgs("Problem: 2+2?\n\n[Solution 1]\n\n\n[Solution 2]\nAnswer: 8")
+    assert est("m", prompt) == default_count("m", rest) + by_text

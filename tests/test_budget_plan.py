@@ -382,3 +382,32 @@ def test_a_plan_found_once_the_servers_usage_is_known() -> None:
     assert res.steps["solve"].meta["samples"] >= 3  # guarded, it drew 2
     assert any(c.step == "judge" for c in res.calls)
     assert res.to_dict()["budget"]["planned_late"] is True
+
+
+GUARDED = """
+version: 1
+name: t
+models: {{m: {{backend: scripted, model: m}}}}
+nodes:
+  s: {{role: solver, model: m, samples: 4, max_tokens: 30}}
+  f: {{role: fuser, model: m, inputs: [s], max_tokens: 30}}
+output: f
+budget: {{max_tokens_per_query: {cap}}}
+"""
+
+
+def test_guarded_calls_leave_the_outputs_share_but_not_its_inputs() -> None:
+    """No plan fits (replies use all 30 tokens; one sample and the fuser need 147): a guarded
+    draw leaves the fuser's own share, narrowed for it, so the output runs; where even that
+    leaves no room, the query's first draw is only guarded, so the fuser is not run on
+    nothing."""
+    def run_at(cap: int) -> QueryResult:
+        doc = loads_graph(GUARDED.format(cap=cap))
+        return Executor(doc, backends={"m": Replies([30], [0])}).run("q")
+
+    res = run_at(130)
+    assert res.budget is not None and not res.budget.plan_fits
+    assert any(c.step == "f" for c in res.calls) and res.usage.tokens <= 130
+    res = run_at(100)
+    assert any(c.step == "s" for c in res.calls) and res.usage.tokens <= 100
+    assert res.steps["s"].candidates

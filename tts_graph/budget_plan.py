@@ -464,7 +464,7 @@ class BudgetLedger:
         hold set to match. A required draw (within the plan) asks for all ``want`` with the
         hold as if all were drawn, and lets ``QueryBudget.reserve`` narrow or refuse it when
         the plan's estimate fell short; an optional one (beyond the plan) gets what fits
-        whole, maybe 0."""
+        whole, maybe 0. Where no plan fits, every draw asks for all ``want``."""
         c = self.states[sid].calls[index]
         costing = self.costing(c.model)
 
@@ -479,9 +479,13 @@ class BudgetLedger:
                 c.inflight, c.unreserved = saved
 
         if not self.fits:
-            # guarded: no plan of the whole graph fits, but a call never takes the output's
-            # own narrowest share (when that alone fits); ``reserve`` narrows or refuses
+            # guarded (no plan of the whole graph fits): a draw leaves the output's own share
+            # (when that alone fits), narrowed or refused by ``reserve`` for it, except the
+            # query's first draw when refused (the output needs some input more than its share)
             self._hold(need(want))
+            if self.in_flight == 0 and not any(st.drawn for st in self.states.values()) \
+                    and not self.budget.covers(c.prompt_tokens, 1, 1, costing):
+                self._hold(Amount())
             return want
 
         def ok(n: int) -> bool:
