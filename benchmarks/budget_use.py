@@ -246,7 +246,7 @@ def main() -> int:
         with spawn_fault_server(FaultConfig()) as url:
             rows += asyncio.run(run_rows("loopback", qs, None, None, BUDGETS, url,
                                          a.concurrency))
-    from tts_graph.backends.sim import sim_task
+    from tts_graph.sim import sim_task
 
     task = sim_task(a.sim_questions)
     rows += asyncio.run(run_rows("sim", [it.question for it in task.items], task.items,

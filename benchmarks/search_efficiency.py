@@ -1,6 +1,6 @@
 """Search efficiency (issue 10): how many trials each searcher needs on SIMULATED spaces.
 
-Three spaces over the simulated models of ``backend: sim`` (``tts_graph/backends/sim.py``:
+Three spaces over the simulated models of ``backend: sim`` (``tts_graph/sim/``:
 simulated Llama 1B/3B/8B/70B, calibrated to Agent-REINFORCE's MATH figures), each on a fixed
 set of simulated questions (``sim:N``); every model declares its parameters and price, as a
 user would for FLOPs and cost caps:
@@ -48,12 +48,12 @@ import optuna
 from _common import ROOT, percentile, print_header, table
 
 from tts_graph.backends.base import Backend, GenerationRequest, ModelInfo
-from tts_graph.backends.sim import PROFILES, SIM_VERSION, sim_task
 from tts_graph.executor import Executor
 from tts_graph.search.registry import create_searcher
 from tts_graph.search.space import Infeasible, Space
 from tts_graph.search.spec import Pruning, SearcherSpec, SearchSpec
 from tts_graph.search.trial import TrialResult
+from tts_graph.sim import PROFILES, SIM_VERSION, sim_task
 from tts_graph.types import Completion
 
 SIZES = {"l1": "llama-1b", "l3": "llama-3b", "l8": "llama-8b", "l70": "llama-70b"}

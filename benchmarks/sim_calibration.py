@@ -24,8 +24,8 @@ from typing import Any
 from _common import print_header, table, wilson
 
 from tts_graph import Executor, loads_graph
-from tts_graph.backends.sim import PROFILES, sim_task
 from tts_graph.evaluate.tasks import Task
+from tts_graph.sim import PROFILES, sim_task
 
 MODELS = "\n".join(f"  m{name.split('-')[1]}: {{backend: sim, model: {name}}}" for name in PROFILES)
 HEAD = f"""version: 1

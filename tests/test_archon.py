@@ -151,6 +151,51 @@ def test_the_older_layer_form_and_a_single_model() -> None:
     assert g["output"] == "l1_generator"
 
 
+def test_older_form_branches_are_dropped_with_a_note() -> None:
+    """Archon's Layer reads only ``models`` from the older form: ``branches`` changes nothing
+    there, so it is dropped and the file's head says so."""
+    notes: dict[str, list[str]] = {}
+    g = archon_to_dict({"name": "br", "layers": [
+        {"branches": 5, "models": [comp("generator", "gpt-4o")]},
+        {"branches": 1, "models": [comp("fuser", "gpt-4o")]}]}, notes=notes)
+    assert list(g["nodes"]) == ["l1_generator", "l2_fuser"]
+    assert notes[""] == ["layer 1: branches 5 dropped: Archon reads only the models of an "
+                         "older-form layer"]
+    assert "# layer 1: branches 5 dropped:" in to_yaml(g, notes=notes)
+
+
+def test_outputs_nothing_reads_are_left_out_with_a_note() -> None:
+    """Archon's generator ignores earlier outputs and replaces them, and a critic replaces
+    earlier critiques: what nothing reads is left out (with a comment), not refused."""
+    notes: dict[str, list[str]] = {}
+    g = archon_to_dict({"name": "two", "layers": [
+        [comp("generator", "a"), comp("generator", "b")],
+        [comp("generator", "c", samples=2)],
+        [comp("fuser", "d")]]}, notes=notes)
+    assert list(g["nodes"]) == ["l2_generator", "l3_fuser"]
+    assert "inputs" not in g["nodes"]["l2_generator"]  # it reads the query alone
+    assert g["nodes"]["l3_fuser"]["inputs"] == ["l2_generator"]
+    assert sorted(g["models"]) == ["c", "d"]  # no entry for a model only left-out nodes used
+    assert notes[""] == ["l1_generator1, l1_generator2 left out: no later component reads "
+                         "their output (in Archon it is computed and then replaced)"]
+    # run: the left-out layer costs no call; the fuser fuses the second layer's two samples
+    c = ScriptedBackend(lambda req, i: f"Second layer {i}. Answer: 4")
+    d = ScriptedBackend(lambda req, i: "Fused. Answer: 4")
+    res = Graph.from_dict(g, backends={"c": c, "d": d}).run("What is 2 + 2?")
+    assert res.status == "ok" and res.text == "Fused. Answer: 4"
+    assert sum(r.n for r in c.requests) == 2 and len(d.requests) == 1
+    assert "What is 2 + 2?" in c.requests[0].messages[-1].content
+    assert "Second layer" in d.requests[0].messages[-1].content
+    notes = {}
+    g = archon_to_dict({"name": "cc", "layers": [
+        [comp("generator")], [comp("critic", "c1")], [comp("critic", "c2")],
+        [comp("fuser")]]}, notes=notes)
+    assert g["nodes"]["l4_fuser"]["inputs"] == ["l1_generator", "l3_critic"]
+    assert "l2_critic" not in g["nodes"]
+    assert notes[""] == ["l2_critic left out: no later component reads its critiques (in "
+                         "Archon they are computed and then replaced)"]
+
+
 def test_cli_output_validates_and_shows(tmp_path: Path) -> None:
     src = write(tmp_path, FULL)
     proc = cli("import", "archon", str(src))
@@ -406,9 +451,6 @@ def test_the_test_configs_cover_every_component_type_and_field() -> None:
     ([[comp("generator")], [comp("critic")]],
      "layers.1: the last layer is a critic: its critiques would feed nothing (end with a "
      "fuser, a ranker or a verifier)"),
-    ([[comp("generator")], [comp("generator")]],
-     "layers.1.0.type: generators run only in the first layer (Archon's rule: a generator "
-     "ignores earlier outputs)"),
     ([[comp("fuser")]],
      "layers.0.0.type: a fuser needs candidates from an earlier layer: the first layer must "
      "hold generators"),
@@ -430,11 +472,6 @@ def test_the_test_configs_cover_every_component_type_and_field() -> None:
      "layers.0.0.model_type: unknown model type 'MyEndpoint' (custom generators have no "
      "tts-graph equivalent; known: OpenAI_API, Together_API, Anthropic_API, Groq_API, "
      "Google_API, Bedrock_API, vLLM)"),
-    ([[comp("generator")], {"branches": 2, "models": [comp("fuser")]}],
-     "layers.1.branches: several branches have no tts-graph equivalent"),
-    ([[comp("generator")], [comp("critic")], [comp("critic")], [comp("fuser")]],
-     "layers.2.0.type: a critic right after a critic: the first one's critiques would be "
-     "dropped (Archon replaces them)"),
     ([[comp("generator", samples=0)]], "layers.0.0.samples: must be an integer >= 1"),
     ([[comp("generator", temperature=3)]], "layers.0.0.temperature: must be a number from 0 "
      "to 2"),
@@ -452,6 +489,23 @@ def test_top_level_problems() -> None:
         "a.json: custom: custom components have no tts-graph equivalent"]
     assert errors_of([1, 2]) == [
         "a.json:1: an Archon config must be a JSON object with 'name' and 'layers'"]
+
+
+def test_a_layer_written_as_one_component_is_one_clear_error(tmp_path: Path) -> None:
+    """A layer given as a bare component (no list around it): Archon's Layer takes a dict
+    for the older ``{"models": [...]}`` form and fails on it, so this is refused, in one line
+    that says how to write it, not one line per field of the component."""
+    data = {"name": "one-model", "layers": [
+        {"type": "generator", "model": "Qwen/Qwen2-7B-Instruct", "model_type": "Together_API",
+         "temperature": 0.5, "max_tokens": 512, "samples": 1}]}
+    src = write(tmp_path, data)
+    proc = cli("import", "archon", str(src))
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        f"{src}:4: layers.0: a layer must be a list of components: this one is a single "
+        "component (write the layer as [ {...} ]; Archon cannot load this form either)")
+    data["layers"] = [[data["layers"][0]]]  # the same component in a list imports
+    assert archon_to_dict(data, source="a.json")["nodes"]
 
 
 def test_errors_name_the_line_in_the_file(tmp_path: Path) -> None:

@@ -92,3 +92,11 @@ def test_adaptive_width_quick() -> None:
     out = run_bench("adaptive_width.py", "--quick")
     assert_printed(out, "## Adaptive width", "| width", "| fixed", "- votes for the leading",
                    "Replay of stopping rules", "| settled, min 2")
+
+
+def test_archon_import_rate_quick() -> None:
+    out = run_bench("archon_import_rate.py", "--quick", "--show-refused")
+    assert_printed(out, "## Archon import rate", "4 configs under quick/",
+                   "| imported + validated       | 2", "| crashed                    | 0",
+                   "refused pairrm.json: the PairRM reward-model ranker",
+                   "refused broken.json: invalid JSON")

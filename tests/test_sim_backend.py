@@ -12,10 +12,13 @@ from pathlib import Path
 import pytest
 
 from tts_graph import Executor, QueryResult, loads_graph
-from tts_graph.backends import sim as simmod
+from tts_graph import sim as simmod
 from tts_graph.backends.base import GenerationRequest
 from tts_graph.backends.registry import backend_names, create_backend
-from tts_graph.backends.sim import (
+from tts_graph.cache import ResponseCache
+from tts_graph.errors import BackendError
+from tts_graph.evaluate.tasks import TaskError, load_task
+from tts_graph.sim import (
     PROFILES,
     SimBackend,
     SimQuestion,
@@ -23,9 +26,6 @@ from tts_graph.backends.sim import (
     read_prompt,
     sim_task,
 )
-from tts_graph.cache import ResponseCache
-from tts_graph.errors import BackendError
-from tts_graph.evaluate.tasks import TaskError, load_task
 from tts_graph.spec import ModelSpec
 from tts_graph.types import Message
 

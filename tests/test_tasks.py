@@ -133,7 +133,7 @@ def test_builtin_scorer_override_and_field_options() -> None:
 def test_unknown_task() -> None:
     with pytest.raises(TaskError) as err:
         load_task("mmlu")
-    assert "not a built-in (gsm8k, aime2025, gpqa_diamond, humaneval, easy)" in str(err.value)
+    assert "not a built-in (gsm8k, aime2025, gpqa_diamond, humaneval, easy, sim)" in str(err.value)
     assert isinstance(err.value, TTSGraphError)
 
 

@@ -29,6 +29,7 @@ import pytest
 
 from tts_graph import Executor, Graph, loads_graph
 from tts_graph.backends import vllm_backend as vb
+from tts_graph.backends import vllm_engine
 from tts_graph.backends.base import GenerationRequest
 from tts_graph.backends.registry import backend_names, create_backend
 from tts_graph.errors import BackendError, TTSGraphError
@@ -284,11 +285,11 @@ class FakeApi(vb.VllmApi):
 @pytest.fixture
 def fake_hosts() -> Iterator[None]:
     """Stop the engine threads that a test's fake engines started."""
-    before = set(vb._HOSTS)
+    before = set(vllm_engine._HOSTS)
     yield
-    with vb._HOSTS_LOCK:
-        new = [k for k in vb._HOSTS if k not in before]
-        hosts = [vb._HOSTS.pop(k) for k in new]
+    with vllm_engine._HOSTS_LOCK:
+        new = [k for k in vllm_engine._HOSTS if k not in before]
+        hosts = [vllm_engine._HOSTS.pop(k) for k in new]
     for h in hosts:
         h.shutdown(timeout=5)
 
@@ -522,7 +523,7 @@ def gpu_backend(vllm_model: str) -> Iterator[vb.VllmBackend]:
     b = vb.VllmBackend(vllm_model, options=GPU_OPTIONS, params=135e6)
     asyncio.run(b.host.ready())
     yield b
-    vb.shutdown_engines()
+    vllm_engine.shutdown_engines()
 
 
 def _graph(model: str) -> str:
@@ -626,7 +627,7 @@ def test_gpu_throughput_matches_vllm_generate(vllm_model: str,
     prompts = [{"prompt_token_ids": b.prompt_ids(r.messages)} for r in reqs]
     params = [SamplingParams(**vb.sampling_kwargs(r, max_tokens=r.max_tokens,
                                                   own={"ignore_eos": True})) for r in reqs]
-    vb.shutdown_engines()  # give the GPU memory back before the reference engine loads
+    vllm_engine.shutdown_engines()  # give the GPU memory back before the reference engine loads
     gc.collect()
 
     llm = LLM(model=vllm_model, enable_prefix_caching=True, **GPU_OPTIONS)

@@ -9,8 +9,8 @@ that meaning:
 ===================  ===================================================================
 Archon               tts-graph
 ===================  ===================================================================
-generator            ``solver`` node (``samples``); generators make the first layer that
-                     produces candidates
+generator            ``solver`` node (``samples``) that reads the query alone; a layer of
+                     generators after others replaces their candidates, as in Archon
 fuser                ``fuser`` node (``samples``) over every output of the layer before
 critic               ``critic`` node (``limit`` = the candidates it sees); the candidates
                      pass on unchanged and its critiques feed the next layers' components
@@ -33,14 +33,18 @@ model_type           a ``litellm`` model (``openai/``, ``together_ai/``, ``anthr
 batches, stores or sizes calls (``ranker_batch_size``, ``batch_num``, ``checkpoint``,
 ``max_context_length``, ...) are dropped, and so are fields no Archon component reads
 (``top_k_generations``, a generator's ``top_k``): the produced YAML says so in a comment on
-the node. ``length_control`` (a fuser's "no longer than the longest candidate") becomes that
+the node. So is the older form's ``branches`` (Archon's layer reads only its ``models``), and
+so are components whose output nothing reads (a critic whose critiques are replaced unread, a
+layer a later layer of generators replaces), with a comment in the file's head.
+``length_control`` (a fuser's "no longer than the longest candidate") becomes that
 sentence in the fuser's prompt; ``no_system`` on a generator drops the system prompt. Where
 Archon would pick one of several final candidates at random, the graph answers with its output
 node's first candidate (a ranker's: the top-ranked one).
 
 Parts with no equivalent — custom components, the PairRM ranker, a model type without a fixed
-endpoint (``tgi``), several ``branches``, a last layer with several components — are
-errors, one line each: ``FILE:LINE: path: message``.
+endpoint (``tgi``), a last layer with several components, a fuser with no candidates to
+fuse (Archon's own run fails there), a layer written as one component rather than a list
+(Archon's own load fails there) — are errors, one line each: ``FILE:LINE: path: message``.
 """
 
 from __future__ import annotations
@@ -197,15 +201,24 @@ class _Importer:
         return v
 
 
-def _layer_components(imp: _Importer, layer: Any, loc: Loc
+def _layer_components(imp: _Importer, layer: Any, loc: Loc, head_notes: list[str]
                       ) -> tuple[list[Any], Loc] | None:
     """The components of a layer: a list, or Archon's older ``{"models": [...]}`` form."""
     if isinstance(layer, dict):
+        if "models" not in layer and "type" in layer:
+            # One line rather than one per field: Archon's Layer reads a dict layer's
+            # "models" only, so its own load fails here too (KeyError 'models').
+            imp.error(loc, "a layer must be a list of components: this one is a single "
+                           "component (write the layer as [ {...} ]; Archon cannot load this "
+                           "form either)")
+            return None
         for key in layer:
             if key not in ("models", "branches"):
                 imp.error((*loc, key), f"field '{key}' has no tts-graph equivalent")
-        if layer.get("branches", 1) != 1:
-            imp.error((*loc, "branches"), "several branches have no tts-graph equivalent")
+        branches = layer.get("branches", 1)
+        if branches != 1:  # Archon reads only "models" from this form (its Layer class)
+            head_notes.append(f"layer {loc[-1] + 1}: branches {json.dumps(branches)} dropped: "
+                              "Archon reads only the models of an older-form layer")
         models = layer.get("models")
         if not isinstance(models, list):
             imp.error((*loc, "models"), "required: a list of components")
@@ -284,6 +297,33 @@ def _fields(imp: _Importer, comp: dict[str, Any], ctype: str, loc: Loc,
             notes.append("remove_unit_tests_from_prompt dropped: only the evaluator reads it")
 
 
+def _leave_out_unread(nodes: dict[str, dict[str, Any]], output: str,
+                     notes: dict[str, list[str]]) -> None:
+    """Leave out the components whose output no later component reads: a critic whose
+    critiques are replaced before anything reads them, a layer whose candidates a later
+    layer of generators replaces (a generator ignores earlier outputs). Archon computes them
+    and drops them; here they would cost calls for nothing. Until none is left: leaving one
+    out can leave its own inputs unread."""
+    while True:
+        read = {i for node in nodes.values() for i in node.get("inputs", [])}
+        unread = [k for k in nodes if k != output and k not in read]
+        if not unread:
+            return
+        is_critic = {k: nodes[k]["role"] == "critic" for k in unread}
+        for critics in (True, False):  # one line for the critics, one for the rest
+            names = [k for k in unread if is_critic[k] == critics]
+            if not names:
+                continue
+            why = ("critiques (in Archon they are computed and then replaced)" if critics
+                   else "output (in Archon it is computed and then replaced)")
+            notes.setdefault("", []).append(
+                f"{', '.join(names)} left out: no later component reads "
+                f"{'their' if len(names) > 1 else 'its'} {why}")
+            for name in names:
+                del nodes[name]
+                notes.pop(name, None)
+
+
 def archon_to_dict(data: Any, *, source: str = "<archon>",
                    lines: dict[Loc, int] | None = None, name: str | None = None,
                    notes: dict[str, list[str]] | None = None) -> dict[str, Any]:
@@ -311,12 +351,12 @@ def archon_to_dict(data: Any, *, source: str = "<archon>",
     prev: list[str] = []  # nodes whose answers the next layer gets
     prev_count = 0  # how many candidates they hold (at most)
     critique: str | None = None  # the critic whose critiques the next layers get
-    critique_used = True
     tests: str | None = None  # the unit-test generator whose tests later layers get
     summary: list[str] = []
     last: tuple[Loc, list[str], str | None] | None = None
+    head_notes: list[str] = []  # notes on the whole graph (a comment in the file's head)
     for li, layer in enumerate(layers):
-        got = _layer_components(imp, layer, ("layers", li))
+        got = _layer_components(imp, layer, ("layers", li), head_notes)
         if got is None:
             continue
         comps, lloc = got
@@ -349,17 +389,9 @@ def archon_to_dict(data: Any, *, source: str = "<archon>",
                           f"runs it over the whole previous layer); this layer has "
                           f"{len(comps)} components")
                 continue
-            if ctype == "generator" and prev:
-                imp.error((*loc, "type"), "generators run only in the first layer "
-                          "(Archon's rule: a generator ignores earlier outputs)")
-                continue
             if ctype in NEEDS_CANDIDATES and not prev:
                 imp.error((*loc, "type"), f"a {ctype} needs candidates from an earlier "
                           "layer: the first layer must hold generators")
-                continue
-            if ctype == "critic" and critique is not None and not critique_used:
-                imp.error((*loc, "type"), "a critic right after a critic: the first one's "
-                          "critiques would be dropped (Archon replaces them)")
                 continue
             if ctype == "unit_test_evaluator" and tests is None:
                 imp.error((*loc, "type"), "a unit_test_evaluator needs the tests of a "
@@ -407,10 +439,11 @@ def archon_to_dict(data: Any, *, source: str = "<archon>",
                 words.append(f"check the unit tests with {comp.get('model')}")
             _fields(imp, comp, ctype, loc, node, node_notes)
             imp.sampling(comp, loc, node)
-            # a unit-test generator reads the query alone, like a generator
-            inputs = list(prev) if ctype != "unit_test_generator" else []
+            # generators and unit-test generators read the query alone (in a later layer
+            # too: Archon's generator ignores the earlier outputs, and replaces them)
+            inputs = list(prev) if ctype not in ("generator", "unit_test_generator") else []
             # Archon's ranker reads the critiques only with use_critiques
-            reads_critiques = ctype not in ("critic", "unit_test_generator",
+            reads_critiques = ctype not in ("generator", "critic", "unit_test_generator",
                                             "unit_test_evaluator") and (
                 ctype != "ranker" or bool(comp.get("use_critiques")))
             if critique is not None and reads_critiques:
@@ -435,10 +468,8 @@ def archon_to_dict(data: Any, *, source: str = "<archon>",
         if new_tests is not None:
             tests = new_tests
         if new_critique is not None:  # the candidates pass through a critic layer
-            critique, critique_used = new_critique, False
+            critique = new_critique
         elif layer_nodes:
-            if critique is not None:
-                critique_used = True
             if any(t == "fuser" for t in types) or not prev:
                 critique = None  # a fuser layer used them; Archon passes none further
             prev = layer_nodes
@@ -460,22 +491,17 @@ def archon_to_dict(data: Any, *, source: str = "<archon>",
     if imp.errors:
         raise GraphErrors(imp.errors)
     assert last is not None
-    # a critic whose critiques no later component reads (a ranker without use_critiques,
-    # then another critic) costs calls in Archon and changes nothing: left out here
-    read = {i for node in nodes.values() for i in node.get("inputs", [])}
-    for unread in [k for k, node in nodes.items() if node["role"] == "critic"
-                   and k not in read]:
-        del nodes[unread]
-        notes.pop(unread, None)
-        notes.setdefault("", []).append(
-            f"{unread} left out: no later component reads its critiques (in Archon they "
-            "are computed and then replaced)")
+    if head_notes:
+        notes.setdefault("", []).extend(head_notes)
+    _leave_out_unread(nodes, last[1][0], notes)
+    used = {node.get("model") for node in nodes.values()}
+    models = {k: m for k, m in imp.models.items() if k in used}
     return {
         "version": 1,
         "name": graph_name,
         "description": (f"Imported from the Archon config {Path(source).name}: "
                         + "; then ".join(summary)),
-        "models": imp.models,
+        "models": models,
         "nodes": nodes,
         "output": last[1][0],
     }

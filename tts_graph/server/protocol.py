@@ -1,0 +1,185 @@
+"""The chat completion request: which fields are accepted, ignored or refused, the body and
+nesting limits, and the validation of a body into a ``ChatRequest`` (every problem an
+``APIError`` 400 or 413 naming it)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import Request
+
+from .api_error import APIError
+from .conversation import _ROLES, _text, conversation_to_question
+
+#: request fields that are accepted and ignored: the graph's own settings rule
+IGNORED_PARAMS = frozenset({
+    "temperature", "top_p", "max_tokens", "max_completion_tokens", "seed", "stop",
+    "presence_penalty", "frequency_penalty", "logit_bias", "user", "metadata", "store",
+    "service_tier", "reasoning_effort", "verbosity", "parallel_tool_calls",
+    "prompt_cache_key", "safety_identifier", "stream_options",
+})
+#: request fields a graph cannot honour (400 when given a non-empty value)
+UNSUPPORTED_PARAMS = frozenset({
+    "tools", "tool_choice", "functions", "function_call", "logprobs", "top_logprobs",
+    "response_format", "audio", "modalities", "prediction", "web_search_options",
+})
+_KNOWN = IGNORED_PARAMS | UNSUPPORTED_PARAMS | {"model", "messages", "stream", "n", "tts_graph"}
+#: message fields that carry nothing when empty (clients echo them back from responses)
+_EMPTY_OK = {"refusal", "annotations", "audio", "function_call", "tool_calls"}
+#: default request body limit: a long conversation is a few hundred KB, so 4 MB is generous
+MAX_BODY_BYTES = 4 * 1024 * 1024
+#: an OpenAI body is ~5 levels deep; deeper ones are abuse (and would exhaust the recursion
+#: limit of whatever walks them)
+MAX_JSON_DEPTH = 64
+
+
+@dataclass
+class ChatRequest:
+    model: str
+    question: str
+    stream: bool
+    include_usage: bool
+    include_steps: bool
+    include_calls: bool
+
+
+def _given(value: Any) -> bool:
+    return value is not None and value != [] and value != {} and value is not False
+
+
+def parse_chat_request(raw: bytes) -> ChatRequest:
+    """Validate a chat completion body; raises ``APIError`` (400) naming the problem."""
+    try:
+        body = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise APIError(400, f"the request body is not valid JSON: {exc}") from None
+    except RecursionError:  # json's C parser recurses per level: ~1000 levels exhaust it
+        raise APIError(400, _too_deep()) from None
+    if _depth_exceeds(body, MAX_JSON_DEPTH):
+        raise APIError(400, _too_deep())
+    if not isinstance(body, dict):
+        raise APIError(400, "the request body must be a JSON object")
+    unknown = sorted(k for k in body if k not in _KNOWN)
+    if unknown:
+        raise APIError(400, "unrecognized request argument(s): " + ", ".join(unknown),
+                       param=unknown[0])
+    bad = sorted(k for k in UNSUPPORTED_PARAMS if _unsupported(k, body.get(k)))
+    if bad:
+        raise APIError(400, "not supported by tts-graph (a graph returns one text answer): "
+                       + ", ".join(bad), param=bad[0], code="unsupported_parameter")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise APIError(400, "'model' is required: the name of a graph (GET /v1/models)",
+                       param="model")
+    n = body.get("n")
+    if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n != 1):
+        raise APIError(400, "'n' must be 1: a graph gives one answer (it samples inside)",
+                       param="n")
+    stream = body.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise APIError(400, "'stream' must be true or false", param="stream")
+    opts = body.get("stream_options")
+    if opts is not None and not isinstance(opts, dict):
+        raise APIError(400, "'stream_options' must be an object", param="stream_options")
+    ext = body.get("tts_graph")
+    if ext is not None and (not isinstance(ext, dict)
+                            or any(k not in ("steps", "calls") for k in ext)
+                            or any(not isinstance(v, bool) for v in ext.values())):
+        raise APIError(400, "'tts_graph' must be an object like {\"steps\": true, "
+                       "\"calls\": true}", param="tts_graph")
+    messages = body.get("messages")
+    _check_messages(messages)
+    return ChatRequest(
+        model=model, question=conversation_to_question(messages), stream=bool(stream),
+        include_usage=bool((opts or {}).get("include_usage")),
+        include_steps=bool((ext or {}).get("steps")), include_calls=bool((ext or {}).get("calls")),
+    )
+
+
+def _too_deep() -> str:
+    return f"the request body is nested too deeply (at most {MAX_JSON_DEPTH} levels)"
+
+
+def _depth_exceeds(value: Any, limit: int) -> bool:
+    """Whether JSON ``value`` nests more than ``limit`` levels (iterative: no recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > limit:
+                return True
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
+    return False
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, or ``APIError`` 413 once it is known to exceed ``limit`` bytes:
+    from ``Content-Length`` before reading, else while the chunks arrive (never buffered
+    past the limit)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.strip().isdigit() and int(declared) > limit:
+        raise _too_large(limit)
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def _too_large(limit: int) -> APIError:
+    return APIError(413, f"the request body is larger than {limit:,} bytes (the server's "
+                    "--max-body-mb)", code="request_too_large")
+
+
+def _unsupported(key: str, value: Any) -> bool:
+    if key in ("tool_choice", "function_call"):
+        return value not in (None, "none")
+    if key == "response_format":
+        return value is not None and value != {"type": "text"}
+    if key == "modalities":
+        return value is not None and value != ["text"]
+    return _given(value)
+
+
+def _check_messages(messages: Any) -> None:
+    if not isinstance(messages, list) or not messages:
+        raise APIError(400, "'messages' must be a non-empty list of messages",
+                       param="messages")
+    for i, m in enumerate(messages):
+        where = f"messages[{i}]"
+        if not isinstance(m, dict):
+            raise APIError(400, f"{where}: a message must be an object", param=where)
+        role = m.get("role")
+        if role not in _ROLES:
+            raise APIError(400, f"{where}.role: {role!r} is not supported (use system, "
+                           "developer, user or assistant; tool messages are not supported)",
+                           param=f"{where}.role")
+        extra = sorted(k for k in m if k not in ("role", "content", "name")
+                       and not (k in _EMPTY_OK and not _given(m[k])))
+        if extra:
+            raise APIError(400, f"{where}: not supported: {', '.join(extra)}",
+                           param=f"{where}.{extra[0]}")
+        content = m.get("content")
+        if content is None and role == "assistant" and i < len(messages) - 1:
+            continue
+        if isinstance(content, list):
+            for j, part in enumerate(content):
+                if not (isinstance(part, dict) and part.get("type") == "text"
+                        and isinstance(part.get("text"), str)):
+                    raise APIError(400, f"{where}.content[{j}]: only text parts "
+                                   "({\"type\": \"text\", \"text\": ...}) are supported",
+                                   param=f"{where}.content")
+        elif not isinstance(content, str):
+            raise APIError(400, f"{where}.content: expected a string or a list of text parts",
+                           param=f"{where}.content")
+    if messages[-1]["role"] != "user":
+        raise APIError(400, "the last message must come from the user: it is the question",
+                       param="messages")
+    if not _text(messages[-1].get("content")).strip():
+        raise APIError(400, "the last user message is empty", param="messages")
