@@ -2,10 +2,12 @@
 
 For each budget B and graph shape, every query runs with ``budget: {max_tokens_per_query: B}``
 and the table reports, per (backend, graph, B): how many queries had a plan of the whole graph
-that fits, how many of those reached their output (the output step made its call), the share
-of B spent (mean and min; and over the queries where a step stopped short of the samples it
-wanted — the goal there is >= 80%), samples drawn of those wanted, the most committed at once
-(spent plus reserved) as a share of B, and overruns (spent > B; the goal is 0).
+that fits when they started (and, "late", how many found one once their first replies came
+back with the server's usage, by the counter's estimate none had fitted), how many of those
+reached their output (the output step made its call), the share of B spent (mean and min;
+and over the queries where a step stopped short of the samples it wanted — the goal there is
+>= 80%), samples drawn of those wanted, the most committed at once (spent plus reserved) as a
+share of B, and overruns (spent > B; the goal is 0).
 
 Shapes: ``solve_judge`` (solver × 16, 40 tokens → judge; the case of issue 15),
 ``best_of_n_judge`` and ``mixture_of_agents`` (graphs/). Backends:
@@ -14,6 +16,11 @@ Shapes: ``solve_judge`` (solver × 16, 40 tokens → judge; the case of issue 15
   own process): replies are about 9 tokens, answers random, so no accuracy;
 - SIMULATED: ``backend: sim`` on the simulated task, with accuracy. Its completions run to
   hundreds of tokens, so its graphs allow more tokens and its budgets go up to 30,000.
+
+Before that table, what budgeting costs in the executor: ``solve_judge`` on the scripted
+backend (no I/O, replies of about 9 words), per query: planning alone (the ledger a budgeted
+query builds when it starts: dry runs of the graph to choose widths), and the whole query
+unbudgeted and budgeted (planning, and the dry runs each wave's grants make). Best of 3.
 
     .venv/bin/python benchmarks/budget_use.py [--questions 30] [--sim-questions 200]
     .venv/bin/python benchmarks/budget_use.py --quick     # a few questions: it runs, no figures
@@ -25,6 +32,7 @@ import argparse
 import asyncio
 import os
 import sys
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,6 +88,7 @@ def graph_text(shape: str, backend: str, budget: int, url: str | None) -> str:
 class Tally:
     queries: int = 0
     fits: int = 0
+    late: int = 0
     reached: int = 0
     reached_all: int = 0
     overruns: int = 0
@@ -100,6 +109,7 @@ class Tally:
         self.shares.append(spent / budget)
         self.peak = max(self.peak, report.reserved_peak.tokens / budget)
         self.fits += int(report.plan_fits)
+        self.late += int(report.planned_late)
         reached = any(c.step == output and c.error is None for c in res.calls)
         self.reached_all += int(reached)
         if report.plan_fits:
@@ -118,11 +128,68 @@ class Tally:
         if scored:
             lo, hi = wilson(self.correct, self.queries)
             acc = f"{self.correct / self.queries:.0%} [{lo:.0%}, {hi:.0%}]"
-        return [f"{self.fits}/{self.queries}", f"{self.reached}/{self.fits}",
+        late = f" (+{self.late} late)" if self.late else ""
+        return [f"{self.fits}/{self.queries}{late}", f"{self.reached}/{self.fits}",
                 f"{self.reached_all}/{self.queries}",
                 share(self.shares), share(self.short_shares),
                 f"{self.drawn / self.queries:.1f}/{self.wanted / self.queries:.1f}",
                 f"{self.peak:.0%}", str(self.overruns), acc]
+
+
+def planning_cost(n: int) -> list[list[str]]:
+    """Per-query milliseconds: planning alone, and whole queries unbudgeted and budgeted."""
+    from tts_graph.backends.base import Backend
+    from tts_graph.backends.scripted import ScriptedBackend
+    from tts_graph.budget import QueryBudget
+    from tts_graph.budget_plan import BudgetLedger, costing_of
+    from tts_graph.compile import compile_graph
+    from tts_graph.types import Message
+
+    def reply(req: Any, i: int) -> str:
+        v = (req.seed + i) % 7
+        return f"Working {req.seed + i} out, the result is {v}.\nAnswer: {v}"
+
+    def count(_m: str, msgs: tuple[Message, ...]) -> int:
+        return Backend.count_tokens(ScriptedBackend(reply), msgs)
+
+    def best(f: Any) -> float:
+        times = []
+        for _ in range(3):
+            t = time.perf_counter()
+            f()
+            times.append((time.perf_counter() - t) / n * 1e3)
+        return min(times)
+
+    qs = [f"What is {i} times {i % 17 + 2}, plus {3 * i + 1}?" for i in range(n)]
+
+    async def queries(ex: Executor) -> None:
+        for q in qs:
+            await ex.arun(q)
+
+    rows = []
+    for budget in (None, *BUDGETS):
+        text = graph_text("solve_judge", "loopback", budget or 0, None).replace(
+            'backend: litellm, model: openai/fault, api_base: "None/v1", timeout_s: 30',
+            "backend: scripted, model: m")
+        if budget is None:
+            text = text[: text.index("budget:")]
+        doc = loads_graph(text)
+        ex = Executor(doc, backends={"a": ScriptedBackend(reply), "b": ScriptedBackend(reply)})
+        asyncio.run(ex.arun(qs[0]))  # warm up
+        run_ms = best(lambda ex=ex: asyncio.run(queries(ex)))
+        plan_ms = "—"
+        if budget is not None:
+            graph = compile_graph(doc, backends=["scripted"])
+            cost = costing_of(graph.spec.models["a"])
+
+            def plan(g: Any = graph, c: Any = cost) -> None:
+                for q in qs:
+                    BudgetLedger(g, q, QueryBudget(g.spec.budget), count, lambda _m: c, {})
+
+            plan_ms = f"{best(plan):.2f}"
+        rows.append(["solve_judge", f"{budget:,}" if budget else "none", plan_ms,
+                     f"{run_ms:.2f}"])
+    return rows
 
 
 HEADERS = ["backend", "graph", "B", "plan fits", "output reached where it fits",
@@ -159,11 +226,18 @@ def main() -> int:
     p.add_argument("--concurrency", type=int, default=8)
     p.add_argument("--no-loopback", action="store_true")
     p.add_argument("--quick", action="store_true", help="3 questions each: it runs")
+    p.add_argument("--planning-only", action="store_true",
+                   help="only the table of what budgeting costs in the executor")
     a = p.parse_args()
     if a.quick:
         a.questions, a.sim_questions = 3, 3
     print_header(f"Budget use: B in {', '.join(f'{b:,}' for b in BUDGETS)} tokens a query, "
                  f"{a.questions} loopback and {a.sim_questions} SIMULATED questions")
+    print(table(["graph (scripted backend)", "B", "planning ms/query", "query ms"],
+                planning_cost(20 if a.quick else 300)))
+    print()
+    if a.planning_only:
+        return 0
     rows: list[list[str]] = []
     if not a.no_loopback:
         from tts_graph.testing import FaultConfig, spawn_fault_server

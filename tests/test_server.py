@@ -144,8 +144,16 @@ def scripted_graphs() -> dict[str, Graph]:
         "vote3": graph("vote3", vote_backend(), samples=3, vote=True),
         "echo": graph("echo", echo_backend()),
         "broken": graph("broken", BrokenBackend()),
-        "budget": graph("budget", ScriptedBackend(lambda req, i: "Answer: 4"), samples=4,
-                        vote=True, max_tokens=10, budget={"max_tokens_per_query": 60}),
+        # a judge after 4 samples that 60 tokens cannot cover: the query is cut (a vote
+        # would not be: once the replies' usage is known its plan fits 2 samples)
+        "budget": Graph.from_dict({
+            "version": 1, "name": "budget", "models": {"m": {"backend": "scripted",
+                                                             "model": "budget"}},
+            "nodes": {"solve": {"role": "solver", "model": "m", "samples": 4},
+                      "judge": {"role": "judge", "model": "m", "inputs": ["solve"]}},
+            "output": "judge", "defaults": {"max_tokens": 10},
+            "budget": {"max_tokens_per_query": 60}},
+            backends={"m": ScriptedBackend(lambda req, i: "Answer: 4")}),
     }
 
 

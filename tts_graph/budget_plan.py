@@ -1,17 +1,23 @@
 """Plan a whole graph under a per-query budget, then spend it in waves.
 
 At query start the planner dry-runs the graph: every step's calls are built by its role from
-synthetic worst-case inputs (each candidate as long as its step's ``max_tokens``), so a step's
-worst case counts how many candidates its inputs will really have. Every step starts at its
-narrowest width and steps widen one sample at a time, upstream first, only while the worst case
-of the *whole* graph still fits: what downstream steps (above all the output) need is reserved
-before anything upstream widens.
+synthetic worst-case inputs (each candidate counted as exactly its step's ``max_tokens`` in the
+prompts that quote it), so a step's worst case counts how many candidates its inputs will
+really have. Every step starts at its narrowest width and steps widen, upstream first, only
+while the worst case of the *whole* graph still fits: what downstream steps (above all the
+output) need is reserved before anything upstream widens. Prompt tokens are estimated from what
+the query has drawn (``prompt_estimate``): once replies come back with the server's usage,
+later waves reserve what is really needed.
 
 While the query runs, the same dry run, fed the real outputs of finished steps and the real
 completions of running ones, is the "plan hold": budget kept for steps not yet reserved. A draw
 is granted only if its own worst case fits beside that hold, so the output can always run.
 As calls return and are settled against what they really used, a narrowed step draws further
 samples (the next seeds in order) while they still fit: the budget granted is spent.
+
+Where no plan fits by the counter's first estimate, ranged steps draw their narrowest first
+and the query plans again with each reply (the estimate learns the server's usage): a plan
+found then is run as one found at the start ("late"); until then calls are only guarded.
 """
 
 from __future__ import annotations
@@ -23,13 +29,10 @@ from typing import Any, cast
 
 from .budget import Costing, QueryBudget
 from .compile import CompiledGraph, Step
-from .roles.base import MAX_CANDIDATE_CHARS, Call, StepContext
+from .prompt_estimate import PromptEstimate, synthetic_text
+from .roles.base import Call, StepContext
 from .spec import AdaptiveSamples, FirstFinishNode, FuserNode, SolverNode
 from .types import Completion, Message, StepOutput
-
-#: characters a synthetic token takes: more than most tokenizers' average, so a worst-case
-#: candidate is not shorter in the downstream prompt than a real one of as many tokens
-SYNTHETIC_CHARS_PER_TOKEN = 5
 
 Counter = Callable[[str, tuple[Message, ...]], int]  # (model, messages) -> prompt tokens
 CostingOf = Callable[[str], Costing]
@@ -47,6 +50,11 @@ class Amount:
         self.tokens += n * (prompt + max_tokens)
         self.cost += n * costing.cost(prompt, max_tokens)
         self.flops += n * costing.flops(prompt, max_tokens)
+
+    def plus(self, other: Amount) -> None:
+        self.tokens += other.tokens
+        self.cost += other.cost
+        self.flops += other.flops
 
     def to_dict(self) -> dict[str, float | int]:
         return {"tokens": self.tokens, "cost_usd": self.cost, "flops": self.flops}
@@ -76,15 +84,11 @@ def call_width(call: Call, width: int | None) -> int:
     return max(1, min(call.n, width))
 
 
-def synthetic(n: int, max_tokens: int, start: int) -> list[Completion]:
-    """``n`` worst-case completions, distinct (a judge sees each text once)."""
-    chars = min(MAX_CANDIDATE_CHARS, SYNTHETIC_CHARS_PER_TOKEN * max_tokens)
-    out = []
-    for i in range(n):
-        # one word a token, the first one the index; as long as the role would clip it
-        text = " ".join([str(start + i), *["tokn"] * (max_tokens - 1)])
-        out.append(Completion(text=text[:chars], completion_tokens=max_tokens))
-    return out
+def synthetic(n: int, max_tokens: int, start: int, tag: int) -> list[Completion]:
+    """``n`` worst-case completions of step ``tag``, distinct (a judge sees each text once),
+    each counted as ``max_tokens`` wherever a later prompt quotes it."""
+    return [Completion(text=synthetic_text(tag, start + i, max_tokens),
+                       completion_tokens=max_tokens) for i in range(n)]
 
 
 @dataclass
@@ -92,6 +96,7 @@ class CallState:
     """What one running call has drawn, holds in flight, and has yet to reserve."""
 
     model: str
+    messages: tuple[Message, ...]
     prompt_tokens: int
     max_tokens: int
     unreserved: int
@@ -120,14 +125,21 @@ class StepState:
 class GraphPlanner:
     """Dry runs of one query's graph (the question fixed), under given step widths."""
 
-    def __init__(self, graph: CompiledGraph, question: str, count: Counter,
+    def __init__(self, graph: CompiledGraph, question: str, count: PromptEstimate,
                  costing: CostingOf) -> None:
         self.graph = graph
         self.question = question
         self.count = count
         self.costing = costing
+        self.tags = {sid: i for i, sid in enumerate(graph.order)}
         #: calls each pending step made in the last dry run
         self.calls_made: dict[str, int] = {}
+        # dry runs repeat (every grant and wave re-runs the graph): a running step's output
+        # is a function of how many samples each call drew and has left (drawn only grows),
+        # a pending step's of its width, its inputs (the same objects) and the estimate
+        self._running: dict[tuple[Any, ...], StepOutput] = {}
+        self._pending: dict[tuple[Any, ...],
+                            tuple[StepOutput, Amount, int | None, list[StepOutput]]] = {}
 
     def context(self, step: Step, inputs: list[StepOutput]) -> StepContext:
         return StepContext(
@@ -137,47 +149,74 @@ class GraphPlanner:
         )
 
     def worst_case(self, states: dict[str, StepState], outputs: dict[str, StepOutput],
-                   widths: dict[str, int | None]) -> Amount:
+                   widths: dict[str, int | None], only: str | None = None) -> Amount:
         """What the steps not yet reserved may still cost: pending steps at ``widths``,
         and the calls of running steps not yet sent. Finished steps feed downstream prompts
         with their real outputs; running ones with what they drew plus worst-case samples
-        for what is in flight or still to draw."""
+        for what is in flight or still to draw. ``only``: what that one step may cost."""
         need = Amount()
+        total = need
         outs: dict[str, StepOutput] = {}
         for sid in self.graph.order:
             step = self.graph.steps[sid]
             st = states[sid]
+            need = total if only in (None, sid) else Amount()
             if st.phase == "done" and sid in outputs:
                 outs[sid] = outputs[sid]
                 continue
-            role = step.role
             if st.phase == "running" and st.ctx is not None:
+                for c in st.calls:
+                    need.add(c.unreserved, c.prompt_tokens, c.max_tokens, self.costing(c.model))
+                rkey = (sid, *((len(c.drawn), c.inflight + c.unreserved) for c in st.calls))
+                done = self._running.get(rkey)
+                if done is not None:
+                    outs[sid] = done
+                    continue
                 results = []
                 for i, c in enumerate(st.calls):
-                    need.add(c.unreserved, c.prompt_tokens, c.max_tokens, self.costing(c.model))
                     more = c.inflight + c.unreserved
+                    drawn = c.drawn
                     if c.keeps is not None:
-                        more = min(more, max(0, c.keeps - len(c.drawn)))
-                    results.append([*c.drawn, *synthetic(more, c.max_tokens, 1000 * i
-                                                         + len(c.drawn))])
-                outs[sid] = self._finish(step, st.ctx, results)
+                        # a first-finish call keeps only ``keeps`` samples (the first to
+                        # finish): the others never reach a later step; count the longest
+                        drawn = sorted(drawn, key=lambda d: -d.completion_tokens)[: c.keeps]
+                        more = min(more, max(0, c.keeps - len(drawn)))
+                    results.append([*drawn, *synthetic(more, c.max_tokens, 1000 * i
+                                                       + len(c.drawn), self.tags[sid])])
+                outs[sid] = self._running[rkey] = self._finish(step, st.ctx, results)
                 continue
-            ctx = self.context(step, [outs[d] for d in step.deps])
-            try:
-                calls = role.calls(ctx)
-            except Exception:  # the real run reports a role's failure; a plan skips the step
-                outs[sid] = role.passthrough(ctx)
-                continue
-            self.calls_made[sid] = len(calls)
-            results = []
-            for i, call in enumerate(calls):
-                n = call_width(call, widths.get(sid))
-                mt = step.sampling.max_tokens
-                need.add(n, self.count(call.model, call.messages), mt, self.costing(call.model))
-                kept = n if call.first_k is None else min(n, call.first_k)
-                results.append(synthetic(kept, mt, 1000 * i))
-            outs[sid] = self._finish(step, ctx, results)
-        return need
+            inputs = [outs[d] for d in step.deps]
+            pkey = (sid, widths.get(sid), self.count.version, *map(id, inputs))
+            hit = self._pending.get(pkey)
+            if hit is None:
+                hit = self._pending[pkey] = self._dry(step, inputs, widths.get(sid))
+            out, amount, made, _ = hit
+            outs[sid] = out
+            need.plus(amount)
+            if made is not None:
+                self.calls_made[sid] = made
+        return total
+
+    def _dry(self, step: Step, inputs: list[StepOutput], width: int | None
+             ) -> tuple[StepOutput, Amount, int | None, list[StepOutput]]:
+        """A pending step's dry run at ``width``: its output on worst-case replies, their
+        worst case, and how many calls it makes (None: the role failed). The inputs are kept
+        with it, so the ids in its memo key stay theirs."""
+        role = step.role
+        ctx = self.context(step, inputs)
+        need = Amount()
+        try:
+            calls = role.calls(ctx)
+        except Exception:  # the real run reports a role's failure; a plan skips the step
+            return role.passthrough(ctx), need, None, inputs
+        results = []
+        mt = step.sampling.max_tokens
+        for i, call in enumerate(calls):
+            n = call_width(call, width)
+            need.add(n, self.count(call.model, call.messages), mt, self.costing(call.model))
+            kept = n if call.first_k is None else min(n, call.first_k)
+            results.append(synthetic(kept, mt, 1000 * i, self.tags[step.id]))
+        return self._finish(step, ctx, results), need, len(calls), inputs
 
     @staticmethod
     def _finish(step: Step, ctx: StepContext, results: list[list[Completion]]) -> StepOutput:
@@ -202,17 +241,20 @@ def fits(need: Amount, budget: QueryBudget) -> bool:
                 need.flops > b.max_flops_per_query - budget.used_flops - budget.held_flops)
 
 
-def plan_widths(planner: GraphPlanner, budget: QueryBudget, states: dict[str, StepState]
-                ) -> bool:
-    """Choose each step's planned width; False when not even the narrowest graph fits.
+def plan_widths(planner: GraphPlanner, budget: QueryBudget, states: dict[str, StepState],
+                outputs: dict[str, StepOutput] | None = None) -> bool:
+    """Choose each pending step's planned width; False when not even the narrowest graph
+    fits (steps already running or done count as they stand, with ``outputs``).
 
     Widening goes round the steps in graph order, one sample at a time, so upstream steps
     share what is left after the narrowest whole graph (output included) is reserved."""
+    outputs = outputs if outputs is not None else {}
     widths: dict[str, int | None] = {
         sid: (st.lo if st.wanted > 1 or st.lo > 1 else None) for sid, st in states.items()
     }
-    ranged = [sid for sid in planner.graph.order if widths[sid] is not None]
-    if not fits(planner.worst_case(states, {}, widths), budget):
+    ranged = [sid for sid in planner.graph.order
+              if widths[sid] is not None and states[sid].phase == "pending"]
+    if not fits(planner.worst_case(states, outputs, widths), budget):
         return False
     out = planner.graph.output
     if planner.graph.steps[out].calls_model and not planner.calls_made.get(out):
@@ -227,7 +269,7 @@ def plan_widths(planner: GraphPlanner, budget: QueryBudget, states: dict[str, St
                 w = trial[sid]
                 assert w is not None
                 trial[sid] = w + 1
-                if not fits(planner.worst_case(states, {}, trial), budget):
+                if not fits(planner.worst_case(states, outputs, trial), budget):
                     trial[sid] = w
                     continue
                 reached = bool(planner.calls_made.get(out))
@@ -245,17 +287,36 @@ def plan_widths(planner: GraphPlanner, budget: QueryBudget, states: dict[str, St
         else:
             full = {sid: (st.wanted if w is not None else None)
                     for (sid, w), st in zip(widths.items(), states.values(), strict=True)}
-            planner.worst_case(states, {}, full)
+            planner.worst_case(states, outputs, full)
             if planner.calls_made.get(out):
                 return False  # the output calls at full width, but no plan that fits lets it
     open_ = [sid for sid in ranged if states[sid].lo < states[sid].wanted]
+    # every open step L samples wider fits for L up to some level (more samples never need
+    # less): bisect it, then widen one sample at a time from there, as round by round from
+    # the narrowest would (no step stops short of that level: every narrower mix fits)
+    base = dict(widths)
+
+    def level(n: int) -> dict[str, int | None]:
+        return {**base, **{sid: min(cast(int, base[sid]) + n, states[sid].wanted)
+                           for sid in open_}}
+
+    lo_l, hi_l = 0, max((states[sid].wanted - cast(int, base[sid]) for sid in open_),
+                        default=0)
+    if hi_l and fits(planner.worst_case(states, outputs, level(hi_l)), budget):
+        lo_l = hi_l
+    while hi_l - lo_l > 1:
+        mid = (lo_l + hi_l) // 2
+        lo_l, hi_l = (mid, hi_l) if fits(planner.worst_case(states, outputs, level(mid)),
+                                         budget) else (lo_l, mid)
+    widths = level(lo_l)
+    open_ = [sid for sid in open_ if cast(int, widths[sid]) < states[sid].wanted]
     while open_:
         still: list[str] = []
         for sid in open_:
             w = widths[sid]
             assert w is not None
             widths[sid] = w + 1
-            if fits(planner.worst_case(states, {}, widths), budget):
+            if fits(planner.worst_case(states, outputs, widths), budget):
                 if w + 1 < states[sid].wanted:
                     still.append(sid)
             else:
@@ -297,7 +358,7 @@ def narrowest_need(graph: CompiledGraph, question: str = "") -> Amount | None:
         return Backend.count_tokens(cast(Backend, None), messages)
 
     costings = {name: costing_of(m) for name, m in graph.spec.models.items()}
-    planner = GraphPlanner(graph, question, count, costings.__getitem__)
+    planner = GraphPlanner(graph, question, PromptEstimate(count), costings.__getitem__)
     states = initial_states(graph)
     widths: dict[str, int | None] = {
         sid: (st.lo if st.wanted > 1 or st.lo > 1 else None) for sid, st in states.items()}
@@ -323,18 +384,25 @@ class BudgetLedger:
                  count: Counter, costing: CostingOf, outputs: dict[str, StepOutput]) -> None:
         self.graph = graph
         self.budget = budget
-        self.planner = GraphPlanner(graph, question, count, costing)
+        #: prompt tokens as the server counts them, learnt from the query's replies
+        self.estimate = PromptEstimate(count)
+        self.planner = GraphPlanner(graph, question, self.estimate, costing)
         self.costing = costing
         self.states = initial_states(graph)
         self.outputs = outputs  # the query's finished outputs (shared, filled by the executor)
         #: False: not even the narrowest whole graph fits; calls are only guarded (each
-        #: reserves its worst case, narrowed or refused when it does not fit)
+        #: reserves its worst case, narrowed or refused when it does not fit, beside the
+        #: output's own share) until, with the replies' usage known, a plan fits (``_replan``)
         self.fits = plan_widths(self.planner, budget, self.states)
+        #: whether a plan fitted when the query started (``fits`` may turn True later)
+        self.fitted_at_start = self.fits
         self.in_flight = 0
         self._changed: asyncio.Future[None] | None = None
         if self.fits:
             self._hold(self.planner.worst_case(self.states, outputs, self._widths()))
             budget.note_peak()
+        else:
+            self._hold(self._output_share())
         for st in self.states.values():
             if st.planned < st.wanted:
                 st.reasons.append(f"planned {st.planned} of {st.wanted} samples: the "
@@ -355,8 +423,15 @@ class BudgetLedger:
         st.phase, st.ctx = "running", ctx
         width = self._widths()[sid] if self.fits else None
         mt = self.graph.steps[sid].sampling.max_tokens
-        st.calls = [CallState(call.model, self.planner.count(call.model, call.messages), mt,
+        st.calls = [CallState(call.model, call.messages,
+                              self.estimate(call.model, call.messages), mt,
                               call_width(call, width), keeps=call.first_k) for call in calls]
+        if not self.fits and width_range(self.graph.steps[sid]) is not None:
+            # no plan fits by the counter's estimate: draw the narrowest first, so that once
+            # the server's usage is known a plan may fit after all (``returned``)
+            for c, call in zip(st.calls, calls, strict=True):
+                if call.first_k is None:
+                    c.unreserved = call_width(call, st.lo)
         if width is not None and width < st.wanted:
             # re-plan with the real inputs, often shorter than their worst case: the first
             # wave takes as many samples as now fit (a first-finish step has no later waves)
@@ -389,9 +464,7 @@ class BudgetLedger:
         hold set to match. A required draw (within the plan) asks for all ``want`` with the
         hold as if all were drawn, and lets ``QueryBudget.reserve`` narrow or refuse it when
         the plan's estimate fell short; an optional one (beyond the plan) gets what fits
-        whole, maybe 0."""
-        if not self.fits:
-            return want
+        whole, maybe 0. Where no plan fits, every draw asks for all ``want``."""
         c = self.states[sid].calls[index]
         costing = self.costing(c.model)
 
@@ -399,9 +472,21 @@ class BudgetLedger:
             saved = c.inflight, c.unreserved
             c.inflight, c.unreserved = c.inflight + n, max(0, c.unreserved - n)
             try:
+                if not self.fits:
+                    return self._output_share()
                 return self.planner.worst_case(self.states, self.outputs, self._widths())
             finally:
                 c.inflight, c.unreserved = saved
+
+        if not self.fits:
+            # guarded (no plan of the whole graph fits): a draw leaves the output's own share
+            # (when that alone fits), narrowed or refused by ``reserve`` for it, except the
+            # query's first draw when refused (the output needs some input more than its share)
+            self._hold(need(want))
+            if self.in_flight == 0 and not any(st.drawn for st in self.states.values()) \
+                    and not self.budget.covers(c.prompt_tokens, 1, 1, costing):
+                self._hold(Amount())
+            return want
 
         def ok(n: int) -> bool:
             self._hold(need(n))
@@ -432,11 +517,78 @@ class BudgetLedger:
         c = st.calls[index]
         c.inflight -= n
         c.drawn.extend(comps)
+        for comp in comps:  # what the server reported: later estimates learn from it
+            self.estimate.reply(comp.text, comp.completion_tokens)
+            self.estimate.observed(c.model, c.messages, comp.prompt_tokens)
+        c.prompt_tokens = self.estimate(c.model, c.messages)
+        if not self.fits:
+            self._replan()
         st.drawn += len(comps)
         self.in_flight -= 1
         if self._changed is not None and not self._changed.done():
             self._changed.set_result(None)
         self._changed = None
+
+    def _output_share(self) -> Amount:
+        """What the output step may cost at the narrowest widths upstream (nothing when that
+        alone does not fit: then calls are only guarded)."""
+        narrowest = {sid: (st.lo if st.wanted > 1 or st.lo > 1 else None)
+                     for sid, st in self.states.items()}
+        share = self.planner.worst_case(self.states, self.outputs, narrowest,
+                                        only=self.graph.output)
+        self.budget.hold_for_plan(0, 0.0, 0.0)
+        return share if fits(share, self.budget) else Amount()
+
+    def _replan(self) -> None:
+        """A guarded query plans again with what its replies taught the estimate: when the
+        rest of the graph now fits, it runs as planned (the output's share held, waves)."""
+        self.budget.hold_for_plan(0, 0.0, 0.0)  # the plan is checked against what is free
+        if not plan_widths(self.planner, self.budget, self.states, self.outputs):
+            self._hold(self._output_share())
+            return
+        need = self.planner.worst_case(self.states, self.outputs, self._widths())
+        out = self.graph.output
+        if self.graph.steps[out].calls_model and self.states[out].phase == "pending" \
+                and not self.planner.calls_made.get(out):
+            # the output would make no call (a judge shown one candidate): running steps draw
+            # more, one sample at a time, while that fits, until it does; else stay guarded
+            added: list[CallState] = []
+            for sid in self.graph.order:
+                st = self.states[sid]
+                if st.phase != "running" or width_range(self.graph.steps[sid]) is None:
+                    continue
+                for c in st.calls:
+                    while c.keeps is None and not self.planner.calls_made.get(out) and \
+                            len(c.drawn) + c.inflight + c.unreserved < st.wanted:
+                        c.unreserved += 1
+                        need = self.planner.worst_case(self.states, self.outputs,
+                                                       self._widths())
+                        if not fits(need, self.budget):
+                            c.unreserved -= 1
+                            break
+                        added.append(c)
+            need = self.planner.worst_case(self.states, self.outputs, self._widths())
+            if not self.planner.calls_made.get(out):
+                for c in added:
+                    c.unreserved -= 1
+                self._hold(self._output_share())
+                return
+        self.fits = True
+        self._hold(need)
+        self.budget.note_peak()
+        for st in self.states.values():
+            if st.phase == "pending" and st.planned < st.wanted:
+                st.reasons.append(f"planned {st.planned} of {st.wanted} samples once replies "
+                                  "came back: the worst case of more does not fit beside what "
+                                  "later steps need")
+        for sid, st in self.states.items():
+            if st.phase != "pending" and width_range(self.graph.steps[sid]) is not None:
+                st.reasons.append("planned once replies came back (by the counter's estimate "
+                                  "no plan fitted when the query started)")
+
+    def prompt_tokens(self, sid: str, index: int) -> int:
+        """The prompt tokens call ``index`` of a running step reserves per sample now."""
+        return self.states[sid].calls[index].prompt_tokens
 
     def abandon(self, sid: str, index: int) -> None:
         """The call draws no more (stopped, or cut short): nothing left to reserve for it."""
@@ -474,7 +626,8 @@ class BudgetLedger:
         return BudgetReport(
             granted=granted(b), spent=Amount(b.used_tokens, b.used_cost, b.used_flops),
             reserved_peak=Amount(b.peak_tokens, b.peak_cost, b.peak_flops),
-            plan_fits=self.fits, steps=steps,
+            plan_fits=self.fitted_at_start, steps=steps,
+            planned_late=self.fits and not self.fitted_at_start,
         )
 
 
@@ -494,6 +647,9 @@ class BudgetReport:
     reserved_peak: Amount
     plan_fits: bool
     steps: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: no plan fitted at the start, by the counter's estimate, but one did once replies came
+    #: back with the server's usage (the rest of the graph ran as planned)
+    planned_late: bool = False
 
     def share_spent(self) -> float | None:
         """Spent over granted, on the tightest declared cap (None when none is declared)."""
@@ -506,4 +662,5 @@ class BudgetReport:
     def to_dict(self) -> dict[str, Any]:
         return {"granted": self.granted, "spent": self.spent.to_dict(),
                 "reserved_peak": self.reserved_peak.to_dict(), "plan_fits": self.plan_fits,
+                "planned_late": self.planned_late,
                 "share_spent": self.share_spent(), "steps": self.steps}

@@ -358,10 +358,15 @@ class Executor:
         they fit. ``stream`` is used by a plain call for one sample."""
         binding = self.bindings()[call.model]
         seed = step.sampling.seed + 1000 * call.seed_offset
-        prompt_tokens = binding.backend.count_tokens(call.messages)
+        # a budgeted query estimates from what it drew (the server's usage), not the counter
+        prompt_tokens = q.ledger.estimate(call.model, call.messages) if q.ledger is not None \
+            else binding.backend.count_tokens(call.messages)
         planned = call.n if planned is None else planned
-        # waves only where the whole graph was planned; otherwise calls are only guarded
-        ledger = q.ledger if q.ledger is not None and q.ledger.fits else None
+
+        def live() -> BudgetLedger | None:
+            """The ledger where the whole graph is planned (waves), else None (calls only
+            guarded); a guarded query may find its plan once replies come back."""
+            return q.ledger if q.ledger is not None and q.ledger.fits else None
 
         async def draw(n: int, offset: int, stream: TextStream | None = None,
                        required: bool = True) -> list[Completion]:
@@ -373,7 +378,7 @@ class Executor:
             settle (and free what they reserved but did not use) before giving up."""
             while True:
                 got = await draw(want, offset, None, False)
-                if got or ledger is None or not await ledger.settled():
+                if got or q.ledger is None or not await q.ledger.settled():
                     return got
 
         try:
@@ -387,6 +392,7 @@ class Executor:
                     while not should_stop(answers, rule):
                         want = rule.min - len(got) if len(got) < rule.min else rule.batch
                         want = max(1, min(want, rule.max - len(got)))
+                        ledger = live()
                         if ledger is None or len(got) < planned:
                             new = await draw(min(want, max(1, planned - len(got)))
                                              if ledger is not None else want, len(got))
@@ -400,15 +406,24 @@ class Executor:
                     if not got:
                         raise
                     return got, True
-                return got, len(got) < min(planned, rule.min) if ledger is not None else False
+                return got, (len(got) < min(planned, rule.min) if live() is not None
+                             else False)
             comps = await draw(planned, 0, stream if call.n == 1 else None)
             cut = len(comps) < planned
-            if ledger is not None and not cut:
+            if live() is not None and not cut:
                 while len(comps) < call.n:  # waves: spend what earlier draws left
                     new = await more(call.n - len(comps), len(comps))
                     if not new:
                         break
                     comps.extend(new)
+            elif q.ledger is not None and not cut and len(comps) < call.n:
+                # still no plan: the rest as the budget allows (narrowed, or refused)
+                try:
+                    rest = await draw(call.n - len(comps), len(comps))
+                except BudgetExhausted:
+                    return comps, True
+                cut = len(comps) + len(rest) < call.n
+                comps.extend(rest)
             return comps, cut
         finally:
             if q.ledger is not None:
@@ -457,6 +472,8 @@ class Executor:
             n = ledger.grant(step.id, index, n, required)
             if n == 0:
                 return []
+            # exact once an earlier wave of this call came back with the server's usage
+            prompt_tokens = ledger.prompt_tokens(step.id, index)
         res = q.budget.reserve(prompt_tokens, s.max_tokens, n, binding.costing)
         n = res.n  # the budget may allow fewer samples than asked
         if ledger is None:

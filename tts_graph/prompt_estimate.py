@@ -1,0 +1,149 @@
+"""Prompt tokens of a budgeted query's calls, as the server will count them, estimated from
+what the query has drawn so far.
+
+A backend's ``count_tokens`` errs high (the default: about 3 characters a token), and a
+budget that reserves by it leaves much of itself unspent. Two things are known better once
+replies come back with the server's usage:
+
+- a reply quoted in a later prompt (a judge's candidates, a fuser's drafts) costs there at
+  most what the server reported for it as a completion, or what the counter makes of its text
+  (plus the one token a split at its edge may add), whichever is less (an unseen reply: its
+  ``max_tokens``, which the planner's synthetic replies say in their text);
+- the rest of a prompt (instructions, question, labels) costs the counter's figure times the
+  ratio of reported to estimated tokens seen on this model's earlier prompts in the query
+  (those that quote no reply),
+  taken conservatively (the largest ratio seen, with a margin when it is below 1), and a
+  prompt already sent costs exactly what the server reported for it.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+
+from .roles.base import clip
+from .types import Message
+
+Counter = Callable[[str, tuple[Message, ...]], int]  # (model, messages) -> prompt tokens
+
+#: a ratio below 1 (the counter errs high) is used with this margin, for prompts whose text
+#: differs from those it was measured on; never above 1 (the counter's own figure)
+CALIBRATION_MARGIN = 0.1
+
+#: the planner's worst-case reply: its index, then ``~<max_tokens>`` (see ``synthetic_text``)
+_SYNTHETIC = re.compile(r"(?<!\S)w\d+_\d+~(\d+)(?!\S)")
+
+
+def synthetic_text(tag: int, index: int, max_tokens: int) -> str:
+    """A worst-case reply of ``max_tokens`` tokens as the planner puts it in later prompts:
+    short (no role clips it), distinct per step ``tag`` and sample ``index`` (a judge shows
+    each distinct text once), and counted as exactly ``max_tokens`` wherever it is quoted."""
+    return f"w{tag}_{index}~{max_tokens}"
+
+
+class PromptEstimate:
+    """One query's prompt-token estimates (see the module's docstring)."""
+
+    def __init__(self, count: Counter) -> None:
+        self.count = count
+        #: a drawn reply's text (stripped) → the completion tokens the server reported for it
+        self.replies: dict[str, int] = {}
+        #: how each reply is found where a prompt quotes it: a plain prefix to look for
+        #: first (cheap), then the pattern of its quoted forms (whole, clipped), by text
+        self._found: dict[str, tuple[str, re.Pattern[str]]] = {}
+        self._patterns: list[tuple[str, re.Pattern[str], str]] = []
+        self._quoted: dict[tuple[str, str], int] = {}
+        #: (model, messages) → prompt tokens the server reported for exactly that prompt
+        self.exact: dict[tuple[str, tuple[Message, ...]], int] = {}
+        #: model → the largest reported / counted ratio seen on a prompt quoting no reply
+        self.ratio: dict[str, float] = {}
+        self._memo: dict[tuple[str, tuple[Message, ...]], int] = {}
+        #: bumped whenever an estimate may have changed (dry runs are cached by it)
+        self.version = 0
+
+    def quoted_cost(self, model: str, text: str) -> int:
+        """What a drawn reply costs where a prompt to ``model`` quotes it: its completion
+        tokens, or the counter's figure for its text, whichever is less (a simulated model's
+        completion tokens are not its text's)."""
+        key = (model, text)
+        cost = self._quoted.get(key)
+        if cost is None:
+            empty = self.count(model, (Message("user", ""),))
+            by_counter = self.count(model, (Message("user", text),)) - empty + 1
+            self._quoted[key] = cost = min(self.replies[text], by_counter)
+        return cost
+
+    def split(self, model: str, messages: tuple[Message, ...]
+              ) -> tuple[tuple[Message, ...], int]:
+        """The messages without the replies they quote, and what those replies cost."""
+        quoted = 0
+        rest = []
+        for m in messages:
+            content = m.content
+            if "~" in content:
+                def synth(match: re.Match[str]) -> str:
+                    nonlocal quoted
+                    quoted += int(match.group(1))
+                    return ""
+                content = _SYNTHETIC.sub(synth, content)
+            for prefix, pattern, text in self._patterns:
+                if prefix not in content:
+                    continue
+                content, k = pattern.subn("", content)
+                if k:
+                    quoted += k * self.quoted_cost(model, text)
+            rest.append(Message(m.role, content))
+        return tuple(rest), quoted
+
+    def __call__(self, model: str, messages: tuple[Message, ...]) -> int:
+        key = (model, messages)
+        if key in self.exact:
+            return self.exact[key]
+        memo = self._memo.get(key)
+        if memo is not None:
+            return memo
+        rest, quoted = self.split(model, messages)
+        raw = self.count(model, rest)
+        r = self.ratio.get(model)
+        if r is not None:
+            r = r if r >= 1 else min(1.0, r * (1 + CALIBRATION_MARGIN))
+            raw = math.ceil(raw * r)
+        self._memo[key] = est = raw + quoted
+        return est
+
+    def reply(self, text: str, completion_tokens: int) -> None:
+        """A drawn reply, and the completion tokens the server reported for it."""
+        key = text.strip()
+        if not key or completion_tokens <= 0 or self.replies.get(key, -1) >= completion_tokens:
+            return
+        self.replies[key] = completion_tokens
+        if key not in self._found:
+            forms = sorted({clip(key), clip(key, 800), key}, key=len, reverse=True)
+            alts = "|".join(re.escape(f) for f in forms)
+            self._found[key] = (forms[-1][:797], re.compile(rf"(?<!\S)(?:{alts})(?!\S)"))
+        # longest first, so a reply that is part of another is found in its own place only
+        self._patterns = [(*self._found[t], t)
+                          for t in sorted(self.replies, key=len, reverse=True)]
+        self._quoted = {k: v for k, v in self._quoted.items() if k[1] != key}
+        self._memo.clear()
+        self.version += 1
+
+    def observed(self, model: str, messages: tuple[Message, ...], prompt_tokens: int) -> None:
+        """The server reported ``prompt_tokens`` for one sample of this prompt."""
+        if prompt_tokens <= 0:
+            return
+        key = (model, messages)
+        if self.exact.get(key, 0) < prompt_tokens:
+            self.exact[key] = prompt_tokens
+            self.version += 1
+        rest, quoted = self.split(model, messages)
+        raw = self.count(model, rest)
+        # only prompts that quote no reply calibrate: what the server makes of a quoted
+        # reply need not be its completion tokens (a simulated model's are not)
+        if raw > 0 and quoted == 0:
+            r = prompt_tokens / raw
+            if r > self.ratio.get(model, -1.0):
+                self.ratio[model] = r
+                self._memo.clear()
+                self.version += 1
