@@ -37,8 +37,8 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("sim", ["tts_graph.sim"]),
     ("evaluate", ["tts_graph.evaluate"]),
     # tracing wraps the executor, and evaluate's workers trace their runs
-    ("execute", ["tts_graph.executor", "tts_graph.budget_plan", "tts_graph.bindings",
-                 "tts_graph.tracing"]),
+    ("execute", ["tts_graph.executor", "tts_graph.budget_plan", "tts_graph.prompt_estimate",
+                 "tts_graph.bindings", "tts_graph.tracing"]),
     ("compile", ["tts_graph.compile"]),
     ("roles · accounting", ["tts_graph.roles", "tts_graph.budget", "tts_graph.usage"]),
     # runs a role's (unit_test_evaluator's) or a scorer's code in a subprocess
