@@ -58,6 +58,9 @@ class PromptEstimate:
         self.exact: dict[tuple[str, tuple[Message, ...]], int] = {}
         #: model → the largest reported / counted ratio seen on a prompt quoting no reply
         self.ratio: dict[str, float] = {}
+        #: model → whether the server has counted every prompt seen exactly as the counter
+        #: does (the simulated backend: its completion tokens are not its text's)
+        self.counter_exact: dict[str, bool] = {}
         self._memo: dict[tuple[str, tuple[Message, ...]], int] = {}
         #: bumped whenever an estimate may have changed (dry runs are cached by it)
         self.version = 0
@@ -69,9 +72,15 @@ class PromptEstimate:
         key = (model, text)
         cost = self._quoted.get(key)
         if cost is None:
-            empty = self.count(model, (Message("user", ""),))
-            by_counter = self.count(model, (Message("user", text),)) - empty + 1
-            self._quoted[key] = cost = min(self.replies[text], by_counter)
+            # a real tokenizer counts a reply's text at its own density (digits, symbols: a
+            # token for less than 3 characters), so the counter can fall short of it; only
+            # where the counter has been the server's own count is its figure the bound
+            edge = self.replies[text] + 1  # the reply re-tokenized, one split at its edges
+            if self.counter_exact.get(model, False):
+                empty = self.count(model, (Message("user", ""),))
+                by_counter = self.count(model, (Message("user", text),)) - empty + 1
+                edge = min(edge, by_counter)
+            self._quoted[key] = cost = edge
         return cost
 
     def split(self, model: str, messages: tuple[Message, ...]
@@ -142,6 +151,12 @@ class PromptEstimate:
         # only prompts that quote no reply calibrate: what the server makes of a quoted
         # reply need not be its completion tokens (a simulated model's are not)
         if raw > 0 and quoted == 0:
+            exact = self.counter_exact.get(model, True) and prompt_tokens == raw
+            if self.counter_exact.get(model) != exact:
+                self.counter_exact[model] = exact
+                self._quoted = {k: v for k, v in self._quoted.items() if k[0] != model}
+                self._memo.clear()
+                self.version += 1
             r = prompt_tokens / raw
             if r > self.ratio.get(model, -1.0):
                 self.ratio[model] = r
