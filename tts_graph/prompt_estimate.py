@@ -31,6 +31,10 @@ Counter = Callable[[str, tuple[Message, ...]], int]  # (model, messages) -> prom
 #: differs from those it was measured on; never above 1 (the counter's own figure)
 CALIBRATION_MARGIN = 0.1
 
+#: tokens a quoting prompt is charged per quote beyond the counter's figure for its text: the
+#: label around it, which a real tokenizer counts denser than the counter does
+QUOTE_LABEL = 2
+
 #: the planner's worst-case reply: its index, then ``~<max_tokens>`` (see ``synthetic_text``)
 _SYNTHETIC = re.compile(r"(?<!\S)w\d+_\d+~(\d+)(?!\S)")
 
@@ -62,6 +66,7 @@ class PromptEstimate:
         #: does (the simulated backend: its completion tokens are not its text's)
         self.counter_exact: dict[str, bool] = {}
         self._memo: dict[tuple[str, tuple[Message, ...]], int] = {}
+        self._quotes = 0  # how many quotes the last ``split`` took out
         #: bumped whenever an estimate may have changed (dry runs are cached by it)
         self.version = 0
 
@@ -87,6 +92,7 @@ class PromptEstimate:
               ) -> tuple[tuple[Message, ...], int]:
         """The messages without the replies they quote, and what those replies cost."""
         quoted = 0
+        self._quotes = 0
         rest = []
         for m in messages:
             content = m.content
@@ -94,6 +100,7 @@ class PromptEstimate:
                 def synth(match: re.Match[str]) -> str:
                     nonlocal quoted
                     quoted += int(match.group(1))
+                    self._quotes += 1
                     return ""
                 content = _SYNTHETIC.sub(synth, content)
             for prefix, pattern, text in self._patterns:
@@ -102,6 +109,7 @@ class PromptEstimate:
                 content, k = pattern.subn("", content)
                 if k:
                     quoted += k * self.quoted_cost(model, text)
+                    self._quotes += k
             rest.append(Message(m.role, content))
         return tuple(rest), quoted
 
@@ -115,7 +123,14 @@ class PromptEstimate:
         rest, quoted = self.split(model, messages)
         raw = self.count(model, rest)
         r = self.ratio.get(model)
-        if r is not None:
+        if quoted:
+            # the ratio was measured on reply-free prompts, where the chat framing the counter
+            # over-counts weighs most; what a quoting prompt adds, labels like "[Solution 3]",
+            # a real tokenizer counts denser than the counter (8 tokens, the counter's 5)
+            raw = math.ceil(raw * max(1.0, r or 1.0))
+            if not self.counter_exact.get(model, False):
+                raw += QUOTE_LABEL * self._quotes
+        elif r is not None:
             r = r if r >= 1 else min(1.0, r * (1 + CALIBRATION_MARGIN))
             raw = math.ceil(raw * r)
         self._memo[key] = est = raw + quoted
