@@ -5,15 +5,19 @@ A backend's ``count_tokens`` errs high (the default: about 3 characters a token)
 budget that reserves by it leaves much of itself unspent. Two things are known better once
 replies come back with the server's usage:
 
-- a reply quoted in a later prompt (a judge's candidates, a fuser's drafts) costs there at
-  most what the server reported for it as a completion, or what the counter makes of its text
-  (plus the one token a split at its edge may add), whichever is less (an unseen reply: its
-  ``max_tokens``, which the planner's synthetic replies say in their text);
+- a reply quoted in a later prompt (a judge's candidates, a fuser's drafts) costs there what
+  the server reported for it as a completion plus one token (a real tokenizer re-splits its
+  edges); only where the server has counted every prompt exactly as the counter does (the
+  simulated backend, whose completion tokens are not its text's) the counter's figure for its
+  text when that is less. An unseen reply: its ``max_tokens``, which the planner's synthetic
+  replies say in their text;
 - the rest of a prompt (instructions, question, labels) costs the counter's figure times the
   ratio of reported to estimated tokens seen on this model's earlier prompts in the query
-  (those that quote no reply),
-  taken conservatively (the largest ratio seen, with a margin when it is below 1), and a
-  prompt already sent costs exactly what the server reported for it.
+  (those that quote no reply), taken conservatively: the largest ratio seen, with a margin
+  when it is below 1; on a prompt that quotes replies never below 1, plus ``QUOTE_LABEL``
+  tokens a quote (the ratio was measured where chat framing, which the counter over-counts,
+  weighs most; labels like "[Solution 3]" a real tokenizer counts denser than the counter);
+- a prompt already sent costs exactly what the server reported for it.
 """
 
 from __future__ import annotations
@@ -72,8 +76,8 @@ class PromptEstimate:
 
     def quoted_cost(self, model: str, text: str) -> int:
         """What a drawn reply costs where a prompt to ``model`` quotes it: its completion
-        tokens, or the counter's figure for its text, whichever is less (a simulated model's
-        completion tokens are not its text's)."""
+        tokens + 1, or, where the counter is the server's count, the counter's figure for its
+        text when less (a simulated model's completion tokens are not its text's)."""
         key = (model, text)
         cost = self._quoted.get(key)
         if cost is None:
