@@ -379,7 +379,9 @@ def test_a_plan_found_once_the_servers_usage_is_known() -> None:
     assert res.budget is not None
     assert not res.budget.plan_fits and res.budget.planned_late
     assert res.status == "ok" and res.usage.tokens <= 300
-    assert res.steps["solve"].meta["samples"] >= 3  # guarded, it drew 2
+    # 2 samples, as guarded: the judge's prompt, which quotes them, is counted at no less than
+    # the counter's figure (a real tokenizer's ratio on it is not the solver prompts')
+    assert res.steps["solve"].meta["samples"] >= 2
     assert any(c.step == "judge" for c in res.calls)
     assert res.to_dict()["budget"]["planned_late"] is True
 
