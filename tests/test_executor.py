@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -20,6 +21,7 @@ from tts_graph.backends.base import GenerationRequest
 from tts_graph.backends.scripted import ScriptedBackend
 from tts_graph.budget import QueryBudget
 from tts_graph.errors import BackendError, BudgetExhausted
+from tts_graph.prompt_estimate import QUOTE_LABEL
 from tts_graph.types import Completion, Message
 
 # ------------------------------------------------------------------------------- helpers
@@ -28,6 +30,18 @@ from tts_graph.types import Completion, Message
 def words(messages: tuple[Message, ...]) -> int:
     """The scripted backend's token count of a prompt (one token per word)."""
     return sum(len(m.content.split()) for m in messages)
+
+
+_QUOTED = re.compile(r"\bu[0-9a-f]{12}\b")
+
+
+def planned_prompt(messages: tuple[Message, ...]) -> int:
+    """A worst-case prompt as the plan counts it before the server has shown that it counts
+    prompts as the counter does: every quoted reply (``full_text`` tags each) one token more
+    than its completion, plus the quote's label (``QUOTE_LABEL``), as a real BPE tokenizer
+    needs (measured against llama.cpp's server)."""
+    quotes = sum(len(_QUOTED.findall(m.content)) for m in messages)
+    return words(messages) + quotes * (1 + QUOTE_LABEL)
 
 
 class Exact(ScriptedBackend):
@@ -447,7 +461,7 @@ def test_token_cap_is_never_exceeded(data: dict[str, Any], cap: int) -> None:
     for req, _ in requests:
         assert req.max_tokens <= max(node_max.values())
     # a cap that covers the uncapped run's worst case changes nothing
-    worst = sum(r.n * (words(r.messages) + r.max_tokens) for r, _ in free_requests)
+    worst = sum(r.n * (planned_prompt(r.messages) + r.max_tokens) for r, _ in free_requests)
     if worst <= cap:
         assert_unchanged(res, free, data)
 
@@ -472,7 +486,8 @@ def test_cost_cap_is_never_exceeded(data: dict[str, Any], p1: tuple[float, float
     check_budget_result(res, budget, capped_data)
     prices = {"m1": p1, "m2": p2}
     worst = sum(
-        r.n * (words(r.messages) * prices[f"m{m}"][0] + r.max_tokens * prices[f"m{m}"][1]) / 1e6
+        r.n * (planned_prompt(r.messages) * prices[f"m{m}"][0]
+               + r.max_tokens * prices[f"m{m}"][1]) / 1e6
         for r, m in free_requests
     )
     if worst <= cap * (1 - 1e-6):
@@ -499,7 +514,7 @@ def test_flops_cap_is_never_exceeded(data: dict[str, Any], params1: float,
         assert c.flops == pytest.approx(2 * (p or 0) * (c.prompt_tokens + c.completion_tokens))
     check_budget_result(res, budget, capped_data)
     params = {1: params1, 2: params2 or 0.0}
-    worst = sum(2 * params[m] * r.n * (words(r.messages) + r.max_tokens)
+    worst = sum(2 * params[m] * r.n * (planned_prompt(r.messages) + r.max_tokens)
                 for r, m in free_requests)
     if worst <= cap * (1 - 1e-6):
         assert_unchanged(res, free, data)
