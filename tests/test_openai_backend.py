@@ -240,7 +240,12 @@ def test_faults_that_outlast_the_retries_are_one_line_infra_errors(kind: str) ->
     for r in results:
         assert r.status == "error" and r.answer is None and r.text is None
         err = r.steps["solve"].error or ""
-        assert err.startswith(f"m: {REPORTED[kind]}: model 'fault' at http://127.0.0.1:"), err
+        if kind == "hang" and not err.startswith(f"m: {REPORTED[kind]}: model 'fault' at "):
+            # the binding's timeout and the client's are the same timeout_s: under load the
+            # binding's may fire first, and its line names the model entry, not the URL
+            assert err.startswith("m: timeout: no answer within"), err
+        else:
+            assert err.startswith(f"m: {REPORTED[kind]}: model 'fault' at http://127.0.0.1:"), err
         assert CAUSE[kind] in err, err
         assert f"gave up after {retries + 1} attempts" in err
         assert "\n" not in err
