@@ -496,3 +496,37 @@ def test_guarded_calls_leave_the_outputs_share_but_not_its_inputs() -> None:
     res = run_at(100)
     assert any(c.step == "s" for c in res.calls) and res.usage.tokens <= 100
     assert res.steps["s"].candidates
+
+
+BEST_OF_4 = """
+version: 1
+name: bon
+models: {{m: {{backend: scripted, model: m}}}}
+nodes:
+  solve: {{role: solver, model: m, samples: 4, max_tokens: 24}}
+  judge: {{role: judge, model: m, inputs: [solve], mode: select, max_tokens: 16}}
+output: judge
+budget: {{max_tokens_per_query: {cap}}}
+"""
+
+
+def test_a_guarded_draw_takes_what_leaves_the_outputs_growing_share() -> None:
+    """No plan fits by the counter's estimate (it errs high). The judge's share grows with
+    each sample its prompt will quote, so the rest of the solver's draw is narrowed to what
+    fits beside the share it leaves (here one sample, cut to the tokens left): the judge,
+    which needs two candidates to make a call, still runs. Drawing the rest whole, as the
+    guard did before, left the judge no room."""
+    def reply(req: GenerationRequest, i: int) -> str:
+        return " ".join(["step"] * 20) + f"\nAnswer: {(req.seed + i) % 7}"
+
+    for cap in (230, 240):
+        from tts_graph.backends.scripted import ScriptedBackend
+
+        backend = ScriptedBackend(reply)
+        res = Executor(loads_graph(BEST_OF_4.format(cap=cap)),
+                       backends={"m": backend}).run("What is 3 times 5?")
+        assert res.budget is not None and not res.budget.plan_fits
+        assert res.usage.tokens <= cap
+        assert any(c.step == "judge" for c in res.calls) and res.budget.output_reached
+        assert res.steps["solve"].meta["samples"] == 2
+        assert res.status == "budget"  # the guard narrowed the solver before a plan fitted

@@ -428,7 +428,7 @@ class BudgetLedger:
             self._hold(self.planner.worst_case(self.states, outputs, self._widths()))
             budget.note_peak()
         else:
-            self._hold(self._output_share())
+            self._hold(self._output_share() or Amount())
         for st in self.states.values():
             if st.planned < st.wanted:
                 st.note("planned_narrower", f"planned {st.planned} of {st.wanted} samples: the "
@@ -497,29 +497,60 @@ class BudgetLedger:
         c = st.calls[index]
         costing = self.costing(c.model)
 
-        def need(n: int, cap: int | None = None) -> Amount:
+        def hold_for(n: int, cap: int | None = None, strict: bool = False) -> Amount | None:
+            """The hold were ``n`` more samples (of ``cap`` tokens) drawn; where guarded and
+            ``strict``, None when the output's share they leave does not fit."""
             saved = c.inflight, c.unreserved
             c.inflight, c.unreserved = c.inflight + n, max(0, c.unreserved - n)
             if cap is not None:
                 c.inflight_caps.extend([cap] * n)
             try:
                 if not self.fits:
-                    return self._output_share()
+                    return self._output_share(strict)
                 return self.planner.worst_case(self.states, self.outputs, self._widths())
             finally:
                 c.inflight, c.unreserved = saved
                 if cap is not None:
                     del c.inflight_caps[len(c.inflight_caps) - n:]
 
+        def need(n: int, cap: int | None = None) -> Amount:
+            return hold_for(n, cap) or Amount()
+
         if not self.fits:
             # guarded (no plan of the whole graph fits): a draw leaves the output's own share
-            # (when that alone fits), narrowed or refused by ``reserve`` for it, except the
-            # query's first draw when refused (the output needs some input more than its share)
-            self._hold(need(want))
+            # (when that alone fits), which grows with the samples drawn (the output's prompt
+            # quotes them): as many whole samples as fit beside the share they leave, else one
+            # cut to fit beside it; where none can, ``reserve`` narrows, cuts or refuses the
+            # draw for the share, except the query's first draw when refused (the output
+            # needs some input more than its share)
+            def ok_g(n: int) -> bool:
+                share = hold_for(n, strict=True)  # None: the share those n leave does not fit
+                if share is None:
+                    return False
+                self._hold(share)
+                return self.budget.covers(c.prompt_tokens, c.max_tokens, n, costing)
+
+            take = want
+            if not ok_g(want):
+                if ok_g(1):
+                    lo, hi = 1, want  # ok_g(lo) holds, ok_g(hi) does not: bisect
+                    while hi - lo > 1:
+                        mid = (lo + hi) // 2
+                        lo, hi = (mid, hi) if ok_g(mid) else (lo, mid)
+                    take = lo
+                else:
+                    # not one whole sample: one cut to the tokens left beside its share, where
+                    # any are, so the output can still run on what was drawn
+                    one = hold_for(1, strict=True)
+                    self._hold(one or Amount())
+                    if one is not None and self.budget.covers(c.prompt_tokens, 1, 1, costing):
+                        take = 1
+                self.budget.exhausted = self.budget.exhausted or take < want
+            self._hold(need(take))
             if self.in_flight == 0 and not any(s.drawn for s in self.states.values()) \
                     and not self.budget.covers(c.prompt_tokens, 1, 1, costing):
                 self._hold(Amount())
-            return want, c.max_tokens
+            return take, c.max_tokens
 
         def ok(n: int) -> bool:
             self._hold(need(n))
@@ -601,22 +632,25 @@ class BudgetLedger:
             self._changed.set_result(None)
         self._changed = None
 
-    def _output_share(self) -> Amount:
-        """What the output step may cost at the narrowest widths upstream (nothing when that
-        alone does not fit: then calls are only guarded)."""
+    def _output_share(self, strict: bool = False) -> Amount | None:
+        """What the output step may cost at the narrowest widths upstream, with the samples
+        running steps drew or hold; when that alone does not fit, nothing (then calls are
+        only guarded), or None where ``strict``."""
         narrowest = {sid: (st.lo if st.wanted > 1 or st.lo > 1 else None)
                      for sid, st in self.states.items()}
         share = self.planner.worst_case(self.states, self.outputs, narrowest,
                                         only=self.graph.output)
         self.budget.hold_for_plan(0, 0.0, 0.0)
-        return share if fits(share, self.budget) else Amount()
+        if fits(share, self.budget):
+            return share
+        return None if strict else Amount()
 
     def _replan(self) -> None:
         """A guarded query plans again with what its replies taught the estimate: when the
         rest of the graph now fits, it runs as planned (the output's share held, waves)."""
         self.budget.hold_for_plan(0, 0.0, 0.0)  # the plan is checked against what is free
         if not plan_widths(self.planner, self.budget, self.states, self.outputs):
-            self._hold(self._output_share())
+            self._hold(self._output_share() or Amount())
             return
         need = self.planner.worst_case(self.states, self.outputs, self._widths())
         out = self.graph.output
@@ -643,7 +677,7 @@ class BudgetLedger:
             if not self.planner.calls_made.get(out):
                 for c in added:
                     c.unreserved -= 1
-                self._hold(self._output_share())
+                self._hold(self._output_share() or Amount())
                 return
         self.fits = True
         self._hold(need)
@@ -711,8 +745,9 @@ class BudgetLedger:
             reserved_peak=Amount(b.peak_tokens, b.peak_cost, b.peak_flops),
             plan_fits=self.fitted_at_start, steps=steps,
             planned_late=self.fits and not self.fitted_at_start,
-            # the output ran: it drew, or its role had no call to make (a judge shown one)
-            output_reached=out.phase == "done" and (out.drawn > 0 or not out.calls),
+            # the output made its call (a step whose role calls no model, a vote, just ran)
+            output_reached=out.phase == "done" and (
+                out.drawn > 0 or not self.graph.steps[self.graph.output].calls_model),
         )
 
 
