@@ -4,6 +4,7 @@ reply lengths and concurrency, and the reports a budgeted query gives."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import subprocess
 import sys
@@ -199,7 +200,12 @@ def test_sample_i_is_the_same_whatever_the_wave(data: dict[str, Any], cap: int,
         got = [c.text for c in capped[0].steps[sid].candidates]
         want = [c.text for c in free[0].steps[sid].candidates]
         if capped[0].budget is not None and capped[0].budget.plan_fits:
-            assert got == want[: len(got)]
+            assert len(got) <= len(want)
+            cut = capped[0].budget.steps.get(sid, {}).get("cut_draws", 0)
+            # a sample drawn with a cut max_tokens is the same one where it ends in time;
+            # where the cap cuts it off, it is that sample's beginning
+            assert sum(g != w for g, w in zip(got, want, strict=False)) <= cut
+            assert all(w.startswith(g) for g, w in zip(got, want, strict=False))
 
 
 ISSUE_GRAPH = """
@@ -241,6 +247,67 @@ def test_issue_graph_under_a_tight_budget_still_runs_the_judge() -> None:
     assert any(c.step == "judge" for c in res.calls)
     assert res.usage.tokens <= 300
     assert 2 <= res.steps["solve"].meta["samples"] < 16
+
+
+def test_a_sample_that_does_not_fit_whole_is_drawn_with_a_cut_max_tokens(
+        monkeypatch: Any) -> None:
+    """Between plan and waves, another sample at the step's own 40 tokens (and its place in
+    the judge's prompt) no longer fits; its replies so far used 9 tokens, so one more is
+    drawn with max_tokens cut to what fits (at least 1.25 × 9 + 1): more samples, more of
+    the budget spent, never over it, and the same samples where they end in time."""
+    def run_it(cap: int) -> tuple[QueryResult, Replies]:
+        backend = short_replies()
+        res = Executor(loads_graph(ISSUE_GRAPH.format(cap=cap)),
+                       backends={"m": backend}).run("What is 2+2?")
+        return res, backend
+
+    free, _ = run_it(10**6)
+    for cap in (300, 450, 600):
+        res, backend = run_it(cap)
+        assert res.status == "ok" and res.usage.tokens <= cap
+        assert any(c.step == "judge" for c in res.calls)
+        assert res.budget is not None
+        step = res.budget.steps["solve"]
+        assert step["cut_draws"] >= 1 and "cut_draws" in step["why"]
+        assert any(r.startswith(f"drew {step['cut_draws']} beyond the plan with max_tokens "
+                                "cut to") for r in step["reasons"])
+        solver = [r for r in backend.requests if "Solution" not in r.messages[-1].content]
+        caps = sorted({r.max_tokens for r in solver})
+        assert caps[0] >= 13 and caps[-1] == 40 and len(caps) > 1
+        texts = [c.text for c in res.steps["solve"].candidates]
+        assert texts == [c.text for c in free.steps["solve"].candidates][: len(texts)]
+        # without cut draws the same query draws fewer samples and spends less
+        monkeypatch.setattr("tts_graph.budget_plan.CUT_MARGIN", 100.0)
+        whole, _ = run_it(cap)
+        monkeypatch.undo()
+        assert whole.budget is not None and whole.budget.steps["solve"]["cut_draws"] == 0
+        assert whole.steps["solve"].meta["samples"] < res.steps["solve"].meta["samples"]
+        assert whole.usage.tokens < res.usage.tokens
+
+
+class CutOff(Replies):
+    """Replies that say when ``max_tokens`` cut them off, as a server does."""
+
+    async def _one(self, req: GenerationRequest, i: int) -> Completion:
+        comp = await super()._one(req, i)
+        if comp.completion_tokens >= req.max_tokens:
+            comp = dataclasses.replace(comp, finish_reason="length")
+        return comp
+
+
+def test_no_cut_draws_once_a_reply_of_the_step_was_cut_off() -> None:
+    """One of the step's replies ran to its cap: a sample drawn with less would be cut off
+    too, so the step stops where a whole sample no longer fits."""
+    res = Executor(loads_graph(ISSUE_GRAPH.format(cap=600)),
+                   backends={"m": CutOff([9, 9, 40], [0])}).run("What is 2+2?")
+    assert res.budget is not None and res.usage.tokens <= 600
+    step = res.budget.steps["solve"]
+    assert any(len(c.text.split()) == 40 for c in res.steps["solve"].candidates)
+    assert step["cut_draws"] == 0 and "stopped_short" in step["why"]
+    # the same query where no reply runs to its cap draws with a cut max_tokens
+    res = Executor(loads_graph(ISSUE_GRAPH.format(cap=600)),
+                   backends={"m": CutOff([9], [0])}).run("What is 2+2?")
+    assert res.budget is not None and res.budget.steps["solve"]["cut_draws"] >= 1
 
 
 def test_unbudgeted_query_has_no_report() -> None:
@@ -309,6 +376,19 @@ def test_eval_summary_reports_how_budgets_were_used(tmp_path: Path) -> None:
     assert b["share_committed_peak_max"] <= 1
     assert b["samples_wanted"] == 6 * 16 and 6 * 2 <= b["samples_drawn"] < 6 * 16
     assert summarize(store).to_dict()["budget"] == b
+    assert b["output_reached"] == 6 and b["planned_late"] == 0
+    assert b["share_spent_mean_where_short"] == b["share_spent_mean"]  # all 6 wanted more
+    why = b["why"]["solve"]
+    assert why["planned_narrower"] == 6 and why["stopped_short"] == 6
+    assert b["cut_draws"] == sum(r.budget["steps"]["solve"]["cut_draws"] for r in rows) > 0
+    from tts_graph.cli.eval import budget_lines
+
+    lines = budget_lines(b)
+    assert "0 overruns" in lines[0] and "where a step wanted more" in lines[0]
+    assert "plan fits 6/6 (output reached 6)" in lines[1]
+    assert "output reached 6/6" in lines[1] and "with max_tokens cut" in lines[1]
+    assert lines[2].startswith("  step solve: planned narrower 6") and "stopped short 6" \
+        in lines[2]
 
 
 def test_a_store_written_before_budget_reports_still_opens(tmp_path: Path) -> None:
@@ -381,9 +461,12 @@ def test_a_plan_found_once_the_servers_usage_is_known() -> None:
     assert res.status == "ok" and res.usage.tokens <= 300
     # 2 samples, as guarded: the judge's prompt, which quotes them, is counted at no less than
     # the counter's figure (a real tokenizer's ratio on it is not the solver prompts')
-    assert res.steps["solve"].meta["samples"] >= 2
+    # then, planned, the solver goes on in waves (here with a cut max_tokens) before the judge
+    assert res.steps["solve"].meta["samples"] >= 3
+    assert {"planned_late", "widened"} <= set(res.budget.steps["solve"]["why"])
     assert any(c.step == "judge" for c in res.calls)
     assert res.to_dict()["budget"]["planned_late"] is True
+    assert res.budget.output_reached
 
 
 GUARDED = """
@@ -413,3 +496,37 @@ def test_guarded_calls_leave_the_outputs_share_but_not_its_inputs() -> None:
     res = run_at(100)
     assert any(c.step == "s" for c in res.calls) and res.usage.tokens <= 100
     assert res.steps["s"].candidates
+
+
+BEST_OF_4 = """
+version: 1
+name: bon
+models: {{m: {{backend: scripted, model: m}}}}
+nodes:
+  solve: {{role: solver, model: m, samples: 4, max_tokens: 24}}
+  judge: {{role: judge, model: m, inputs: [solve], mode: select, max_tokens: 16}}
+output: judge
+budget: {{max_tokens_per_query: {cap}}}
+"""
+
+
+def test_a_guarded_draw_takes_what_leaves_the_outputs_growing_share() -> None:
+    """No plan fits by the counter's estimate (it errs high). The judge's share grows with
+    each sample its prompt will quote, so the rest of the solver's draw is narrowed to what
+    fits beside the share it leaves (here one sample, cut to the tokens left): the judge,
+    which needs two candidates to make a call, still runs. Drawing the rest whole, as the
+    guard did before, left the judge no room."""
+    def reply(req: GenerationRequest, i: int) -> str:
+        return " ".join(["step"] * 20) + f"\nAnswer: {(req.seed + i) % 7}"
+
+    for cap in (230, 240):
+        from tts_graph.backends.scripted import ScriptedBackend
+
+        backend = ScriptedBackend(reply)
+        res = Executor(loads_graph(BEST_OF_4.format(cap=cap)),
+                       backends={"m": backend}).run("What is 3 times 5?")
+        assert res.budget is not None and not res.budget.plan_fits
+        assert res.usage.tokens <= cap
+        assert any(c.step == "judge" for c in res.calls) and res.budget.output_reached
+        assert res.steps["solve"].meta["samples"] == 2
+        assert res.status == "budget"  # the guard narrowed the solver before a plan fitted

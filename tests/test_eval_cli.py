@@ -177,3 +177,24 @@ def test_code_scorer_summary_names_the_namespaces_mode(workdir: Path) -> None:
         proc = _code_eval(workdir, url, mode=None)
         assert proc.returncode == 0, proc.stderr
         assert json.loads(proc.stdout)["sandbox"] == "namespaces"
+
+
+def test_eval_summary_says_how_the_budget_was_used(workdir: Path) -> None:
+    """A budgeted graph against a real loopback server: the summary says how much of the
+    budget was spent, whether plans fitted and the output was reached, and why steps drew
+    fewer samples than they wanted, with no overrun."""
+    with serve_fault_server(FaultConfig()) as url:
+        graph = _graph(url).replace("samples: 2", "samples: 16") \
+            + "budget: {max_tokens_per_query: 400}\n"
+        (workdir / "g.yaml").write_text(graph)
+        r = _cli("eval", "g.yaml", "--task", "q.jsonl", "--limit", "6", "--concurrency", "3",
+                 "--out", "run", "--no-cache", cwd=workdir)
+    assert r.returncode in (0, 1), r.stderr
+    out = r.stdout
+    assert "0 overruns" in out and "spent on average" in out, out
+    assert "plan fits" in out and "output reached 6/6" in out, out
+    assert "step solve:" in out and "stopped short" in out, out
+    with sqlite3.connect(workdir / "run" / "results.sqlite") as conn:
+        reports = [json.loads(b) for (b,) in conn.execute("SELECT budget FROM results")]
+    assert len(reports) == 6
+    assert all(b["spent"]["tokens"] <= 400 and b["output_reached"] for b in reports)

@@ -23,6 +23,7 @@ found then is run as one found at the start ("late"); until then calls are only 
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -36,6 +37,11 @@ from .types import Completion, Message, StepOutput
 
 Counter = Callable[[str, tuple[Message, ...]], int]  # (model, messages) -> prompt tokens
 CostingOf = Callable[[str], Costing]
+
+#: a sample drawn beyond the plan with a cut ``max_tokens`` gets at least this much over the
+#: longest reply its step has drawn (all of which ended by themselves): on the replies seen
+#: here a reply rarely runs a quarter longer than the longest of its step's first ones
+CUT_MARGIN = 1.25
 
 
 @dataclass
@@ -103,6 +109,9 @@ class CallState:
     #: a first-finish call keeps this many of its samples: all that reach later steps
     keeps: int | None = None
     inflight: int = 0
+    #: the ``max_tokens`` of in-flight samples drawn below the step's (a "cut" draw, or one
+    #: the budget narrowed when it was sent): their worst case is that, not ``max_tokens``
+    inflight_caps: list[int] = field(default_factory=list)
     drawn: list[Completion] = field(default_factory=list)
 
 
@@ -118,8 +127,19 @@ class StepState:
     ctx: StepContext | None = None
     calls: list[CallState] = field(default_factory=list)
     reasons: list[str] = field(default_factory=list)
+    #: a short code for each reason (``WHY``), for counting them over many queries
+    why: list[str] = field(default_factory=list)
     #: a draw beyond the plan was wanted and did not fit
     short: bool = False
+    #: samples drawn beyond the plan with ``max_tokens`` cut to fit (``BudgetLedger.grant``),
+    #: the lowest cap given, and how many of them the cap cut off
+    cut_draws: int = 0
+    cut_cap: int = 0
+    cut_off: int = 0
+
+    def note(self, code: str, reason: str) -> None:
+        self.why.append(code)
+        self.reasons.append(reason)
 
 
 class GraphPlanner:
@@ -167,7 +187,8 @@ class GraphPlanner:
             if st.phase == "running" and st.ctx is not None:
                 for c in st.calls:
                     need.add(c.unreserved, c.prompt_tokens, c.max_tokens, self.costing(c.model))
-                rkey = (sid, *((len(c.drawn), c.inflight + c.unreserved) for c in st.calls))
+                rkey = (sid, *((len(c.drawn), c.inflight + c.unreserved, *c.inflight_caps)
+                               for c in st.calls))
                 done = self._running.get(rkey)
                 if done is not None:
                     outs[sid] = done
@@ -181,8 +202,13 @@ class GraphPlanner:
                         # finish): the others never reach a later step; count the longest
                         drawn = sorted(drawn, key=lambda d: -d.completion_tokens)[: c.keeps]
                         more = min(more, max(0, c.keeps - len(drawn)))
-                    results.append([*drawn, *synthetic(more, c.max_tokens, 1000 * i
-                                                       + len(c.drawn), self.tags[sid])])
+                    start = 1000 * i + len(c.drawn)
+                    # in-flight samples sent with a lower cap are quoted at that cap at most
+                    caps = c.inflight_caps[:more] if c.keeps is None else []
+                    results.append([*drawn, *(s for j, cap in enumerate(caps) for s in
+                                              synthetic(1, cap, start + j, self.tags[sid])),
+                                    *synthetic(more - len(caps), c.max_tokens,
+                                               start + len(caps), self.tags[sid])])
                 outs[sid] = self._running[rkey] = self._finish(step, st.ctx, results)
                 continue
             inputs = [outs[d] for d in step.deps]
@@ -402,10 +428,10 @@ class BudgetLedger:
             self._hold(self.planner.worst_case(self.states, outputs, self._widths()))
             budget.note_peak()
         else:
-            self._hold(self._output_share())
+            self._hold(self._output_share() or Amount())
         for st in self.states.values():
             if st.planned < st.wanted:
-                st.reasons.append(f"planned {st.planned} of {st.wanted} samples: the "
+                st.note("planned_narrower", f"planned {st.planned} of {st.wanted} samples: the "
                                   "worst case of more does not fit beside what later steps need")
 
     def _widths(self) -> dict[str, int | None]:
@@ -455,67 +481,144 @@ class BudgetLedger:
         st = self.states[sid]
         st.phase = "done"
         if refused:
-            st.reasons.append("skipped: the budget refused its calls (its inputs pass on)")
+            st.note("skipped", "skipped: the budget refused its calls (its inputs pass on)")
 
     # ------------------------------------------------------------------------- drawing
 
-    def grant(self, sid: str, index: int, want: int, required: bool) -> int:
-        """How many of ``want`` further samples of call ``index`` to reserve now, the plan
-        hold set to match. A required draw (within the plan) asks for all ``want`` with the
-        hold as if all were drawn, and lets ``QueryBudget.reserve`` narrow or refuse it when
-        the plan's estimate fell short; an optional one (beyond the plan) gets what fits
-        whole, maybe 0. Where no plan fits, every draw asks for all ``want``."""
-        c = self.states[sid].calls[index]
+    def grant(self, sid: str, index: int, want: int, required: bool) -> tuple[int, int]:
+        """How many of ``want`` further samples of call ``index`` to reserve now, and their
+        ``max_tokens``, the plan hold set to match. A required draw (within the plan) asks
+        for all ``want`` with the hold as if all were drawn, and lets ``QueryBudget.reserve``
+        narrow or refuse it when the plan's estimate fell short; an optional one (beyond the
+        plan) gets what fits whole, maybe 0, or, when not one sample fits at the step's
+        ``max_tokens``, one sample with a lower cap that its replies so far suggest it will
+        not reach (``_cut_cap``). Where no plan fits, every draw asks for all ``want``."""
+        st = self.states[sid]
+        c = st.calls[index]
         costing = self.costing(c.model)
 
-        def need(n: int) -> Amount:
+        def hold_for(n: int, cap: int | None = None, strict: bool = False) -> Amount | None:
+            """The hold were ``n`` more samples (of ``cap`` tokens) drawn; where guarded and
+            ``strict``, None when the output's share they leave does not fit."""
             saved = c.inflight, c.unreserved
             c.inflight, c.unreserved = c.inflight + n, max(0, c.unreserved - n)
+            if cap is not None:
+                c.inflight_caps.extend([cap] * n)
             try:
                 if not self.fits:
-                    return self._output_share()
+                    return self._output_share(strict)
                 return self.planner.worst_case(self.states, self.outputs, self._widths())
             finally:
                 c.inflight, c.unreserved = saved
+                if cap is not None:
+                    del c.inflight_caps[len(c.inflight_caps) - n:]
+
+        def need(n: int, cap: int | None = None) -> Amount:
+            return hold_for(n, cap) or Amount()
 
         if not self.fits:
             # guarded (no plan of the whole graph fits): a draw leaves the output's own share
-            # (when that alone fits), narrowed or refused by ``reserve`` for it, except the
-            # query's first draw when refused (the output needs some input more than its share)
-            self._hold(need(want))
-            if self.in_flight == 0 and not any(st.drawn for st in self.states.values()) \
+            # (when that alone fits), which grows with the samples drawn (the output's prompt
+            # quotes them): as many whole samples as fit beside the share they leave, else one
+            # cut to fit beside it; where none can, ``reserve`` narrows, cuts or refuses the
+            # draw for the share, except the query's first draw when refused (the output
+            # needs some input more than its share)
+            def ok_g(n: int) -> bool:
+                share = hold_for(n, strict=True)  # None: the share those n leave does not fit
+                if share is None:
+                    return False
+                self._hold(share)
+                return self.budget.covers(c.prompt_tokens, c.max_tokens, n, costing)
+
+            take = want
+            if not ok_g(want):
+                if ok_g(1):
+                    lo, hi = 1, want  # ok_g(lo) holds, ok_g(hi) does not: bisect
+                    while hi - lo > 1:
+                        mid = (lo + hi) // 2
+                        lo, hi = (mid, hi) if ok_g(mid) else (lo, mid)
+                    take = lo
+                else:
+                    # not one whole sample: one cut to the tokens left beside its share, where
+                    # any are, so the output can still run on what was drawn
+                    one = hold_for(1, strict=True)
+                    self._hold(one or Amount())
+                    if one is not None and self.budget.covers(c.prompt_tokens, 1, 1, costing):
+                        take = 1
+                self.budget.exhausted = self.budget.exhausted or take < want
+            self._hold(need(take))
+            if self.in_flight == 0 and not any(s.drawn for s in self.states.values()) \
                     and not self.budget.covers(c.prompt_tokens, 1, 1, costing):
                 self._hold(Amount())
-            return want
+            return take, c.max_tokens
 
         def ok(n: int) -> bool:
             self._hold(need(n))
             return self.budget.covers(c.prompt_tokens, c.max_tokens, n, costing)
 
         if ok(want):
-            return want
+            return want, c.max_tokens
         lo, hi = 0, want  # ok(lo) holds (0 always does), ok(hi) does not: bisect
         while hi - lo > 1:
             mid = (lo + hi) // 2
             lo, hi = (mid, hi) if ok(mid) else (lo, mid)
         if required:
             self._hold(need(want))
-            return want
+            return want, c.max_tokens
+        if lo == 0:
+            floor = self._cut_floor(sid, c)
+
+            def ok_cap(m: int) -> bool:
+                self._hold(need(1, m))
+                return self.budget.covers(c.prompt_tokens, m, 1, costing)
+
+            if floor is not None and ok_cap(floor):
+                lo_m, hi_m = floor, c.max_tokens  # ok at lo_m, not at hi_m (full size)
+                while hi_m - lo_m > 1:
+                    mid = (lo_m + hi_m) // 2
+                    lo_m, hi_m = (mid, hi_m) if ok_cap(mid) else (lo_m, mid)
+                self._hold(need(1, lo_m))
+                st.cut_draws += 1
+                st.cut_cap = min(st.cut_cap or lo_m, lo_m)
+                return 1, lo_m
         self._hold(need(lo))
         if lo < want:
-            self.states[sid].short = True
-        return lo
+            st.short = True
+        return lo, c.max_tokens
 
-    def sent(self, sid: str, index: int, n: int) -> None:
+    def _cut_floor(self, sid: str, c: CallState) -> int | None:
+        """The lowest ``max_tokens`` a sample beyond the plan may be drawn with when one at
+        the step's own does not fit: CUT_MARGIN over the longest reply the step has drawn,
+        where every reply so far ended by itself (None where one was cut off at its cap,
+        where the server reported no usage, or where the cut would not be below the cap).
+        Such a sample is the seeded one a full draw would give wherever it ends in time; the
+        worst case reserved for it, and for its place in later prompts, is the lower cap."""
+        if c.keeps is not None:
+            return None  # a first-finish call draws within its plan only
+        drawn = [d for call in self.states[sid].calls for d in call.drawn]
+        if not drawn or any(d.finish_reason == "length" or d.completion_tokens <= 0
+                            for d in drawn):
+            return None
+        floor = math.ceil(CUT_MARGIN * max(d.completion_tokens for d in drawn)) + 1
+        return floor if floor < c.max_tokens else None
+
+    def sent(self, sid: str, index: int, n: int, max_tokens: int) -> None:
         c = self.states[sid].calls[index]
         c.inflight += n
+        if max_tokens < c.max_tokens:
+            c.inflight_caps.extend([max_tokens] * n)
         c.unreserved = max(0, c.unreserved - n)
         self.in_flight += 1
 
-    def returned(self, sid: str, index: int, n: int, comps: list[Completion]) -> None:
+    def returned(self, sid: str, index: int, n: int, comps: list[Completion],
+                 max_tokens: int) -> None:
         st = self.states[sid]
         c = st.calls[index]
         c.inflight -= n
+        if max_tokens < c.max_tokens:
+            for _ in range(n):
+                c.inflight_caps.remove(max_tokens)
+            st.cut_off += sum(d.finish_reason == "length" for d in comps)
         c.drawn.extend(comps)
         for comp in comps:  # what the server reported: later estimates learn from it
             self.estimate.reply(comp.text, comp.completion_tokens)
@@ -529,22 +632,25 @@ class BudgetLedger:
             self._changed.set_result(None)
         self._changed = None
 
-    def _output_share(self) -> Amount:
-        """What the output step may cost at the narrowest widths upstream (nothing when that
-        alone does not fit: then calls are only guarded)."""
+    def _output_share(self, strict: bool = False) -> Amount | None:
+        """What the output step may cost at the narrowest widths upstream, with the samples
+        running steps drew or hold; when that alone does not fit, nothing (then calls are
+        only guarded), or None where ``strict``."""
         narrowest = {sid: (st.lo if st.wanted > 1 or st.lo > 1 else None)
                      for sid, st in self.states.items()}
         share = self.planner.worst_case(self.states, self.outputs, narrowest,
                                         only=self.graph.output)
         self.budget.hold_for_plan(0, 0.0, 0.0)
-        return share if fits(share, self.budget) else Amount()
+        if fits(share, self.budget):
+            return share
+        return None if strict else Amount()
 
     def _replan(self) -> None:
         """A guarded query plans again with what its replies taught the estimate: when the
         rest of the graph now fits, it runs as planned (the output's share held, waves)."""
         self.budget.hold_for_plan(0, 0.0, 0.0)  # the plan is checked against what is free
         if not plan_widths(self.planner, self.budget, self.states, self.outputs):
-            self._hold(self._output_share())
+            self._hold(self._output_share() or Amount())
             return
         need = self.planner.worst_case(self.states, self.outputs, self._widths())
         out = self.graph.output
@@ -571,20 +677,23 @@ class BudgetLedger:
             if not self.planner.calls_made.get(out):
                 for c in added:
                     c.unreserved -= 1
-                self._hold(self._output_share())
+                self._hold(self._output_share() or Amount())
                 return
         self.fits = True
         self._hold(need)
         self.budget.note_peak()
         for st in self.states.values():
             if st.phase == "pending" and st.planned < st.wanted:
-                st.reasons.append(f"planned {st.planned} of {st.wanted} samples once replies "
-                                  "came back: the worst case of more does not fit beside what "
-                                  "later steps need")
+                st.note("planned_narrower", f"planned {st.planned} of {st.wanted} samples once "
+                        "replies came back: the worst case of more does not fit beside what "
+                        "later steps need")
         for sid, st in self.states.items():
             if st.phase != "pending" and width_range(self.graph.steps[sid]) is not None:
-                st.reasons.append("planned once replies came back (by the counter's estimate "
-                                  "no plan fitted when the query started)")
+                if st.phase == "running":  # the plan's width for it: what it has and will draw
+                    st.planned = max((len(c.drawn) + c.inflight + c.unreserved
+                                      for c in st.calls), default=st.planned)
+                st.note("planned_late", "planned once replies came back (by the counter's "
+                        "estimate no plan fitted when the query started)")
 
     def prompt_tokens(self, sid: str, index: int) -> int:
         """The prompt tokens call ``index`` of a running step reserves per sample now."""
@@ -611,23 +720,34 @@ class BudgetLedger:
         for sid, st in self.states.items():
             if st.wanted <= 1 and st.lo <= 1 and not st.reasons:
                 continue
-            reasons = list(st.reasons)
+            extra: list[tuple[str, str]] = []  # (code, reason) found when the step ended
             if st.drawn > st.planned:
-                reasons.append(f"widened in waves to {st.drawn}: calls returned under their "
-                               "worst case")
+                extra.append(("widened", f"widened in waves to {st.drawn}: calls returned "
+                              "under their worst case"))
+            if st.cut_draws:
+                extra.append(("cut_draws", f"drew {st.cut_draws} beyond the plan with "
+                              f"max_tokens cut to {st.cut_cap} or more (the worst case at the "
+                              "step's own did not fit; its replies so far had ended sooner)"
+                              + (f", {st.cut_off} of them cut off" if st.cut_off else "")))
             if st.short and st.drawn < st.wanted:
-                reasons.append(f"stopped at {st.drawn}: the worst case of another sample did "
-                               "not fit beside what later steps need")
+                extra.append(("stopped_short", f"stopped at {st.drawn}: the worst case of "
+                              "another sample did not fit beside what later steps need"))
             elif 0 < st.drawn < st.planned:
-                reasons.append(f"drew {st.drawn} of {st.planned} planned: the budget "
-                               "narrowed the call when it was sent")
+                extra.append(("narrowed_at_send", f"drew {st.drawn} of {st.planned} planned: "
+                              "the budget narrowed the call when it was sent"))
             steps[sid] = {"wanted": st.wanted, "planned": st.planned, "drawn": st.drawn,
-                          "reasons": reasons}
+                          "cut_draws": st.cut_draws,
+                          "reasons": [*st.reasons, *(r for _, r in extra)],
+                          "why": [*st.why, *(c for c, _ in extra)]}
+        out = self.states[self.graph.output]
         return BudgetReport(
             granted=granted(b), spent=Amount(b.used_tokens, b.used_cost, b.used_flops),
             reserved_peak=Amount(b.peak_tokens, b.peak_cost, b.peak_flops),
             plan_fits=self.fitted_at_start, steps=steps,
             planned_late=self.fits and not self.fitted_at_start,
+            # the output made its call (a step whose role calls no model, a vote, just ran)
+            output_reached=out.phase == "done" and (
+                out.drawn > 0 or not self.graph.steps[self.graph.output].calls_model),
         )
 
 
@@ -650,6 +770,8 @@ class BudgetReport:
     #: no plan fitted at the start, by the counter's estimate, but one did once replies came
     #: back with the server's usage (the rest of the graph ran as planned)
     planned_late: bool = False
+    #: the output step ran (drew a sample, or had no call to make)
+    output_reached: bool = False
 
     def share_spent(self) -> float | None:
         """Spent over granted, on the tightest declared cap (None when none is declared)."""
@@ -662,5 +784,5 @@ class BudgetReport:
     def to_dict(self) -> dict[str, Any]:
         return {"granted": self.granted, "spent": self.spent.to_dict(),
                 "reserved_peak": self.reserved_peak.to_dict(), "plan_fits": self.plan_fits,
-                "planned_late": self.planned_late,
+                "planned_late": self.planned_late, "output_reached": self.output_reached,
                 "share_spent": self.share_spent(), "steps": self.steps}

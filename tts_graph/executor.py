@@ -410,13 +410,7 @@ class Executor:
                              else False)
             comps = await draw(planned, 0, stream if call.n == 1 else None)
             cut = len(comps) < planned
-            if live() is not None and not cut:
-                while len(comps) < call.n:  # waves: spend what earlier draws left
-                    new = await more(call.n - len(comps), len(comps))
-                    if not new:
-                        break
-                    comps.extend(new)
-            elif q.ledger is not None and not cut and len(comps) < call.n:
+            if q.ledger is not None and live() is None and not cut and len(comps) < call.n:
                 # still no plan: the rest as the budget allows (narrowed, or refused)
                 try:
                     rest = await draw(call.n - len(comps), len(comps))
@@ -424,6 +418,14 @@ class Executor:
                     return comps, True
                 cut = len(comps) + len(rest) < call.n
                 comps.extend(rest)
+                # a plan found with these replies (late) runs the step as planned: waves
+                cut = cut and live() is None
+            if live() is not None and not cut:
+                while len(comps) < call.n:  # waves: spend what earlier draws left
+                    new = await more(call.n - len(comps), len(comps))
+                    if not new:
+                        break
+                    comps.extend(new)
             return comps, cut
         finally:
             if q.ledger is not None:
@@ -468,25 +470,26 @@ class Executor:
         does not fit returns no completions instead of being narrowed."""
         s = step.sampling
         ledger = q.ledger
+        max_tokens = s.max_tokens
         if ledger is not None:
-            n = ledger.grant(step.id, index, n, required)
+            n, max_tokens = ledger.grant(step.id, index, n, required)
             if n == 0:
                 return []
             # exact once an earlier wave of this call came back with the server's usage
             prompt_tokens = ledger.prompt_tokens(step.id, index)
-        res = q.budget.reserve(prompt_tokens, s.max_tokens, n, binding.costing)
+        res = q.budget.reserve(prompt_tokens, max_tokens, n, binding.costing)
         n = res.n  # the budget may allow fewer samples than asked
         if ledger is None:
             return await self._request(q, step, binding, call, index, n, seed, offset,
                                        prompt_tokens, stream, res)
-        ledger.sent(step.id, index, n)
+        ledger.sent(step.id, index, n, res.max_tokens)
         comps: list[Completion] = []
         try:
             comps = await self._request(q, step, binding, call, index, n, seed, offset,
                                         prompt_tokens, stream, res)
             return comps
         finally:
-            ledger.returned(step.id, index, n, comps)
+            ledger.returned(step.id, index, n, comps, res.max_tokens)
 
     async def _request(self, q: _Query, step: Step, binding: ModelBinding, call: Call,
                        index: int, n: int, seed: int, offset: int, prompt_tokens: int,

@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -190,6 +190,41 @@ def _run_eval_workers(plan, workers: int, concurrency: int, *, quiet: bool,  # t
     return summarize(plan.store), int(report.progress.get("left", 0))
 
 
+#: reason codes of a budget report's steps, as the summary names them
+WHY = {"planned_narrower": "planned narrower", "planned_late": "planned late",
+       "widened": "widened in waves", "cut_draws": "drew with max_tokens cut",
+       "stopped_short": "stopped short", "narrowed_at_send": "narrowed when sent",
+       "skipped": "skipped"}
+
+
+def budget_lines(b: dict[str, Any]) -> list[str]:
+    """An eval summary's budget figures: how the granted budget was used, and why steps
+    drew fewer samples than they wanted (queries per reason)."""
+    late = b.get("planned_late", 0)
+    short = b.get("share_spent_mean_where_short")
+    lines = [
+        f"  budget: {b['share_spent_mean']:.0%} spent on average (min "
+        f"{b['share_spent_min']:.0%}"
+        + (f"; {short:.0%} where a step wanted more" if short is not None else "")
+        + f"), peak committed {b['share_committed_peak_max']:.0%}, {b['overruns']} "
+        "overruns",
+        f"  plan fits {b['plan_fits']}/{b['queries']} (output reached "
+        f"{b['output_reached_where_plan_fits']})"
+        + (f", planned late {late} (output reached "
+           f"{b.get('output_reached_where_planned_late', 0)})" if late else "")
+        + f", output reached {b.get('output_reached', '?')}/{b['queries']}; samples "
+        f"{b['samples_drawn']}/{b['samples_wanted']}"
+        + (f", {b['cut_draws']} with max_tokens cut" if b.get("cut_draws") else ""),
+    ]
+    for sid, counts in (b.get("why") or {}).items():
+        if counts:
+            lines.append(f"  step {sid}: " + ", ".join(
+                f"{WHY.get(code, code)} {n}" for code, n in counts.items()))
+    if not b.get("why") and b["narrowed"]:
+        lines.append("  narrowed: " + ", ".join(f"{k} {n}" for k, n in b["narrowed"].items()))
+    return lines
+
+
 def _print_summary(s) -> None:  # type: ignore[no-untyped-def]
     lo, hi = s.ci95
     out.print(f"[bold]{s.graph}[/bold] on {s.task}: accuracy {s.accuracy:.1%} "
@@ -202,13 +237,8 @@ def _print_summary(s) -> None:  # type: ignore[no-untyped-def]
               f"{s.latency_p50:.2f}/{s.latency_p90:.2f}/{s.latency_p99:.2f} s", markup=False)
     b = getattr(s, "budget", None)
     if b:
-        narrowed = ", ".join(f"{k} {n}" for k, n in b["narrowed"].items()) or "none"
-        out.print(f"  budget: {b['share_spent_mean']:.0%} spent on average (min "
-                  f"{b['share_spent_min']:.0%}), {b['overruns']} overruns, plan fits "
-                  f"{b['plan_fits']}/{b['queries']}, output reached "
-                  f"{b['output_reached_where_plan_fits']}/{b['plan_fits']} of those, samples "
-                  f"{b['samples_drawn']}/{b['samples_wanted']}; narrowed: {narrowed}",
-                  markup=False)
+        for line in budget_lines(b):
+            out.print(line, markup=False)
     t = Table(title_justify="left")
     for col in ("by node / model", "calls", "samples", "tokens", "cost $", "FLOPs"):
         t.add_column(col, justify="left" if col.startswith("by") else "right")

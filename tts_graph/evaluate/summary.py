@@ -87,11 +87,16 @@ class BudgetTally:
 
     def __init__(self) -> None:
         self.queries = self.fits = self.reached = self.overruns = 0
+        self.late = self.reached_late = self.reached_all = 0
         self.shares: list[float] = []
+        #: shares spent by the queries where a step drew fewer samples than it wanted
+        self.short_shares: list[float] = []
         self.peak_shares: list[float] = []
         self.narrowed: dict[str, int] = {}
         self.skipped: dict[str, int] = {}
-        self.wanted = self.drawn = 0
+        #: step → reason code (``BudgetReport`` steps' ``why``) → queries
+        self.why: dict[str, dict[str, int]] = {}
+        self.wanted = self.drawn = self.cut_draws = 0
 
     def add(self, report: dict[str, Any], status: str) -> None:
         self.queries += 1
@@ -100,19 +105,34 @@ class BudgetTally:
                                             ("flops", "flops")) if granted.get(g)]
         if any(spent[k] > cap * (1 + 1e-9) for k, cap in caps):
             self.overruns += 1
-        if caps:
-            self.shares.append(max(spent[k] / cap for k, cap in caps))
+        share = max((spent[k] / cap for k, cap in caps), default=None)
+        if share is not None:
+            self.shares.append(share)
             self.peak_shares.append(max(peak[k] / cap for k, cap in caps))
+            if any(st["drawn"] < st["wanted"] for st in report["steps"].values()):
+                self.short_shares.append(share)
+        # results stored before the report said so: a finished query reached its output
+        reached = bool(report.get("output_reached", status == "ok"))
+        self.reached_all += int(reached)
         if report["plan_fits"]:
             self.fits += 1
-            self.reached += int(status == "ok")
+            self.reached += int(reached)
+        elif report.get("planned_late"):
+            self.late += 1
+            self.reached_late += int(reached)
         for sid, st in report["steps"].items():
             self.wanted += st["wanted"]
             self.drawn += st["drawn"]
+            self.cut_draws += int(st.get("cut_draws", 0))
             if st["drawn"] < st["wanted"]:
                 self.narrowed[sid] = self.narrowed.get(sid, 0) + 1
-            if any(r.startswith("skipped") for r in st["reasons"]):
+            codes = st.get("why") or (["skipped"] if any(
+                r.startswith("skipped") for r in st["reasons"]) else [])
+            if "skipped" in codes:
                 self.skipped[sid] = self.skipped.get(sid, 0) + 1
+            counts = self.why.setdefault(sid, {})
+            for code in dict.fromkeys(codes):
+                counts[code] = counts.get(code, 0) + 1
 
     def to_dict(self) -> dict[str, Any] | None:
         if not self.queries:
@@ -121,11 +141,16 @@ class BudgetTally:
         return {
             "queries": self.queries, "overruns": self.overruns, "plan_fits": self.fits,
             "output_reached_where_plan_fits": self.reached,
+            "planned_late": self.late, "output_reached_where_planned_late": self.reached_late,
+            "output_reached": self.reached_all,
             "share_spent_mean": sum(shares) / len(shares) if shares else None,
             "share_spent_min": shares[0] if shares else None,
+            "share_spent_mean_where_short": (sum(self.short_shares) / len(self.short_shares)
+                                             if self.short_shares else None),
             "share_committed_peak_max": max(self.peak_shares) if self.peak_shares else None,
             "samples_wanted": self.wanted, "samples_drawn": self.drawn,
-            "narrowed": self.narrowed, "skipped": self.skipped,
+            "narrowed": self.narrowed, "skipped": self.skipped, "why": self.why,
+            "cut_draws": self.cut_draws,
         }
 
 
