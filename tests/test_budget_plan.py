@@ -344,6 +344,37 @@ def test_validate_says_when_no_plan_fits_the_declared_budget(tmp_path: Path) -> 
     assert roomy.returncode == 0 and "warning" not in roomy.stdout
 
 
+def test_validate_warns_of_a_cap_some_model_would_not_count_against(tmp_path: Path) -> None:
+    """A cost cap over a model with no price known (none declared, none in litellm's cost
+    map) or a FLOPs cap over one with no params would let its calls through: say so."""
+    def validate(model: str, budget: str) -> list[str]:
+        p = tmp_path / "g.yaml"
+        p.write_text(f"""
+version: 1
+name: g
+models:
+  a: {{backend: openai, model: {model}, api_base: "http://127.0.0.1:9/v1"}}
+  s: {{backend: sim, model: llama-3b}}
+nodes:
+  solve: {{role: solver, model: a, samples: 2}}
+  judge: {{role: judge, model: s, inputs: [solve]}}
+output: judge
+budget: {budget}
+""")
+        r = subprocess.run([sys.executable, "-m", "tts_graph", "validate", str(p)],
+                           capture_output=True, text=True, timeout=120, check=False)
+        assert r.returncode == 0, r.stderr
+        return [ln for ln in r.stdout.splitlines() if ln.startswith("warning:")]
+
+    (cost,) = validate("house-model-7b", "{max_cost_usd_per_query: 0.01}")
+    assert "budget.max_cost_usd_per_query: no price for a " in cost and "count $0" in cost
+    (flops,) = validate("house-model-7b", "{max_flops_per_query: 1.0e15}")
+    assert "budget.max_flops_per_query: no params for a:" in flops
+    # a price litellm knows, or a declared one, is counted: no warning (sim prices itself)
+    assert validate("gpt-4o-mini", "{max_cost_usd_per_query: 0.01}") == []
+    assert validate("house-model-7b", "{max_tokens_per_query: 100000}") == []
+
+
 @dataclass(frozen=True)
 class Item:
     id: str

@@ -23,9 +23,11 @@ from pydantic import (
     StringConstraints,
     Tag,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from . import custom_roles
 from .errors import GraphError, GraphErrors
@@ -37,6 +39,36 @@ ExtractKind = Literal["auto", "number", "boxed", "choice", "text"]
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
+        # pydantic reads true/false as 1/0 where a number is asked; YAML 1.1 also reads
+        # yes/no/on/off as booleans, so `samples: yes` would silently mean one sample
+        if isinstance(value, bool) and info.field_name is not None:
+            ann = cls.model_fields[info.field_name].annotation
+            if not _admits_bool(ann):
+                kind = "int_type" if _admits(ann, int) else "float_type"
+                raise PydanticCustomError(kind, "a number is required, not {value}",
+                                          {"value": value})
+        return value
+
+
+def _admits(tp: Any, kind: type) -> bool:
+    """Whether an annotation takes ``kind`` (through Annotated, unions, Optional)."""
+    if tp is kind:
+        return True
+    if get_origin(tp) is Annotated:
+        return _admits(get_args(tp)[0], kind)
+    if get_origin(tp) in (Union, UnionType):
+        return any(_admits(a, kind) for a in get_args(tp))
+    return False
+
+
+def _admits_bool(tp: Any) -> bool:
+    """Whether a boolean is a fair value for a field: it takes bool or anything, or is
+    neither an int nor a float field (a mapping's own values are checked by its model)."""
+    return tp is Any or _admits(tp, bool) or not (_admits(tp, int) or _admits(tp, float))
 
 
 COUNT_RE = r"\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([KkMmBbTt]?)\s*"

@@ -41,10 +41,10 @@ def validate(graphs: Annotated[list[Path], typer.Argument(help="graph files")]) 
             continue
         out.print(f"ok: {path} ({len(g.spec.nodes)} nodes, {len(g.steps)} steps)",
                   markup=False, highlight=False)
-        note = _budget_note(g)
-        if note:
-            out.print(f"warning: {path}: {note}", markup=False, highlight=False,
-                      soft_wrap=True)
+        for note in (_budget_note(g), *_uncounted_caps(g)):
+            if note:
+                out.print(f"warning: {path}: {note}", markup=False, highlight=False,
+                          soft_wrap=True)
     if problems:
         raise _fail(problems)
 
@@ -66,6 +66,36 @@ def _budget_note(graph: CompiledGraph) -> str | None:
     return ("budget: no plan of the whole graph fits (its narrowest worst case, prompts "
             f"counted at about 3 characters a token: {', '.join(parts)}); calls will only be "
             "guarded, and later steps, the output among them, may not run")
+
+
+#: backends that report a model's price and parameter count themselves (local models are
+#: free; the simulated ones carry both in their profiles)
+SELF_COSTED = {"local", "sim"}
+
+
+def _uncounted_caps(graph: CompiledGraph) -> list[str]:
+    """A cost or FLOPs cap that some model's calls would not count against: no price declared
+    (nor in litellm's cost map) or no ``params``, so the cap silently lets its calls through."""
+    from ..backends.pricing import mapped_price
+
+    b = graph.spec.budget
+    used = sorted({m for step in graph.steps.values() for m in step.models})
+    models = {n: graph.spec.models[n] for n in used if n in graph.spec.models}
+    notes = []
+    if b.max_cost_usd_per_query is not None:
+        unpriced = [n for n, m in models.items() if m.price is None
+                    and m.backend not in SELF_COSTED and mapped_price(m.model) is None]
+        if unpriced:
+            notes.append(f"budget.max_cost_usd_per_query: no price for {', '.join(unpriced)} "
+                         "(none declared, none in litellm's cost map): their calls count $0 "
+                         "against the cap; declare price: {input_per_mtok, output_per_mtok}")
+    if b.max_flops_per_query is not None:
+        unsized = [n for n, m in models.items() if m.params is None
+                   and m.backend not in SELF_COSTED]
+        if unsized:
+            notes.append(f"budget.max_flops_per_query: no params for {', '.join(unsized)}: "
+                         "their calls count 0 FLOPs against the cap; declare params (e.g. 8B)")
+    return notes
 
 
 def show(
