@@ -341,6 +341,23 @@ def children_cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
+#: the machine's own ceiling, measured next to the eval rows: a pure-Python loop (~1 s here)
+BURN = "s = 0\nfor i in range({n}):\n    s += i * i\n"
+
+
+def cpu_ceiling(k: int, n: int) -> tuple[float, float]:
+    """Wall seconds of the loop in 1 process, then in ``k`` processes at once: on free cores
+    the two are equal; other work on the cores makes the second longer."""
+    def run(procs: int) -> float:
+        t0 = time.perf_counter()
+        ps = [subprocess.Popen([sys.executable, "-c", BURN.format(n=n)]) for _ in range(procs)]
+        for proc in ps:
+            proc.wait()
+        return time.perf_counter() - t0
+
+    return run(1), run(k)
+
+
 def scoring_part(a: argparse.Namespace, url: str) -> None:
     """``tts-graph eval --scorer math|code`` with 1, 2, 4 workers: per-question cost is
     the scorer's CPU in the workers, the server's is small. Workers forked from the parent
@@ -354,6 +371,7 @@ def scoring_part(a: argparse.Namespace, url: str) -> None:
     load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
     sides = [(1, "-")] + [(w, start) for start in a.eval_start for w in a.workers if w > 1]
     rows = []
+    ceiling = []
     walls: dict[tuple[int, str], list[float]] = {side: [] for side in sides}
     with tempfile.TemporaryDirectory(prefix="tts-eval-bench-") as tmp:
         work = Path(tmp)
@@ -361,6 +379,10 @@ def scoring_part(a: argparse.Namespace, url: str) -> None:
         (work / "g.yaml").write_text(graph_text("openai", url))
         first: dict[str, tuple[Any, ...]] | None = None
         for rnd in range(1, a.eval_repeats + 1):
+            one, many = cpu_ceiling(cores or 1, a.burn_loops)
+            ceiling.append([rnd, f"{one:.2f}", cores, f"{many:.2f}",
+                            f"{(cores or 1) * one / many:.2f}",
+                            f"{one / many:.2f}"])
             base: float | None = None
             for workers, start in sides:
                 out = work / f"run-{workers}-{start}-{rnd}"
@@ -401,6 +423,9 @@ def scoring_part(a: argparse.Namespace, url: str) -> None:
                  "wall s (whole process)", "questions/s", "speed-up vs 1 worker",
                  "÷ linear up to the cores", "eval CPU s (all processes)", "server CPU s"],
                 rows))
+    print()
+    print(table(["round", "CPU loop, 1 process: wall s", "processes at once",
+                 "wall s of each", "speed-up the cores gave", "÷ linear"], ceiling))
     one = walls[1, "-"]
     spread = "; ".join(
         f"{w} ({start}) {min(v):.2f}–{max(v):.2f} s"
@@ -435,6 +460,8 @@ def main() -> None:
                    help="--eval-scoring: rounds of 1, 2, 4 workers, alternating")
     p.add_argument("--eval-start", default="fork,spawn", type=lambda s: s.split(","),
                    help="--eval-scoring: how workers start (TTS_GRAPH_EVAL_START), each a row")
+    p.add_argument("--burn-loops", type=int, default=15_000_000,
+                   help="--eval-scoring: iterations of the CPU loop that measures the cores")
     p.add_argument("--quick", action="store_true",
                    help="small sizes: levels 1,8, 40 calls, 40 eval questions, 1-2 workers")
     p.add_argument("--profile", type=int, default=0, metavar="C",
@@ -448,7 +475,7 @@ def main() -> None:
     if a.quick:
         a.levels, a.rounds, a.min_calls, a.max_calls, a.repeats = [1, 8], 2, 20, 40, 1
         a.eval_questions, a.eval_concurrency, a.workers = 40, 8, [1, 2]
-        a.eval_repeats = 1
+        a.eval_repeats, a.burn_loops = 1, 100_000
     print_header(f"Client throughput against a {a.latency_ms:g} ms loopback server")
     with spawn_fault_server(FaultConfig(latency_ms=a.latency_ms)) as url:
         if a.layers:

@@ -52,9 +52,13 @@ def test_quick_eval_scoring_mode_runs_math_scored_questions_on_workers() -> None
     out = proc.stdout
     header = next(line for line in out.splitlines() if line.startswith("| round "))
     assert "| workers | start |" in header and "÷ linear up to the cores" in header
-    rows = [[c.strip() for c in line.strip("|").split("|")]
-            for line in out.splitlines() if line.startswith("| 1 ")]
+    cells = [[c.strip() for c in line.strip("|").split("|")]
+             for line in out.splitlines() if line.startswith("| 1 ")]
+    rows = [r for r in cells if len(r) == 13]
     assert [(r[1], r[2]) for r in rows] == [("1", "-"), ("2", "fork"), ("2", "spawn")], out
     for r in rows:  # every question scored, answered once by the server, scored the same
         assert r[4:7] == ["40", "40", "40/40"], r
+    # the cores' own parallel speed-up, measured in the same round
+    assert "| round | CPU loop, 1 process: wall s |" in out
+    assert len([r for r in cells if len(r) == 6]) == 1, out
     assert "| backend | workers |" not in out  # this mode replaces the other tables
