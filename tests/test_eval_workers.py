@@ -188,3 +188,18 @@ def test_workers_of_a_server_client_are_forked_in_process_models_spawned(
     finally:
         stop.set()
         other.join()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this system")
+def test_a_forked_workers_error_line_and_exit_status_reach_the_parent(tmp_path: Path) -> None:
+    import tempfile
+
+    from tts_graph.evaluate.workers import _fork_worker
+
+    with tempfile.TemporaryFile() as errlog:
+        proc = _fork_worker(errlog, tmp_path / "nothing", "w7", 2, cache=None,
+                            use_cache=False, trace=None)
+        assert proc.wait(60) == 2
+        errlog.seek(0)
+        lines = errlog.read().decode().strip().splitlines()
+    assert lines[-1].startswith("worker w7: --resume ") and "no run there" in lines[-1]

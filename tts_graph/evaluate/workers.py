@@ -337,7 +337,8 @@ def _fork_worker(errlog: Any, run_dir: Path, name: str, concurrency: int, *,
     (``run_worker``; SQLite connections must not cross a fork) and never touches the
     parent's, and ends with ``os._exit`` so nothing of the parent's is closed or flushed."""
     for stream in (sys.stdout, sys.stderr):
-        stream.flush()
+        with contextlib.suppress(OSError, ValueError):  # closed or a broken pipe
+            stream.flush()
     pid = os.fork()
     if pid:
         return _Forked(pid)
