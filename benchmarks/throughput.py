@@ -414,14 +414,15 @@ def scoring_part(a: argparse.Namespace, url: str) -> None:
                              f"{wall:.2f}", f"{a.eval_questions / wall:.0f}",
                              f"{base / wall:.2f}",
                              f"{base / wall / min(workers, cores or 1):.2f}", f"{cpu:.2f}",
-                             f"{server_cpu:.2f}"])
+                             f"{cpu / wall:.2f}", f"{server_cpu:.2f}"])
                 print(f"  round {rnd}: eval --scorer {kind} --workers {workers} ({start}): "
                       f"{wall:.2f} s", flush=True)
     print()
     print(table(["round", "workers", "start", "concurrency per worker", "scored",
                  "server answered", "same answers and scores as the first row",
                  "wall s (whole process)", "questions/s", "speed-up vs 1 worker",
-                 "÷ linear up to the cores", "eval CPU s (all processes)", "server CPU s"],
+                 "÷ linear up to the cores", "eval CPU s (all processes)",
+                 "cores it got (CPU s ÷ wall s)", "server CPU s"],
                 rows))
     print()
     print(table(["round", "CPU loop, 1 process: wall s", "processes at once",

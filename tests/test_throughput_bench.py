@@ -54,7 +54,7 @@ def test_quick_eval_scoring_mode_runs_math_scored_questions_on_workers() -> None
     assert "| workers | start |" in header and "÷ linear up to the cores" in header
     cells = [[c.strip() for c in line.strip("|").split("|")]
              for line in out.splitlines() if line.startswith("| 1 ")]
-    rows = [r for r in cells if len(r) == 13]
+    rows = [r for r in cells if len(r) == 14]
     assert [(r[1], r[2]) for r in rows] == [("1", "-"), ("2", "fork"), ("2", "spawn")], out
     for r in rows:  # every question scored, answered once by the server, scored the same
         assert r[4:7] == ["40", "40", "40/40"], r
