@@ -203,3 +203,16 @@ def test_a_forked_workers_error_line_and_exit_status_reach_the_parent(tmp_path: 
         errlog.seek(0)
         lines = errlog.read().decode().strip().splitlines()
     assert lines[-1].startswith("worker w7: --resume ") and "no run there" in lines[-1]
+
+
+def test_the_math_scorers_warm_up_loads_math_verify_before_any_question() -> None:
+    # in a fresh interpreter: what the parent loads before forking its workers
+    code = ("import sys\n"
+            "from tts_graph.evaluate.scorers import get_scorer\n"
+            "scorer = get_scorer('math')\n"
+            "assert 'sympy' not in sys.modules\n"
+            "scorer.warm_up()\n"
+            "assert 'math_verify' in sys.modules and 'sympy' in sys.modules\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr

@@ -414,7 +414,9 @@ def run_workers(plan: Any, n: int, concurrency: int, *, cache: Path | None, use_
         try:
             fork = start_method(plan, storage) == "fork"
             if fork:  # loaded once here, shared by every worker forked below
-                plan.task.scorer.warm_up()
+                warm_up = getattr(plan.task.scorer, "warm_up", None)  # a plugin's may lack it
+                if warm_up is not None:
+                    warm_up()
                 freeze_setup()
             for i in range(n):
                 name = f"{prefix}w{i}"
