@@ -20,6 +20,15 @@ its /stats.
     .venv/bin/python benchmarks/throughput.py --profile 32     # where the openai side's time goes
     .venv/bin/python benchmarks/throughput.py --layers         # backend vs binding vs executor
 
+Part 4 (``--eval-scoring math|code``, instead of the others): what eval workers are for, a
+per-question cost that is CPU in the worker: the math scorer (math-verify/sympy, ~12 ms a
+question here) or the code scorer (one sandboxed Python run a question), against the same
+cheap server; ``tts-graph eval`` with 1 process, then 2 and 4 workers forked (the default on
+Linux) and spawned (``TTS_GRAPH_EVAL_START=spawn``), in alternating rounds; each row's answers
+and scores are checked against the first row's.
+
+    .venv/bin/python benchmarks/throughput.py --eval-scoring math [--eval-repeats 3]
+
 Part 3 (``--layers``, instead of parts 1 and 2): where the openai side's gap to bare aiohttp
 is. The same calls through each layer in turn, at each concurrency: bare aiohttp, the
 openai backend alone (``OpenAIBackend.generate``), the model binding around it
@@ -297,6 +306,138 @@ def eval_part(a: argparse.Namespace, url: str) -> None:
           "plus start-up")
 
 
+#: ``--eval-scoring math``: gold answers of the kinds MATH-style tasks have, each question its
+#: own numbers (math-verify caches nothing across them); the server's "Answer: k" is compared
+#: with each by math-verify (sympy), 1-25 ms of CPU per question on this machine
+MATH_GOLDS = ("x^2+{a}x+{b}", "\\frac{{{b}\\pi}}{{{a}}}", "\\frac{{{b}}}{{{a}}}",
+              "\\sqrt{{{a}}}+{b}")
+#: ``--eval-scoring code``: a HumanEval-shaped item; the server's reply is not code, so each
+#: question is one sandboxed Python run that fails (its cost is the sandbox's, not the test's)
+CODE_PROMPT = 'def add_{i}(x: int) -> int:\n    """x plus {i}."""\n'
+CODE_TEST = "def check(f):\n    assert f(1) == {j}\n"
+
+
+def scoring_questions(kind: str, n: int) -> str:
+    """The JSONL task of ``--eval-scoring KIND``: n questions for the ``math`` or ``code``
+    scorer."""
+    lines = []
+    for i in range(n):
+        rec: dict[str, Any] = {"id": f"q{i}"}
+        if kind == "math":
+            gold = MATH_GOLDS[i % len(MATH_GOLDS)].format(a=i + 2, b=i + 1)
+            rec |= {"question": f"Simplify item {i}.", "answer": gold}
+        else:
+            rec |= {"question": f"Complete add_{i}.", "answer": f"    return x + {i}\n",
+                    "prompt": CODE_PROMPT.format(i=i), "test": CODE_TEST.format(j=i + 1),
+                    "entry_point": f"add_{i}"}
+        lines.append(json.dumps(rec) + "\n")
+    return "".join(lines)
+
+
+def children_cpu() -> float:
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+#: the machine's own ceiling, measured next to the eval rows: a pure-Python loop (~1 s here)
+BURN = "s = 0\nfor i in range({n}):\n    s += i * i\n"
+
+
+def cpu_ceiling(k: int, n: int) -> tuple[float, float]:
+    """Wall seconds of the loop in 1 process, then in ``k`` processes at once: on free cores
+    the two are equal; other work on the cores makes the second longer."""
+    def run(procs: int) -> float:
+        t0 = time.perf_counter()
+        ps = [subprocess.Popen([sys.executable, "-c", BURN.format(n=n)]) for _ in range(procs)]
+        for proc in ps:
+            proc.wait()
+        return time.perf_counter() - t0
+
+    return run(1), run(k)
+
+
+def scoring_part(a: argparse.Namespace, url: str) -> None:
+    """``tts-graph eval --scorer math|code`` with 1, 2, 4 workers: per-question cost is
+    the scorer's CPU in the workers, the server's is small. Workers forked from the parent
+    after set-up (the default on Linux), and with ``--eval-start fork,spawn`` also each
+    started as a fresh interpreter (``TTS_GRAPH_EVAL_START=spawn``); rounds alternate the
+    rows."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    kind = a.eval_scoring
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    sides = [(1, "-")] + [(w, start) for start in a.eval_start for w in a.workers if w > 1]
+    rows = []
+    ceiling = []
+    walls: dict[tuple[int, str], list[float]] = {side: [] for side in sides}
+    with tempfile.TemporaryDirectory(prefix="tts-eval-bench-") as tmp:
+        work = Path(tmp)
+        (work / "q.jsonl").write_text(scoring_questions(kind, a.eval_questions))
+        (work / "g.yaml").write_text(graph_text("openai", url))
+        first: dict[str, tuple[Any, ...]] | None = None
+        for rnd in range(1, a.eval_repeats + 1):
+            one, many = cpu_ceiling(cores or 1, a.burn_loops)
+            ceiling.append([rnd, f"{one:.2f}", cores, f"{many:.2f}",
+                            f"{(cores or 1) * one / many:.2f}",
+                            f"{one / many:.2f}"])
+            base: float | None = None
+            for workers, start in sides:
+                out = work / f"run-{workers}-{start}-{rnd}"
+                s0 = fault_stats(url, keys=False)
+                c0, t0 = children_cpu(), time.perf_counter()
+                proc = subprocess.run(
+                    [sys.executable, "-m", "tts_graph", "eval", "g.yaml", "--task", "q.jsonl",
+                     "--scorer", kind, "--accept-weak-sandbox", "--out", str(out),
+                     "--no-cache", "--json", "--concurrency", str(a.eval_concurrency),
+                     "--workers", str(workers)],
+                    cwd=work, env={**env, "TTS_GRAPH_EVAL_START": start}, capture_output=True,
+                    text=True, timeout=900, check=False)
+                wall, cpu = time.perf_counter() - t0, children_cpu() - c0
+                s1 = fault_stats(url, keys=False)
+                if proc.returncode != 0:
+                    raise SystemExit(f"eval --scorer {kind} --workers {workers} failed:\n"
+                                     f"{proc.stderr}")
+                summary = json.loads(proc.stdout)
+                with sqlite3.connect(out / "results.sqlite") as conn:
+                    answers = {r[0]: r[1:] for r in conn.execute(
+                        "SELECT item_id, answer, correct, score_detail FROM results")}
+                first = first or answers  # the same replies score the same in every row
+                same = sum(answers.get(k) == v for k, v in first.items())
+                base = base or wall
+                walls[workers, start].append(wall)
+                server_cpu = s1["process_cpu_s"] - s0["process_cpu_s"]
+                rows.append([rnd, workers, start, a.eval_concurrency, summary["scored"],
+                             s1["answered"] - s0["answered"], f"{same}/{len(first)}",
+                             f"{wall:.2f}", f"{a.eval_questions / wall:.0f}",
+                             f"{base / wall:.2f}",
+                             f"{base / wall / min(workers, cores or 1):.2f}", f"{cpu:.2f}",
+                             f"{cpu / wall:.2f}", f"{server_cpu:.2f}"])
+                print(f"  round {rnd}: eval --scorer {kind} --workers {workers} ({start}): "
+                      f"{wall:.2f} s", flush=True)
+    print()
+    print(table(["round", "workers", "start", "concurrency per worker", "scored",
+                 "server answered", "same answers and scores as the first row",
+                 "wall s (whole process)", "questions/s", "speed-up vs 1 worker",
+                 "÷ linear up to the cores", "eval CPU s (all processes)",
+                 "cores it got (CPU s ÷ wall s)", "server CPU s"],
+                rows))
+    print()
+    print(table(["round", "CPU loop, 1 process: wall s", "processes at once",
+                 "wall s of each", "speed-up the cores gave", "÷ linear"], ceiling))
+    one = walls[1, "-"]
+    spread = "; ".join(
+        f"{w} ({start}) {min(v):.2f}–{max(v):.2f} s"
+        + (f", speed-up {min(one) / max(v):.2f}–{max(one) / min(v):.2f}" if w > 1 else "")
+        for (w, start), v in walls.items())
+    print(f"\n{a.eval_questions} one-call questions scored by `{kind}`, no cache, latency "
+          f"{a.latency_ms:g} ms, {cores} cores, {a.eval_repeats} rounds; wall range per row: "
+          f"{spread}; load average before {load_before}, after "
+          + " ".join(f"{x:.2f}" for x in os.getloadavg()))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--levels", default="1,2,4,8,16,32,64,128,256",
@@ -313,6 +454,15 @@ def main() -> None:
     p.add_argument("--skip-eval", action="store_true")
     p.add_argument("--skip-calls", action="store_true", help="only the eval part")
     p.add_argument("--skip-litellm-eval", action="store_true")
+    p.add_argument("--eval-scoring", choices=("math", "code"), default=None,
+                   help="instead of the tables: eval with the math or code scorer, whose "
+                   "CPU is in the workers, with 1, 2, 4 workers")
+    p.add_argument("--eval-repeats", type=int, default=3,
+                   help="--eval-scoring: rounds of 1, 2, 4 workers, alternating")
+    p.add_argument("--eval-start", default="fork,spawn", type=lambda s: s.split(","),
+                   help="--eval-scoring: how workers start (TTS_GRAPH_EVAL_START), each a row")
+    p.add_argument("--burn-loops", type=int, default=15_000_000,
+                   help="--eval-scoring: iterations of the CPU loop that measures the cores")
     p.add_argument("--quick", action="store_true",
                    help="small sizes: levels 1,8, 40 calls, 40 eval questions, 1-2 workers")
     p.add_argument("--profile", type=int, default=0, metavar="C",
@@ -326,10 +476,14 @@ def main() -> None:
     if a.quick:
         a.levels, a.rounds, a.min_calls, a.max_calls, a.repeats = [1, 8], 2, 20, 40, 1
         a.eval_questions, a.eval_concurrency, a.workers = 40, 8, [1, 2]
+        a.eval_repeats, a.burn_loops = 1, 100_000
     print_header(f"Client throughput against a {a.latency_ms:g} ms loopback server")
     with spawn_fault_server(FaultConfig(latency_ms=a.latency_ms)) as url:
         if a.layers:
             asyncio.run(layers_part(a, url))
+            return
+        if a.eval_scoring:
+            scoring_part(a, url)
             return
         if not a.skip_calls:
             asyncio.run(calls_part(a, url))

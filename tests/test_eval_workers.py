@@ -9,8 +9,11 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -58,7 +61,9 @@ def workdir(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def test_workers_share_the_run_each_question_once(workdir: Path) -> None:
+@pytest.mark.parametrize("start", ["fork", "spawn"])
+def test_workers_share_the_run_each_question_once(workdir: Path, start: str) -> None:
+    env = {"TTS_GRAPH_EVAL_START": start}
     with serve_fault_server(FaultConfig(latency_ms=30)) as url:
         (workdir / "g.yaml").write_text(_graph(url))
         ref = _cli("eval", "g.yaml", "--task", "q.jsonl", "--out", "ref", "--no-cache",
@@ -66,7 +71,7 @@ def test_workers_share_the_run_each_question_once(workdir: Path) -> None:
         assert ref.returncode == 0, ref.stderr
         before = fault_stats(url)
         got = _cli("eval", "g.yaml", "--task", "q.jsonl", "--out", "run", "--no-cache",
-                   "--workers", "3", "--concurrency", "2", "--json", cwd=workdir)
+                   "--workers", "3", "--concurrency", "2", "--json", cwd=workdir, env=env)
         after = fault_stats(url)
     assert got.returncode == 0, got.stderr
     summary = json.loads(got.stdout)
@@ -140,3 +145,74 @@ def test_infra_errors_are_not_claimed_again_and_resume_runs_them(workdir: Path) 
     summary = json.loads(again.stdout)
     assert summary["scored"] == N and summary["infra_errors"] == 0
     assert [s for _, _, s in _answers(workdir / "run")] == ["ok"] * N
+
+
+def _plan(backend: str) -> Any:
+    """What ``start_method`` reads of a run's plan: its graph."""
+    from tts_graph import loads_graph
+    from tts_graph.backends.registry import backend_names
+    from tts_graph.compile import compile_graph
+
+    model = {"openai": 'backend: openai, model: fault, api_base: "http://127.0.0.1:9/v1"',
+             "local": "backend: local, model: m, options: {path: m.gguf}"}[backend]
+    return SimpleNamespace(graph=compile_graph(loads_graph(f"""
+version: 1
+name: g
+models:
+  m: {{{model}}}
+nodes:
+  solve: {{role: solver, model: m}}
+output: solve
+"""), backends=backend_names()))
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="workers are forked on Linux only")
+def test_workers_of_a_server_client_are_forked_in_process_models_spawned(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from tts_graph.evaluate.workers import start_method
+
+    monkeypatch.delenv("TTS_GRAPH_EVAL_START", raising=False)
+    client = _plan("openai")
+    assert start_method(client) == "fork"
+    assert start_method(_plan("local")) == "spawn"  # a model in the process
+    # the URL is on the parent's command line, which a forked worker would show as its own
+    assert start_method(client, "postgresql://u:pw@db/run") == "spawn"
+    monkeypatch.setenv("TTS_GRAPH_EVAL_START", "spawn")
+    assert start_method(client) == "spawn"
+    monkeypatch.delenv("TTS_GRAPH_EVAL_START")
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:  # a fork copies only the forking thread: with another one running, spawn
+        assert start_method(client) == "spawn"
+    finally:
+        stop.set()
+        other.join()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this system")
+def test_a_forked_workers_error_line_and_exit_status_reach_the_parent(tmp_path: Path) -> None:
+    import tempfile
+
+    from tts_graph.evaluate.workers import _fork_worker
+
+    with tempfile.TemporaryFile() as errlog:
+        proc = _fork_worker(errlog, tmp_path / "nothing", "w7", 2, cache=None,
+                            use_cache=False, trace=None)
+        assert proc.wait(60) == 2
+        errlog.seek(0)
+        lines = errlog.read().decode().strip().splitlines()
+    assert lines[-1].startswith("worker w7: --resume ") and "no run there" in lines[-1]
+
+
+def test_the_math_scorers_warm_up_loads_math_verify_before_any_question() -> None:
+    # in a fresh interpreter: what the parent loads before forking its workers
+    code = ("import sys\n"
+            "from tts_graph.evaluate.scorers import get_scorer\n"
+            "scorer = get_scorer('math')\n"
+            "assert 'sympy' not in sys.modules\n"
+            "scorer.warm_up()\n"
+            "assert 'math_verify' in sys.modules and 'sympy' in sys.modules\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr

@@ -42,3 +42,23 @@ def test_quick_layers_mode_times_each_layer() -> None:
     assert len(rows) == 2
     assert "gc.freeze() after set-up: yes" in out
     assert "| backend | workers |" not in out  # the layers replace the other tables
+
+
+def test_quick_eval_scoring_mode_runs_math_scored_questions_on_workers() -> None:
+    proc = subprocess.run([sys.executable, "benchmarks/throughput.py", "--quick",
+                           "--eval-scoring", "math"], cwd=ROOT, env=dict(os.environ),
+                          capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    header = next(line for line in out.splitlines() if line.startswith("| round "))
+    assert "| workers | start |" in header and "÷ linear up to the cores" in header
+    cells = [[c.strip() for c in line.strip("|").split("|")]
+             for line in out.splitlines() if line.startswith("| 1 ")]
+    rows = [r for r in cells if len(r) == 14]
+    assert [(r[1], r[2]) for r in rows] == [("1", "-"), ("2", "fork"), ("2", "spawn")], out
+    for r in rows:  # every question scored, answered once by the server, scored the same
+        assert r[4:7] == ["40", "40", "40/40"], r
+    # the cores' own parallel speed-up, measured in the same round
+    assert "| round | CPU loop, 1 process: wall s |" in out
+    assert len([r for r in cells if len(r) == 6]) == 1, out
+    assert "| backend | workers |" not in out  # this mode replaces the other tables

@@ -126,11 +126,14 @@ def eval_(
 
 
 @contextlib.contextmanager
-def _eval_progress(plan, quiet: bool):  # type: ignore[no-untyped-def]
-    """The progress bar of an eval run (off with --json or when stderr is not a terminal)."""
+def _eval_progress(plan, quiet: bool, auto_refresh: bool = True):  # type: ignore[no-untyped-def]
+    """The progress bar of an eval run (off with --json or when stderr is not a terminal).
+    ``auto_refresh=False``: no refresh thread (workers are forked only from a process with
+    no other thread); the bar is redrawn on each update."""
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=err,
-                  disable=quiet or not err.is_terminal) as progress:
+                  disable=quiet or not err.is_terminal, auto_refresh=auto_refresh
+                  ) as progress:
         yield progress, progress.add_task(plan.graph.name, total=len(plan.items),
                                           completed=plan.already_done, info="")
 
@@ -171,12 +174,12 @@ def _run_eval_workers(plan, workers: int, concurrency: int, *, quiet: bool,  # t
     from ..evaluate.workers import run_workers
 
     total = len(plan.items)
-    with _eval_progress(plan, quiet) as (progress, bar):
+    with _eval_progress(plan, quiet, auto_refresh=False) as (progress, bar):
 
         def on_progress(p) -> None:  # type: ignore[no-untyped-def]
             info = "  ".join(f"{w} {d}" + (f" (+{t} taken over)" if t else "")
                              for w, (d, t) in p["workers"].items())
-            progress.update(bar, completed=total - p["left"], info=info)
+            progress.update(bar, completed=total - p["left"], info=info, refresh=True)
 
         try:
             report = run_workers(plan, workers, concurrency, cache=cache, use_cache=use_cache,

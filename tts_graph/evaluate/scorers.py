@@ -8,6 +8,7 @@ why. Built in: ``numeric``, ``math``, ``choice``, ``exact``, ``normalized``, ``c
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 from dataclasses import dataclass
@@ -44,6 +45,10 @@ class Scorer:
 
     def score(self, item: Item, answer: str | None, text: str | None) -> Score:
         raise NotImplementedError
+
+    def warm_up(self) -> None:
+        """Load what scoring needs (imports, parsers) before the first question: eval
+        workers forked after it share it instead of each loading it again."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
@@ -99,6 +104,13 @@ class MathScorer(Scorer):
 
     def __init__(self) -> None:
         self._numeric = NumericScorer()
+
+    def warm_up(self) -> None:
+        # math-verify imports sympy and builds its LaTeX parser on first use: ~0.5 s
+        with contextlib.suppress(Exception):
+            from math_verify import parse, verify
+
+            verify(parse("$x^2+1$"), parse("$1+x^2$"))
 
     def score(self, item: Item, answer: str | None, text: str | None) -> Score:
         try:

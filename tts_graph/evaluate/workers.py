@@ -5,6 +5,11 @@ scoring); a fast server waits on it. Each worker is a full evaluation process of
 (executor, backends, scorer) on the run's results store and response cache, both SQLite in
 WAL mode, which several processes may write.
 
+How they start (``start_method``): on Linux, when every model is a server's client, the
+workers are forked from the parent after its set-up (imports, task, graph, the scorer's
+math-verify warmed up), so each starts in milliseconds and shares those pages; otherwise (an
+in-process model, ``--storage``, another OS) each is a fresh ``python -m`` of this module.
+
 The claim protocol, in the results store (``claims`` and ``workers`` tables):
 
 - the parent lists every question not yet done as ``todo``, then starts the workers;
@@ -31,11 +36,14 @@ import asyncio
 import collections
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +51,7 @@ from typing import Any
 
 from ..errors import TTSGraphError
 from .pgboard import PgBoard, run_key, scrub
-from .runner import score_result, to_row
+from .runner import freeze_setup, score_result, to_row
 from .store import ResultStore, Row
 
 DEFAULT_LEASE_S = 15.0
@@ -218,8 +226,6 @@ async def work(plan: Any, board: Any, worker: str, concurrency: int,
 
 
 def worker_main(argv: list[str] | None = None) -> int:
-    from .session import plan_run
-
     p = argparse.ArgumentParser(prog="python -m tts_graph.evaluate.workers")
     p.add_argument("run_dir", type=Path)
     p.add_argument("--worker", required=True)
@@ -231,27 +237,36 @@ def worker_main(argv: list[str] | None = None) -> int:
                    help="read the run's postgresql:// URL from the first line of stdin")
     a = p.parse_args(argv)
     storage = sys.stdin.readline().strip() if a.storage_stdin else None
+    return run_worker(a.run_dir, a.worker, a.concurrency, cache=a.cache,
+                      use_cache=not a.no_cache, trace=a.trace, storage=storage)
+
+
+def run_worker(run_dir: Path, worker: str, concurrency: int, *, cache: Path | None,
+               use_cache: bool, trace: Path | None, storage: str | None) -> int:
+    """One worker on the run in ``run_dir``, to the end; its exit status."""
+    from .session import plan_run
+
     try:
-        plan = plan_run(graph_path=None, args=None, out=None, resume=a.run_dir,
-                        cache=a.cache, use_cache=not a.no_cache)
-        if a.trace is not None:
+        plan = plan_run(graph_path=None, args=None, out=None, resume=run_dir,
+                        cache=cache, use_cache=use_cache)
+        if trace is not None:
             from ..tracing import Tracer
 
-            tracer = Tracer(a.trace, graph=plan.graph)
+            tracer = Tracer(trace, graph=plan.graph)
             if tracer.active:
                 plan.executor = tracer.wrap(plan.executor)
         board = _board(plan, storage)
-        board.register(a.worker)
+        board.register(worker)
 
         async def main() -> int:
             try:
-                return await work(plan, board, a.worker, a.concurrency)
+                return await work(plan, board, worker, concurrency)
             finally:
                 await plan.executor.aclose()
 
         asyncio.run(main())
     except TTSGraphError as exc:
-        print(f"worker {a.worker}: {exc}", file=sys.stderr)
+        print(f"worker {worker}: {exc}", file=sys.stderr)
         return 2
     return 0
 
@@ -265,6 +280,92 @@ def _board(plan: Any, url: str | None) -> Any:
 
 
 # ---------------------------------------------------------------------------- the parent
+
+#: backends that are clients of a server: a process holding them can be forked (nothing of a
+#: model, a GPU context or an engine process is in it); in-process models are not forked
+FORKABLE_BACKENDS = frozenset({"openai", "litellm", "sim"})
+
+
+def start_method(plan: Any, storage: str | None = None) -> str:
+    """How the parent starts its workers: ``fork`` (Linux, every model a server's client, no
+    other thread in the parent) copies the parent after its set-up, so a worker starts in
+    milliseconds with the modules, graph, task and scorer already loaded; ``spawn`` starts a
+    fresh interpreter per worker (about 1 s of imports, task load and compile each).
+    With ``storage`` (``--storage URL``, on the parent's command line) workers are spawned:
+    a forked one would show that command line, password included, as its own.
+    ``TTS_GRAPH_EVAL_START=spawn`` asks for spawn (to compare them)."""
+    if os.environ.get("TTS_GRAPH_EVAL_START") == "spawn" or storage:
+        return "spawn"
+    backends = {plan.graph.spec.models[m].backend for m in plan.graph.used_models()}
+    if (sys.platform == "linux" and backends <= FORKABLE_BACKENDS
+            and threading.active_count() == 1):
+        return "fork"
+    return "spawn"
+
+
+class _Forked:
+    """A forked worker, with the part of ``subprocess.Popen``'s interface the parent uses."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            done, status = os.waitpid(self.pid, os.WNOHANG)
+            if done:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float) -> int:
+        deadline = time.monotonic() + timeout
+        while (code := self.poll()) is None:
+            if time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(f"worker pid {self.pid}", timeout)
+            time.sleep(0.02)
+        return code
+
+    def terminate(self) -> None:
+        if self.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGTERM)
+
+
+def _fork_worker(errlog: Any, run_dir: Path, name: str, concurrency: int, *,
+                 cache: Path | None, use_cache: bool, trace: Path | None) -> _Forked:
+    """A worker forked from the parent: it opens its own store, cache and backends
+    (``run_worker``; SQLite connections must not cross a fork) and never touches the
+    parent's, and ends with ``os._exit`` so nothing of the parent's is closed or flushed."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # closed or a broken pipe
+            stream.flush()
+    pid = os.fork()
+    if pid:
+        return _Forked(pid)
+    code = 1
+    try:
+        null = os.open(os.devnull, os.O_RDWR)
+        os.dup2(null, 0)
+        os.dup2(null, 1)
+        os.dup2(errlog.fileno(), 2)
+        os.close(null)
+        # new stream objects: the parent's may hold buffered output or a lock
+        sys.stdin = open(0, closefd=False)  # noqa: SIM115
+        sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115
+        sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115
+        code = run_worker(run_dir, name, concurrency, cache=cache, use_cache=use_cache,
+                          trace=trace, storage=None)
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        # no atexit handlers: those registered by the parent (temporary directories, log
+        # files) are the parent's to run; a forked worker has no in-process model to stop
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 @dataclass
@@ -308,11 +409,23 @@ def run_workers(plan: Any, n: int, concurrency: int, *, cache: Path | None, use_
 
     run_dir = plan.store.run_dir
     report = WorkerReport()
-    procs: list[tuple[str, subprocess.Popen[bytes], Any]] = []
+    procs: list[tuple[str, Any, Any]] = []  # Popen or _Forked
     with contextlib.ExitStack() as stack:
         try:
+            fork = start_method(plan, storage) == "fork"
+            if fork:  # loaded once here, shared by every worker forked below
+                warm_up = getattr(plan.task.scorer, "warm_up", None)  # a plugin's may lack it
+                if warm_up is not None:
+                    warm_up()
+                freeze_setup()
             for i in range(n):
                 name = f"{prefix}w{i}"
+                errlog = stack.enter_context(tempfile.TemporaryFile())
+                if fork:
+                    procs.append((name, _fork_worker(
+                        errlog, run_dir, name, concurrency, cache=cache, use_cache=use_cache,
+                        trace=trace), errlog))
+                    continue
                 cmd = [sys.executable, "-m", "tts_graph.evaluate.workers", str(run_dir),
                        "--worker", name, "--concurrency", str(concurrency)]
                 if not use_cache:
@@ -323,7 +436,6 @@ def run_workers(plan: Any, n: int, concurrency: int, *, cache: Path | None, use_
                     cmd += ["--trace", str(trace)]
                 if storage:
                     cmd.append("--storage-stdin")
-                errlog = stack.enter_context(tempfile.TemporaryFile())
                 proc = subprocess.Popen(
                     cmd, stdin=subprocess.PIPE if storage else subprocess.DEVNULL,
                     stdout=subprocess.DEVNULL, stderr=errlog)
