@@ -219,7 +219,9 @@ class ModelBinding:
     async def _attempt(self, request: GenerationRequest, timeout: float | None,
                        stream: TextStream | None) -> list[Completion]:
         """One attempt of a call, its limits held, under the model's timeout (none when the
-        model entry sets none: the backend's own client timeout still applies)."""
+        model entry sets none: the backend's own client timeout still applies). This timeout
+        is the one that reports a hang: backends with a client timeout of their own set it a
+        little later (``client_timeout_s``), so which fires first is never a race."""
         self.in_flight += 1
         if self.in_flight > self.peak_in_flight:
             self.peak_in_flight = self.in_flight
