@@ -121,27 +121,32 @@ async def run_queries(
     results in input order (shared by the executor and its traced wrapper)."""
     if concurrency < 1:
         raise ValueError("concurrency must be >= 1")
-    sem = asyncio.Semaphore(concurrency)
+    items = list(questions)
+    results: list[QueryResult | None] = [None] * len(items)
+    todo = iter(enumerate(items))
 
-    async def one(i: int, q: str) -> QueryResult:
-        async with sem:
-            res = await run_one(q, query_id=i)
-        if on_result is not None:
-            on_result(res)
-        return res
+    # ``concurrency`` workers taking the next question as each finishes: the same order of
+    # starts as a task per question behind a semaphore, without a task (and a semaphore
+    # wake-up) per question
+    async def worker() -> None:
+        for i, q in todo:
+            res = results[i] = await run_one(q, query_id=i)
+            if on_result is not None:
+                on_result(res)
 
-    return list(await asyncio.gather(*(one(i, q) for i, q in enumerate(questions))))
+    await asyncio.gather(*(worker() for _ in range(min(concurrency, len(items)))))
+    return [r for r in results if r is not None]
 
 
 class _Query:
     """Mutable state of one running query."""
 
-    def __init__(self, question: str, graph: CompiledGraph,
+    def __init__(self, question: str, graph: CompiledGraph, order: dict[str, int],
                  stream: TextStream | None = None) -> None:
         self.question = question
         self.stream = stream
         self.budget = QueryBudget(graph.spec.budget)
-        self._order = {sid: i for i, sid in enumerate(graph.order)}
+        self._order = order  # step id -> its place in graph order (the graph's, shared)
         self._records: list[tuple[tuple[int, int, int], CallRecord]] = []
         self.outputs: dict[str, StepOutput] = {}
         self.errors: list[str] = []
@@ -156,6 +161,24 @@ class _Query:
         """Records in graph order (step, call, sample), whatever order calls finished in,
         so a run's result does not depend on timing."""
         return [rec for _, rec in sorted(self._records, key=lambda kr: kr[0])]
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What every query of one compiled graph shares, worked out once per graph."""
+
+    graph: CompiledGraph
+    #: step id -> its place in graph order
+    order: dict[str, int]
+    #: each step (after the first) needs the one before it, so no two steps ever overlap:
+    #: a query runs them one after another in its own task (one step is the common case)
+    chain: bool
+
+    @classmethod
+    def of(cls, graph: CompiledGraph) -> _Plan:
+        steps, order = graph.steps, graph.order
+        return cls(graph, {sid: i for i, sid in enumerate(order)},
+                   all(order[i - 1] in steps[sid].deps for i, sid in enumerate(order) if i))
 
 
 class Executor:
@@ -173,6 +196,7 @@ class Executor:
         self.graph = graph
         self._given = dict(backends or {})
         self._bindings: dict[str, ModelBinding] | None = None
+        self._plan: _Plan | None = None
         self.cache = cache if isinstance(cache, ResponseCache) or cache is None \
             else ResponseCache(cache)
 
@@ -222,7 +246,11 @@ class Executor:
         is ``error``, beyond what had streamed before the failure."""
         self.bindings()
         graph = self.graph
-        q = _Query(question, graph, TextStream(on_text) if on_text is not None else None)
+        plan = self._plan
+        if plan is None or plan.graph is not graph:
+            plan = self._plan = _Plan.of(graph)
+        q = _Query(question, graph, plan.order,
+                   TextStream(on_text) if on_text is not None else None)
         start = q.started
         b = graph.spec.budget
         if (b.max_tokens_per_query is not None or b.max_cost_usd_per_query is not None
@@ -232,23 +260,33 @@ class Executor:
                 graph, question, q.budget,
                 lambda m, msgs: bindings[m].backend.count_tokens(msgs),
                 lambda m: bindings[m].costing, q.outputs)
-        tasks: dict[str, asyncio.Task[StepOutput]] = {}
-        for sid in graph.order:
-            tasks[sid] = asyncio.create_task(self._step(q, graph.steps[sid], tasks),
-                                             name=f"step:{sid}")
         status: QueryStatus = "ok"
         timeout = graph.spec.budget.timeout_s
-        try:
-            async with asyncio.timeout(timeout):
-                await asyncio.gather(*tasks.values())
-        except TimeoutError:
-            status = "timeout"
-        finally:
-            pending = [t for t in tasks.values() if not t.done()]
-            for t in pending:
-                t.cancel()
-            if pending:  # nothing to wait for on the normal path: skip a loop turn
-                await asyncio.gather(*pending, return_exceptions=True)
+        if plan.chain:  # steps one after another in this task: no task per step, no gather
+            try:
+                if timeout is None:
+                    await self._chain(q)
+                else:
+                    async with asyncio.timeout(timeout):
+                        await self._chain(q)
+            except TimeoutError:
+                status = "timeout"
+        else:
+            tasks: dict[str, asyncio.Task[StepOutput]] = {}
+            for sid in graph.order:
+                tasks[sid] = asyncio.create_task(self._step_after(q, graph.steps[sid], tasks),
+                                                 name=f"step:{sid}")
+            try:
+                async with asyncio.timeout(timeout):
+                    await asyncio.gather(*tasks.values())
+            except TimeoutError:
+                status = "timeout"
+            finally:
+                pending = [t for t in tasks.values() if not t.done()]
+                for t in pending:
+                    t.cancel()
+                if pending:  # nothing to wait for on the normal path: skip a loop turn
+                    await asyncio.gather(*pending, return_exceptions=True)
         final = q.outputs.get(graph.output)
         if final is None or not final.candidates:
             final = self._partial(q) or final
@@ -290,9 +328,19 @@ class Executor:
             frontier = nxt
         return None
 
-    async def _step(self, q: _Query, step: Step,
-                    tasks: dict[str, asyncio.Task[StepOutput]]) -> StepOutput:
-        inputs = [await tasks[d] for d in step.deps]
+    async def _chain(self, q: _Query) -> None:
+        """The steps of a chain graph in order (each one's inputs are done before it)."""
+        steps, outputs = self.graph.steps, q.outputs
+        for sid in self.graph.order:
+            step = steps[sid]
+            await self._step(q, step, [outputs[d] for d in step.deps])
+
+    async def _step_after(self, q: _Query, step: Step,
+                          tasks: dict[str, asyncio.Task[StepOutput]]) -> StepOutput:
+        """A step in its own task: it starts the moment its inputs are done."""
+        return await self._step(q, step, [await tasks[d] for d in step.deps])
+
+    async def _step(self, q: _Query, step: Step, inputs: list[StepOutput]) -> StepOutput:
         ctx = StepContext(
             question=q.question, node_name=step.node, node=step.spec, phase=step.phase,
             round=step.round, models=step.models, extract=step.extract, inputs=inputs,
