@@ -406,6 +406,14 @@ class Executor:
         they fit. ``stream`` is used by a plain call for one sample."""
         binding = self.bindings()[call.model]
         seed = step.sampling.seed + 1000 * call.seed_offset
+        if q.ledger is None and call.first_k is None and call.adaptive is None:
+            # the common case: a plain call of a query with no cap (no ledger), which no
+            # reservation can narrow; sent straight, without the draw machinery below
+            n = call.n if planned is None else planned
+            comps = await self._request(q, step, binding, call, index, n, seed, 0,
+                                        binding.backend.count_tokens(call.messages),
+                                        stream if call.n == 1 else None, None)
+            return comps, len(comps) < n
         # a budgeted query estimates from what it drew (the server's usage), not the counter
         prompt_tokens = q.ledger.estimate(call.model, call.messages) if q.ledger is not None \
             else binding.backend.count_tokens(call.messages)
@@ -538,24 +546,30 @@ class Executor:
 
     async def _request(self, q: _Query, step: Step, binding: ModelBinding, call: Call,
                        index: int, n: int, seed: int, offset: int, prompt_tokens: int,
-                       stream: TextStream | None, res: Reservation) -> list[Completion]:
+                       stream: TextStream | None, res: Reservation | None
+                       ) -> list[Completion]:
+        """Send one request and record it; settle ``res``, the reservation made for it
+        (None for a query with no cap, where nothing is reserved)."""
         s = step.sampling
+        max_tokens = s.max_tokens if res is None else res.max_tokens
         request = GenerationRequest(
-            messages=call.messages, max_tokens=res.max_tokens, temperature=s.temperature,
+            messages=call.messages, max_tokens=max_tokens, temperature=s.temperature,
             top_p=s.top_p, seed=seed, n=n, stop=s.stop, sample_offset=offset,
         )
         t0 = time.perf_counter()
         try:
-            parts = await binding.generate(request, n * (prompt_tokens + res.max_tokens),
+            parts = await binding.generate(request, n * (prompt_tokens + max_tokens),
                                            stream if n == 1 else None)
         except asyncio.CancelledError:
-            q.budget.settle(res, 0, 0.0, 0.0)
+            if res is not None:
+                q.budget.settle(res, 0, 0.0, 0.0)
             raise
         except BackendError as exc:
             q.record((index, offset), CallRecord(
                 step=step.id, node=step.node, model=binding.name, samples=n,
                 latency_s=time.perf_counter() - t0, error=str(exc), start_s=t0 - q.started))
-            q.budget.settle(res, 0, 0.0, 0.0)
+            if res is not None:
+                q.budget.settle(res, 0, 0.0, 0.0)
             raise
         done = time.perf_counter()
         comps: list[Completion] = []
@@ -577,5 +591,6 @@ class Executor:
             spent_flops += rec.flops
             q.record((index, offset + part.start), rec)
             comps.extend(part.completions)
-        q.budget.settle(res, spent_tokens, spent_cost, spent_flops)
+        if res is not None:
+            q.budget.settle(res, spent_tokens, spent_cost, spent_flops)
         return comps
