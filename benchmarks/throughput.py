@@ -81,19 +81,31 @@ def questions(tag: str, n: int) -> list[str]:
     return [f"[{tag}] What is {i} plus {2 * i + 7}?" for i in range(n)]
 
 
+async def pool(qs: list[str], c: int, one: Any) -> None:
+    """``one(q)`` for every question, ``c`` at a time: c workers each taking the next
+    question as it finishes one (no task per call, no semaphore to wake), as
+    ``Executor.arun_many`` does, so every side pays the same for its concurrency."""
+    todo = iter(qs)
+
+    async def worker() -> None:
+        for q in todo:
+            await one(q)
+
+    await asyncio.gather(*(worker() for _ in range(min(c, len(qs)))))
+
+
 async def raw(session: Any, url: str, qs: list[str], c: int) -> None:
     """The floor of a client's cost: the solver's request with a bare aiohttp session."""
-    sem = asyncio.Semaphore(c)
     system = Solver.system_prompt["main"]
 
     async def one(q: str) -> None:
-        async with sem, session.post(f"{url}/v1/chat/completions", json={
+        async with session.post(f"{url}/v1/chat/completions", json={
                 "model": "fault", "max_tokens": MAX_TOKENS, "temperature": 0.7, "top_p": 1.0,
                 "seed": 0, "messages": [{"role": "system", "content": system},
                                         {"role": "user", "content": q}]}) as r:
             assert (await r.json())["choices"][0]["message"]["content"]
 
-    await asyncio.gather(*(one(q) for q in qs))
+    await pool(qs, c, one)
 
 
 async def ours(ex: Executor, qs: list[str], c: int) -> None:
@@ -193,15 +205,6 @@ async def layers_part(a: argparse.Namespace, url: str) -> None:
         return GenerationRequest((Message("system", system), Message("user", q)),
                                  max_tokens=MAX_TOKENS, temperature=0.7)
 
-    async def bounded(qs: list[str], c: int, one: Any) -> None:
-        sem = asyncio.Semaphore(c)
-
-        async def go(q: str) -> None:
-            async with sem:
-                await one(q)
-
-        await asyncio.gather(*(go(q) for q in qs))
-
     async def via_backend(q: str) -> None:
         assert (await backend.generate(request(q)))[0].text
 
@@ -223,9 +226,9 @@ async def layers_part(a: argparse.Namespace, url: str) -> None:
                 tag = f"{c}.{rep}"
                 runs["raw"].append(await timed(url, raw(session, url, questions(
                     f"raw{tag}", n), c)))
-                runs["backend"].append(await timed(url, bounded(questions(
+                runs["backend"].append(await timed(url, pool(questions(
                     f"be{tag}", n), c, via_backend)))
-                runs["binding"].append(await timed(url, bounded(questions(
+                runs["binding"].append(await timed(url, pool(questions(
                     f"bi{tag}", n), c, via_binding)))
                 runs["executor"].append(await timed(url, ours(ex, questions(
                     f"ex{tag}", n), c)))
