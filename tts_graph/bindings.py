@@ -114,6 +114,8 @@ class ModelBinding:
         if stream is not None and request.n != 1:
             raise ValueError("only a call for one sample can stream")
         if self.cache is None:
+            if request.n == 1:  # one call, as _live would make it, one coroutine frame fewer
+                return [await self._call(request, est_tokens, 0, stream)]
             return [await self._live(request, est_tokens, 0, stream)]
         keys = [sample_key(self.identity, request, i) for i in range(request.n)]
         hits = self.cache.get_many(keys)

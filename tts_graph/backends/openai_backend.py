@@ -238,7 +238,9 @@ class OpenAIBackend(Backend):
         return self._fail(what, kind="connection")
 
     async def _post(self, body: dict[str, Any]) -> dict[str, Any]:
-        session = await self._session()
+        held = self._sessions.get(asyncio.get_running_loop())
+        # this loop's open session without a coroutine call: the path of every call but one
+        session = held[0] if held is not None and not held[0].closed else await self._session()
         data = json.dumps(body).encode()
         try:
             async with session.post(self.url, data=data, headers=self._headers) as resp:
@@ -279,6 +281,9 @@ class OpenAIBackend(Backend):
         except (AttributeError, TypeError, ValueError) as exc:
             raise self._fail(f"malformed response ({type(exc).__name__}: {exc})",
                              kind="malformed") from None
+        if len(texts) == 1:  # what _split_usage gives for one choice, without the shares
+            return [Completion(text=texts[0], prompt_tokens=prompt, completion_tokens=completion,
+                               finish_reason=reasons[0])]
         return _split_usage(texts, reasons, prompt, completion)
 
     async def generate(self, request: GenerationRequest) -> list[Completion]:
