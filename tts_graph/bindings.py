@@ -117,6 +117,13 @@ class ModelBinding:
             if request.n == 1:  # one call, as _live would make it, one coroutine frame fewer
                 return [await self._call(request, est_tokens, 0, stream)]
             return [await self._live(request, est_tokens, 0, stream)]
+        return await self._cached(request, est_tokens, stream)
+
+    async def _cached(self, request: GenerationRequest, est_tokens: int,
+                      stream: TextStream | None) -> list[Part]:
+        """``generate`` with a cache (apart: its closures would otherwise make cells that
+        every call in flight holds, cache or not)."""
+        assert self.cache is not None
         keys = [sample_key(self.identity, request, i) for i in range(request.n)]
         hits = self.cache.get_many(keys)
         parts: list[Part] = []

@@ -156,6 +156,11 @@ class _Query:
     def record(self, where: tuple[int, int], rec: CallRecord) -> None:
         self._records.append(((self._order[rec.step], *where), rec))
 
+    def outputs_in_order(self, order: list[str]) -> dict[str, StepOutput]:
+        """Step outputs in graph order (a method: a comprehension in ``arun`` would make
+        ``q`` a cell held by every query in flight)."""
+        return {sid: self.outputs[sid] for sid in order if sid in self.outputs}
+
     @property
     def calls(self) -> list[CallRecord]:
         """Records in graph order (step, call, sample), whatever order calls finished in,
@@ -303,7 +308,7 @@ class Executor:
             text=best.text if best else None,
             status=status,
             graph=graph.name,
-            steps={sid: q.outputs[sid] for sid in graph.order if sid in q.outputs},
+            steps=q.outputs_in_order(graph.order),
             calls=q.calls,
             latency_s=time.perf_counter() - start,
             error="; ".join(q.errors) or None,
@@ -330,10 +335,11 @@ class Executor:
 
     async def _chain(self, q: _Query) -> None:
         """The steps of a chain graph in order (each one's inputs are done before it)."""
-        steps, outputs = self.graph.steps, q.outputs
+        steps, output_of = self.graph.steps, q.outputs.__getitem__
         for sid in self.graph.order:
             step = steps[sid]
-            await self._step(q, step, [outputs[d] for d in step.deps])
+            # map, not a comprehension: no cell held by this frame while the query runs
+            await self._step(q, step, list(map(output_of, step.deps)))
 
     async def _step_after(self, q: _Query, step: Step,
                           tasks: dict[str, asyncio.Task[StepOutput]]) -> StepOutput:
@@ -362,12 +368,13 @@ class Executor:
             if len(calls) == 1:  # await it in this task: a gather costs a task and loop turns
                 stream = (q.stream if step.id == self.graph.output and role.streams else None)
                 try:
-                    outcomes = [await self._call(q, step, calls[0], 0, stream, firsts[0])]
+                    outcomes = [await self._send_call(q, step, calls[0], 0, stream, firsts[0])]
                 except (BackendError, BudgetExhausted) as exc:
                     outcomes = [exc]
             else:
                 outcomes = await asyncio.gather(
-                    *(self._call(q, step, c, i, None, firsts[i]) for i, c in enumerate(calls)),
+                    *map(self._send_call, [q] * len(calls), [step] * len(calls), calls,
+                         range(len(calls)), [None] * len(calls), firsts),
                     return_exceptions=True,
                 )
             for o in outcomes:
@@ -397,6 +404,27 @@ class Executor:
             q.ledger.finish_step(step.id, bool(calls) and not any(results))
         return out
 
+    def _send_call(self, q: _Query, step: Step, call: Call, index: int,
+                   stream: TextStream | None, planned: int
+                   ) -> Awaitable[tuple[list[Completion], bool]]:
+        """``_call``, or for a plain call of a query with no cap (no ledger: the common
+        case), ``_plain``, which no reservation can narrow."""
+        if q.ledger is None and call.first_k is None and call.adaptive is None:
+            return self._plain(q, step, call, index, stream)
+        return self._call(q, step, call, index, stream, planned)
+
+    async def _plain(self, q: _Query, step: Step, call: Call, index: int,
+                     stream: TextStream | None) -> tuple[list[Completion], bool]:
+        """A plain call of a query with no cap, sent straight: ``_call`` without its draw
+        closures (cells and frames that every call in flight would hold, and the garbage
+        collector walk) and without a reservation (nothing to reserve against)."""
+        binding = self.bindings()[call.model]
+        comps = await self._request(q, step, binding, call, index, call.n,
+                                    step.sampling.seed + 1000 * call.seed_offset, 0,
+                                    binding.backend.count_tokens(call.messages),
+                                    stream if call.n == 1 else None, None)
+        return comps, len(comps) < call.n
+
     async def _call(self, q: _Query, step: Step, call: Call, index: int,
                     stream: TextStream | None = None, planned: int | None = None
                     ) -> tuple[list[Completion], bool]:
@@ -406,14 +434,6 @@ class Executor:
         they fit. ``stream`` is used by a plain call for one sample."""
         binding = self.bindings()[call.model]
         seed = step.sampling.seed + 1000 * call.seed_offset
-        if q.ledger is None and call.first_k is None and call.adaptive is None:
-            # the common case: a plain call of a query with no cap (no ledger), which no
-            # reservation can narrow; sent straight, without the draw machinery below
-            n = call.n if planned is None else planned
-            comps = await self._request(q, step, binding, call, index, n, seed, 0,
-                                        binding.backend.count_tokens(call.messages),
-                                        stream if call.n == 1 else None, None)
-            return comps, len(comps) < n
         # a budgeted query estimates from what it drew (the server's usage), not the counter
         prompt_tokens = q.ledger.estimate(call.model, call.messages) if q.ledger is not None \
             else binding.backend.count_tokens(call.messages)
