@@ -19,6 +19,7 @@ its /stats.
     .venv/bin/python benchmarks/throughput.py --quick          # small sizes (a test runs it)
     .venv/bin/python benchmarks/throughput.py --profile 32     # where the openai side's time goes
     .venv/bin/python benchmarks/throughput.py --layers         # backend vs binding vs executor
+    .venv/bin/python benchmarks/throughput.py --overhead       # tts-graph's own CPU, no HTTP
 
 Part 4 (``--eval-scoring math|code``, instead of the others): what eval workers are for, a
 per-question cost that is CPU in the worker: the math scorer (math-verify/sympy, ~12 ms a
@@ -37,6 +38,12 @@ executor (``Executor.arun_many``: role, budget, records). litellm is not importe
 it is not in an eval process with ``backend: openai`` (its module graph makes every full
 garbage collection slower). With ``--gc-freeze`` the objects alive after set-up are moved
 out of the collector's reach first (``gc.freeze()``, as ``tts-graph eval`` does).
+
+Part 4 (``--overhead``, no server): tts-graph's own client CPU a call, without HTTP, whose
+cost and the server's share of two shared cores make parts 1 and 3 noisy. The backend is an
+in-process stand-in that answers the solver's request after ``--latency-ms`` (an
+``asyncio.sleep``); the same calls go through it alone, through the binding, and through the
+executor, as in part 3, and a bare loop of c workers awaiting the same sleep is the floor.
 """
 
 from __future__ import annotations
@@ -62,9 +69,11 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 from _common import ROOT, print_header, table
 
 from tts_graph import Executor, loads_graph
+from tts_graph.backends.base import Backend, GenerationRequest, ModelInfo
 from tts_graph.backends.litellm_backend import import_litellm
 from tts_graph.roles.solver import Solver
 from tts_graph.testing import FaultConfig, fault_stats, spawn_fault_server
+from tts_graph.types import Completion, Message
 
 MAX_TOKENS = 64
 TIMEOUT_S = 60.0
@@ -90,19 +99,31 @@ def questions(tag: str, n: int) -> list[str]:
     return [f"[{tag}] What is {i} plus {2 * i + 7}?" for i in range(n)]
 
 
+async def pool(qs: list[str], c: int, one: Any) -> None:
+    """``one(q)`` for every question, ``c`` at a time: c workers each taking the next
+    question as it finishes one (no task per call, no semaphore to wake), as
+    ``Executor.arun_many`` does, so every side pays the same for its concurrency."""
+    todo = iter(qs)
+
+    async def worker() -> None:
+        for q in todo:
+            await one(q)
+
+    await asyncio.gather(*(worker() for _ in range(min(c, len(qs)))))
+
+
 async def raw(session: Any, url: str, qs: list[str], c: int) -> None:
     """The floor of a client's cost: the solver's request with a bare aiohttp session."""
-    sem = asyncio.Semaphore(c)
     system = Solver.system_prompt["main"]
 
     async def one(q: str) -> None:
-        async with sem, session.post(f"{url}/v1/chat/completions", json={
+        async with session.post(f"{url}/v1/chat/completions", json={
                 "model": "fault", "max_tokens": MAX_TOKENS, "temperature": 0.7, "top_p": 1.0,
                 "seed": 0, "messages": [{"role": "system", "content": system},
                                         {"role": "user", "content": q}]}) as r:
             assert (await r.json())["choices"][0]["message"]["content"]
 
-    await asyncio.gather(*(one(q) for q in qs))
+    await pool(qs, c, one)
 
 
 async def ours(ex: Executor, qs: list[str], c: int) -> None:
@@ -189,9 +210,6 @@ async def layers_part(a: argparse.Namespace, url: str) -> None:
 
     import aiohttp
 
-    from tts_graph.backends.base import GenerationRequest
-    from tts_graph.types import Message
-
     latency = a.latency_ms / 1000.0
     ex = Executor(loads_graph(graph_text("openai", url)))
     binding = ex.bindings()["m"]
@@ -201,15 +219,6 @@ async def layers_part(a: argparse.Namespace, url: str) -> None:
     def request(q: str) -> GenerationRequest:
         return GenerationRequest((Message("system", system), Message("user", q)),
                                  max_tokens=MAX_TOKENS, temperature=0.7)
-
-    async def bounded(qs: list[str], c: int, one: Any) -> None:
-        sem = asyncio.Semaphore(c)
-
-        async def go(q: str) -> None:
-            async with sem:
-                await one(q)
-
-        await asyncio.gather(*(go(q) for q in qs))
 
     async def via_backend(q: str) -> None:
         assert (await backend.generate(request(q)))[0].text
@@ -232,9 +241,9 @@ async def layers_part(a: argparse.Namespace, url: str) -> None:
                 tag = f"{c}.{rep}"
                 runs["raw"].append(await timed(url, raw(session, url, questions(
                     f"raw{tag}", n), c)))
-                runs["backend"].append(await timed(url, bounded(questions(
+                runs["backend"].append(await timed(url, pool(questions(
                     f"be{tag}", n), c, via_backend)))
-                runs["binding"].append(await timed(url, bounded(questions(
+                runs["binding"].append(await timed(url, pool(questions(
                     f"bi{tag}", n), c, via_binding)))
                 runs["executor"].append(await timed(url, ours(ex, questions(
                     f"ex{tag}", n), c)))
@@ -253,6 +262,80 @@ async def layers_part(a: argparse.Namespace, url: str) -> None:
     print(f"\naiohttp {importlib.metadata.version('aiohttp')}; latency {a.latency_ms:g} ms; "
           f"calls per level = min(max(c × {a.rounds}, {a.min_calls}), {a.max_calls}); best of "
           f"{a.repeats} alternating runs per side; gc.freeze() after set-up: "
+          f"{'yes' if a.gc_freeze else 'no'}")
+
+
+class _Sleeper(Backend):
+    """Answers every request after ``latency`` seconds, as a server would, with no HTTP."""
+
+    def __init__(self, latency: float) -> None:
+        self.latency = latency
+        self._info = ModelInfo(identity="sleeper")
+
+    @property
+    def info(self) -> ModelInfo:
+        return self._info
+
+    async def generate(self, request: GenerationRequest) -> list[Completion]:
+        await asyncio.sleep(self.latency)
+        return [Completion(text="2 plus 7 is 9.\nAnswer: 9", prompt_tokens=40,
+                           completion_tokens=9) for _ in range(request.n)]
+
+
+async def overhead_part(a: argparse.Namespace) -> None:
+    """Client CPU a call through the floor, the backend, the binding and the executor."""
+    import gc
+
+    latency = a.latency_ms / 1000.0
+    ex = Executor(loads_graph(graph_text("openai", "http://127.0.0.1:9")),
+                  backends={"m": _Sleeper(latency)})
+    binding = ex.bindings()["m"]
+    backend = binding.backend
+    system = Solver.system_prompt["main"]
+
+    def request(q: str) -> GenerationRequest:
+        return GenerationRequest((Message("system", system), Message("user", q)),
+                                 max_tokens=MAX_TOKENS, temperature=0.7)
+
+    async def via_floor(q: str) -> None:
+        await asyncio.sleep(latency)
+
+    async def via_backend(q: str) -> None:
+        assert (await backend.generate(request(q)))[0].text
+
+    async def via_binding(q: str) -> None:
+        assert (await binding.generate(request(q), 2 * MAX_TOKENS))[0].completions[0].text
+
+    async def via_executor(qs: list[str], c: int) -> None:
+        await ours(ex, qs, c)
+
+    sides = ("floor", "backend", "binding", "executor")
+    await ours(ex, questions("warm-ex", 256), 64)
+    if a.gc_freeze:
+        gc.collect()
+        gc.freeze()
+    rows = []
+    for c in a.levels:
+        n = min(max(c * a.rounds, a.min_calls), a.max_calls)
+        cpu: dict[str, list[float]] = {k: [] for k in sides}
+        for rep in range(a.repeats):  # alternate the sides, keep each side's least CPU
+            for k, one in (("floor", via_floor), ("backend", via_backend),
+                           ("binding", via_binding), ("executor", None)):
+                qs = questions(f"{k}{c}.{rep}", n)
+                c0 = time.process_time()
+                await (via_executor(qs, c) if one is None else pool(qs, c, one))
+                cpu[k].append((time.process_time() - c0) / n * 1e6)
+        best = {k: min(v) for k, v in cpu.items()}
+        rows.append([c, n, *(f"{best[k]:.0f}" for k in sides),
+                     f"{best['executor'] - best['binding']:.0f}",
+                     f"{best['executor'] - best['floor']:.0f}"])
+        print(f"  c={c}: " + ", ".join(f"{k} {best[k]:.0f} us" for k in sides), flush=True)
+    print()
+    print(table(["c", "calls", *(f"{k} CPU us/call" for k in sides),
+                 "executor − binding", "executor − floor"], rows))
+    print(f"\nin-process backend answering after {a.latency_ms:g} ms (no HTTP, no server); "
+          f"calls per level = min(max(c × {a.rounds}, {a.min_calls}), {a.max_calls}); least "
+          f"CPU of {a.repeats} alternating runs per side; gc.freeze() after set-up: "
           f"{'yes' if a.gc_freeze else 'no'}")
 
 
@@ -470,6 +553,9 @@ def main() -> None:
     p.add_argument("--layers", action="store_true",
                    help="bare aiohttp vs the openai backend alone vs the binding vs the "
                    "executor (instead of the tables)")
+    p.add_argument("--overhead", action="store_true",
+                   help="tts-graph's own client CPU a call, in-process backend, no server "
+                   "(instead of the tables)")
     p.add_argument("--gc-freeze", action="store_true",
                    help="gc.freeze() after set-up and warm-up, as tts-graph eval does")
     a = p.parse_args()
@@ -477,6 +563,10 @@ def main() -> None:
         a.levels, a.rounds, a.min_calls, a.max_calls, a.repeats = [1, 8], 2, 20, 40, 1
         a.eval_questions, a.eval_concurrency, a.workers = 40, 8, [1, 2]
         a.eval_repeats, a.burn_loops = 1, 100_000
+    if a.overhead:
+        print_header(f"Client CPU a call, in-process {a.latency_ms:g} ms backend")
+        asyncio.run(overhead_part(a))
+        return
     print_header(f"Client throughput against a {a.latency_ms:g} ms loopback server")
     with spawn_fault_server(FaultConfig(latency_ms=a.latency_ms)) as url:
         if a.layers:

@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import networkx as nx
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import BaseModel, Field
 
 from tts_graph import custom_roles
@@ -293,6 +296,37 @@ def test_render_never_renders_values_again() -> None:
 def test_render_missing_value() -> None:
     with pytest.raises(TemplateError, match=r"no value for \{question\}"):
         render("{question}", {})
+
+
+def _render_by_substitution(template: str, values: dict[str, str]) -> str:
+    """The reference: one ``re.sub`` pass over the template (what ``render`` did before it
+    parsed each template once)."""
+    def sub(m: re.Match[str]) -> str:
+        tok = m.group(0)
+        if tok in ("{{", "}}"):
+            return tok[0]
+        if m.group(1) is None:
+            raise TemplateError(f"stray '{tok}'")
+        if m.group(1) not in values:
+            raise TemplateError(f"no value for {{{m.group(1)}}}")
+        return values[m.group(1)]
+
+    return re.sub(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}|\{|\}", sub, template)
+
+
+@given(st.lists(st.sampled_from(["{", "}", "{{", "}}", "{question}", "{context}", "{x}",
+                                 "a", "b c", "\n", "{1}", "{ question}"]), max_size=10))
+def test_render_is_one_substitution_pass(pieces: list[str]) -> None:
+    template = "".join(pieces)
+    values = {"question": "Q {x} }{", "context": "{{c}}"}
+
+    def outcome(f: Any) -> tuple[str, str]:
+        try:
+            return "ok", f(template, values)
+        except TemplateError as exc:
+            return "error", str(exc)
+
+    assert outcome(render) == outcome(_render_by_substitution)
 
 
 def test_prompt_override_placeholders_depend_on_role() -> None:

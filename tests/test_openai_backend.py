@@ -145,6 +145,23 @@ def test_configuration_errors_are_clear() -> None:
 # --------------------------------------------------------------------------------- price
 
 
+def test_the_binding_owns_timeout_s_and_client_timeouts_come_later() -> None:
+    """A hang must be reported by one layer, not whichever timer fires first: the clients'
+    own timeouts (aiohttp here, litellm's) are backstops set after the binding's."""
+    from tts_graph.backends.litellm_backend import LitellmBackend
+
+    spec = ModelSpec(backend="openai", model="x", api_base="http://127.0.0.1:9/v1",
+                     timeout_s=TIMEOUT_S)
+    total = OpenAIBackend(spec)._timeout.total
+    assert total is not None and total >= TIMEOUT_S + 1.0
+    lite = LitellmBackend(ModelSpec(backend="litellm", model="openai/x", timeout_s=TIMEOUT_S))
+    req = GenerationRequest(messages=(Message("user", "hi"),), max_tokens=8)
+    assert lite._kwargs(req, 1, 0, None)["timeout"] >= TIMEOUT_S + 1.0
+    # no timeout_s: the client's default still bounds a call
+    unset = OpenAIBackend(ModelSpec(backend="openai", model="x"))._timeout.total
+    assert unset is not None and unset > 0
+
+
 def test_price_from_litellms_cost_map_read_once() -> None:
     assert cost_map()  # litellm's bundled table is there
     before = cost_map.cache_info().misses
@@ -240,10 +257,11 @@ def test_faults_that_outlast_the_retries_are_one_line_infra_errors(kind: str) ->
     for r in results:
         assert r.status == "error" and r.answer is None and r.text is None
         err = r.steps["solve"].error or ""
-        if kind == "hang" and not err.startswith(f"m: {REPORTED[kind]}: model 'fault' at "):
-            # the binding's timeout and the client's are the same timeout_s: under load the
-            # binding's may fire first, and its line names the model entry, not the URL
-            assert err.startswith("m: timeout: no answer within"), err
+        if kind == "hang":
+            # the binding owns timeout_s (the client's own timeout is a later backstop), so a
+            # hang is always its line: the model entry and the timeout
+            assert err == (f"m: timeout: no answer within {TIMEOUT_S:g} s "
+                           f"(gave up after {retries + 1} attempts)"), err
         else:
             assert err.startswith(f"m: {REPORTED[kind]}: model 'fault' at http://127.0.0.1:"), err
         assert CAUSE[kind] in err, err

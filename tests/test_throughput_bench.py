@@ -62,3 +62,20 @@ def test_quick_eval_scoring_mode_runs_math_scored_questions_on_workers() -> None
     assert "| round | CPU loop, 1 process: wall s |" in out
     assert len([r for r in cells if len(r) == 6]) == 1, out
     assert "| backend | workers |" not in out  # this mode replaces the other tables
+
+
+def test_quick_overhead_mode_times_tts_graphs_own_cpu_without_a_server() -> None:
+    proc = subprocess.run([sys.executable, "benchmarks/throughput.py", "--quick", "--overhead"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    header = next(line for line in out.splitlines() if line.startswith("| c "))
+    for side in ("floor", "backend", "binding", "executor"):
+        assert f"{side} CPU us/call" in header, header
+    assert "executor − binding" in header
+    rows = [line for line in out.splitlines() if line.startswith(("| 1 ", "| 8 "))]
+    assert len(rows) == 2
+    # every figure is a measured number of microseconds
+    assert all(cell.strip().lstrip("-").isdigit() for row in rows
+               for cell in row.strip("|").split("|")), rows
+    assert "no HTTP, no server" in out

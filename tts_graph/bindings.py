@@ -114,7 +114,16 @@ class ModelBinding:
         if stream is not None and request.n != 1:
             raise ValueError("only a call for one sample can stream")
         if self.cache is None:
+            if request.n == 1:  # one call, as _live would make it, one coroutine frame fewer
+                return [await self._call(request, est_tokens, 0, stream)]
             return [await self._live(request, est_tokens, 0, stream)]
+        return await self._cached(request, est_tokens, stream)
+
+    async def _cached(self, request: GenerationRequest, est_tokens: int,
+                      stream: TextStream | None) -> list[Part]:
+        """``generate`` with a cache (apart: its closures would otherwise make cells that
+        every call in flight holds, cache or not)."""
+        assert self.cache is not None
         keys = [sample_key(self.identity, request, i) for i in range(request.n)]
         hits = self.cache.get_many(keys)
         parts: list[Part] = []
@@ -219,7 +228,9 @@ class ModelBinding:
     async def _attempt(self, request: GenerationRequest, timeout: float | None,
                        stream: TextStream | None) -> list[Completion]:
         """One attempt of a call, its limits held, under the model's timeout (none when the
-        model entry sets none: the backend's own client timeout still applies)."""
+        model entry sets none: the backend's own client timeout still applies). This timeout
+        is the one that reports a hang: backends with a client timeout of their own set it a
+        little later (``client_timeout_s``), so which fires first is never a race."""
         self.in_flight += 1
         if self.in_flight > self.peak_in_flight:
             self.peak_in_flight = self.in_flight

@@ -121,27 +121,32 @@ async def run_queries(
     results in input order (shared by the executor and its traced wrapper)."""
     if concurrency < 1:
         raise ValueError("concurrency must be >= 1")
-    sem = asyncio.Semaphore(concurrency)
+    items = list(questions)
+    results: list[QueryResult | None] = [None] * len(items)
+    todo = iter(enumerate(items))
 
-    async def one(i: int, q: str) -> QueryResult:
-        async with sem:
-            res = await run_one(q, query_id=i)
-        if on_result is not None:
-            on_result(res)
-        return res
+    # ``concurrency`` workers taking the next question as each finishes: the same order of
+    # starts as a task per question behind a semaphore, without a task (and a semaphore
+    # wake-up) per question
+    async def worker() -> None:
+        for i, q in todo:
+            res = results[i] = await run_one(q, query_id=i)
+            if on_result is not None:
+                on_result(res)
 
-    return list(await asyncio.gather(*(one(i, q) for i, q in enumerate(questions))))
+    await asyncio.gather(*(worker() for _ in range(min(concurrency, len(items)))))
+    return [r for r in results if r is not None]
 
 
 class _Query:
     """Mutable state of one running query."""
 
-    def __init__(self, question: str, graph: CompiledGraph,
+    def __init__(self, question: str, graph: CompiledGraph, order: dict[str, int],
                  stream: TextStream | None = None) -> None:
         self.question = question
         self.stream = stream
         self.budget = QueryBudget(graph.spec.budget)
-        self._order = {sid: i for i, sid in enumerate(graph.order)}
+        self._order = order  # step id -> its place in graph order (the graph's, shared)
         self._records: list[tuple[tuple[int, int, int], CallRecord]] = []
         self.outputs: dict[str, StepOutput] = {}
         self.errors: list[str] = []
@@ -151,11 +156,34 @@ class _Query:
     def record(self, where: tuple[int, int], rec: CallRecord) -> None:
         self._records.append(((self._order[rec.step], *where), rec))
 
+    def outputs_in_order(self, order: list[str]) -> dict[str, StepOutput]:
+        """Step outputs in graph order (a method: a comprehension in ``arun`` would make
+        ``q`` a cell held by every query in flight)."""
+        return {sid: self.outputs[sid] for sid in order if sid in self.outputs}
+
     @property
     def calls(self) -> list[CallRecord]:
         """Records in graph order (step, call, sample), whatever order calls finished in,
         so a run's result does not depend on timing."""
         return [rec for _, rec in sorted(self._records, key=lambda kr: kr[0])]
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What every query of one compiled graph shares, worked out once per graph."""
+
+    graph: CompiledGraph
+    #: step id -> its place in graph order
+    order: dict[str, int]
+    #: each step (after the first) needs the one before it, so no two steps ever overlap:
+    #: a query runs them one after another in its own task (one step is the common case)
+    chain: bool
+
+    @classmethod
+    def of(cls, graph: CompiledGraph) -> _Plan:
+        steps, order = graph.steps, graph.order
+        return cls(graph, {sid: i for i, sid in enumerate(order)},
+                   all(order[i - 1] in steps[sid].deps for i, sid in enumerate(order) if i))
 
 
 class Executor:
@@ -173,6 +201,7 @@ class Executor:
         self.graph = graph
         self._given = dict(backends or {})
         self._bindings: dict[str, ModelBinding] | None = None
+        self._plan: _Plan | None = None
         self.cache = cache if isinstance(cache, ResponseCache) or cache is None \
             else ResponseCache(cache)
 
@@ -222,7 +251,11 @@ class Executor:
         is ``error``, beyond what had streamed before the failure."""
         self.bindings()
         graph = self.graph
-        q = _Query(question, graph, TextStream(on_text) if on_text is not None else None)
+        plan = self._plan
+        if plan is None or plan.graph is not graph:
+            plan = self._plan = _Plan.of(graph)
+        q = _Query(question, graph, plan.order,
+                   TextStream(on_text) if on_text is not None else None)
         start = q.started
         b = graph.spec.budget
         if (b.max_tokens_per_query is not None or b.max_cost_usd_per_query is not None
@@ -232,23 +265,33 @@ class Executor:
                 graph, question, q.budget,
                 lambda m, msgs: bindings[m].backend.count_tokens(msgs),
                 lambda m: bindings[m].costing, q.outputs)
-        tasks: dict[str, asyncio.Task[StepOutput]] = {}
-        for sid in graph.order:
-            tasks[sid] = asyncio.create_task(self._step(q, graph.steps[sid], tasks),
-                                             name=f"step:{sid}")
         status: QueryStatus = "ok"
         timeout = graph.spec.budget.timeout_s
-        try:
-            async with asyncio.timeout(timeout):
-                await asyncio.gather(*tasks.values())
-        except TimeoutError:
-            status = "timeout"
-        finally:
-            pending = [t for t in tasks.values() if not t.done()]
-            for t in pending:
-                t.cancel()
-            if pending:  # nothing to wait for on the normal path: skip a loop turn
-                await asyncio.gather(*pending, return_exceptions=True)
+        if plan.chain:  # steps one after another in this task: no task per step, no gather
+            try:
+                if timeout is None:
+                    await self._chain(q)
+                else:
+                    async with asyncio.timeout(timeout):
+                        await self._chain(q)
+            except TimeoutError:
+                status = "timeout"
+        else:
+            tasks: dict[str, asyncio.Task[StepOutput]] = {}
+            for sid in graph.order:
+                tasks[sid] = asyncio.create_task(self._step_after(q, graph.steps[sid], tasks),
+                                                 name=f"step:{sid}")
+            try:
+                async with asyncio.timeout(timeout):
+                    await asyncio.gather(*tasks.values())
+            except TimeoutError:
+                status = "timeout"
+            finally:
+                pending = [t for t in tasks.values() if not t.done()]
+                for t in pending:
+                    t.cancel()
+                if pending:  # nothing to wait for on the normal path: skip a loop turn
+                    await asyncio.gather(*pending, return_exceptions=True)
         final = q.outputs.get(graph.output)
         if final is None or not final.candidates:
             final = self._partial(q) or final
@@ -265,7 +308,7 @@ class Executor:
             text=best.text if best else None,
             status=status,
             graph=graph.name,
-            steps={sid: q.outputs[sid] for sid in graph.order if sid in q.outputs},
+            steps=q.outputs_in_order(graph.order),
             calls=q.calls,
             latency_s=time.perf_counter() - start,
             error="; ".join(q.errors) or None,
@@ -290,9 +333,20 @@ class Executor:
             frontier = nxt
         return None
 
-    async def _step(self, q: _Query, step: Step,
-                    tasks: dict[str, asyncio.Task[StepOutput]]) -> StepOutput:
-        inputs = [await tasks[d] for d in step.deps]
+    async def _chain(self, q: _Query) -> None:
+        """The steps of a chain graph in order (each one's inputs are done before it)."""
+        steps, output_of = self.graph.steps, q.outputs.__getitem__
+        for sid in self.graph.order:
+            step = steps[sid]
+            # map, not a comprehension: no cell held by this frame while the query runs
+            await self._step(q, step, list(map(output_of, step.deps)))
+
+    async def _step_after(self, q: _Query, step: Step,
+                          tasks: dict[str, asyncio.Task[StepOutput]]) -> StepOutput:
+        """A step in its own task: it starts the moment its inputs are done."""
+        return await self._step(q, step, [await tasks[d] for d in step.deps])
+
+    async def _step(self, q: _Query, step: Step, inputs: list[StepOutput]) -> StepOutput:
         ctx = StepContext(
             question=q.question, node_name=step.node, node=step.spec, phase=step.phase,
             round=step.round, models=step.models, extract=step.extract, inputs=inputs,
@@ -314,12 +368,13 @@ class Executor:
             if len(calls) == 1:  # await it in this task: a gather costs a task and loop turns
                 stream = (q.stream if step.id == self.graph.output and role.streams else None)
                 try:
-                    outcomes = [await self._call(q, step, calls[0], 0, stream, firsts[0])]
+                    outcomes = [await self._send_call(q, step, calls[0], 0, stream, firsts[0])]
                 except (BackendError, BudgetExhausted) as exc:
                     outcomes = [exc]
             else:
                 outcomes = await asyncio.gather(
-                    *(self._call(q, step, c, i, None, firsts[i]) for i, c in enumerate(calls)),
+                    *map(self._send_call, [q] * len(calls), [step] * len(calls), calls,
+                         range(len(calls)), [None] * len(calls), firsts),
                     return_exceptions=True,
                 )
             for o in outcomes:
@@ -348,6 +403,27 @@ class Executor:
         if q.ledger is not None:
             q.ledger.finish_step(step.id, bool(calls) and not any(results))
         return out
+
+    def _send_call(self, q: _Query, step: Step, call: Call, index: int,
+                   stream: TextStream | None, planned: int
+                   ) -> Awaitable[tuple[list[Completion], bool]]:
+        """``_call``, or for a plain call of a query with no cap (no ledger: the common
+        case), ``_plain``, which no reservation can narrow."""
+        if q.ledger is None and call.first_k is None and call.adaptive is None:
+            return self._plain(q, step, call, index, stream)
+        return self._call(q, step, call, index, stream, planned)
+
+    async def _plain(self, q: _Query, step: Step, call: Call, index: int,
+                     stream: TextStream | None) -> tuple[list[Completion], bool]:
+        """A plain call of a query with no cap, sent straight: ``_call`` without its draw
+        closures (cells and frames that every call in flight would hold, and the garbage
+        collector walk) and without a reservation (nothing to reserve against)."""
+        binding = self.bindings()[call.model]
+        comps = await self._request(q, step, binding, call, index, call.n,
+                                    step.sampling.seed + 1000 * call.seed_offset, 0,
+                                    binding.backend.count_tokens(call.messages),
+                                    stream if call.n == 1 else None, None)
+        return comps, len(comps) < call.n
 
     async def _call(self, q: _Query, step: Step, call: Call, index: int,
                     stream: TextStream | None = None, planned: int | None = None
@@ -493,24 +569,30 @@ class Executor:
 
     async def _request(self, q: _Query, step: Step, binding: ModelBinding, call: Call,
                        index: int, n: int, seed: int, offset: int, prompt_tokens: int,
-                       stream: TextStream | None, res: Reservation) -> list[Completion]:
+                       stream: TextStream | None, res: Reservation | None
+                       ) -> list[Completion]:
+        """Send one request and record it; settle ``res``, the reservation made for it
+        (None for a query with no cap, where nothing is reserved)."""
         s = step.sampling
+        max_tokens = s.max_tokens if res is None else res.max_tokens
         request = GenerationRequest(
-            messages=call.messages, max_tokens=res.max_tokens, temperature=s.temperature,
+            messages=call.messages, max_tokens=max_tokens, temperature=s.temperature,
             top_p=s.top_p, seed=seed, n=n, stop=s.stop, sample_offset=offset,
         )
         t0 = time.perf_counter()
         try:
-            parts = await binding.generate(request, n * (prompt_tokens + res.max_tokens),
+            parts = await binding.generate(request, n * (prompt_tokens + max_tokens),
                                            stream if n == 1 else None)
         except asyncio.CancelledError:
-            q.budget.settle(res, 0, 0.0, 0.0)
+            if res is not None:
+                q.budget.settle(res, 0, 0.0, 0.0)
             raise
         except BackendError as exc:
             q.record((index, offset), CallRecord(
                 step=step.id, node=step.node, model=binding.name, samples=n,
                 latency_s=time.perf_counter() - t0, error=str(exc), start_s=t0 - q.started))
-            q.budget.settle(res, 0, 0.0, 0.0)
+            if res is not None:
+                q.budget.settle(res, 0, 0.0, 0.0)
             raise
         done = time.perf_counter()
         comps: list[Completion] = []
@@ -532,5 +614,6 @@ class Executor:
             spent_flops += rec.flops
             q.record((index, offset + part.start), rec)
             comps.extend(part.completions)
-        q.budget.settle(res, spent_tokens, spent_cost, spent_flops)
+        if res is not None:
+            q.budget.settle(res, spent_tokens, spent_cost, spent_flops)
         return comps

@@ -6,6 +6,7 @@ substituted values (user text, model output) are never rendered again.
 
 from __future__ import annotations
 
+import functools
 import re
 
 _TOKEN = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}|\{|\}")
@@ -39,18 +40,36 @@ def check_template(template: str, allowed: set[str]) -> None:
             )
 
 
-def render(template: str, values: dict[str, str]) -> str:
-    def sub(m: re.Match[str]) -> str:
+@functools.lru_cache(maxsize=4096)
+def _pieces(template: str) -> tuple[tuple[int, str], ...]:
+    """``template`` split once into literal text (0, text), placeholders (1, name) and stray
+    braces (2, brace), in order: a template is rendered once per call, parsed once."""
+    out: list[tuple[int, str]] = []
+    pos = 0
+    for m in _TOKEN.finditer(template):
+        literal = template[pos:m.start()]
+        pos = m.end()
         tok = m.group(0)
-        if tok == "{{":
-            return "{"
-        if tok == "}}":
-            return "}"
-        name = m.group(1)
-        if name is None:
-            raise TemplateError(f"stray '{tok}'")
-        if name not in values:
-            raise TemplateError(f"no value for {{{name}}}")
-        return values[name]
+        if tok in ("{{", "}}"):
+            out.append((0, literal + tok[0]))
+        else:
+            if literal:
+                out.append((0, literal))
+            out.append((1, m.group(1)) if m.group(1) is not None else (2, tok))
+    if pos < len(template):
+        out.append((0, template[pos:]))
+    return tuple(out)
 
-    return _TOKEN.sub(sub, template)
+
+def render(template: str, values: dict[str, str]) -> str:
+    parts: list[str] = []
+    for kind, text in _pieces(template):
+        if kind == 0:
+            parts.append(text)
+        elif kind == 1:
+            if text not in values:
+                raise TemplateError(f"no value for {{{text}}}")
+            parts.append(values[text])
+        else:
+            raise TemplateError(f"stray '{text}'")
+    return "".join(parts)

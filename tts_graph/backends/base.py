@@ -17,6 +17,13 @@ from ..streaming import TextSink
 from ..types import Completion, Message
 
 
+def client_timeout_s(timeout_s: float) -> float:
+    """The timeout a backend gives its own HTTP client when the model entry sets
+    ``timeout_s``. The binding owns that timeout (one line, the same for every backend); the
+    client's is a backstop a little later, so the two never race to report a hang."""
+    return timeout_s + max(1.0, 0.1 * timeout_s)
+
+
 @dataclass(frozen=True)
 class GenerationRequest:
     """``n`` samples of ``messages``. Sample ``i`` uses seed ``seed + i``; ``sample_offset`` is

@@ -29,7 +29,7 @@ from ..errors import BackendError, TransientBackendError, TTSGraphError
 from ..spec import ModelSpec
 from ..streaming import TextSink
 from ..types import Completion
-from .base import Backend, GenerationRequest, ModelInfo
+from .base import Backend, GenerationRequest, ModelInfo, client_timeout_s
 from .pricing import mapped_price
 
 _LOCK = threading.Lock()
@@ -255,8 +255,8 @@ class LitellmBackend(Backend):
             kwargs["api_base"] = self.api_base
         if key is not None:
             kwargs["api_key"] = key
-        if self.spec.timeout_s is not None:
-            kwargs["timeout"] = self.spec.timeout_s
+        if self.spec.timeout_s is not None:  # the binding's timeout_s fires first
+            kwargs["timeout"] = client_timeout_s(self.spec.timeout_s)
         return kwargs
 
     async def _call(self, litellm: Any, request: GenerationRequest, n: int, seed: int,

@@ -14,7 +14,9 @@ call over one pooled connection set per model (and event loop), with stdlib JSON
   then on the binding splits samples itself (``splits_samples``), as with litellm.
 - Usage (prompt and completion tokens) is the server's; a stream asks for it with
   ``stream_options.include_usage``.
-- Retries, timeouts, limits and the cache are the model binding's: failures map to
+- Retries, timeouts, limits and the cache are the model binding's (the aiohttp timeout is a
+  backstop set a little after ``timeout_s``, so a hang is reported once, by the binding):
+  failures map to
   ``TransientBackendError`` (429, 5xx, timeouts, dropped connections, unreachable server,
   non-JSON or truncated bodies, a 200 without choices) or ``BackendError`` (a refused key,
   other 4xx), each one line naming the model and the cause.
@@ -42,7 +44,7 @@ from ..errors import BackendError, TransientBackendError, TTSGraphError
 from ..spec import ModelSpec
 from ..streaming import TextSink
 from ..types import Completion
-from .base import Backend, GenerationRequest, ModelInfo
+from .base import Backend, GenerationRequest, ModelInfo, client_timeout_s
 from .litellm_backend import _split_usage  # a plain function: litellm is not imported
 from .pricing import cost_map, mapped_price
 
@@ -130,7 +132,9 @@ class OpenAIBackend(Backend):
         price = None if spec.price is not None else mapped_price(self.model)
         self._info = ModelInfo(identity=f"openai:{self.model}@{self.api_base}#{digest}",
                                params=spec.params, price=price)
-        self._timeout = aiohttp.ClientTimeout(total=spec.timeout_s or DEFAULT_TIMEOUT_S)
+        # the binding times a call out at timeout_s; this client's timeout is a backstop
+        self._timeout = aiohttp.ClientTimeout(
+            total=DEFAULT_TIMEOUT_S if spec.timeout_s is None else client_timeout_s(spec.timeout_s))
         self._native_n = True
         # one pooled session per event loop (aiohttp's connections belong to one loop);
         # each lives until its loop shuts down (see _session)
@@ -234,7 +238,9 @@ class OpenAIBackend(Backend):
         return self._fail(what, kind="connection")
 
     async def _post(self, body: dict[str, Any]) -> dict[str, Any]:
-        session = await self._session()
+        held = self._sessions.get(asyncio.get_running_loop())
+        # this loop's open session without a coroutine call: the path of every call but one
+        session = held[0] if held is not None and not held[0].closed else await self._session()
         data = json.dumps(body).encode()
         try:
             async with session.post(self.url, data=data, headers=self._headers) as resp:
@@ -275,6 +281,9 @@ class OpenAIBackend(Backend):
         except (AttributeError, TypeError, ValueError) as exc:
             raise self._fail(f"malformed response ({type(exc).__name__}: {exc})",
                              kind="malformed") from None
+        if len(texts) == 1:  # what _split_usage gives for one choice, without the shares
+            return [Completion(text=texts[0], prompt_tokens=prompt, completion_tokens=completion,
+                               finish_reason=reasons[0])]
         return _split_usage(texts, reasons, prompt, completion)
 
     async def generate(self, request: GenerationRequest) -> list[Completion]:
