@@ -172,6 +172,10 @@ def test_workers_of_a_server_client_are_forked_in_process_models_spawned(
     from tts_graph.evaluate.workers import start_method
 
     monkeypatch.delenv("TTS_GRAPH_EVAL_START", raising=False)
+    # threads other tests of this process left running (servers, pools) are not this test's:
+    # the parent is seen with only its main thread, then with a second one below
+    threads = 1
+    monkeypatch.setattr("tts_graph.evaluate.workers.threading.active_count", lambda: threads)
     client = _plan("openai")
     assert start_method(client) == "fork"
     assert start_method(_plan("local")) == "spawn"  # a model in the process
@@ -180,11 +184,14 @@ def test_workers_of_a_server_client_are_forked_in_process_models_spawned(
     monkeypatch.setenv("TTS_GRAPH_EVAL_START", "spawn")
     assert start_method(client) == "spawn"
     monkeypatch.delenv("TTS_GRAPH_EVAL_START")
+    threads = 2  # a fork copies only the forking thread: with another one running, spawn
+    assert start_method(client) == "spawn"
+    monkeypatch.undo()
     stop = threading.Event()
     other = threading.Thread(target=stop.wait)
     other.start()
-    try:  # a fork copies only the forking thread: with another one running, spawn
-        assert start_method(client) == "spawn"
+    try:  # and as counted for real
+        assert threading.active_count() > 1 and start_method(client) == "spawn"
     finally:
         stop.set()
         other.join()
