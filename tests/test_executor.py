@@ -304,51 +304,7 @@ async def test_timeout_in_a_graph_whose_steps_overlap_keeps_the_nearest_answer()
     assert len(fast.requests) == 1
 
 
-def _comparable(res: QueryResult) -> dict[str, Any]:
-    d = res.to_dict()
-    d.pop("latency_s")
-    for c in d["calls"]:
-        c.pop("latency_s"), c.pop("start_s")
-    for u in (d["usage"], *d["usage_by_node"].values(), *d["usage_by_model"].values()):
-        u.pop("latency_s")
-    return d
-
-
-@pytest.mark.parametrize("kind", ["chain", "fan_in", "one_step"])
-async def test_a_chain_in_one_task_gives_what_a_task_per_step_gives(kind: str) -> None:
-    """Graphs whose steps cannot overlap run in the query's own task (no task per step);
-    the result is the one the general scheduler gives, record for record."""
-    from tts_graph.executor import _Plan
-
-    nodes = {
-        "chain": ("""
-  plan: {role: planner, model: m}
-  solve: {role: solver, model: m, inputs: [plan], samples: 3}
-  vote: {role: vote, inputs: [solve]}
-  judge: {role: judge, model: m, inputs: [solve, vote]}
-""", "judge", True),
-        "fan_in": ("""
-  s1: {role: solver, model: m, samples: 2}
-  s2: {role: solver, model: m}
-  vote: {role: vote, inputs: [s1, s2]}
-""", "vote", False),
-        "one_step": ("  s: {role: solver, model: m, samples: 4}\n", "s", True),
-    }[kind]
-    doc = graph(nodes[0], output=nodes[1])
-    got = []
-    for chain in (True, False):
-        backend = ScriptedBackend(lambda req, i: f"Answer: {(req.seed + i) % 3}")
-        ex = Executor(doc, backends={"m": backend})
-        plan = _Plan.of(ex.graph)
-        assert plan.chain is nodes[2]
-        ex._plan = _Plan(plan.graph, plan.order, chain and plan.chain)
-        results = await ex.arun_many(["q1", "q2", "q3"], concurrency=2)
-        # the same requests (queries interleave differently: zero latency, two at once)
-        got.append(([_comparable(r) for r in results], sorted(map(repr, backend.requests))))
-    assert got[0] == got[1]
-
-
-async def test_a_role_failure_in_a_chain_names_the_step() -> None:
+async def test_a_role_failure_names_the_step() -> None:
     from tts_graph.errors import TTSGraphError
 
     doc = graph("  s: {role: solver, model: m}\n  v: {role: vote, inputs: [s]}", output="v")

@@ -114,8 +114,6 @@ class ModelBinding:
         if stream is not None and request.n != 1:
             raise ValueError("only a call for one sample can stream")
         if self.cache is None:
-            if request.n == 1:  # one call, as _live would make it, one coroutine frame fewer
-                return [await self._call(request, est_tokens, 0, stream)]
             return [await self._live(request, est_tokens, 0, stream)]
         return await self._cached(request, est_tokens, stream)
 

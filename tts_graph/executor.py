@@ -175,15 +175,15 @@ class _Plan:
     graph: CompiledGraph
     #: step id -> its place in graph order
     order: dict[str, int]
-    #: each step (after the first) needs the one before it, so no two steps ever overlap:
-    #: a query runs them one after another in its own task (one step is the common case)
-    chain: bool
 
     @classmethod
     def of(cls, graph: CompiledGraph) -> _Plan:
-        steps, order = graph.steps, graph.order
-        return cls(graph, {sid: i for i, sid in enumerate(order)},
-                   all(order[i - 1] in steps[sid].deps for i, sid in enumerate(order) if i))
+        return cls(graph, {sid: i for i, sid in enumerate(graph.order)})
+
+
+def _seed(step: Step, call: Call) -> int:
+    """The seed of a call's first sample (sample i: + i), however the call is sent."""
+    return step.sampling.seed + 1000 * call.seed_offset
 
 
 class Executor:
@@ -267,31 +267,21 @@ class Executor:
                 lambda m: bindings[m].costing, q.outputs)
         status: QueryStatus = "ok"
         timeout = graph.spec.budget.timeout_s
-        if plan.chain:  # steps one after another in this task: no task per step, no gather
-            try:
-                if timeout is None:
-                    await self._chain(q)
-                else:
-                    async with asyncio.timeout(timeout):
-                        await self._chain(q)
-            except TimeoutError:
-                status = "timeout"
-        else:
-            tasks: dict[str, asyncio.Task[StepOutput]] = {}
-            for sid in graph.order:
-                tasks[sid] = asyncio.create_task(self._step_after(q, graph.steps[sid], tasks),
-                                                 name=f"step:{sid}")
-            try:
-                async with asyncio.timeout(timeout):
-                    await asyncio.gather(*tasks.values())
-            except TimeoutError:
-                status = "timeout"
-            finally:
-                pending = [t for t in tasks.values() if not t.done()]
-                for t in pending:
-                    t.cancel()
-                if pending:  # nothing to wait for on the normal path: skip a loop turn
-                    await asyncio.gather(*pending, return_exceptions=True)
+        tasks: dict[str, asyncio.Task[StepOutput]] = {}
+        for sid in graph.order:
+            tasks[sid] = asyncio.create_task(self._step_after(q, graph.steps[sid], tasks),
+                                             name=f"step:{sid}")
+        try:
+            async with asyncio.timeout(timeout):
+                await asyncio.gather(*tasks.values())
+        except TimeoutError:
+            status = "timeout"
+        finally:
+            pending = [t for t in tasks.values() if not t.done()]
+            for t in pending:
+                t.cancel()
+            if pending:  # nothing to wait for on the normal path: skip a loop turn
+                await asyncio.gather(*pending, return_exceptions=True)
         final = q.outputs.get(graph.output)
         if final is None or not final.candidates:
             final = self._partial(q) or final
@@ -332,14 +322,6 @@ class Executor:
                         nxt.append(d)
             frontier = nxt
         return None
-
-    async def _chain(self, q: _Query) -> None:
-        """The steps of a chain graph in order (each one's inputs are done before it)."""
-        steps, output_of = self.graph.steps, q.outputs.__getitem__
-        for sid in self.graph.order:
-            step = steps[sid]
-            # map, not a comprehension: no cell held by this frame while the query runs
-            await self._step(q, step, list(map(output_of, step.deps)))
 
     async def _step_after(self, q: _Query, step: Step,
                           tasks: dict[str, asyncio.Task[StepOutput]]) -> StepOutput:
@@ -420,7 +402,7 @@ class Executor:
         collector walk) and without a reservation (nothing to reserve against)."""
         binding = self.bindings()[call.model]
         comps = await self._request(q, step, binding, call, index, call.n,
-                                    step.sampling.seed + 1000 * call.seed_offset, 0,
+                                    _seed(step, call), 0,
                                     binding.backend.count_tokens(call.messages),
                                     stream if call.n == 1 else None, None)
         return comps, len(comps) < call.n
@@ -433,7 +415,7 @@ class Executor:
         unbudgeted). A budgeted call draws further samples in waves, beyond its plan, while
         they fit. ``stream`` is used by a plain call for one sample."""
         binding = self.bindings()[call.model]
-        seed = step.sampling.seed + 1000 * call.seed_offset
+        seed = _seed(step, call)
         # a budgeted query estimates from what it drew (the server's usage), not the counter
         prompt_tokens = q.ledger.estimate(call.model, call.messages) if q.ledger is not None \
             else binding.backend.count_tokens(call.messages)

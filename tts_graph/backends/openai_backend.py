@@ -238,9 +238,7 @@ class OpenAIBackend(Backend):
         return self._fail(what, kind="connection")
 
     async def _post(self, body: dict[str, Any]) -> dict[str, Any]:
-        held = self._sessions.get(asyncio.get_running_loop())
-        # this loop's open session without a coroutine call: the path of every call but one
-        session = held[0] if held is not None and not held[0].closed else await self._session()
+        session = await self._session()
         data = json.dumps(body).encode()
         try:
             async with session.post(self.url, data=data, headers=self._headers) as resp:
