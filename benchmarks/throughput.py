@@ -76,6 +76,13 @@ from tts_graph.testing import FaultConfig, fault_stats, spawn_fault_server
 from tts_graph.types import Completion, Message
 
 MAX_TOKENS = 64
+
+
+def solver_request(q: str) -> GenerationRequest:
+    """The request the one-node solver graph sends for ``q``, built by hand for the layers
+    below the executor."""
+    return GenerationRequest((Message("system", Solver.system_prompt["main"]),
+                              Message("user", q)), max_tokens=MAX_TOKENS, temperature=0.7)
 TIMEOUT_S = 60.0
 GRAPH = """
 version: 1
@@ -214,17 +221,11 @@ async def layers_part(a: argparse.Namespace, url: str) -> None:
     ex = Executor(loads_graph(graph_text("openai", url)))
     binding = ex.bindings()["m"]
     backend = binding.backend
-    system = Solver.system_prompt["main"]
-
-    def request(q: str) -> GenerationRequest:
-        return GenerationRequest((Message("system", system), Message("user", q)),
-                                 max_tokens=MAX_TOKENS, temperature=0.7)
-
     async def via_backend(q: str) -> None:
-        assert (await backend.generate(request(q)))[0].text
+        assert (await backend.generate(solver_request(q)))[0].text
 
     async def via_binding(q: str) -> None:
-        assert (await binding.generate(request(q), 2 * MAX_TOKENS))[0].completions[0].text
+        assert (await binding.generate(solver_request(q), 2 * MAX_TOKENS))[0].completions[0].text
 
     sides = ("raw", "backend", "binding", "executor")
     rows = []
@@ -291,20 +292,14 @@ async def overhead_part(a: argparse.Namespace) -> None:
                   backends={"m": _Sleeper(latency)})
     binding = ex.bindings()["m"]
     backend = binding.backend
-    system = Solver.system_prompt["main"]
-
-    def request(q: str) -> GenerationRequest:
-        return GenerationRequest((Message("system", system), Message("user", q)),
-                                 max_tokens=MAX_TOKENS, temperature=0.7)
-
     async def via_floor(q: str) -> None:
         await asyncio.sleep(latency)
 
     async def via_backend(q: str) -> None:
-        assert (await backend.generate(request(q)))[0].text
+        assert (await backend.generate(solver_request(q)))[0].text
 
     async def via_binding(q: str) -> None:
-        assert (await binding.generate(request(q), 2 * MAX_TOKENS))[0].completions[0].text
+        assert (await binding.generate(solver_request(q), 2 * MAX_TOKENS))[0].completions[0].text
 
     async def via_executor(qs: list[str], c: int) -> None:
         await ours(ex, qs, c)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_eval_workers import _graph as workers_graph
 
 from tts_graph.errors import TTSGraphError
 from tts_graph.evaluate.pgboard import check_url, redact, run_key, scrub
@@ -38,18 +39,9 @@ N = 40
 
 def _graph(url: str, retries: int = 3) -> str:
     # a fresh name per test: the database may hold runs of earlier tests with the same graph
-    return f"""
-version: 1
-name: pg-{uuid.uuid4().hex[:8]}
-models:
-  m: {{backend: openai, model: fault, api_base: "{url}/v1", timeout_s: 10,
-       max_retries: {retries}}}
-defaults: {{max_tokens: 32}}
-nodes:
-  solve: {{role: solver, model: m, samples: 3}}
-  vote: {{role: vote, inputs: [solve]}}
-output: vote
-"""
+    text = workers_graph(url, retries)
+    assert "name: solve-vote\n" in text
+    return text.replace("name: solve-vote\n", f"name: pg-{uuid.uuid4().hex[:8]}\n")
 
 
 def _eval(*args: str) -> list[str]:
