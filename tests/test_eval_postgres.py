@@ -26,7 +26,7 @@ import pytest
 from test_eval_workers import _graph as workers_graph
 
 from tts_graph.errors import TTSGraphError
-from tts_graph.evaluate.pgboard import check_url, redact, run_key, scrub
+from tts_graph.evaluate.pgboard import PgBoard, check_url, redact, run_key, scrub
 from tts_graph.testing.fault_server import FaultConfig, fault_stats, serve_fault_server
 
 URL = os.environ.get("TTS_GRAPH_TEST_POSTGRES_URL")
@@ -178,6 +178,7 @@ def test_two_machines_share_one_run_each_question_once(workdir: Path) -> None:
         after = fault_stats(url)
     for p, (_, err) in zip(procs, outs, strict=True):
         assert p.returncode == 0, err
+        assert " ended: " not in err, err  # no worker died (its claims would run again)
     # no cache: every question either machine ran reached the server, each exactly once
     assert after["answered"] - before["answered"] == N
     # both run directories hold every result (copied from the database), the same ones
@@ -261,3 +262,87 @@ def test_resume_reruns_infra_errors_and_a_late_machine_reuses_results(workdir: P
     assert after_late["requests"] == end["requests"]
     assert _answers(workdir / "late") == _answers(workdir / "run")
     _no_password_in(workdir, texts=(first.stderr, again.stderr, late.stderr, late.stdout))
+
+
+@needs_pg
+def test_a_machine_joining_beside_writes_takes_no_lock_on_the_tables() -> None:
+    """Creating the tables IF NOT EXISTS locks them (CREATE INDEX takes SHARE before it finds
+    the index): a worker or machine joining while others write deadlocked with them, and the
+    transaction PostgreSQL aborted was a worker's (it died; its claims ran again)."""
+    import threading
+
+    PgBoard(URL or "", "").close()  # the tables exist
+    writer = _pg()
+    try:
+        with writer.cursor() as cur:  # an open transaction writing both tables
+            cur.execute("INSERT INTO tts_eval_results (run, item_id, seq, status, row) VALUES "
+                        "('lock-test', 'q', 0, 'ok', '{}') ON CONFLICT DO NOTHING")
+            cur.execute("UPDATE tts_eval_claims SET state = 'done' WHERE run = 'lock-test'")
+        joined: list[BaseException | None] = []
+
+        def join() -> None:
+            try:
+                PgBoard(URL or "", "lock-test").close()
+                joined.append(None)
+            except BaseException as exc:  # reported below
+                joined.append(exc)
+
+        t = threading.Thread(target=join, daemon=True)
+        t.start()
+        t.join(10)
+        assert joined == [None], "joining waited for the writer's transaction"
+    finally:
+        writer.rollback()
+        writer.close()
+
+
+@needs_pg
+def test_a_transaction_aborted_by_a_deadlock_runs_again() -> None:
+    import threading
+
+    board = PgBoard(URL or "", "")
+    other = _pg()
+    table = f"tts_test_dl_{uuid.uuid4().hex[:8]}"
+    with other, other.cursor() as cur:
+        cur.execute(f"CREATE TABLE {table} (k INTEGER PRIMARY KEY)")
+        cur.execute(f"INSERT INTO {table} VALUES (1), (2)")
+    locked_1, tries = threading.Event(), []
+
+    def rival() -> None:  # holds row 1, then wants row 2 (held by the board's transaction)
+        with other, other.cursor() as cur:
+            cur.execute(f"SELECT k FROM {table} WHERE k = 1 FOR UPDATE")
+            locked_1.set()
+            time.sleep(0.5)  # the board's transaction waits first: it is the one aborted
+            cur.execute(f"SELECT k FROM {table} WHERE k = 2 FOR UPDATE")
+
+    def go(cur: Any) -> int:
+        tries.append(1)
+        cur.execute(f"SELECT k FROM {table} WHERE k = 2 FOR UPDATE")
+        if len(tries) == 1:
+            t.start()
+            assert locked_1.wait(10)
+        cur.execute(f"SELECT k FROM {table} WHERE k = 1 FOR UPDATE")
+        return len(tries)
+
+    t = threading.Thread(target=rival, daemon=True)
+    try:
+        assert board._tx(go) == 2  # aborted once (deadlock detected), then done
+        t.join(10)
+        assert not t.is_alive()
+    finally:
+        with other, other.cursor() as cur:
+            cur.execute(f"DROP TABLE {table}")
+        other.close()
+        board.close()
+
+
+@needs_pg
+def test_a_statement_error_is_the_servers_message_not_its_hint() -> None:
+    board = PgBoard(URL or "", "")
+    try:
+        with pytest.raises(TTSGraphError) as err:
+            board._tx(lambda cur: cur.execute("SELECT 1 / 0"))
+    finally:
+        board.close()
+    assert str(err.value).endswith(": division by zero (22012)")
+    assert _password() not in str(err.value)

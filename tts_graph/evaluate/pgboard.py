@@ -26,7 +26,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import socket
+import time
 import urllib.parse
 from dataclasses import asdict
 from typing import Any
@@ -53,8 +55,15 @@ _SCHEMA = [
     "PRIMARY KEY (run, item_id))",
     "CREATE INDEX IF NOT EXISTS tts_eval_results_by_seq ON tts_eval_results (run, seq)",
 ]
+#: what _SCHEMA makes: when all exist, no DDL is run (see _exec_schema)
+_OBJECTS = ("tts_eval_runs", "tts_eval_claims", "tts_eval_claims_by_state", "tts_eval_workers",
+            "tts_eval_results_seq", "tts_eval_results", "tts_eval_results_by_seq")
 #: serialises the CREATE ... IF NOT EXISTS above between processes (they race otherwise)
 _SCHEMA_LOCK = 0x7475_6576  # "tuev"
+#: SQLSTATEs of a transaction PostgreSQL aborted for another's sake (deadlock detected,
+#: serialization failure): run again, they are not errors of this run
+_RETRY_STATES = frozenset({"40P01", "40001"})
+_TX_TRIES = 5
 
 
 def redact(url: str) -> str:
@@ -112,6 +121,13 @@ def connect(url: str) -> Any:
 
 
 def _first_line(exc: BaseException, url: str) -> str:
+    # a statement's error: the server's primary message (its text ends in DETAIL and HINT
+    # lines, "HINT: See server log for query details." says nothing)
+    diag = getattr(exc, "diag", None)
+    primary = getattr(diag, "message_primary", None)
+    if primary:
+        return scrub(f"{primary} ({exc.pgcode})" if getattr(exc, "pgcode", None) else primary,
+                     url)
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
     # libpq puts the cause on the last line ("FATAL: password authentication failed ...",
     # "Connection refused"); the first only says which address it tried
@@ -147,23 +163,39 @@ class PgBoard:
         self._exec_schema()
 
     # every statement goes through here: a database error becomes one redacted line
+    # (every ``fn`` is a whole transaction, so running it again after an abort is safe)
     def _tx(self, fn: Any) -> Any:
         import psycopg2
 
-        try:
-            with self.conn, self.conn.cursor() as cur:
-                return fn(cur)
-        except psycopg2.Error as exc:
-            raise TTSGraphError(f"--storage {redact(self.url)}: {_first_line(exc, self.url)}"
-                                ) from None
+        for attempt in range(_TX_TRIES):
+            try:
+                with self.conn, self.conn.cursor() as cur:
+                    return fn(cur)
+            except psycopg2.Error as exc:
+                if exc.pgcode in _RETRY_STATES and attempt + 1 < _TX_TRIES:
+                    time.sleep(0.05 * 2 ** attempt * (0.5 + random.random()))
+                    continue
+                raise TTSGraphError(f"--storage {redact(self.url)}: "
+                                    f"{_first_line(exc, self.url)}") from None
+        raise AssertionError("unreachable")
 
     def _exec_schema(self) -> None:
+        # CREATE INDEX IF NOT EXISTS locks its table (SHARE) before it finds the index there:
+        # run beside another machine's writes it deadlocks with them, so a machine or worker
+        # joining a running run only looks (to_regclass takes no lock)
+        def exists(cur: Any) -> bool:
+            cur.execute("SELECT " + ", ".join(["to_regclass(%s) IS NOT NULL"] * len(_OBJECTS)),
+                        _OBJECTS)
+            return all(cur.fetchone())
+
         def go(cur: Any) -> None:
             cur.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
-            for stmt in _SCHEMA:
-                cur.execute(stmt)
+            if not exists(cur):
+                for stmt in _SCHEMA:
+                    cur.execute(stmt)
 
-        self._tx(go)
+        if not self._tx(exists):
+            self._tx(go)
 
     def prepare(self, identity: dict[str, Any], todo: list[tuple[int, str]], store: ResultStore,
                 *, resume: bool) -> bool:
