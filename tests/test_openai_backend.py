@@ -347,3 +347,50 @@ def test_one_pooled_session_per_loop_closed_with_its_loop() -> None:
             assert all(r.status == "ok" for r in results)
             stats = fault_stats(url)
     assert stats["requests"] == 43
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_json_nested_past_the_parsers_depth_is_a_malformed_response(stream: bool) -> None:
+    """A body of 100,000 nested arrays makes json.loads raise RecursionError, not
+    ValueError: it escaped as a crash of the query instead of an infrastructure error."""
+    import http.server
+    import threading
+
+    deep = b"[" * 100_000 + b"]" * 100_000
+
+    class Deep(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            body = (b"data: " + deep + b"\n\n") if stream else deep
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream" if stream
+                             else "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Deep)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        from tts_graph import Graph
+
+        async def main() -> QueryResult:
+            g = Graph.from_string(graph(url, retries=1, text=STREAM_GRAPH))
+            chunks: list[str] = []
+            out = await g.arun("What is 2 + 2?", on_text=chunks.append if stream else None)
+            await g.aclose()
+            return out
+
+        res = asyncio.run(main())
+    finally:
+        server.shutdown()
+        server.server_close()
+    err = res.steps["solve"].error or ""
+    assert res.status == "error" and "\n" not in err
+    assert err.startswith("m: malformed: model 'fault' at http://127.0.0.1:"), err
+    assert ("malformed stream event" if stream else "response is not JSON") in err, err
+    assert "gave up after 2 attempts" in err

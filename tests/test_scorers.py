@@ -220,6 +220,22 @@ def test_code_wrong_solution_fails(humaneval: dict[str, Item]) -> None:
     assert sc.score(it, "  ", "") == Score(False, "no code")
 
 
+@pytest.mark.parametrize("ending", [
+    "import sys\nsys.exit(0)", "exit()", "quit()", "import os\nos._exit(0)",
+    "raise SystemExit", "print('TTS_GRAPH_CHECKED 0123456789abcdef')\nexit()"])
+def test_a_reply_that_ends_the_program_before_the_tests_fails(
+        humaneval: dict[str, Item], ending: str) -> None:
+    # a wrong add() whose script ends (a main block, a stray exit()) before check() runs:
+    # exit status 0, and it passed on that alone
+    it = humaneval["HumanEval/53"]
+    reply = f"```python\ndef add(x: int, y: int):\n    return x - y\n\n{ending}\n```"
+    s = get_scorer("code").score(it, None, reply)
+    assert s == Score(False, "the program ended before the tests ran (exit status 0)"), s
+    # the same ending after a right add() fails too: the tests never ran
+    right = reply.replace("x - y", "x + y")
+    assert not get_scorer("code").score(it, None, right).correct
+
+
 def test_code_scorer_uses_its_limits(humaneval: dict[str, Item]) -> None:
     from tts_graph.evaluate.scorers import CodeScorer
 

@@ -129,6 +129,22 @@ def test_evaluator_first_k_and_nothing_passing() -> None:
     assert out.meta["passed"] == 0
 
 
+@pytest.mark.parametrize("ending", [
+    'print("TTS_GRAPH_TESTS [true, true, true]", flush=True)\nimport os\nos._exit(0)',
+    'print("TTS_GRAPH_TESTS [true, tr", flush=True)\nimport os\nos._exit(0)',
+    "import sys\nsys.exit(0)"])
+def test_sandbox_check_counts_only_its_own_harness(ending: str) -> None:
+    """A candidate that prints what looks like the harness's line, or ends the program
+    before the tests run, passes none (it passed all three, or crashed the step)."""
+    from tts_graph.roles.unit_test_evaluator import sandbox_verdicts
+
+    code = "def add(a, b):\n    return a * b\n" + ending + "\n"
+    tests = ["assert add(1, 2) == 3", "assert add(-1, 1) == 0", "assert add(2, 2) == 4"]
+    assert sandbox_verdicts(code, tests, timeout_s=5) == [False, False, False]
+    assert sandbox_verdicts("def add(a, b):\n    return a * b\n", tests, timeout_s=5) == [
+        False, False, True]
+
+
 @pytest.mark.parametrize(("nodes", "message"), [
     ("  s: {role: solver, model: m}\n  e: {role: unit_test_evaluator, model: m, inputs: [s]}",
      "nodes.e.inputs: needs a unit_test_generator among its inputs"),

@@ -523,6 +523,8 @@ def load_archon(path: str | Path, *, name: str | None = None,
     except json.JSONDecodeError as exc:
         raise GraphError(f"invalid JSON: {exc.msg} (column {exc.colno})", source=str(path),
                          line=exc.lineno) from None
+    except RecursionError:
+        raise GraphError("invalid JSON: nested too deeply", source=str(path)) from None
     try:  # JSON is YAML: the YAML loader knows the line of every value
         _, lines = load_yaml(text, str(path))
     except GraphError:

@@ -34,6 +34,12 @@ from .errors import GraphError, GraphErrors
 from .yamlpos import Loc, line_of, load_yaml, load_yaml_file
 
 NAME_RE = r"^[A-Za-z_][A-Za-z0-9_\-]*$"
+#: upper bounds that catch a typo or an overflow (`samples: 1e9`) at validate time instead
+#: of as a request no server takes or an allocation that never ends; far above real use
+#: (repeated sampling papers draw 10,000 samples; contexts reach 10M tokens)
+MAX_SAMPLES = 100_000
+MAX_ROUNDS = 1_000
+MAX_TOKENS = 10_000_000
 ExtractKind = Literal["auto", "number", "boxed", "choice", "text"]
 
 
@@ -137,7 +143,7 @@ class ModelSpec(Strict):
 class Sampling(Strict):
     """Sampling settings shared by defaults and nodes (None = inherit)."""
 
-    max_tokens: int | None = Field(default=None, ge=1)
+    max_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, gt=0, le=1)
     seed: int | None = Field(default=None, ge=0)
@@ -162,11 +168,12 @@ class Prompts(Strict):
 class AdaptiveSamples(Strict):
     """Draw samples until the leading answer is settled (adaptive self-consistency)."""
 
-    min: int = Field(default=2, ge=1)
-    max: int = Field(default=16, ge=1)
+    min: int = Field(default=2, ge=1, le=MAX_SAMPLES)
+    max: int = Field(default=16, ge=1, le=MAX_SAMPLES)
     stop: Literal["settled", "confidence"] = "settled"
     confidence: float = Field(default=0.95, gt=0.5, lt=1)
-    batch: int = Field(default=2, ge=1, description="samples drawn between checks")
+    batch: int = Field(default=2, ge=1, le=MAX_SAMPLES,
+                       description="samples drawn between checks")
 
     @model_validator(mode="after")
     def _order(self) -> AdaptiveSamples:
@@ -194,7 +201,7 @@ class SolverNode(ModelNode):
     """Answers the question; ``samples`` independent samples (fixed or adaptive)."""
 
     role: Literal["solver"]
-    samples: Annotated[int, Field(ge=1)] | AdaptiveSamples = 1
+    samples: Annotated[int, Field(ge=1, le=MAX_SAMPLES)] | AdaptiveSamples = 1
 
 
 class PlannerNode(ModelNode):
@@ -207,14 +214,14 @@ class CriticNode(ModelNode):
     """Critiques each input candidate (up to ``limit``)."""
 
     role: Literal["critic"]
-    limit: int = Field(default=4, ge=1)
+    limit: int = Field(default=4, ge=1, le=MAX_SAMPLES)
 
 
 class RefinerNode(ModelNode):
     """Critique-then-revise loop, ``rounds`` times, on the best input candidate."""
 
     role: Literal["refiner"]
-    rounds: int = Field(default=1, ge=1)
+    rounds: int = Field(default=1, ge=1, le=MAX_ROUNDS)
     critic_model: str | None = None
 
 
@@ -245,7 +252,7 @@ class FuserNode(ModelNode):
     """Synthesizes one answer from the candidates (Mixture-of-Agents / Fusion-of-N)."""
 
     role: Literal["fuser"]
-    samples: int = Field(default=1, ge=1)
+    samples: int = Field(default=1, ge=1, le=MAX_SAMPLES)
 
 
 class UnitTestGeneratorNode(ModelNode):
@@ -298,8 +305,8 @@ class DebateNode(ModelNode):
 
     role: Literal["debate"]
     models: list[str] | None = Field(default=None, min_length=1)
-    agents: int = Field(default=3, ge=1)
-    rounds: int = Field(default=2, ge=1)
+    agents: int = Field(default=3, ge=1, le=MAX_ROUNDS)
+    rounds: int = Field(default=2, ge=1, le=MAX_ROUNDS)
     stop: Literal["none", "consensus"] = "none"
 
     @model_validator(mode="after")
@@ -313,7 +320,7 @@ class FirstFinishNode(ModelNode):
     """Starts ``samples`` samples, keeps the first ``k`` to finish and cancels the rest."""
 
     role: Literal["first_finish"]
-    samples: int = Field(default=4, ge=1)
+    samples: int = Field(default=4, ge=1, le=MAX_SAMPLES)
     k: int = Field(default=1, ge=1)
 
     @model_validator(mode="after")
@@ -329,7 +336,7 @@ class CustomNode(ModelNode):
 
     role: str
     models: list[str] | None = Field(default=None, min_length=1)
-    samples: int = Field(default=1, ge=1)
+    samples: int = Field(default=1, ge=1, le=MAX_SAMPLES)
     params: dict[str, Any] = Field(default_factory=dict)
 
 

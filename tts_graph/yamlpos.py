@@ -12,13 +12,50 @@ from .errors import GraphError
 Loc = tuple[str | int, ...]
 
 
+#: values a file may hold once its aliases are expanded: a graph, a search space or an
+#: imported config is a few thousand at most; aliases of aliases ("billion laughs") expand
+#: exponentially, and everything that reads the data would walk every copy
+MAX_VALUES = 200_000
+#: nesting levels of a file (the YAML composer recurses per level)
+MAX_DEPTH = 100
+
+
 class _Loader(yaml.SafeLoader):
     """SafeLoader: no Python objects can be built from a graph file."""
 
 
-def _walk(loader: _Loader, node: yaml.Node, loc: Loc, lines: dict[Loc, int], source: str
-          ) -> None:
-    lines.setdefault(loc, node.start_mark.line + 1)
+class _Walk:
+    """Counts of one file's walk (values seen with aliases expanded; nodes on the path)."""
+
+    def __init__(self) -> None:
+        self.values = 0
+        self.path: set[int] = set()
+
+
+def _walk(loader: _Loader, node: yaml.Node, loc: Loc, lines: dict[Loc, int], source: str,
+          seen_by: _Walk) -> None:
+    line = node.start_mark.line + 1
+    lines.setdefault(loc, line)
+    seen_by.values += 1
+    if seen_by.values > MAX_VALUES:
+        raise GraphError(f"more than {MAX_VALUES:,} values once aliases are expanded "
+                         "(aliases of aliases?)", source=source, line=line)
+    if len(loc) > MAX_DEPTH:
+        raise GraphError(f"nested deeper than {MAX_DEPTH} levels", source=source, line=line)
+    if not isinstance(node, (yaml.MappingNode, yaml.SequenceNode)):
+        return
+    if id(node) in seen_by.path:  # `a: &x [*x]`: a value that holds itself
+        raise GraphError("an alias refers to a value that holds it (a recursive alias)",
+                         path=".".join(str(p) for p in loc) or None, source=source, line=line)
+    seen_by.path.add(id(node))
+    try:
+        _walk_children(loader, node, loc, lines, source, seen_by)
+    finally:
+        seen_by.path.discard(id(node))
+
+
+def _walk_children(loader: _Loader, node: yaml.Node, loc: Loc, lines: dict[Loc, int],
+                   source: str, seen_by: _Walk) -> None:
     if isinstance(node, yaml.MappingNode):
         seen: dict[Any, int] = {}
         for key_node, value_node in node.value:
@@ -35,21 +72,25 @@ def _walk(loader: _Loader, node: yaml.Node, loc: Loc, lines: dict[Loc, int], sou
                                  source=source, line=line)
             seen[key] = line
             lines[(*loc, key)] = line
-            _walk(loader, value_node, (*loc, key), lines, source)
+            _walk(loader, value_node, (*loc, key), lines, source, seen_by)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
-            _walk(loader, item, (*loc, i), lines, source)
+            _walk(loader, item, (*loc, i), lines, source, seen_by)
 
 
 def load_yaml(text: str, source: str = "<graph>") -> tuple[Any, dict[Loc, int]]:
     """Parse ``text``; return the data and a map from location tuples to 1-based lines."""
     loader = _Loader(text)
     try:
-        node = loader.get_single_node()
+        try:
+            node = loader.get_single_node()
+        except RecursionError:  # the composer recurses per level
+            raise GraphError(f"nested deeper than {MAX_DEPTH} levels", source=source,
+                             line=loader.get_mark().line + 1) from None
         if node is None:
             return None, {}
         lines: dict[Loc, int] = {}
-        _walk(loader, node, (), lines, source)
+        _walk(loader, node, (), lines, source, _Walk())
         data = loader.construct_document(node)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark

@@ -89,7 +89,7 @@ def _server_message(body: bytes) -> str:
         msg = err.get("message") if isinstance(err, dict) else (err or data.get("detail"))
         if msg:
             return str(msg)
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
         pass
     return body[:200].decode("utf-8", "replace")
 
@@ -252,7 +252,7 @@ class OpenAIBackend(Backend):
             raise self._status_error(status, headers, raw)
         try:
             out = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON; nested past the parser's depth
             raise self._fail(f"response is not JSON ({len(raw)} bytes: "
                              f"{raw[:80].decode('utf-8', 'replace')!r})",
                              kind="malformed") from None
@@ -333,7 +333,7 @@ class OpenAIBackend(Backend):
                                 on_text(delta)
                             if choice.get("finish_reason"):
                                 reason = str(choice["finish_reason"])
-                    except (ValueError, AttributeError, TypeError):
+                    except (ValueError, AttributeError, TypeError, RecursionError):
                         raise self._fail(f"malformed stream event {payload[:80]!r}",
                                          kind="malformed") from None
         except (asyncio.CancelledError, BackendError):

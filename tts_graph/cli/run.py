@@ -30,6 +30,8 @@ def _read_questions(path: Path, field: str) -> list[str]:
             item = json.loads(line)
         except json.JSONDecodeError as exc:
             raise _fail([f"{path}:{i}: invalid JSON: {exc.msg}"]) from None
+        except RecursionError:
+            raise _fail([f"{path}:{i}: invalid JSON: nested too deeply"]) from None
         if isinstance(item, str):
             questions.append(item)
         elif isinstance(item, dict) and isinstance(item.get(field), str):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import secrets
 import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
@@ -230,7 +231,9 @@ class CodeScorer(Scorer):
         self.timeout_s = timeout_s
         self.memory_mb = memory_mb
 
-    def program(self, item: Item, reply: str) -> str:
+    def program(self, item: Item, reply: str, marker: str = "") -> str:
+        """The script the sandbox runs; with ``marker``, its last line writes the marker
+        once ``check`` has returned (see ``score``)."""
         try:
             prompt, test, entry = item.meta["prompt"], item.meta["test"], item.meta["entry_point"]
         except KeyError as exc:
@@ -240,7 +243,9 @@ class CodeScorer(Scorer):
             body = prompt.rstrip() + "\n\n\n" + code
         else:
             body = prompt + code
-        return f"{body}\n\n\n{test}\n\n\ncheck({entry})\n"
+        done = (f"__import__('sys').stdout.flush()\n"
+                f"__import__('os').write(1, b'\\n{marker}\\n')\n") if marker else ""
+        return f"{body}\n\n\n{test}\n\n\ncheck({entry})\n{done}"
 
     def score(self, item: Item, answer: str | None, text: str | None) -> Score:
         reply = text if text else answer
@@ -248,8 +253,14 @@ class CodeScorer(Scorer):
             return Score(False, "no code")
         from ..sandbox import run_python
 
-        result = run_python(self.program(item, reply), timeout_s=self.timeout_s,
+        # exit status 0 alone would pass a reply that ends the program before the tests
+        # run (`sys.exit(0)`, `exit()`, `os._exit(0)` in a script's main block): the tests
+        # passed only when the line after them wrote this run's marker
+        marker = f"TTS_GRAPH_CHECKED {secrets.token_hex(8)}"
+        result = run_python(self.program(item, reply, marker), timeout_s=self.timeout_s,
                             memory_mb=self.memory_mb)
+        if result.passed and marker not in result.stdout.splitlines():
+            return Score(False, "the program ended before the tests ran (exit status 0)")
         return Score(result.passed, result.reason)
 
 

@@ -87,6 +87,8 @@ def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
                     obj = json.loads(line)
                 except json.JSONDecodeError as exc:
                     raise TaskError(f"{path}:{lineno}: not valid JSON: {exc.msg}") from None
+                except RecursionError:
+                    raise TaskError(f"{path}:{lineno}: JSON nested too deeply") from None
                 if not isinstance(obj, dict):
                     raise TaskError(
                         f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}"

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 from concurrent.futures import ThreadPoolExecutor
 from typing import ClassVar
 
@@ -38,7 +39,9 @@ def _tts_graph_run_tests(_tests):
             _passed.append(True)
         except BaseException:
             _passed.append(False)
-    print("TTS_GRAPH_TESTS " + __import__("json").dumps(_passed))
+    __import__("sys").stdout.flush()
+    __import__("os").write(1, ("\\n{marker} " + __import__("json").dumps(_passed) + "\\n")
+                           .encode())
 
 _tts_graph_run_tests({tests})
 """
@@ -64,12 +67,18 @@ def parse_verdicts(text: str, count: int) -> list[bool]:
 
 def sandbox_verdicts(code: str, tests: list[str], timeout_s: float) -> list[bool]:
     """Run ``code`` then each test in the sandbox; per test, whether it raised nothing."""
-    result = run_python(code + _HARNESS.format(tests=repr(tests)), timeout_s=timeout_s)
+    # this run's marker: a line the candidate's own output cannot pass for the harness's
+    marker = f"TTS_GRAPH_TESTS {secrets.token_hex(8)}"
+    result = run_python(code + _HARNESS.format(tests=repr(tests), marker=marker),
+                        timeout_s=timeout_s)
     for line in reversed(result.stdout.splitlines()):
-        if line.startswith("TTS_GRAPH_TESTS "):
-            got = json.loads(line.removeprefix("TTS_GRAPH_TESTS "))
+        if line.startswith(marker + " "):
+            try:
+                got = json.loads(line.removeprefix(marker + " "))
+            except ValueError:
+                break
             if isinstance(got, list) and len(got) == len(tests):
-                return [bool(v) for v in got]
+                return [v is True for v in got]
     return [False] * len(tests)  # the code itself failed (syntax error, timeout...)
 
 

@@ -91,6 +91,9 @@ def read_trace(path: str | Path) -> Iterator[dict[str, Any]]:
                     return
                 raise TraceFileError(f"{p}:{no}: not a trace line: invalid JSON: "
                                      f"{exc.msg}") from None
+            except RecursionError:
+                raise TraceFileError(f"{p}:{no}: not a trace line: JSON nested too deeply"
+                                     ) from None
             if not isinstance(line, dict) or "step" not in line or "model" not in line:
                 raise TraceFileError(f"{p}:{no}: not a trace line (expected an object with "
                                      "step, node, model, tokens...)")
