@@ -346,3 +346,74 @@ def test_a_statement_error_is_the_servers_message_not_its_hint() -> None:
         board.close()
     assert str(err.value).endswith(": division by zero (22012)")
     assert _password() not in str(err.value)
+
+
+def _terminate(board: PgBoard) -> None:
+    """End the board's server process from another connection, as a restart would."""
+    pid = board.conn.get_backend_pid()
+    with _pg() as conn, conn.cursor() as cur:
+        cur.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    conn.close()
+
+
+@needs_pg
+def test_a_lost_connection_is_connected_again() -> None:
+    """A server restart, a failover or a proxy closing an idle connection ended every
+    worker of the run (their claims then waited out their leases)."""
+    board = PgBoard(URL or "", f"reconnect-{uuid.uuid4().hex[:8]}")
+    try:
+        first = board.conn.get_backend_pid()
+        _terminate(board)
+        assert board.progress() == {"done": 0, "left": 0, "workers": {}}
+        assert not board.conn.closed and board.conn.get_backend_pid() != first
+    finally:
+        board.close()
+
+
+@needs_pg
+def test_a_server_that_stays_away_is_one_line_after_the_reconnect_window(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from tts_graph.evaluate import pgboard
+
+    monkeypatch.setattr(pgboard, "RECONNECT_S", 0.5)
+    board = PgBoard(URL or "", "")
+    board.url = f"postgresql://tts:{_password()}@127.0.0.1:{_closed_port()}/db"
+    _terminate(board)
+    with pytest.raises(TTSGraphError) as err:
+        board.progress()
+    text = str(err.value)
+    assert text.startswith("--storage postgresql://tts:***@127.0.0.1:") and "\n" not in text
+    assert _password() not in text
+
+
+@needs_pg
+def test_a_run_goes_on_when_the_server_drops_every_connection(workdir: Path) -> None:
+    assert URL is not None
+    with serve_fault_server(FaultConfig(latency_ms=150)) as url:
+        (workdir / "g.yaml").write_text(_graph(url))
+        proc = subprocess.Popen(
+            _eval("g.yaml", "--task", "q.jsonl", "--out", "run", "--no-cache", "--workers", "2",
+                  "--concurrency", "2", "--storage", URL, "--json"),
+            cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        dropped = 0
+        deadline = time.monotonic() + 120
+        while not dropped and time.monotonic() < deadline:
+            time.sleep(0.1)
+            try:
+                rows = _workers(workdir / "run")
+            except (sqlite3.OperationalError, TypeError):
+                continue
+            if len(rows) == 2 and all(d >= 2 for _, _, d, _ in rows):
+                with _pg() as conn, conn.cursor() as cur:  # as a restart of the server would
+                    cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
+                                "application_name = 'tts-graph-eval'")
+                    dropped = len(cur.fetchall())
+                conn.close()
+        out, err = proc.communicate(timeout=200)
+        stats = fault_stats(url)
+    assert dropped >= 3, "the parent and both workers each hold a connection"
+    assert proc.returncode == 0, err
+    assert " ended: " not in err, err  # no worker died
+    assert json.loads(out)["scored"] == N
+    assert stats["answered"] == N  # and no question ran twice
+    assert [s for _, _, s in _answers(workdir / "run")] == ["ok"] * N

@@ -64,6 +64,8 @@ _SCHEMA_LOCK = 0x7475_6576  # "tuev"
 #: serialization failure): run again, they are not errors of this run
 _RETRY_STATES = frozenset({"40P01", "40001"})
 _TX_TRIES = 5
+#: how long a board keeps connecting again after its connection was lost
+RECONNECT_S = 60.0
 
 
 def redact(url: str) -> str:
@@ -167,17 +169,30 @@ class PgBoard:
     def _tx(self, fn: Any) -> Any:
         import psycopg2
 
-        for attempt in range(_TX_TRIES):
+        attempt, lost_at = 0, None
+        while True:
             try:
+                if self.conn.closed:
+                    self.conn = connect(self.url)
                 with self.conn, self.conn.cursor() as cur:
                     return fn(cur)
-            except psycopg2.Error as exc:
-                if exc.pgcode in _RETRY_STATES and attempt + 1 < _TX_TRIES:
+            except (psycopg2.Error, TTSGraphError) as exc:
+                attempt += 1
+                code = getattr(exc, "pgcode", None)
+                if code in _RETRY_STATES and attempt < _TX_TRIES:
                     time.sleep(0.05 * 2 ** attempt * (0.5 + random.random()))
                     continue
+                # the connection is gone (a server restart or failover, an idle connection
+                # closed by a proxy): connect again for a while before giving up the worker
+                if self.conn.closed:
+                    lost_at = lost_at if lost_at is not None else time.monotonic()
+                    if time.monotonic() - lost_at < RECONNECT_S:
+                        time.sleep(min(2.0, 0.1 * 2 ** min(attempt, 5)))
+                        continue
+                if isinstance(exc, TTSGraphError):
+                    raise
                 raise TTSGraphError(f"--storage {redact(self.url)}: "
                                     f"{_first_line(exc, self.url)}") from None
-        raise AssertionError("unreachable")
 
     def _exec_schema(self) -> None:
         # CREATE INDEX IF NOT EXISTS locks its table (SHARE) before it finds the index there:
