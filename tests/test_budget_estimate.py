@@ -23,12 +23,21 @@ def msgs(user: str) -> tuple[Message, ...]:
             Message("user", user))
 
 
-def test_a_quoted_worst_case_reply_counts_as_its_max_tokens() -> None:
+def test_a_quoted_worst_case_reply_counts_as_a_drawn_reply_of_max_tokens() -> None:
     est = PromptEstimate(default_count)
     bare = est("m", msgs("Problem: 2+2?\n\n[Solution 1]\n\n\n[Solution 2]\n"))
     quoted = msgs(f"Problem: 2+2?\n\n[Solution 1]\n{synthetic_text(1, 0, 40)}\n\n"
                   f"[Solution 2]\n{synthetic_text(1, 1, 40)}")
-    assert est("m", quoted) == bare + 80 + 2 * QUOTE_LABEL  # each quote's label
+    # each quote: max_tokens + 1, as a drawn reply that used all of them costs (its edges
+    # re-split), and its label
+    assert est("m", quoted) == bare + 2 * (40 + 1) + 2 * QUOTE_LABEL
+    # never less than the same replies once drawn: a plan made before they came back holds
+    # enough for the prompt that quotes them (it held 1 token a quote too little)
+    drawn = [f"Answer: {i} " + " ".join(["w"] * 38) for i in range(2)]
+    for text in drawn:
+        est.reply(text, 40)
+    real = msgs(f"Problem: 2+2?\n\n[Solution 1]\n{drawn[0]}\n\n[Solution 2]\n{drawn[1]}")
+    assert est("m", real) <= est("m", quoted)
 
 
 def test_a_drawn_reply_counts_as_its_reported_completion_tokens() -> None:

@@ -561,3 +561,20 @@ def test_a_guarded_draw_takes_what_leaves_the_outputs_growing_share() -> None:
         assert any(c.step == "judge" for c in res.calls) and res.budget.output_reached
         assert res.steps["solve"].meta["samples"] == 2
         assert res.status == "budget"  # the guard narrowed the solver before a plan fitted
+
+
+def test_widening_leaves_the_output_what_its_prompt_will_cost() -> None:
+    """Found by a longer run of the property above: ``other`` widened in waves to 3 on the
+    plan's estimate of the fuser's prompt, which charged an unseen reply 1 token less than
+    the same reply once drawn; the fuser was then narrowed at send (status: budget)."""
+    data: dict[str, Any] = {
+        "version": 1, "name": "prop", "models": {"m": {"backend": "scripted", "model": "m"}},
+        "defaults": {"seed": 0},
+        "nodes": {"solve": {"role": "solver", "model": "m", "samples": 2, "max_tokens": 5},
+                  "other": {"role": "solver", "model": "m", "samples": 3, "max_tokens": 4},
+                  "out": {"role": "fuser", "inputs": ["solve", "other"], "model": "m",
+                          "max_tokens": 2, "samples": 2}},
+        "output": "out", "budget": {"max_tokens_per_query": 299}}
+    (res,), _ = run(data, [5], [0], 1, 1)
+    assert res.status == "ok" and res.budget is not None and res.budget.plan_fits
+    assert res.budget.steps["out"]["drawn"] == 2 and res.usage.tokens <= 299

@@ -103,7 +103,8 @@ class PromptEstimate:
             if "~" in content:
                 def synth(match: re.Match[str]) -> str:
                     nonlocal quoted
-                    quoted += int(match.group(1))
+                    # as a drawn reply of max_tokens would cost (its edge re-split: + 1)
+                    quoted += int(match.group(1)) + 1
                     self._quotes += 1
                     return ""
                 content = _SYNTHETIC.sub(synth, content)
