@@ -578,3 +578,18 @@ def test_widening_leaves_the_output_what_its_prompt_will_cost() -> None:
     (res,), _ = run(data, [5], [0], 1, 1)
     assert res.status == "ok" and res.budget is not None and res.budget.plan_fits
     assert res.budget.steps["out"]["drawn"] == 2 and res.usage.tokens <= 299
+
+
+def test_an_adaptive_step_that_settles_early_is_not_reported_narrowed() -> None:
+    """It was reported "drew 8 of 12 planned: the budget narrowed the call when it was
+    sent" under a budget that fitted all 12: the adaptive rule stopped it, not the budget."""
+    g = ("version: 1\nname: a\nmodels: {m: {backend: scripted, model: m}}\nnodes:\n"
+         "  solve: {role: solver, model: m, samples: {min: 2, max: 12, stop: settled},"
+         " max_tokens: 20}\n  vote: {role: vote, inputs: [solve]}\noutput: vote\n"
+         "budget: {max_tokens_per_query: 100000}\n")
+    res = Executor(loads_graph(g), backends={"m": ScriptedBackend(lambda r, i: "Answer: 4")}
+                   ).run("What is 2+2?")
+    assert res.status == "ok" and res.budget is not None
+    step = res.budget.steps["solve"]
+    assert step["drawn"] < step["planned"] == 12 and step["why"] == []
+

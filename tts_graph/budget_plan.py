@@ -131,6 +131,9 @@ class StepState:
     why: list[str] = field(default_factory=list)
     #: a draw beyond the plan was wanted and did not fit
     short: bool = False
+    #: the budget gave a call fewer samples or tokens than granted when it was sent, or
+    #: refused it (an adaptive step that settles early is not narrowed)
+    narrowed: bool = False
     #: samples drawn beyond the plan with ``max_tokens`` cut to fit (``BudgetLedger.grant``),
     #: the lowest cap given, and how many of them the cap cut off
     cut_draws: int = 0
@@ -695,6 +698,12 @@ class BudgetLedger:
                 st.note("planned_late", "planned once replies came back (by the counter's "
                         "estimate no plan fitted when the query started)")
 
+    def narrowed(self, sid: str) -> None:
+        """The budget sent a call of ``sid`` narrower than granted (fewer samples or tokens),
+        or refused it: the report's ``narrowed_at_send`` (an adaptive step that settles
+        before its plan's width was not narrowed)."""
+        self.states[sid].narrowed = True
+
     def prompt_tokens(self, sid: str, index: int) -> int:
         """The prompt tokens call ``index`` of a running step reserves per sample now."""
         return self.states[sid].calls[index].prompt_tokens
@@ -732,7 +741,7 @@ class BudgetLedger:
             if st.short and st.drawn < st.wanted:
                 extra.append(("stopped_short", f"stopped at {st.drawn}: the worst case of "
                               "another sample did not fit beside what later steps need"))
-            elif 0 < st.drawn < st.planned:
+            elif st.narrowed and 0 < st.drawn < st.planned:
                 extra.append(("narrowed_at_send", f"drew {st.drawn} of {st.planned} planned: "
                               "the budget narrowed the call when it was sent"))
             steps[sid] = {"wanted": st.wanted, "planned": st.planned, "drawn": st.drawn,

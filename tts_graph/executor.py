@@ -535,7 +535,14 @@ class Executor:
                 return []
             # exact once an earlier wave of this call came back with the server's usage
             prompt_tokens = ledger.prompt_tokens(step.id, index)
-        res = q.budget.reserve(prompt_tokens, max_tokens, n, binding.costing)
+        try:
+            res = q.budget.reserve(prompt_tokens, max_tokens, n, binding.costing)
+        except BudgetExhausted:
+            if ledger is not None:
+                ledger.narrowed(step.id)
+            raise
+        if ledger is not None and (res.n < n or res.max_tokens < max_tokens):
+            ledger.narrowed(step.id)
         n = res.n  # the budget may allow fewer samples than asked
         if ledger is None:
             return await self._request(q, step, binding, call, index, n, seed, offset,
