@@ -262,3 +262,37 @@ def test_get_scorer() -> None:
     assert str(err.value) == (
         "unknown scorer 'bleu'; choose one of: numeric, math, choice, exact, normalized, code"
     )
+
+
+# ---------------------------------------------------------- replies nobody here wrote (numeric)
+@pytest.mark.parametrize("reply", ["Answer: inf", "Answer: nan", "\\boxed{Infinity}",
+                                   "The answer is 1e999", "\\boxed{-inf}"])
+def test_numeric_reply_that_is_not_a_finite_number_is_wrong_not_a_crash(reply: str) -> None:
+    # float("inf") parsed, then int(inf) raised OverflowError (nan: ValueError) mid-run
+    for name in ("numeric", "math"):
+        s = get_scorer(name).score(item("5"), reply, reply)
+        assert s.correct is False
+
+
+@pytest.mark.parametrize(
+    ("gold", "reply"),
+    [
+        ("1234", "The final answer is $\\boxed{1{,}234}$"),  # LaTeX thousands separator
+        ("1234", "The final answer is $\\boxed{1\\,234}$"),
+        ("0.5", "so \\boxed{\\frac{1}{2}}"),
+        ("0.5", "so \\boxed{\\dfrac12}"),
+        ("-0.75", "so \\boxed{-\\tfrac{3}{4}}"),
+        ("-3", "so \\boxed{\u22123}"),  # U+2212 MINUS SIGN
+        ("1000", "Answer: 1e3"),
+        ("0.0015", "Answer: 1.5e-3"),
+    ],
+)
+def test_numeric_reads_numbers_written_in_latex(gold: str, reply: str) -> None:
+    assert get_scorer("numeric").score(item(gold), None, reply).correct
+
+
+def test_numeric_written_numbers_still_judged_as_before() -> None:
+    s = get_scorer("numeric")
+    assert not s.score(item("1234"), None, "The answer is 1.234").correct
+    assert not s.score(item("12"), None, "The answer is twelve.").correct
+    assert s.score(item("2"), None, "x = 3e + 2, the answer is 2").correct

@@ -6,13 +6,17 @@ raises: no answer is ``None``.
 
 from __future__ import annotations
 
+import math
 import re
 import unicodedata
 
 _ANSWER_LINE = re.compile(
     r"(?:final answer|answer)\s*(?:is)?\s*[:=]?\s*(.+)", re.IGNORECASE
 )
-_NUMBER = re.compile(r"-?\$?\s?\d[\d,]*(?:\.\d+)?(?:/\d+)?|-?\.\d+")
+_NUMBER = re.compile(r"-?\$?\s?\d[\d,]*(?:\.\d+)?(?:[eE][-+]?\d+\b)?(?:/\d+)?|-?\.\d+")
+# LaTeX a model writes numbers in: \frac{1}{2}, \dfrac12, 1{,}234, 1\,234, the minus sign
+_FRAC = re.compile(r"\\[dt]?frac\s*(?:\{\s*(-?[\d.]+)\s*\}|(\d))\s*(?:\{\s*(-?[\d.]+)\s*\}|(\d))")
+_DIGIT_GAP = re.compile(r"(?<=\d)(?:\{,\}|\\[,!; ]|[\u2009\u202f])(?=\d)")
 _CHOICE = re.compile(r"\(?\b([A-J])\b\)?")
 
 
@@ -42,6 +46,14 @@ def _answer_segment(text: str) -> str | None:
     return matches[-1].group(1).strip()
 
 
+def _plain_numbers(text: str) -> str:
+    """``text`` with the LaTeX and typography of numbers made plain (``\\frac{1}{2}`` ->
+    ``1/2``, ``1{,}234`` -> ``1,234``, U+2212 -> ``-``), so that they are read whole."""
+    text = text.replace("\u2212", "-")
+    text = _DIGIT_GAP.sub(lambda m: "," if m.group(0) == "{,}" else "", text)
+    return _FRAC.sub(lambda m: f"{m.group(1) or m.group(2)}/{m.group(3) or m.group(4)}", text)
+
+
 def normalize_number(raw: str) -> str | None:
     s = raw.replace(",", "").replace("$", "").replace(" ", "").strip()
     if not s:
@@ -57,12 +69,15 @@ def normalize_number(raw: str) -> str | None:
             value = float(s)
         except ValueError:
             return None
+    if not math.isfinite(value):  # "inf", "nan", 1e999: not an answer, and int() would raise
+        return None
     if value == int(value) and abs(value) < 1e15:
         return str(int(value))
     return repr(round(value, 6))
 
 
 def extract_number(text: str) -> str | None:
+    text = _plain_numbers(text)
     for part in (_boxed(text), _answer_segment(text)):
         if part:
             nums = _NUMBER.findall(part)
@@ -113,6 +128,7 @@ def extract_answer(text: str, kind: str = "auto") -> str | None:
     if kind == "text":
         return extract_text(text)
     # auto: a boxed answer, else a number in the answer line, else the answer line's text
+    text = _plain_numbers(text)
     boxed = _boxed(text)
     if boxed is not None:
         return normalize_number(boxed) or normalize_text(boxed)
