@@ -296,3 +296,27 @@ def test_numeric_written_numbers_still_judged_as_before() -> None:
     assert not s.score(item("1234"), None, "The answer is 1.234").correct
     assert not s.score(item("12"), None, "The answer is twelve.").correct
     assert s.score(item("2"), None, "x = 3e + 2, the answer is 2").correct
+
+
+# ------------------------------------------------------------ MATH-format gold answers (math)
+@pytest.mark.parametrize(
+    ("gold", "reply", "right"),
+    [
+        # MATH's `answer` field is bare LaTeX: read whole, not as its last number
+        ("(-\\infty, 3]", "so \\boxed{(-\\infty,3]}", True),
+        ("(-\\infty, 3]", "so \\boxed{3}", False),
+        ("1,2", "so \\boxed{1.2}", False),
+        ("3, 5", "so \\boxed{5}", False),
+        ("3, 5", "so \\boxed{3,5}", True),
+        ("\\dfrac{3}{4}", "so \\boxed{0.75}", True),
+        # the last box is the answer: a recheck that boxes again replaces the first
+        ("18", "\\boxed{17} no wait, recheck: \\boxed{18}", True),
+        ("17", "\\boxed{17} no wait, recheck: \\boxed{18}", False),
+        ("18", "\\boxed{18}. Checking: 17 + 1 = 18, 19 is too big", True),
+        # a gold answer that is a word: compared as text when math-verify cannot read it
+        ("Paris", "The answer is Paris.", True),
+        ("Paris", "The answer is London.", False),
+    ],
+)
+def test_math_reads_math_format_gold_answers(gold: str, reply: str, right: bool) -> None:
+    assert get_scorer("math").score(item(gold), None, reply).correct is right

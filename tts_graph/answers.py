@@ -39,6 +39,11 @@ def _boxed(text: str) -> str | None:
     return None
 
 
+def last_boxed(text: str) -> str | None:
+    """The content of the last ``\\boxed{...}`` of ``text``, as written (None: no box)."""
+    return _boxed(text)
+
+
 def _answer_segment(text: str) -> str | None:
     matches = list(_ANSWER_LINE.finditer(text))
     if not matches:

@@ -20,6 +20,7 @@ from ..answers import (
     extract_code,
     extract_number,
     extract_text,
+    last_boxed,
     normalize_number,
     normalize_text,
 )
@@ -105,6 +106,7 @@ class MathScorer(Scorer):
 
     def __init__(self) -> None:
         self._numeric = NumericScorer()
+        self._normalized = NormalizedScorer()
 
     def warm_up(self) -> None:
         # math-verify imports sympy and builds its LaTeX parser on first use: ~0.5 s
@@ -121,13 +123,22 @@ class MathScorer(Scorer):
         # signal.alarm timeouts work only in the main thread
         timeout = 5 if threading.current_thread() is threading.main_thread() else None
         try:
-            gold = parse(item.answer, parsing_timeout=timeout)
-            if not gold and "$" not in item.answer:
+            # a bare gold answer is LaTeX math (MATH's `answer` field): read it whole, as
+            # math-verify reads a gold answer in $...$; bare, "(-\infty, 3]" parses as 3
+            # and "1,2" as 1.2
+            gold = []
+            if "$" not in item.answer and "\\boxed" not in item.answer:
                 gold = parse(f"${item.answer}$", parsing_timeout=timeout)
+            if not gold:
+                gold = parse(item.answer, parsing_timeout=timeout)
             pred = []
             for s in (text, answer):
                 if s:
-                    pred = parse(s, parsing_timeout=timeout)
+                    # the last \boxed{} only (MATH's last_boxed_only_string): a reply that
+                    # boxes 17, then rechecks and boxes 18, answers 18, not the set {17, 18}
+                    last = last_boxed(s)
+                    pred = parse(f"\\boxed{{{last}}}" if last else s,
+                                 parsing_timeout=timeout)
                     if pred:
                         break
             if not gold or not pred:
@@ -138,11 +149,10 @@ class MathScorer(Scorer):
         return Score(bool(ok), f"got {pred[-1]}, gold {gold[-1]}")
 
     def _fallback(self, item: Item, answer: str | None, text: str | None, why: str) -> Score:
-        try:
-            s = self._numeric.score(item, answer, text)
-        except ScorerError:
-            return Score(False, why)
-        return Score(s.correct, f"{why}; numeric: {s.detail}")
+        # a gold answer that is no number (a word, a name) is compared as normalized text
+        fallback = self._numeric if _number(item.answer) is not None else self._normalized
+        s = fallback.score(item, answer, text)
+        return Score(s.correct, f"{why}; {fallback.name}: {s.detail}")
 
 
 # an answer that is an option letter: "B", "(b)", "option b", "b) the text", "B. the text";
