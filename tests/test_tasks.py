@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import json
 import re
 import subprocess
@@ -221,7 +222,7 @@ def test_jsonl_errors(tmp_path: Path) -> None:
 
     f = tmp_path / "latin1.jsonl"
     f.write_bytes(b'{"question": "caf\xe9", "answer": "1"}\n')
-    assert one_line_error(str(f)).startswith(f"{f}: not UTF-8 text")
+    assert one_line_error(str(f)).startswith(f"{f}:1: not UTF-8 text")
 
     f = write(tmp_path / "text.jsonl", '{"question": "q", "answer": "Paris"}\n')
     assert one_line_error(str(f), scorer="numeric") == (
@@ -360,3 +361,33 @@ def test_items_are_hashable_values() -> None:
     a = Item("1", "q", "a", {"k": [1]})
     assert a == Item("1", "q", "a", {"k": [1]})
     assert len({a, Item("1", "q", "a", {"k": [1]})}) == 1
+
+
+# ------------------------------------------------------------- encodings other tools write
+def test_utf16_with_bom_and_crlf_load_like_utf8(tmp_path: Path) -> None:
+    rows = [{"id": "a", "question": "Café\u2028au lait?", "answer": "12"},
+            {"id": "b", "question": "Two?", "answer": "2"}]
+    text = "\r\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\r\n\r\n"
+    plain = write(tmp_path / "plain.jsonl", text.replace("\r\n", "\n"))
+    want = [(it.id, it.question, it.answer) for it in load_task(str(plain)).items]
+    for enc in ("utf-16", "utf-16-le", "utf-16-be", "utf-8-sig"):
+        data = text.encode(enc)
+        if enc in ("utf-16-le", "utf-16-be"):
+            data = (codecs.BOM_UTF16_LE if enc.endswith("le") else codecs.BOM_UTF16_BE) + data
+        f = tmp_path / f"{enc}.jsonl"
+        f.write_bytes(data)
+        assert [(it.id, it.question, it.answer) for it in load_task(str(f)).items] == want, enc
+    csv_text = "question,answer\r\n\"two\r\nlines\",1\r\nWhy?,2\r\n"
+    f = tmp_path / "utf16.csv"
+    f.write_bytes(csv_text.encode("utf-16"))
+    assert [(it.question, it.answer) for it in load_task(str(f)).items] == [
+        ("two\r\nlines", "1"), ("Why?", "2")]
+
+
+def test_a_line_that_is_not_utf8_is_named(tmp_path: Path) -> None:
+    f = tmp_path / "mixed.jsonl"
+    f.write_bytes(b'{"question": "ok", "answer": "1"}\n\n{"question": "caf\xe9", "answer": "1"}\n')
+    assert one_line_error(str(f)).startswith(f"{f}:3: not UTF-8 text")
+    f = tmp_path / "mixed.csv"
+    f.write_bytes(b'question,answer\nok,1\ncaf\xe9,2\n')
+    assert one_line_error(str(f)).startswith(f"{f}:3: not UTF-8 text")

