@@ -199,9 +199,11 @@ def test_jsonl_errors(tmp_path: Path) -> None:
     assert one_line_error(str(f)) == f"{f}:3: expected a JSON object, got list"
 
     f = write(tmp_path / "field.jsonl", f'{good}\n{{"question": "q?", "gold": "1"}}\n')
-    assert one_line_error(str(f)) == f"{f}:2: no field 'answer' (fields: question, gold)"
+    assert one_line_error(str(f)) == (f"{f}:2: no field 'answer' (fields: question, gold; "
+                                      "name the field with --answer-field)")
     assert one_line_error(str(f), answer_field="gold") == (
-        f"{f}:1: no field 'gold' (fields: question, answer)")
+        f"{f}:1: no field 'gold' (fields: question, answer; name the field with "
+        "--answer-field)")
 
     f = write(tmp_path / "empty_q.jsonl", '{"question": "  ", "answer": "1"}\n')
     assert one_line_error(str(f)) == f"{f}:1: field 'question' must be non-empty text"
@@ -232,7 +234,8 @@ def test_jsonl_errors(tmp_path: Path) -> None:
 
 def test_csv_errors(tmp_path: Path) -> None:
     f = write(tmp_path / "cols.csv", "q,answer\nWhat?,1\n")
-    assert one_line_error(str(f)) == f"{f}:2: no field 'question' (fields: q, answer)"
+    assert one_line_error(str(f)) == (f"{f}:2: no field 'question' (fields: q, answer; "
+                                      "name the field with --question-field)")
     f = write(tmp_path / "extra.csv", "question,answer\nWhat?,1\nWhy?,2,3\n")
     assert one_line_error(str(f)) == f"{f}:3: more values than the header has columns"
     f = write(tmp_path / "multi.csv", 'question,answer\n"two\nlines",1\n,5\n')
@@ -261,8 +264,9 @@ def test_hf_saved_dataset_directory(tmp_path: Path) -> None:
     # without an id field: the row index
     assert [i.id for i in load_task(f"hf:{single}", question_field="problem",
                                     answer_field="solution").items] == ["0", "1", "2"]
-    assert one_line_error(f"hf:{single}") == f"hf:{single}:0: no field 'question' " \
-                                             "(fields: problem, solution, uid)"
+    # MATH's `problem` is the question; a solution without \boxed{} gives no answer
+    assert one_line_error(f"hf:{single}") == f"hf:{single}:0: no field 'answer' " \
+        "(fields: problem, solution, uid; name the field with --answer-field)"
     assert "has no splits" in one_line_error(f"hf:{single}:train", question_field="problem",
                                              answer_field="solution")
 

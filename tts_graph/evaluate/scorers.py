@@ -162,7 +162,8 @@ _LETTER_PAREN = re.compile(r"\s*\(?([A-Za-z])\)\s")
 _LETTER_DOT = re.compile(r"\s*([A-Z])[.:]\s")
 
 
-def _leading_letter(answer: str) -> str | None:
+def option_letter(answer: str) -> str | None:
+    """The option letter ``answer`` is or starts with ("B", "(b)", "B.", "B) text"), or None."""
     m = (_LETTER_ONLY.fullmatch(answer) or _LETTER_PAREN.match(answer)
          or _LETTER_DOT.match(answer))
     return m.group(1).upper() if m else None
@@ -176,11 +177,13 @@ class ChoiceScorer(Scorer):
     name = "choice"
 
     def score(self, item: Item, answer: str | None, text: str | None) -> Score:
-        gold = item.answer.strip().strip("()").upper()
-        choices: dict[str, str] = item.meta.get("choices") or {}
+        gold = option_letter(item.answer) or item.answer.strip().upper()
+        choices = item.meta.get("choices") or {}
+        if isinstance(choices, (list, tuple)):  # options in order: A, B, ...
+            choices = {chr(65 + i): str(v) for i, v in enumerate(choices[:26])}
         letters = "".join(choices) or "ABCD"
         got = None
-        if answer and (lead := _leading_letter(answer)) in tuple(letters):
+        if answer and (lead := option_letter(answer)) in tuple(letters):
             got = lead
         if got is None and text:
             got = extract_choice(text, letters)

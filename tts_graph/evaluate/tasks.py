@@ -20,6 +20,7 @@ import csv
 import gzip
 import hashlib
 import json
+import math
 import random
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -29,9 +30,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .. import plugins
-from ..answers import normalize_number
+from ..answers import last_boxed, normalize_number, normalize_text
 from ..errors import TTSGraphError
-from .scorers import Scorer, ScorerError, get_scorer
+from .scorers import Scorer, ScorerError, _clip, get_scorer, option_letter
 
 
 class TaskError(TTSGraphError):
@@ -234,32 +235,104 @@ def _loader(spec: str) -> Callable[[str], Task] | None:
 def _text(value: Any) -> str | None:
     if value is None or isinstance(value, (dict, list)):
         return None
+    if isinstance(value, float) and not math.isfinite(value):  # JSON NaN: a missing value
+        return None
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     return str(value)
 
 
-def _items(records: Iterable[tuple[int, dict[str, Any]]], where: str, qf: str, af: str,
-           idf: str, *, id_required: bool) -> list[Item]:
-    """Items from (line, record) pairs. Ids: the id field, else the record's index."""
+# a GSM8K solution as published: its last line is "#### <answer>"
+_GSM8K_GOLD = re.compile(r"(?:\A|\n)####[ \t]*([^\n]*?)\s*\Z")
+_CODE_FIELDS = ("prompt", "test", "entry_point")
+# a question that already lists its options, one a line: "A) x", "(A) x", "A. x", "A: x"
+_LISTED = re.compile(r"^\s*(?:\(A\)|A[).:])\s", re.MULTILINE)
+
+
+def _pick(rec: dict[str, Any], given: str | None, *names: str) -> str:
+    """The field a record's value is read from: the one given, else the first of ``names``
+    the record has (else the first name, which the caller reports missing)."""
+    if given is not None:
+        return given
+    return next((n for n in names if n in rec), names[0])
+
+
+def _options(value: Any) -> dict[str, str] | None:
+    """A record's options as {letter: text}: a list (A, B, ... in order), a {letter: text}
+    object, or ARC's {"label": [...], "text": [...]}; None when it is none of those."""
+    if isinstance(value, dict) and isinstance(value.get("label"), list) \
+            and isinstance(value.get("text"), list) and len(value["label"]) == len(value["text"]):
+        value = dict(zip(value["label"], value["text"], strict=True))
+    if isinstance(value, list) and 0 < len(value) <= 26:
+        value = {chr(65 + i): v for i, v in enumerate(value)}
+    if not isinstance(value, dict) or not value:
+        return None
+    out = {}
+    for key, text in value.items():
+        key, text = _text(key), _text(text)
+        if key is None or text is None or not re.fullmatch(r"[A-Za-z]", key.strip()):
+            return None
+        out[key.strip().upper()] = text.strip()
+    return out
+
+
+def _gold_letter(raw: Any, answer: str, options: dict[str, str]) -> str:
+    """The option letter a multiple-choice gold answer names: a letter ("B", "(B)", "B."),
+    a 0-based index as a JSON integer (MMLU's `answer`), or an option's text; else
+    ``answer`` unchanged (the choice scorer's load check then names it)."""
+    letters = list(options)
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        return letters[raw] if 0 <= raw < len(letters) else answer
+    letter = option_letter(answer)
+    if letter in options:
+        return letter
+    norm = normalize_text(answer)
+    return next((k for k, v in options.items() if normalize_text(v) == norm), answer)
+
+
+def _items(records: Iterable[tuple[int, dict[str, Any]]], where: str, qf: str | None = None,
+           af: str | None = None, idf: str | None = None, *,
+           id_required: bool = False) -> list[Item]:
+    """Items from (line, record) pairs. Ids: the id field, else the record's index.
+
+    Fields not given are found by the formats tasks are published in: ``question``, else
+    ``problem`` (MATH); ``answer``, else the last ``\\boxed{}`` of ``solution`` (MATH);
+    HumanEval's ``task_id``/``prompt``/``canonical_solution``/``test``/``entry_point``. A
+    GSM8K answer (a solution ending in ``#### N``) is ``N``; ``choices`` (or ``options``)
+    are listed in the question and the gold answer becomes the option's letter.
+    """
     items: list[Item] = []
     seen: dict[str, int] = {}
     for index, (line, rec) in enumerate(records):
-        for name in (qf, af):
-            if name not in rec:
+        code = qf is None and af is None and "question" not in rec and "problem" not in rec \
+            and all(k in rec for k in _CODE_FIELDS)
+        q_name = "prompt" if code else _pick(rec, qf, "question", "problem")
+        a_name = "canonical_solution" if code else _pick(rec, af, "answer")
+        i_name = ("task_id" if code and "id" not in rec and idf is None
+                  else _pick(rec, idf, "id"))
+        if a_name not in rec and af is None and not code and isinstance(rec.get("solution"), str):
+            boxed = last_boxed(rec["solution"])  # MATH as published: no answer field
+            if boxed:
+                rec, a_name = {**rec, "answer": boxed}, "answer"
+        for name in (q_name, a_name):
+            if name not in rec and not (code and name == a_name):
                 have = ", ".join(map(str, rec)) or "none"
-                raise TaskError(f"{where}:{line}: no field '{name}' (fields: {have})")
-        question, answer = _text(rec[qf]), _text(rec[af])
+                option = "question" if name == q_name else "answer"
+                raise TaskError(f"{where}:{line}: no field '{name}' (fields: {have}; name the "
+                                f"field with --{option}-field)")
+        question, answer = _text(rec[q_name]), _text(rec.get(a_name, ""))
         if not question or not question.strip():
-            raise TaskError(f"{where}:{line}: field '{qf}' must be non-empty text")
+            raise TaskError(f"{where}:{line}: field '{q_name}' must be non-empty text")
         if answer is None:
-            raise TaskError(f"{where}:{line}: field '{af}' must be text or a number")
-        if idf in rec:
-            item_id = _text(rec[idf])
+            raise TaskError(f"{where}:{line}: field '{a_name}' must be text or a number")
+        if not answer.strip() and not code:
+            raise TaskError(f"{where}:{line}: field '{a_name}' is empty: no gold answer")
+        if i_name in rec:
+            item_id = _text(rec[i_name])
             if not item_id:
-                raise TaskError(f"{where}:{line}: field '{idf}' must be non-empty text")
+                raise TaskError(f"{where}:{line}: field '{i_name}' must be non-empty text")
         elif id_required:
-            raise TaskError(f"{where}:{line}: no field '{idf}'")
+            raise TaskError(f"{where}:{line}: no field '{i_name}'")
         else:
             item_id = str(index)
         if item_id in seen:
@@ -267,8 +340,22 @@ def _items(records: Iterable[tuple[int, dict[str, Any]]], where: str, qf: str, a
                 f"{where}:{line}: duplicate id {item_id!r} (first at line {seen[item_id]})"
             )
         seen[item_id] = line
-        meta = {k: v for k, v in rec.items() if k not in (qf, af, idf)}
-        items.append(Item(item_id, question.strip(), answer.strip(), meta))
+        # HumanEval: the code scorer runs the prompt and the tests from meta
+        meta = {k: v for k, v in rec.items()
+                if k not in (q_name, a_name, i_name) or (code and k == q_name)}
+        answer = answer if code else answer.strip()  # a canonical solution keeps its indent
+        if (m := _GSM8K_GOLD.search(answer)) and m.group(1):
+            meta.setdefault("solution", answer)
+            answer = m.group(1)
+        if code:
+            question = humaneval_question(question)
+        options = _options(rec.get("choices", rec.get("options")))
+        if options is not None and not code:
+            meta["choices"] = options
+            answer = _gold_letter(rec[a_name], answer, options)
+            if not _LISTED.search(question):
+                question = gpqa_question(question.strip(), list(options.values()))
+        items.append(Item(item_id, question.strip(), answer, meta))
     if not items:
         raise TaskError(f"{where}: no questions")
     return items
@@ -289,7 +376,8 @@ def _read_csv(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
         raise TaskError(f"{path}:{reader.line_num}: {exc}") from None
 
 
-def _load_hf(ref: str, qf: str, af: str, idf: str, id_required: bool) -> list[Item]:
+def _load_hf(ref: str, qf: str | None, af: str | None, idf: str | None,
+             id_required: bool) -> list[Item]:
     try:
         import datasets
     except ImportError:
@@ -324,8 +412,18 @@ def _load_hf(ref: str, qf: str, af: str, idf: str, id_required: bool) -> list[It
 
 
 def _default_scorer(items: Sequence[Item]) -> str:
-    """``numeric`` when every gold answer is a number, else ``normalized``."""
-    return "numeric" if all(normalize_number(it.answer) for it in items) else "normalized"
+    """``code`` for HumanEval-format items, ``choice`` when every item has options and a
+    gold letter, ``numeric`` when every gold answer is a number, ``math`` when a gold answer
+    is LaTeX (MATH's ``\\frac{1}{2}``, ``(-\\infty, 3]``), else ``normalized``."""
+    if all(all(k in it.meta for k in _CODE_FIELDS) for it in items):
+        return "code"
+    if all(it.answer in (it.meta.get("choices") or ()) for it in items):
+        return "choice"
+    if all(normalize_number(it.answer) for it in items):
+        return "numeric"
+    if any(re.search(r"[\\^{}]", it.answer) for it in items):
+        return "math"
+    return "normalized"
 
 
 def load_task(spec: str, *, question_field: str | None = None,
@@ -334,8 +432,9 @@ def load_task(spec: str, *, question_field: str | None = None,
     """A built-in task by name, a ``.jsonl``/``.csv`` file, or ``hf:<dir or name>[:split]``.
 
     Fields default to ``question``/``answer``/``id`` (without an id field, an item's id is its
-    index). The scorer defaults to the built-in's own, else ``numeric`` when every gold answer
-    is a number, else ``normalized``; ``scorer`` overrides it.
+    index), or to those of the format the records are published in (see ``_items``). The
+    scorer defaults to the built-in's own, else the one ``_default_scorer`` picks from the
+    items; ``scorer`` overrides it.
     """
     try:
         chosen = get_scorer(scorer) if scorer is not None else None
@@ -354,8 +453,7 @@ def load_task(spec: str, *, question_field: str | None = None,
         if chosen is not None:
             task.scorer = chosen
         return _checked(task, spec)
-    qf, af = question_field or "question", answer_field or "answer"
-    idf, id_required = id_field or "id", id_field is not None
+    qf, af, idf, id_required = question_field, answer_field, id_field, id_field is not None
     if spec.startswith("hf:"):
         items = _load_hf(spec[3:], qf, af, idf, id_required)
         name = spec
@@ -378,9 +476,14 @@ def _checked(task: Task, where: str) -> Task:
     name = task.scorer.name
     for it in task.items:
         if name == "numeric" and normalize_number(it.answer) is None:
-            raise TaskError(f"{where}: item {it.id}: gold answer {it.answer!r} is not a number "
-                            "(scorer numeric; try --scorer math or normalized)")
-        if name == "code" and not all(k in it.meta for k in ("prompt", "test", "entry_point")):
+            raise TaskError(f"{where}: item {it.id}: gold answer {_clip(it.answer)} is not a "
+                            "number (scorer numeric; try --scorer math or normalized)")
+        if name == "choice":
+            letters = "".join(_options(it.meta.get("choices")) or {}) or "ABCD"
+            if option_letter(it.answer) not in tuple(letters):
+                raise TaskError(f"{where}: item {it.id}: gold answer {_clip(it.answer)} is not one "
+                                f"of the options {', '.join(letters)} (scorer choice)")
+        if name == "code" and not all(k in it.meta for k in _CODE_FIELDS):
             raise TaskError(f"{where}: item {it.id}: the code scorer needs the fields prompt, "
                             "test and entry_point")
     return task
