@@ -230,8 +230,9 @@ def budget_lines(b: dict[str, Any]) -> list[str]:
 
 def _print_summary(s) -> None:  # type: ignore[no-untyped-def]
     lo, hi = s.ci95
-    out.print(f"[bold]{s.graph}[/bold] on {s.task}: accuracy {s.accuracy:.1%} "
-              f"(95% CI {lo:.1%}–{hi:.1%}, {s.correct}/{s.scored})"
+    acc = (f"accuracy {s.accuracy:.1%} (95% CI {lo:.1%}–{hi:.1%}, {s.correct}/{s.scored})"
+           if s.scored else "no accuracy (no question scored)")  # not 0% of nothing
+    out.print(f"[bold]{s.graph}[/bold] on {s.task}: {acc}"
               + (f", {s.infra_errors} infrastructure errors" if s.infra_errors else ""))
     out.print(f"  tokens {s.prompt_tokens}+{s.completion_tokens} "
               f"({s.tokens_per_question:.0f}/question), cost ${s.cost_usd:.6f} "
@@ -256,17 +257,41 @@ def _print_summary(s) -> None:  # type: ignore[no-untyped-def]
     out.print(f"  results: {s.run_dir}", markup=False)
 
 
+#: what a run's questions and judging were: runs that differ in one are not comparable
+_SAME = ("task", "scorer", "split", "seed", "limit")
+
+
+def compare_notes(summaries) -> list[str]:  # type: ignore[no-untyped-def]
+    """Why the rows of a comparison may not be comparable: unfinished runs (their accuracy
+    is over the questions done so far) and runs on other questions or judged otherwise."""
+    notes = []
+    for s in summaries:
+        if not s.finished:
+            notes.append(f"{s.run_dir}: unfinished, {s.scored} of {s.planned} questions "
+                         "scored: its accuracy is over those; --resume finishes it")
+    differ = [k for k in _SAME if len({getattr(s, k) for s in summaries}) > 1]
+    if differ:
+        notes.append("the runs differ in " + ", ".join(differ) + ": their accuracies are "
+                     "over other questions or judged otherwise")
+    return notes
+
+
 def _compare_table(summaries) -> None:  # type: ignore[no-untyped-def]
     t = Table(title="comparison", title_justify="left")
-    for col in ("graph", "task", "n", "accuracy", "95% CI", "tokens/q", "cost/q $",
-                "p50 s", "infra errors", "run"):
-        t.add_column(col, justify="left" if col in ("graph", "task", "run") else "right")
+    for col in ("graph", "task", "scorer", "scored", "accuracy", "95% CI", "tokens/q",
+                "cost/q $", "p50 s", "infra errors", "run"):
+        t.add_column(col, justify="left" if col in ("graph", "task", "scorer", "run")
+                     else "right")
     for s in summaries:
-        t.add_row(s.graph, s.task, str(s.scored), f"{s.accuracy:.1%}",
-                  f"{s.ci95[0]:.1%}–{s.ci95[1]:.1%}", f"{s.tokens_per_question:.0f}",
-                  f"{s.cost_per_question:.6f}", f"{s.latency_p50:.2f}", str(s.infra_errors),
-                  s.run_dir)
+        scored = f"{s.scored}" if s.finished else f"{s.scored}/{s.planned}"
+        acc, ci = ((f"{s.accuracy:.1%}", f"{s.ci95[0]:.1%}–{s.ci95[1]:.1%}") if s.scored
+                   else ("–", "–"))  # no scored question: no accuracy, not 0%
+        t.add_row(s.graph, s.task, s.scorer or "?", scored, acc, ci,
+                  f"{s.tokens_per_question:.0f}", f"{s.cost_per_question:.6f}",
+                  f"{s.latency_p50:.2f}", str(s.infra_errors), s.run_dir)
     out.print(t)
+    for line in compare_notes(summaries):
+        err.print(f"note: {line}", markup=False)
 
 
 def compare(
@@ -284,7 +309,10 @@ def compare(
         if not (run_dir / "results.sqlite").exists():
             raise _fail([f"{run_dir}: not a run directory (no results.sqlite)"])
         try:
-            summaries.append(summarize(ResultStore(run_dir)))
+            store = ResultStore(run_dir)
+            if store.identity() is None:
+                raise _fail([f"{run_dir}: no run recorded in results.sqlite"])
+            summaries.append(summarize(store))
         except TTSGraphError as exc:
             raise _fail([str(exc)]) from None
     path = accuracy_vs_cost(summaries, plot)
