@@ -320,3 +320,48 @@ def test_numeric_written_numbers_still_judged_as_before() -> None:
 )
 def test_math_reads_math_format_gold_answers(gold: str, reply: str, right: bool) -> None:
     assert get_scorer("math").score(item(gold), None, reply).correct is right
+
+
+# ------------------------------------------------- replies nobody here wrote (choice, text)
+COLOURS = {"A": "red", "B": "blue", "C": "green", "D": "pink"}
+
+
+@pytest.mark.parametrize(
+    ("reply", "got"),
+    [
+        ("answer: c", "C"),  # a lower-case letter alone on the answer line
+        ("Answer: (c) green", "C"),
+        ("The answer is \\boxed{\\text{C}}", "C"),
+        ("C\n\nExplanation: A is wrong because red is warm.", "C"),  # letter first, then why
+        ("**C**\n\nB and A are both wrong.", "C"),
+        ("The answer is green", "C"),  # the option's text on the answer line
+        ("The answer is a good question; I would pick B", "B"),  # "a" is an article
+        ("A is wrong, C is wrong, so B. Final answer: B", "B"),
+    ],
+)
+def test_choice_replies(reply: str, got: str) -> None:
+    s = get_scorer("choice").score(item(got, choices=COLOURS), None, reply)
+    assert s.correct, s.detail
+    other = next(k for k in COLOURS if k != got)
+    assert not get_scorer("choice").score(item(other, choices=COLOURS), None, reply).correct
+
+
+@pytest.mark.parametrize(
+    ("gold", "reply", "right"),
+    [
+        ("8", "The answer is 5 + 3 = 8", True),  # the result, not the first operand
+        ("5", "The answer is 5 + 3 = 8", False),
+        ("42", "Answer: 42 (check: 6 * 7 = 42)", True),
+        ("12", "Answer: 12 apples, not 13", True),
+    ],
+)
+def test_numeric_answer_line_with_a_calculation(gold: str, reply: str, right: bool) -> None:
+    assert get_scorer("numeric").score(item(gold), None, reply).correct is right
+
+
+@pytest.mark.parametrize(
+    "reply", ["Answer: $\\text{Paris}$", "\\boxed{\\text{Paris}}", "so \\boxed{Paris}.",
+              "The answer is **Paris**.", "Answer: \\(\\textbf{Paris}\\)"])
+def test_normalized_reads_text_in_latex(reply: str) -> None:
+    assert get_scorer("normalized").score(item("Paris"), None, reply).correct
+    assert not get_scorer("normalized").score(item("London"), None, reply).correct

@@ -83,11 +83,11 @@ def normalize_number(raw: str) -> str | None:
 
 def extract_number(text: str) -> str | None:
     text = _plain_numbers(text)
-    for part in (_boxed(text), _answer_segment(text)):
-        if part:
-            nums = _NUMBER.findall(part)
-            if nums:
-                return normalize_number(nums[0])
+    boxed, segment = _boxed(text), _answer_segment(text)
+    if boxed and (nums := _NUMBER.findall(boxed)):
+        return normalize_number(nums[0])
+    if segment and (num := _segment_number(segment)):
+        return num
     nums = _NUMBER.findall(text)
     return normalize_number(nums[-1]) if nums else None
 
@@ -97,29 +97,68 @@ def extract_boxed(text: str) -> str | None:
     return normalize_text(boxed) if boxed is not None else None
 
 
+# an answer that is an option letter alone ("C", "(c)", "[C]", "option C", "C.") or one that
+# leads its option's text ("c) green", "C: green", "C. green")
+_OPTION_ALONE = re.compile(r"[\s*_$]*(?:option\s+)?[(\[]?([A-Za-z])[)\]]?[\s.:*_$]*",
+                           re.IGNORECASE)
+_OPTION_LEADS = re.compile(r"[\s*_]*(?:\(([A-Za-z])\)|([A-Za-z])\)|([A-Z])[.:])\s")
+
+
+def _option(part: str, letters: str, *, search: bool) -> str | None:
+    """The option letter ``part`` is or starts with; with ``search``, else its first
+    capital standing alone (as before: a later capital in the text is not looked for)."""
+    part = re.sub(r"\\text(?:bf)?\{([^{}]*)\}", r"\1", part)
+    m = _OPTION_ALONE.fullmatch(part) or _OPTION_LEADS.match(part)
+    if m:
+        letter = next(g for g in m.groups() if g).upper()
+        return letter if letter in letters else None
+    if search and (m := _CHOICE.search(part)) and m.group(1) in letters:
+        return m.group(1)
+    return None
+
+
 def extract_choice(text: str, letters: str = "ABCDEFGHIJ") -> str | None:
     for part in (_boxed(text), _answer_segment(text)):
-        if part:
-            m = _CHOICE.search(part)
-            if m and m.group(1) in letters:
-                return m.group(1)
+        if part and (letter := _option(part, letters, search=True)):
+            return letter
+    # a reply that opens with the letter alone, then explains ("C\n\nA is wrong because")
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    if lines and (letter := _option(lines[0], letters, search=False)):
+        return letter
     found = [m.group(1) for m in _CHOICE.finditer(text) if m.group(1) in letters]
     return found[-1] if found else None
+
+
+# LaTeX that wraps a whole text answer: $...$, \(...\), \text{...}, \boxed{...}
+_WRAPPED = re.compile(r"\$+(.*?)\$+|\\\((.*?)\\\)|\\(?:text|textbf|mathrm|mbox|boxed)\{(.*)\}",
+                      re.DOTALL)
 
 
 def normalize_text(text: str) -> str:
     s = unicodedata.normalize("NFKC", text).strip().lower()
     s = re.sub(r"[\s]+", " ", s)
-    return s.strip(" .!\"'`*")
+    s = s.strip(" .!\"'`*")
+    while (m := _WRAPPED.fullmatch(s)) is not None:
+        s = next(g for g in m.groups() if g is not None).strip(" .!\"'`*")
+    return s
 
 
 def extract_text(text: str) -> str | None:
-    part = _answer_segment(text)
+    part = _boxed(text)
+    if part is None:
+        part = _answer_segment(text)
     if part is None:
         lines = [ln for ln in text.strip().splitlines() if ln.strip()]
         part = lines[-1] if lines else ""
     norm = normalize_text(part)
     return norm or None
+
+
+def _segment_number(segment: str) -> str | None:
+    """The number an answer line gives: after its last ``=`` when a number follows it
+    ("The answer is 5 + 3 = 8"), else its first number ("Answer: 12 apples, not 13")."""
+    nums = _NUMBER.findall(segment.rpartition("=")[2]) or _NUMBER.findall(segment)
+    return normalize_number(nums[0]) if nums else None
 
 
 def extract_answer(text: str, kind: str = "auto") -> str | None:
@@ -139,10 +178,7 @@ def extract_answer(text: str, kind: str = "auto") -> str | None:
         return normalize_number(boxed) or normalize_text(boxed)
     segment = _answer_segment(text)
     if segment:
-        nums = _NUMBER.findall(segment)
-        if nums:
-            return normalize_number(nums[0])
-        return normalize_text(segment) or None
+        return _segment_number(segment) or normalize_text(segment) or None
     return extract_number(text) or extract_text(text)
 
 

@@ -189,9 +189,10 @@ class ChoiceScorer(Scorer):
             got = extract_choice(text, letters)
         if got is None and answer:
             got = extract_choice(answer, letters)
-        if got is None and answer and choices:
-            norm = normalize_text(answer)
-            got = next((k for k, v in choices.items() if normalize_text(v) == norm), None)
+        if got is None and choices:  # the option's text: the answer, else the answer line
+            norms = {normalize_text(answer) if answer else None,
+                     extract_text(text) if text else None} - {None, ""}
+            got = next((k for k, v in choices.items() if normalize_text(v) in norms), None)
         if got is None:
             return Score(False, f"no option letter in {_clip(answer if answer else text)}")
         return Score(got == gold, f"got {got}, gold {gold}")
