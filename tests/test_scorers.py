@@ -365,3 +365,16 @@ def test_numeric_answer_line_with_a_calculation(gold: str, reply: str, right: bo
 def test_normalized_reads_text_in_latex(reply: str) -> None:
     assert get_scorer("normalized").score(item("Paris"), None, reply).correct
     assert not get_scorer("normalized").score(item("London"), None, reply).correct
+
+
+@pytest.mark.parametrize(
+    ("gold", "reply"),
+    [
+        # GSM8K's own answer marker (lm-eval's strict match): not the recheck's last number
+        ("18", "She sells 9 * 2 = 18.\n#### 18\n\nChecking: 3 + 4 = 7"),
+        ("1234", "... so\n#### 1,234"),
+        ("1234", "The total is 1\u00a0234"),  # a no-break space between thousands
+    ],
+)
+def test_numeric_gsm8k_marker_and_spaced_thousands(gold: str, reply: str) -> None:
+    assert get_scorer("numeric").score(item(gold), None, reply).correct

@@ -10,13 +10,14 @@ import math
 import re
 import unicodedata
 
+# "answer: X", "the final answer is X", and GSM8K's "#### X" (what few-shot GSM8K prompts teach)
 _ANSWER_LINE = re.compile(
-    r"(?:final answer|answer)\s*(?:is)?\s*[:=]?\s*(.+)", re.IGNORECASE
+    r"(?:final answer|answer|^[ \t]*####)\s*(?:is)?\s*[:=]?\s*(.+)", re.IGNORECASE | re.MULTILINE
 )
 _NUMBER = re.compile(r"-?\$?\s?\d[\d,]*(?:\.\d+)?(?:[eE][-+]?\d+\b)?(?:/\d+)?|-?\.\d+")
 # LaTeX a model writes numbers in: \frac{1}{2}, \dfrac12, 1{,}234, 1\,234, the minus sign
 _FRAC = re.compile(r"\\[dt]?frac\s*(?:\{\s*(-?[\d.]+)\s*\}|(\d))\s*(?:\{\s*(-?[\d.]+)\s*\}|(\d))")
-_DIGIT_GAP = re.compile(r"(?<=\d)(?:\{,\}|\\[,!; ]|[\u2009\u202f])(?=\d)")
+_DIGIT_GAP = re.compile(r"(?<=\d)(?:\{,\}|\\[,!; ]|[\u00a0\u2009\u202f])(?=\d)")
 _CHOICE = re.compile(r"\(?\b([A-J])\b\)?")
 
 
