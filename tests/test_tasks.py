@@ -395,3 +395,20 @@ def test_a_line_that_is_not_utf8_is_named(tmp_path: Path) -> None:
     f = tmp_path / "mixed.csv"
     f.write_bytes(b'question,answer\nok,1\ncaf\xe9,2\n')
     assert one_line_error(str(f)).startswith(f"{f}:3: not UTF-8 text")
+
+
+def test_csv_written_with_semicolons_or_tabs(tmp_path: Path) -> None:
+    for sep in (";", "\t"):
+        f = write(tmp_path / "t.csv", f"question{sep}answer\r\nWhat is 1,5 + 1?{sep}2\r\n"
+                  f'"Two{sep} lines?"{sep}3\r\n')
+        task = load_task(str(f))
+        assert [(it.question, it.answer) for it in task.items] == [
+            ("What is 1,5 + 1?", "2"), (f"Two{sep} lines?", "3")]
+
+
+def test_a_header_that_is_data_is_clipped_in_the_error(tmp_path: Path) -> None:
+    # MMLU's CSVs as published have no header row: the first question becomes the header
+    f = write(tmp_path / "mmlu.csv", ('"' + "Which of these is long? " * 40 + '",a,b,c,d,A\n')
+              + '"Second?",a,b,c,d,B\n')
+    msg = one_line_error(str(f))
+    assert msg.startswith(f"{f}:2: no field 'question' (fields: Which of these") and len(msg) < 400

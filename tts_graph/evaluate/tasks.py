@@ -19,6 +19,7 @@ import codecs
 import csv
 import gzip
 import hashlib
+import itertools
 import json
 import math
 import random
@@ -249,6 +250,13 @@ _CODE_FIELDS = ("prompt", "test", "entry_point")
 _LISTED = re.compile(r"^\s*(?:\(A\)|A[).:])\s", re.MULTILINE)
 
 
+def _clip_line(s: str, n: int = 200) -> str:
+    """``s`` on one line of at most ``n`` characters (a header row that is really data,
+    a record with thousands of keys)."""
+    s = " ".join(s.split())
+    return s if len(s) <= n else s[: n - 1] + "…"
+
+
 def _pick(rec: dict[str, Any], given: str | None, *names: str) -> str:
     """The field a record's value is read from: the one given, else the first of ``names``
     the record has (else the first name, which the caller reports missing)."""
@@ -316,7 +324,7 @@ def _items(records: Iterable[tuple[int, dict[str, Any]]], where: str, qf: str | 
                 rec, a_name = {**rec, "answer": boxed}, "answer"
         for name in (q_name, a_name):
             if name not in rec and not (code and name == a_name):
-                have = ", ".join(map(str, rec)) or "none"
+                have = _clip_line(", ".join(map(str, rec))) or "none"
                 option = "question" if name == q_name else "answer"
                 raise TaskError(f"{where}:{line}: no field '{name}' (fields: {have}; name the "
                                 f"field with --{option}-field)")
@@ -362,7 +370,11 @@ def _items(records: Iterable[tuple[int, dict[str, Any]]], where: str, qf: str | 
 
 
 def _read_csv(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    reader = csv.DictReader(line for _, line in _lines(path))
+    lines = (line for _, line in _lines(path))
+    header = next(lines, "")
+    # the delimiter the header uses most: spreadsheets in many locales write ';', some tabs
+    delimiter = max(",;\t", key=header.count)
+    reader = csv.DictReader(itertools.chain([header], lines), delimiter=delimiter)
     start = 2
     try:
         for row in reader:
