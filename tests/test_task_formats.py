@@ -149,3 +149,18 @@ def test_missing_gold_answers_are_named(tmp_path: Path, line: str, message: str)
 def test_long_gold_answers_are_clipped_in_errors(tmp_path: Path) -> None:
     f = jsonl(tmp_path / "t.jsonl", [{"question": "q?", "answer": "x" * 10_000}])
     assert len(one_line_error(f, scorer="numeric")) < 300
+
+
+def test_gold_numbers_with_currency_or_percent_are_numbers(tmp_path: Path) -> None:
+    f = jsonl(tmp_path / "money.jsonl", [
+        {"question": "Price?", "answer": "€5"}, {"question": "Cost?", "answer": "£1,234.50"},
+        {"question": "Share?", "answer": "25%"}, {"question": "Yen?", "answer": "¥ 300"},
+    ])
+    task = load_task(f)
+    assert task.scorer.name == "numeric"  # it was normalized: "5 euros" never matched "€5"
+    price, cost, share, yen = task.items
+    assert task.scorer.score(price, None, "It costs 5 euros. The answer is 5.").correct
+    assert task.scorer.score(cost, None, "Answer: £1234.5").correct
+    assert task.scorer.score(share, None, "The answer is 25%.").correct
+    assert not task.scorer.score(share, None, "The answer is 0.25").correct
+    assert task.scorer.score(yen, None, "The answer is \\boxed{300}").correct

@@ -61,7 +61,10 @@ def _plain_numbers(text: str) -> str:
 
 
 def normalize_number(raw: str) -> str | None:
-    s = raw.replace(",", "").replace("$", "").replace(" ", "").strip()
+    # currency signs and a percent sign say what the number counts, not what it is: "€5" is
+    # 5 and "25%" is 25, as "$5" always was and as a reply's "25%" is read
+    s = re.sub(r"[,\s$€£¥₹]|\\(?=[$%])", "", raw)
+    s = s[:-1] if s.endswith("%") else s
     if not s:
         return None
     if "/" in s:
