@@ -378,3 +378,17 @@ def test_normalized_reads_text_in_latex(reply: str) -> None:
 )
 def test_numeric_gsm8k_marker_and_spaced_thousands(gold: str, reply: str) -> None:
     assert get_scorer("numeric").score(item(gold), None, reply).correct
+
+
+@pytest.mark.parametrize(
+    ("reply", "gold"),
+    [
+        ("So \\boxed{2}. (The instructions said to use \\boxed{}.)", "2"),  # empty box skipped
+        ("The answer is $\\boxed 5$ and \\frac{1}{2} was a step.", "5"),  # MATH's \boxed 5
+        ("so \\fbox{7}", "7"),
+        ("\\boxed{3}, and to check \\boxed{", "3"),  # a reply cut off inside its last box
+    ],
+)
+def test_boxes_models_write(reply: str, gold: str) -> None:
+    for name in ("numeric", "math"):
+        assert get_scorer(name).score(item(gold), None, reply).correct, name

@@ -21,22 +21,28 @@ _DIGIT_GAP = re.compile(r"(?<=\d)(?:\{,\}|\\[,!; ]|[\u00a0\u2009\u202f])(?=\d)")
 _CHOICE = re.compile(r"\(?\b([A-J])\b\)?")
 
 
+_BOX = re.compile(r"\\(?:boxed|fbox)(?:\s*(\{)|[ \t]+([^\s${}]+))")
+
+
 def _boxed(text: str) -> str | None:
-    """Content of the last ``\\boxed{...}`` (balanced braces)."""
-    start = text.rfind("\\boxed")
-    if start < 0:
+    """Content of the last non-empty ``\\boxed{...}`` (balanced braces; ``\\fbox{}`` and
+    MATH's ``\\boxed 5`` too). An empty or unclosed box ("put it in \\boxed{}") is skipped."""
+    boxes = list(_BOX.finditer(text))
+    if not boxes:
         return None
-    i = text.find("{", start)
-    if i < 0:
-        return None
-    depth = 0
-    for j in range(i, len(text)):
-        if text[j] == "{":
-            depth += 1
-        elif text[j] == "}":
-            depth -= 1
-            if depth == 0:
-                return text[i + 1 : j].strip()
+    closes: dict[int, int] = {}  # "{" -> its "}", in one pass (a reply may hold many boxes)
+    opened: list[int] = []
+    for j, ch in enumerate(text):
+        if ch == "{":
+            opened.append(j)
+        elif ch == "}" and opened:
+            closes[opened.pop()] = j
+    for m in reversed(boxes):
+        if m.group(2) is not None:
+            return m.group(2)
+        end = closes.get(m.start(1))
+        if end is not None and (inner := text[m.start(1) + 1 : end].strip()):
+            return inner
     return None
 
 
