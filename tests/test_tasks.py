@@ -196,7 +196,8 @@ def test_jsonl_errors(tmp_path: Path) -> None:
     assert one_line_error(str(f)).startswith(f"{f}:2: not valid JSON: ")
 
     f = write(tmp_path / "list.jsonl", f"{good}\n\n[1, 2]\n")
-    assert one_line_error(str(f)) == f"{f}:3: expected a JSON object, got list"
+    assert one_line_error(str(f)) == (f"{f}:3: expected a JSON object, got a JSON array: "
+                                      "JSON Lines holds one object a line")
 
     f = write(tmp_path / "field.jsonl", f'{good}\n{{"question": "q?", "gold": "1"}}\n')
     assert one_line_error(str(f)) == (f"{f}:2: no field 'answer' (fields: question, gold; "
@@ -412,3 +413,16 @@ def test_a_header_that_is_data_is_clipped_in_the_error(tmp_path: Path) -> None:
               + '"Second?",a,b,c,d,B\n')
     msg = one_line_error(str(f))
     assert msg.startswith(f"{f}:2: no field 'question' (fields: Which of these") and len(msg) < 400
+
+
+def test_json_that_is_not_json_lines_says_so(tmp_path: Path) -> None:
+    hint = "JSON Lines holds one whole JSON object a line"
+    f = write(tmp_path / "array.jsonl", '[\n  {"question": "a", "answer": "1"}\n]\n')
+    assert one_line_error(str(f)).startswith(f"{f}:1: not valid JSON: Expecting value ({hint}")
+    f = write(tmp_path / "pretty.jsonl", '{\n  "question": "a",\n  "answer": "1"\n}\n')
+    assert hint in one_line_error(str(f))
+    f = write(tmp_path / "one.jsonl", '[{"question": "a", "answer": "1"}]\n')
+    assert one_line_error(str(f)) == (f"{f}:1: expected a JSON object, got a JSON array: JSON "
+                                      "Lines holds one object a line")
+    f = write(tmp_path / "cut.jsonl", '{"question": "a", "answer": "1"}\n{"question": "b", "ans\n')
+    assert one_line_error(str(f)) == f"{f}:2: not valid JSON: Invalid control character at"

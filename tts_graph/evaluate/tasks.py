@@ -114,13 +114,16 @@ def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise TaskError(f"{path}:{lineno}: not valid JSON: {exc.msg}") from None
+            spread = line.strip() in ("[", "{") or (lineno == 1 and line.lstrip()[:1] == "[")
+            hint = (" (JSON Lines holds one whole JSON object a line: this is a JSON array "
+                    "or an object spread over lines)") if spread else ""
+            raise TaskError(f"{path}:{lineno}: not valid JSON: {exc.msg}{hint}") from None
         except RecursionError:
             raise TaskError(f"{path}:{lineno}: JSON nested too deeply") from None
         if not isinstance(obj, dict):
-            raise TaskError(
-                f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}"
-            )
+            what = ("a JSON array: JSON Lines holds one object a line" if isinstance(obj, list)
+                    else type(obj).__name__)
+            raise TaskError(f"{path}:{lineno}: expected a JSON object, got {what}")
         yield lineno, obj
 
 
