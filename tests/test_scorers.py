@@ -392,3 +392,13 @@ def test_numeric_gsm8k_marker_and_spaced_thousands(gold: str, reply: str) -> Non
 def test_boxes_models_write(reply: str, gold: str) -> None:
     for name in ("numeric", "math"):
         assert get_scorer(name).score(item(gold), None, reply).correct, name
+
+
+@pytest.mark.parametrize(
+    ("gold", "reply", "right"),
+    [("€5", "Answer: 5", True), ("1e3", "Answer: 1000", True), ("25%", "\\boxed{25}", True),
+     ("3/4", "The answer is 0.75", True), ("1/3", "\\boxed{\\frac{1}{3}}", True),
+     ("1,2", "\\boxed{12}", False), ("€5", "Answer: 6", False)],
+)
+def test_math_plain_number_gold_answers(gold: str, reply: str, right: bool) -> None:
+    assert get_scorer("math").score(item(gold), None, reply).correct is right

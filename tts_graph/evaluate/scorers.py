@@ -127,10 +127,15 @@ class MathScorer(Scorer):
             # math-verify reads a gold answer in $...$; bare, "(-\infty, 3]" parses as 3
             # and "1,2" as 1.2
             gold = []
-            if "$" not in item.answer and "\\boxed" not in item.answer:
-                gold = parse(f"${item.answer}$", parsing_timeout=timeout)
+            want = item.answer
+            # a plain number LaTeX does not read ("€5", "1e3"): the number it is; a comma or
+            # a slash is left to math-verify ("1,2" is a set there; 1/3 stays exact)
+            if not re.search(r"[\\{}^,/]", want) and (plain := normalize_number(want)):
+                want = plain
+            if "$" not in want and "\\boxed" not in want:
+                gold = parse(f"${want}$", parsing_timeout=timeout)
             if not gold:
-                gold = parse(item.answer, parsing_timeout=timeout)
+                gold = parse(want, parsing_timeout=timeout)
             pred = []
             for s in (text, answer):
                 if s:
