@@ -13,13 +13,14 @@ from tts_graph.evaluate.store import ResultStore, Row
 
 
 def make_run(path: Path, *, task: str = "t", scorer: str = "numeric", split: str = "all",
-             planned: int = 4, done: int = 4, correct: int = 2, infra: int = 0) -> Path:
+             planned: int = 4, done: int = 4, correct: int = 2, infra: int = 0,
+             first: int = 0, gold: str = "1") -> Path:
     store = ResultStore(path)
     store.bind({"graph_name": "g", "graph_sha": "0", "task": task, "scorer": scorer,
                 "split": split, "seed": 0, "limit": None, "planned": planned}, resume=False)
     for i in range(done):
         bad = i >= done - infra
-        store.write(Row(item_id=str(i), idx=i, question="q", gold="1", answer="1",
+        store.write(Row(item_id=str(first + i), idx=i, question="q", gold=gold, answer="1",
                         text="1", correct=None if bad else i < correct,
                         status="error" if bad else "ok", error="down" if bad else None,
                         score_detail="", latency_s=0.1, prompt_tokens=1,
@@ -69,3 +70,14 @@ def test_compare_directory_without_a_run_is_one_line_exit_2(tmp_path: Path) -> N
     res = compare(tmp_path, empty)
     assert res.returncode == 2
     assert res.stderr.strip() == f"{empty}: no run recorded in results.sqlite"
+
+
+def test_compare_notices_runs_of_one_task_name_on_other_questions(tmp_path: Path) -> None:
+    a = make_run(tmp_path / "a")
+    shifted = make_run(tmp_path / "shifted", first=2)  # another file with the same name
+    regold = make_run(tmp_path / "regold", gold="2")  # the file edited between the runs
+    res = compare(tmp_path, a, shifted)
+    assert "note: the runs answered other questions (2 in common)" in res.stderr
+    res = compare(tmp_path, a, regold)
+    assert "note: the gold answers differ on 4 of the questions the runs share" in res.stderr
+    assert "note:" not in compare(tmp_path, a, make_run(tmp_path / "same")).stderr

@@ -261,9 +261,11 @@ def _print_summary(s) -> None:  # type: ignore[no-untyped-def]
 _SAME = ("task", "scorer", "split", "seed", "limit")
 
 
-def compare_notes(summaries) -> list[str]:  # type: ignore[no-untyped-def]
+def compare_notes(summaries, golds=None) -> list[str]:  # type: ignore[no-untyped-def]
     """Why the rows of a comparison may not be comparable: unfinished runs (their accuracy
-    is over the questions done so far) and runs on other questions or judged otherwise."""
+    is over the questions done so far), runs on other questions or judged otherwise, and
+    (``golds``: each run's {item id: gold answer}) finished runs of the same task whose
+    questions or gold answers differ (a task file edited, or another file of that name)."""
     notes = []
     for s in summaries:
         if not s.finished:
@@ -273,10 +275,20 @@ def compare_notes(summaries) -> list[str]:  # type: ignore[no-untyped-def]
     if differ:
         notes.append("the runs differ in " + ", ".join(differ) + ": their accuracies are "
                      "over other questions or judged otherwise")
+    done = [g for s, g in zip(summaries, golds or [], strict=False) if s.finished]
+    if not differ and len(done) > 1:
+        common = set(done[0]).intersection(*done[1:])
+        if any(len(g) != len(common) for g in done):
+            notes.append(f"the runs answered other questions ({len(common)} in common): "
+                         "their task files differ")
+        changed = sum(len({g[i] for g in done}) > 1 for i in common)
+        if changed:
+            notes.append(f"the gold answers differ on {changed} of the questions the runs "
+                         "share: their task files differ")
     return notes
 
 
-def _compare_table(summaries) -> None:  # type: ignore[no-untyped-def]
+def _compare_table(summaries, golds=None) -> None:  # type: ignore[no-untyped-def]
     t = Table(title="comparison", title_justify="left")
     for col in ("graph", "task", "scorer", "scored", "accuracy", "95% CI", "tokens/q",
                 "cost/q $", "p50 s", "infra errors", "run"):
@@ -290,7 +302,7 @@ def _compare_table(summaries) -> None:  # type: ignore[no-untyped-def]
                   f"{s.tokens_per_question:.0f}", f"{s.cost_per_question:.6f}",
                   f"{s.latency_p50:.2f}", str(s.infra_errors), s.run_dir)
     out.print(t)
-    for line in compare_notes(summaries):
+    for line in compare_notes(summaries, golds):
         err.print(f"note: {line}", markup=False)
 
 
@@ -302,9 +314,9 @@ def compare(
     """Compare finished runs side by side and plot accuracy against cost."""
     from ..evaluate.plot import accuracy_vs_cost
     from ..evaluate.store import ResultStore
-    from ..evaluate.summary import summarize
+    from ..evaluate.summary import gold_answers, summarize
 
-    summaries = []
+    summaries, golds = [], []
     for run_dir in runs:
         if not (run_dir / "results.sqlite").exists():
             raise _fail([f"{run_dir}: not a run directory (no results.sqlite)"])
@@ -313,11 +325,12 @@ def compare(
             if store.identity() is None:
                 raise _fail([f"{run_dir}: no run recorded in results.sqlite"])
             summaries.append(summarize(store))
+            golds.append(gold_answers(store))
         except TTSGraphError as exc:
             raise _fail([str(exc)]) from None
     path = accuracy_vs_cost(summaries, plot)
     if as_json:
         print(json.dumps([s.to_dict() for s in summaries], indent=2))
     else:
-        _compare_table(summaries)
+        _compare_table(summaries, golds)
         out.print(f"plot: {path}", markup=False)

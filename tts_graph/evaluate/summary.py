@@ -166,6 +166,11 @@ class BudgetTally:
         }
 
 
+def gold_answers(store: ResultStore) -> dict[str, str]:
+    """Each recorded question's gold answer, by item id (what ``compare`` checks runs on)."""
+    return dict(store.conn.execute("SELECT item_id, gold FROM results"))
+
+
 def summarize(store: ResultStore) -> Summary:
     ident = store.identity() or {}
     planned = int(ident.get("planned", 0))
