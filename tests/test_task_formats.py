@@ -164,3 +164,15 @@ def test_gold_numbers_with_currency_or_percent_are_numbers(tmp_path: Path) -> No
     assert task.scorer.score(share, None, "The answer is 25%.").correct
     assert not task.scorer.score(share, None, "The answer is 0.25").correct
     assert task.scorer.score(yen, None, "The answer is \\boxed{300}").correct
+
+
+def test_question_starting_like_an_option_still_gets_its_options(tmp_path: Path) -> None:
+    f = jsonl(tmp_path / "mc.jsonl", [
+        {"question": "A. Lincoln was president in which year?", "choices": ["1861", "1901"],
+         "answer": 0},
+        {"question": "Pick one.\n(A) up\n(B) down", "choices": ["up", "down"], "answer": "B"},
+    ])
+    lincoln, listed = load_task(f).items
+    assert lincoln.question.endswith("A) 1861\nB) 1901\n\nAnswer with the letter of the "
+                                     "correct option.")
+    assert listed.question == "Pick one.\n(A) up\n(B) down"

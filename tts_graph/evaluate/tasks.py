@@ -250,7 +250,8 @@ def _text(value: Any) -> str | None:
 _GSM8K_GOLD = re.compile(r"(?:\A|\n)####[ \t]*([^\n]*?)\s*\Z")
 _CODE_FIELDS = ("prompt", "test", "entry_point")
 # a question that already lists its options, one a line: "A) x", "(A) x", "A. x", "A: x"
-_LISTED = re.compile(r"^\s*(?:\(A\)|A[).:])\s", re.MULTILINE)
+# ("A. Lincoln was..." alone is not a list: B must follow)
+_LISTED = re.compile(r"^\s*(?:\(A\)|A[).:])\s.*\n\s*(?:\(B\)|B[).:])\s", re.MULTILINE)
 
 
 def _clip_line(s: str, n: int = 200) -> str:
