@@ -353,6 +353,9 @@ def test_choice_replies(reply: str, got: str) -> None:
         ("5", "The answer is 5 + 3 = 8", False),
         ("42", "Answer: 42 (check: 6 * 7 = 42)", True),
         ("12", "Answer: 12 apples, not 13", True),
+        ("10", "Answer: 10 (since 2*5=10, not 3*3=9)", True),
+        ("12", "The answer is 3 * 4 = 12 apples; 13 was a typo", True),
+        ("1234", "The answer is 5 + 1,229 = 1,234", True),
     ],
 )
 def test_numeric_answer_line_with_a_calculation(gold: str, reply: str, right: bool) -> None:

@@ -165,9 +165,13 @@ def extract_text(text: str) -> str | None:
 
 
 def _segment_number(segment: str) -> str | None:
-    """The number an answer line gives: after its last ``=`` when a number follows it
-    ("The answer is 5 + 3 = 8"), else its first number ("Answer: 12 apples, not 13")."""
-    nums = _NUMBER.findall(segment.rpartition("=")[2]) or _NUMBER.findall(segment)
+    """The number an answer line gives: its first number ("Answer: 12 apples, not 13"), or,
+    when its main clause (up to a parenthesis, "; " or ", ") is a calculation, the result
+    after the clause's last ``=`` ("The answer is 5 + 3 = 8", but "Answer: 10 (2*5=10,
+    not 3*3=9)" is 10)."""
+    clause = re.split(r"\(|\[|; |, ", segment, maxsplit=1)[0]
+    nums = _NUMBER.findall(clause.rpartition("=")[2]) if "=" in clause else []
+    nums = nums or _NUMBER.findall(segment)
     return normalize_number(nums[0]) if nums else None
 
 
