@@ -405,3 +405,11 @@ def test_boxes_models_write(reply: str, gold: str) -> None:
 )
 def test_math_plain_number_gold_answers(gold: str, reply: str, right: bool) -> None:
     assert get_scorer("math").score(item(gold), None, reply).correct is right
+
+
+def test_math_reads_the_gsm8k_marker() -> None:
+    # GSM8K's reference solution 1303: math-verify read "the answer to weeks: 28" as 28
+    reply = ("Then divide the number of days by the number of days per week to convert the "
+             "answer to weeks: 28 days / 7 days/week = <<28/7=4>>4 weeks\n#### 4")
+    assert get_scorer("math").score(item("4"), None, reply).correct
+    assert not get_scorer("math").score(item("28"), None, reply).correct

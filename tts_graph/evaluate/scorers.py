@@ -98,6 +98,9 @@ class NumericScorer(Scorer):
         return Score(_same_number(got, gold), f"got {got}, gold {gold}")
 
 
+_GSM8K_MARK = re.compile(r"^[ \t]*####[ \t]*(\S[^\n]*)", re.MULTILINE)
+
+
 class MathScorer(Scorer):
     """Mathematical equivalence with ``math-verify`` (``\\frac{1}{2}`` = ``0.5``, sets,
     intervals, expressions); falls back to ``numeric`` when either side does not parse."""
@@ -140,8 +143,10 @@ class MathScorer(Scorer):
             for s in (text, answer):
                 if s:
                     # the last \boxed{} only (MATH's last_boxed_only_string): a reply that
-                    # boxes 17, then rechecks and boxes 18, answers 18, not the set {17, 18}
-                    last = last_boxed(s)
+                    # boxes 17, then rechecks and boxes 18, answers 18, not the set {17, 18};
+                    # else GSM8K's last "#### N" line, which math-verify does not look for
+                    marks = _GSM8K_MARK.findall(s)
+                    last = last_boxed(s) or (marks[-1].strip() if marks else None)
                     pred = parse(f"\\boxed{{{last}}}" if last else s,
                                  parsing_timeout=timeout)
                     if pred:
