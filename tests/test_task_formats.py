@@ -176,3 +176,14 @@ def test_question_starting_like_an_option_still_gets_its_options(tmp_path: Path)
     assert lincoln.question.endswith("A) 1861\nB) 1901\n\nAnswer with the letter of the "
                                      "correct option.")
     assert listed.question == "Pick one.\n(A) up\n(B) down"
+
+
+def test_gsm8k_reference_solutions_score_right_against_their_own_gold() -> None:
+    """Each of GSM8K's 1,319 reference solutions, as a reply, is right under numeric and math
+    (old code: 7 wrong under numeric, 4 under math, all read off a number before '#### N')."""
+    task = load_task("gsm8k")
+    numeric, math = get_scorer("numeric"), get_scorer("math")
+    wrong = [(name, it.id) for it in task.items for name, s in (("numeric", numeric),
+                                                                  ("math", math))
+             if not s.score(it, None, it.meta["solution"]).correct]
+    assert wrong == []
