@@ -187,3 +187,20 @@ def test_gsm8k_reference_solutions_score_right_against_their_own_gold() -> None:
                                                                   ("math", math))
              if not s.score(it, None, it.meta["solution"]).correct]
     assert wrong == []
+
+
+def test_arc_numeric_labels_and_mmlu_style_csv_columns(tmp_path: Path) -> None:
+    # some ARC questions label their options 1-4, and answerKey "3"
+    f = jsonl(tmp_path / "arc.jsonl", [
+        {"id": "q", "question": "Which is a gas?", "answerKey": "3",
+         "choices": {"label": ["1", "2", "3"], "text": ["iron", "wood", "helium"]}},
+    ])
+    (q,) = load_task(f, answer_field="answerKey").items
+    assert q.answer == "C" and "A) iron\nB) wood\nC) helium" in q.question
+    # question,A,B,C,D,answer columns
+    f = tmp_path / "mmlu.csv"
+    f.write_text("question,A,B,C,D,answer\nSky?,red,blue,green,pink,B\n", encoding="utf-8")
+    task = load_task(str(f))
+    assert task.scorer.name == "choice" and task.items[0].answer == "B"
+    assert "B) blue" in task.items[0].question
+    assert task.scorer.score(task.items[0], None, "The answer is (B).").correct

@@ -269,31 +269,49 @@ def _pick(rec: dict[str, Any], given: str | None, *names: str) -> str:
     return next((n for n in names if n in rec), names[0])
 
 
-def _options(value: Any) -> dict[str, str] | None:
-    """A record's options as {letter: text}: a list (A, B, ... in order), a {letter: text}
-    object, or ARC's {"label": [...], "text": [...]}; None when it is none of those."""
+def _options(rec: dict[str, Any]) -> tuple[dict[str, str], dict[str, str]] | None:
+    """A record's options as ({letter: text}, {its own label: letter}): ``choices`` or
+    ``options`` as a list (A, B, ... in order), a {letter: text} object or ARC's
+    {"label": [...], "text": [...]} (labels "1", "2"... become A, B...), else columns
+    named A, B, ... (MMLU-style CSV); None when there are none of those."""
+    value = rec.get("choices", rec.get("options"))
+    if value is None and "A" in rec and "B" in rec:
+        value = {k: rec[k] for k in (chr(65 + i) for i in range(26)) if k in rec}
     if isinstance(value, dict) and isinstance(value.get("label"), list) \
             and isinstance(value.get("text"), list) and len(value["label"]) == len(value["text"]):
         value = dict(zip(value["label"], value["text"], strict=True))
-    if isinstance(value, list) and 0 < len(value) <= 26:
-        value = {chr(65 + i): v for i, v in enumerate(value)}
-    if not isinstance(value, dict) or not value:
+    if isinstance(value, list):
+        value = dict(enumerate(value))
+        labelled = False
+    else:
+        labelled = True
+    if not isinstance(value, dict) or not 0 < len(value) <= 26:
         return None
-    out = {}
-    for key, text in value.items():
-        key, text = _text(key), _text(text)
-        if key is None or text is None or not re.fullmatch(r"[A-Za-z]", key.strip()):
+    options, labels = {}, {}
+    for i, (key, text) in enumerate(value.items()):
+        label, text = _text(key), _text(text)
+        if label is None or text is None or not label.strip():
             return None
-        out[key.strip().upper()] = text.strip()
-    return out
+        letter = label.strip().upper() if re.fullmatch(r"\s*[A-Za-z]\s*", label) \
+            and labelled else chr(65 + i)
+        options[letter] = text.strip()
+        if labelled:
+            labels[label.strip()] = letter
+    if len(options) != len(value):  # "a" and "A", or a letter and an index, collide
+        return None
+    return options, labels
 
 
-def _gold_letter(raw: Any, answer: str, options: dict[str, str]) -> str:
+def _gold_letter(raw: Any, answer: str, options: dict[str, str], labels: dict[str, str]
+                 ) -> str:
     """The option letter a multiple-choice gold answer names: a letter ("B", "(B)", "B."),
-    a 0-based index as a JSON integer (MMLU's `answer`), or an option's text; else
-    ``answer`` unchanged (the choice scorer's load check then names it)."""
-    letters = list(options)
+    the option's own label (ARC's "3"), a 0-based index as a JSON integer (MMLU's
+    `answer`), or an option's text; else ``answer`` unchanged (the choice scorer's load
+    check then names it)."""
+    if answer in labels:
+        return labels[answer]
     if isinstance(raw, int) and not isinstance(raw, bool):
+        letters = list(options)
         return letters[raw] if 0 <= raw < len(letters) else answer
     letter = option_letter(answer)
     if letter in options:
@@ -356,15 +374,16 @@ def _items(records: Iterable[tuple[int, dict[str, Any]]], where: str, qf: str | 
         meta = {k: v for k, v in rec.items()
                 if k not in (q_name, a_name, i_name) or (code and k == q_name)}
         answer = answer if code else answer.strip()  # a canonical solution keeps its indent
-        if (m := _GSM8K_GOLD.search(answer)) and m.group(1):
-            meta.setdefault("solution", answer)
-            answer = m.group(1)
         if code:
             question = humaneval_question(question)
-        options = _options(rec.get("choices", rec.get("options")))
-        if options is not None and not code:
+        elif (m := _GSM8K_GOLD.search(answer)) and m.group(1):
+            meta.setdefault("solution", answer)
+            answer = m.group(1)
+        found = None if code else _options(rec)
+        if found is not None:
+            options, labels = found
             meta["choices"] = options
-            answer = _gold_letter(rec[a_name], answer, options)
+            answer = _gold_letter(rec[a_name], answer, options, labels)
             if not _LISTED.search(question):
                 question = gpqa_question(question.strip(), list(options.values()))
         items.append(Item(item_id, question.strip(), answer, meta))
@@ -495,7 +514,9 @@ def _checked(task: Task, where: str) -> Task:
             raise TaskError(f"{where}: item {it.id}: gold answer {_clip(it.answer)} is not a "
                             "number (scorer numeric; try --scorer math or normalized)")
         if name == "choice":
-            letters = "".join(_options(it.meta.get("choices")) or {}) or "ABCD"
+            choices = it.meta.get("choices") or ()
+            letters = ("".join(choices) if isinstance(choices, dict)
+                       else "".join(chr(65 + i) for i in range(min(len(choices), 26)))) or "ABCD"
             if option_letter(it.answer) not in tuple(letters):
                 raise TaskError(f"{where}: item {it.id}: gold answer {_clip(it.answer)} is not one "
                                 f"of the options {', '.join(letters)} (scorer choice)")
