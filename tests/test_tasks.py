@@ -203,8 +203,7 @@ def test_jsonl_errors(tmp_path: Path) -> None:
     assert one_line_error(str(f)) == (f"{f}:2: no field 'answer' (fields: question, gold; "
                                       "name the field with --answer-field)")
     assert one_line_error(str(f), answer_field="gold") == (
-        f"{f}:1: no field 'gold' (fields: question, answer; name the field with "
-        "--answer-field)")
+        f"{f}:1: no field 'gold' (fields: question, answer)")  # named: no hint to name it
 
     f = write(tmp_path / "empty_q.jsonl", '{"question": "  ", "answer": "1"}\n')
     assert one_line_error(str(f)) == f"{f}:1: field 'question' must be non-empty text"

@@ -347,9 +347,9 @@ def _items(records: Iterable[tuple[int, dict[str, Any]]], where: str, qf: str | 
         for name in (q_name, a_name):
             if name not in rec and not (code and name == a_name):
                 have = _clip_line(", ".join(map(str, rec))) or "none"
-                option = "question" if name == q_name else "answer"
-                raise TaskError(f"{where}:{line}: no field '{name}' (fields: {have}; name the "
-                                f"field with --{option}-field)")
+                option, given = (("question", qf) if name == q_name else ("answer", af))
+                hint = "" if given else f"; name the field with --{option}-field"
+                raise TaskError(f"{where}:{line}: no field '{name}' (fields: {have}{hint})")
         question, answer = _text(rec[q_name]), _text(rec.get(a_name, ""))
         if not question or not question.strip():
             raise TaskError(f"{where}:{line}: field '{q_name}' must be non-empty text")
