@@ -204,3 +204,17 @@ def test_arc_numeric_labels_and_mmlu_style_csv_columns(tmp_path: Path) -> None:
     assert task.scorer.name == "choice" and task.items[0].answer == "B"
     assert "B) blue" in task.items[0].question
     assert task.scorer.score(task.items[0], None, "The answer is (B).").correct
+
+
+def test_arc_and_openbookqa_as_first_published(tmp_path: Path) -> None:
+    f = jsonl(tmp_path / "arc.jsonl", [
+        {"id": "Mercury_7", "answerKey": "B",
+         "question": {"stem": "Which is a metal?",
+                      "choices": [{"text": "wood", "label": "A"}, {"text": "iron", "label": "B"}]}},
+        {"id": "Mercury_8", "question": "Which is a gas?", "answerKey": "1",
+         "choices": {"text": ["helium", "lead"], "label": ["1", "2"]}},
+    ])
+    task = load_task(f)  # no field options
+    assert task.scorer.name == "choice"
+    assert [(it.id, it.answer) for it in task.items] == [("Mercury_7", "B"), ("Mercury_8", "A")]
+    assert task.items[0].question.startswith("Which is a metal?\n\nA) wood\nB) iron")

@@ -275,6 +275,9 @@ def _options(rec: dict[str, Any]) -> tuple[dict[str, str], dict[str, str]] | Non
     {"label": [...], "text": [...]} (labels "1", "2"... become A, B...), else columns
     named A, B, ... (MMLU-style CSV); None when there are none of those."""
     value = rec.get("choices", rec.get("options"))
+    if isinstance(value, list) and value and all(
+            isinstance(v, dict) and "label" in v and "text" in v for v in value):
+        value = {v["label"]: v["text"] for v in value}  # ARC/OpenBookQA as first published
     if value is None and "A" in rec and "B" in rec:
         value = {k: rec[k] for k in (chr(65 + i) for i in range(26)) if k in rec}
     if isinstance(value, dict) and isinstance(value.get("label"), list) \
@@ -326,7 +329,8 @@ def _items(records: Iterable[tuple[int, dict[str, Any]]], where: str, qf: str | 
     """Items from (line, record) pairs. Ids: the id field, else the record's index.
 
     Fields not given are found by the formats tasks are published in: ``question``, else
-    ``problem`` (MATH); ``answer``, else the last ``\\boxed{}`` of ``solution`` (MATH);
+    ``problem`` (MATH), or ARC's ``question.stem``; ``answer``, else ``answerKey`` (ARC,
+    OpenBookQA), else the last ``\\boxed{}`` of ``solution`` (MATH);
     HumanEval's ``task_id``/``prompt``/``canonical_solution``/``test``/``entry_point``. A
     GSM8K answer (a solution ending in ``#### N``) is ``N``; ``choices`` (or ``options``)
     are listed in the question and the gold answer becomes the option's letter.
@@ -337,7 +341,12 @@ def _items(records: Iterable[tuple[int, dict[str, Any]]], where: str, qf: str | 
         code = qf is None and af is None and "question" not in rec and "problem" not in rec \
             and all(k in rec for k in _CODE_FIELDS)
         q_name = "prompt" if code else _pick(rec, qf, "question", "problem")
-        a_name = "canonical_solution" if code else _pick(rec, af, "answer")
+        if qf is None and isinstance(rec.get("question"), dict) \
+                and isinstance(rec["question"].get("stem"), str):
+            # ARC / OpenBookQA as first published: {"question": {"stem", "choices"}}
+            rec = {**rec, "question": rec["question"]["stem"],
+                   "choices": rec["question"].get("choices", rec.get("choices"))}
+        a_name = "canonical_solution" if code else _pick(rec, af, "answer", "answerKey")
         i_name = ("task_id" if code and "id" not in rec and idf is None
                   else _pick(rec, idf, "id"))
         if a_name not in rec and af is None and not code and isinstance(rec.get("solution"), str):
