@@ -103,7 +103,10 @@ _GSM8K_MARK = re.compile(r"^[ \t]*####[ \t]*(\S[^\n]*)", re.MULTILINE)
 
 class MathScorer(Scorer):
     """Mathematical equivalence with ``math-verify`` (``\\frac{1}{2}`` = ``0.5``, sets,
-    intervals, expressions); falls back to ``numeric`` when either side does not parse."""
+    intervals, expressions) between the gold answer, read whole, and the reply's last
+    ``\\boxed{}`` (else its ``#### N`` line, else what math-verify finds in it); falls back
+    to ``numeric`` when either side does not parse (``normalized`` for a gold answer with
+    no number in it)."""
 
     name = "math"
 

