@@ -262,3 +262,154 @@ def test_get_scorer() -> None:
     assert str(err.value) == (
         "unknown scorer 'bleu'; choose one of: numeric, math, choice, exact, normalized, code"
     )
+
+
+# ---------------------------------------------------------- replies nobody here wrote (numeric)
+@pytest.mark.parametrize("reply", ["Answer: inf", "Answer: nan", "\\boxed{Infinity}",
+                                   "The answer is 1e999", "\\boxed{-inf}"])
+def test_numeric_reply_that_is_not_a_finite_number_is_wrong_not_a_crash(reply: str) -> None:
+    # float("inf") parsed, then int(inf) raised OverflowError (nan: ValueError) mid-run
+    for name in ("numeric", "math"):
+        s = get_scorer(name).score(item("5"), reply, reply)
+        assert s.correct is False
+
+
+@pytest.mark.parametrize(
+    ("gold", "reply"),
+    [
+        ("1234", "The final answer is $\\boxed{1{,}234}$"),  # LaTeX thousands separator
+        ("1234", "The final answer is $\\boxed{1\\,234}$"),
+        ("0.5", "so \\boxed{\\frac{1}{2}}"),
+        ("0.5", "so \\boxed{\\dfrac12}"),
+        ("-0.75", "so \\boxed{-\\tfrac{3}{4}}"),
+        ("-3", "so \\boxed{\u22123}"),  # U+2212 MINUS SIGN
+        ("1000", "Answer: 1e3"),
+        ("0.0015", "Answer: 1.5e-3"),
+    ],
+)
+def test_numeric_reads_numbers_written_in_latex(gold: str, reply: str) -> None:
+    assert get_scorer("numeric").score(item(gold), None, reply).correct
+
+
+def test_numeric_written_numbers_still_judged_as_before() -> None:
+    s = get_scorer("numeric")
+    assert not s.score(item("1234"), None, "The answer is 1.234").correct
+    assert not s.score(item("12"), None, "The answer is twelve.").correct
+    assert s.score(item("2"), None, "x = 3e + 2, the answer is 2").correct
+
+
+# ------------------------------------------------------------ MATH-format gold answers (math)
+@pytest.mark.parametrize(
+    ("gold", "reply", "right"),
+    [
+        # MATH's `answer` field is bare LaTeX: read whole, not as its last number
+        ("(-\\infty, 3]", "so \\boxed{(-\\infty,3]}", True),
+        ("(-\\infty, 3]", "so \\boxed{3}", False),
+        ("1,2", "so \\boxed{1.2}", False),
+        ("3, 5", "so \\boxed{5}", False),
+        ("3, 5", "so \\boxed{3,5}", True),
+        ("\\dfrac{3}{4}", "so \\boxed{0.75}", True),
+        # the last box is the answer: a recheck that boxes again replaces the first
+        ("18", "\\boxed{17} no wait, recheck: \\boxed{18}", True),
+        ("17", "\\boxed{17} no wait, recheck: \\boxed{18}", False),
+        ("18", "\\boxed{18}. Checking: 17 + 1 = 18, 19 is too big", True),
+        # a gold answer that is a word: compared as text when math-verify cannot read it
+        ("Paris", "The answer is Paris.", True),
+        ("Paris", "The answer is London.", False),
+    ],
+)
+def test_math_reads_math_format_gold_answers(gold: str, reply: str, right: bool) -> None:
+    assert get_scorer("math").score(item(gold), None, reply).correct is right
+
+
+# ------------------------------------------------- replies nobody here wrote (choice, text)
+COLOURS = {"A": "red", "B": "blue", "C": "green", "D": "pink"}
+
+
+@pytest.mark.parametrize(
+    ("reply", "got"),
+    [
+        ("answer: c", "C"),  # a lower-case letter alone on the answer line
+        ("Answer: (c) green", "C"),
+        ("The answer is \\boxed{\\text{C}}", "C"),
+        ("C\n\nExplanation: A is wrong because red is warm.", "C"),  # letter first, then why
+        ("**C**\n\nB and A are both wrong.", "C"),
+        ("The answer is green", "C"),  # the option's text on the answer line
+        ("The answer is a good question; I would pick B", "B"),  # "a" is an article
+        ("A is wrong, C is wrong, so B. Final answer: B", "B"),
+    ],
+)
+def test_choice_replies(reply: str, got: str) -> None:
+    s = get_scorer("choice").score(item(got, choices=COLOURS), None, reply)
+    assert s.correct, s.detail
+    other = next(k for k in COLOURS if k != got)
+    assert not get_scorer("choice").score(item(other, choices=COLOURS), None, reply).correct
+
+
+@pytest.mark.parametrize(
+    ("gold", "reply", "right"),
+    [
+        ("8", "The answer is 5 + 3 = 8", True),  # the result, not the first operand
+        ("5", "The answer is 5 + 3 = 8", False),
+        ("42", "Answer: 42 (check: 6 * 7 = 42)", True),
+        ("12", "Answer: 12 apples, not 13", True),
+        ("10", "Answer: 10 (since 2*5=10, not 3*3=9)", True),
+        ("12", "The answer is 3 * 4 = 12 apples; 13 was a typo", True),
+        ("1234", "The answer is 5 + 1,229 = 1,234", True),
+    ],
+)
+def test_numeric_answer_line_with_a_calculation(gold: str, reply: str, right: bool) -> None:
+    assert get_scorer("numeric").score(item(gold), None, reply).correct is right
+
+
+@pytest.mark.parametrize(
+    "reply", ["Answer: $\\text{Paris}$", "\\boxed{\\text{Paris}}", "so \\boxed{Paris}.",
+              "The answer is **Paris**.", "Answer: \\(\\textbf{Paris}\\)"])
+def test_normalized_reads_text_in_latex(reply: str) -> None:
+    assert get_scorer("normalized").score(item("Paris"), None, reply).correct
+    assert not get_scorer("normalized").score(item("London"), None, reply).correct
+
+
+@pytest.mark.parametrize(
+    ("gold", "reply"),
+    [
+        # GSM8K's own answer marker (lm-eval's strict match): not the recheck's last number
+        ("18", "She sells 9 * 2 = 18.\n#### 18\n\nChecking: 3 + 4 = 7"),
+        ("1234", "... so\n#### 1,234"),
+        ("1234", "The total is 1\u00a0234"),  # a no-break space between thousands
+    ],
+)
+def test_numeric_gsm8k_marker_and_spaced_thousands(gold: str, reply: str) -> None:
+    assert get_scorer("numeric").score(item(gold), None, reply).correct
+
+
+@pytest.mark.parametrize(
+    ("reply", "gold"),
+    [
+        ("So \\boxed{2}. (The instructions said to use \\boxed{}.)", "2"),  # empty box skipped
+        ("The answer is $\\boxed 5$ and \\frac{1}{2} was a step.", "5"),  # MATH's \boxed 5
+        ("so \\fbox{7}", "7"),
+        ("\\boxed{3}, and to check \\boxed{", "3"),  # a reply cut off inside its last box
+    ],
+)
+def test_boxes_models_write(reply: str, gold: str) -> None:
+    for name in ("numeric", "math"):
+        assert get_scorer(name).score(item(gold), None, reply).correct, name
+
+
+@pytest.mark.parametrize(
+    ("gold", "reply", "right"),
+    [("€5", "Answer: 5", True), ("1e3", "Answer: 1000", True), ("25%", "\\boxed{25}", True),
+     ("3/4", "The answer is 0.75", True), ("1/3", "\\boxed{\\frac{1}{3}}", True),
+     ("1,2", "\\boxed{12}", False), ("€5", "Answer: 6", False)],
+)
+def test_math_plain_number_gold_answers(gold: str, reply: str, right: bool) -> None:
+    assert get_scorer("math").score(item(gold), None, reply).correct is right
+
+
+def test_math_reads_the_gsm8k_marker() -> None:
+    # GSM8K's reference solution 1303: math-verify read "the answer to weeks: 28" as 28
+    reply = ("Then divide the number of days by the number of days per week to convert the "
+             "answer to weeks: 28 days / 7 days/week = <<28/7=4>>4 weeks\n#### 4")
+    assert get_scorer("math").score(item("4"), None, reply).correct
+    assert not get_scorer("math").score(item("28"), None, reply).correct

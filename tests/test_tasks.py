@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import json
 import re
 import subprocess
@@ -195,12 +196,14 @@ def test_jsonl_errors(tmp_path: Path) -> None:
     assert one_line_error(str(f)).startswith(f"{f}:2: not valid JSON: ")
 
     f = write(tmp_path / "list.jsonl", f"{good}\n\n[1, 2]\n")
-    assert one_line_error(str(f)) == f"{f}:3: expected a JSON object, got list"
+    assert one_line_error(str(f)) == (f"{f}:3: expected a JSON object, got a JSON array: "
+                                      "JSON Lines holds one object a line")
 
     f = write(tmp_path / "field.jsonl", f'{good}\n{{"question": "q?", "gold": "1"}}\n')
-    assert one_line_error(str(f)) == f"{f}:2: no field 'answer' (fields: question, gold)"
+    assert one_line_error(str(f)) == (f"{f}:2: no field 'answer' (fields: question, gold; "
+                                      "name the field with --answer-field)")
     assert one_line_error(str(f), answer_field="gold") == (
-        f"{f}:1: no field 'gold' (fields: question, answer)")
+        f"{f}:1: no field 'gold' (fields: question, answer)")  # named: no hint to name it
 
     f = write(tmp_path / "empty_q.jsonl", '{"question": "  ", "answer": "1"}\n')
     assert one_line_error(str(f)) == f"{f}:1: field 'question' must be non-empty text"
@@ -221,7 +224,7 @@ def test_jsonl_errors(tmp_path: Path) -> None:
 
     f = tmp_path / "latin1.jsonl"
     f.write_bytes(b'{"question": "caf\xe9", "answer": "1"}\n')
-    assert one_line_error(str(f)).startswith(f"{f}: not UTF-8 text")
+    assert one_line_error(str(f)).startswith(f"{f}:1: not UTF-8 text")
 
     f = write(tmp_path / "text.jsonl", '{"question": "q", "answer": "Paris"}\n')
     assert one_line_error(str(f), scorer="numeric") == (
@@ -231,7 +234,8 @@ def test_jsonl_errors(tmp_path: Path) -> None:
 
 def test_csv_errors(tmp_path: Path) -> None:
     f = write(tmp_path / "cols.csv", "q,answer\nWhat?,1\n")
-    assert one_line_error(str(f)) == f"{f}:2: no field 'question' (fields: q, answer)"
+    assert one_line_error(str(f)) == (f"{f}:2: no field 'question' (fields: q, answer; "
+                                      "name the field with --question-field)")
     f = write(tmp_path / "extra.csv", "question,answer\nWhat?,1\nWhy?,2,3\n")
     assert one_line_error(str(f)) == f"{f}:3: more values than the header has columns"
     f = write(tmp_path / "multi.csv", 'question,answer\n"two\nlines",1\n,5\n')
@@ -260,8 +264,9 @@ def test_hf_saved_dataset_directory(tmp_path: Path) -> None:
     # without an id field: the row index
     assert [i.id for i in load_task(f"hf:{single}", question_field="problem",
                                     answer_field="solution").items] == ["0", "1", "2"]
-    assert one_line_error(f"hf:{single}") == f"hf:{single}:0: no field 'question' " \
-                                             "(fields: problem, solution, uid)"
+    # MATH's `problem` is the question; a solution without \boxed{} gives no answer
+    assert one_line_error(f"hf:{single}") == f"hf:{single}:0: no field 'answer' " \
+        "(fields: problem, solution, uid; name the field with --answer-field)"
     assert "has no splits" in one_line_error(f"hf:{single}:train", question_field="problem",
                                              answer_field="solution")
 
@@ -360,3 +365,63 @@ def test_items_are_hashable_values() -> None:
     a = Item("1", "q", "a", {"k": [1]})
     assert a == Item("1", "q", "a", {"k": [1]})
     assert len({a, Item("1", "q", "a", {"k": [1]})}) == 1
+
+
+# ------------------------------------------------------------- encodings other tools write
+def test_utf16_with_bom_and_crlf_load_like_utf8(tmp_path: Path) -> None:
+    rows = [{"id": "a", "question": "Café\u2028au lait?", "answer": "12"},
+            {"id": "b", "question": "Two?", "answer": "2"}]
+    text = "\r\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\r\n\r\n"
+    plain = write(tmp_path / "plain.jsonl", text.replace("\r\n", "\n"))
+    want = [(it.id, it.question, it.answer) for it in load_task(str(plain)).items]
+    for enc in ("utf-16", "utf-16-le", "utf-16-be", "utf-8-sig"):
+        data = text.encode(enc)
+        if enc in ("utf-16-le", "utf-16-be"):
+            data = (codecs.BOM_UTF16_LE if enc.endswith("le") else codecs.BOM_UTF16_BE) + data
+        f = tmp_path / f"{enc}.jsonl"
+        f.write_bytes(data)
+        assert [(it.id, it.question, it.answer) for it in load_task(str(f)).items] == want, enc
+    csv_text = "question,answer\r\n\"two\r\nlines\",1\r\nWhy?,2\r\n"
+    f = tmp_path / "utf16.csv"
+    f.write_bytes(csv_text.encode("utf-16"))
+    assert [(it.question, it.answer) for it in load_task(str(f)).items] == [
+        ("two\r\nlines", "1"), ("Why?", "2")]
+
+
+def test_a_line_that_is_not_utf8_is_named(tmp_path: Path) -> None:
+    f = tmp_path / "mixed.jsonl"
+    f.write_bytes(b'{"question": "ok", "answer": "1"}\n\n{"question": "caf\xe9", "answer": "1"}\n')
+    assert one_line_error(str(f)).startswith(f"{f}:3: not UTF-8 text")
+    f = tmp_path / "mixed.csv"
+    f.write_bytes(b'question,answer\nok,1\ncaf\xe9,2\n')
+    assert one_line_error(str(f)).startswith(f"{f}:3: not UTF-8 text")
+
+
+def test_csv_written_with_semicolons_or_tabs(tmp_path: Path) -> None:
+    for sep in (";", "\t"):
+        f = write(tmp_path / "t.csv", f"question{sep}answer\r\nWhat is 1,5 + 1?{sep}2\r\n"
+                  f'"Two{sep} lines?"{sep}3\r\n')
+        task = load_task(str(f))
+        assert [(it.question, it.answer) for it in task.items] == [
+            ("What is 1,5 + 1?", "2"), (f"Two{sep} lines?", "3")]
+
+
+def test_a_header_that_is_data_is_clipped_in_the_error(tmp_path: Path) -> None:
+    # MMLU's CSVs as published have no header row: the first question becomes the header
+    f = write(tmp_path / "mmlu.csv", ('"' + "Which of these is long? " * 40 + '",a,b,c,d,A\n')
+              + '"Second?",a,b,c,d,B\n')
+    msg = one_line_error(str(f))
+    assert msg.startswith(f"{f}:2: no field 'question' (fields: Which of these") and len(msg) < 400
+
+
+def test_json_that_is_not_json_lines_says_so(tmp_path: Path) -> None:
+    hint = "JSON Lines holds one whole JSON object a line"
+    f = write(tmp_path / "array.jsonl", '[\n  {"question": "a", "answer": "1"}\n]\n')
+    assert one_line_error(str(f)).startswith(f"{f}:1: not valid JSON: Expecting value ({hint}")
+    f = write(tmp_path / "pretty.jsonl", '{\n  "question": "a",\n  "answer": "1"\n}\n')
+    assert hint in one_line_error(str(f))
+    f = write(tmp_path / "one.jsonl", '[{"question": "a", "answer": "1"}]\n')
+    assert one_line_error(str(f)) == (f"{f}:1: expected a JSON object, got a JSON array: JSON "
+                                      "Lines holds one object a line")
+    f = write(tmp_path / "cut.jsonl", '{"question": "a", "answer": "1"}\n{"question": "b", "ans\n')
+    assert one_line_error(str(f)) == f"{f}:2: not valid JSON: Invalid control character at"

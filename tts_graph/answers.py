@@ -6,33 +6,49 @@ raises: no answer is ``None``.
 
 from __future__ import annotations
 
+import math
 import re
 import unicodedata
 
+# "answer: X", "the final answer is X", and GSM8K's "#### X" (what few-shot GSM8K prompts teach)
 _ANSWER_LINE = re.compile(
-    r"(?:final answer|answer)\s*(?:is)?\s*[:=]?\s*(.+)", re.IGNORECASE
+    r"(?:final answer|answer|^[ \t]*####)\s*(?:is)?\s*[:=]?\s*(.+)", re.IGNORECASE | re.MULTILINE
 )
-_NUMBER = re.compile(r"-?\$?\s?\d[\d,]*(?:\.\d+)?(?:/\d+)?|-?\.\d+")
+_NUMBER = re.compile(r"-?\$?\s?\d[\d,]*(?:\.\d+)?(?:[eE][-+]?\d+\b)?(?:/\d+)?|-?\.\d+")
+# LaTeX a model writes numbers in: \frac{1}{2}, \dfrac12, 1{,}234, 1\,234, the minus sign
+_FRAC = re.compile(r"\\[dt]?frac\s*(?:\{\s*(-?[\d.]+)\s*\}|(\d))\s*(?:\{\s*(-?[\d.]+)\s*\}|(\d))")
+_DIGIT_GAP = re.compile(r"(?<=\d)(?:\{,\}|\\[,!; ]|[\u00a0\u2009\u202f])(?=\d)")
 _CHOICE = re.compile(r"\(?\b([A-J])\b\)?")
 
 
+_BOX = re.compile(r"\\(?:boxed|fbox)(?:\s*(\{)|[ \t]+([^\s${}]+))")
+
+
 def _boxed(text: str) -> str | None:
-    """Content of the last ``\\boxed{...}`` (balanced braces)."""
-    start = text.rfind("\\boxed")
-    if start < 0:
+    """Content of the last non-empty ``\\boxed{...}`` (balanced braces; ``\\fbox{}`` and
+    MATH's ``\\boxed 5`` too). An empty or unclosed box ("put it in \\boxed{}") is skipped."""
+    boxes = list(_BOX.finditer(text))
+    if not boxes:
         return None
-    i = text.find("{", start)
-    if i < 0:
-        return None
-    depth = 0
-    for j in range(i, len(text)):
-        if text[j] == "{":
-            depth += 1
-        elif text[j] == "}":
-            depth -= 1
-            if depth == 0:
-                return text[i + 1 : j].strip()
+    closes: dict[int, int] = {}  # "{" -> its "}", in one pass (a reply may hold many boxes)
+    opened: list[int] = []
+    for j, ch in enumerate(text):
+        if ch == "{":
+            opened.append(j)
+        elif ch == "}" and opened:
+            closes[opened.pop()] = j
+    for m in reversed(boxes):
+        if m.group(2) is not None:
+            return m.group(2)
+        end = closes.get(m.start(1))
+        if end is not None and (inner := text[m.start(1) + 1 : end].strip()):
+            return inner
     return None
+
+
+def last_boxed(text: str) -> str | None:
+    """The content of the last ``\\boxed{...}`` of ``text``, as written (None: no box)."""
+    return _boxed(text)
 
 
 def _answer_segment(text: str) -> str | None:
@@ -42,8 +58,19 @@ def _answer_segment(text: str) -> str | None:
     return matches[-1].group(1).strip()
 
 
+def _plain_numbers(text: str) -> str:
+    """``text`` with the LaTeX and typography of numbers made plain (``\\frac{1}{2}`` ->
+    ``1/2``, ``1{,}234`` -> ``1,234``, U+2212 -> ``-``), so that they are read whole."""
+    text = text.replace("\u2212", "-")
+    text = _DIGIT_GAP.sub(lambda m: "," if m.group(0) == "{,}" else "", text)
+    return _FRAC.sub(lambda m: f"{m.group(1) or m.group(2)}/{m.group(3) or m.group(4)}", text)
+
+
 def normalize_number(raw: str) -> str | None:
-    s = raw.replace(",", "").replace("$", "").replace(" ", "").strip()
+    # currency signs and a percent sign say what the number counts, not what it is: "€5" is
+    # 5 and "25%" is 25, as "$5" always was and as a reply's "25%" is read
+    s = re.sub(r"[,\s$€£¥₹]|\\(?=[$%])", "", raw)
+    s = s[:-1] if s.endswith("%") else s
     if not s:
         return None
     if "/" in s:
@@ -57,17 +84,20 @@ def normalize_number(raw: str) -> str | None:
             value = float(s)
         except ValueError:
             return None
+    if not math.isfinite(value):  # "inf", "nan", 1e999: not an answer, and int() would raise
+        return None
     if value == int(value) and abs(value) < 1e15:
         return str(int(value))
     return repr(round(value, 6))
 
 
 def extract_number(text: str) -> str | None:
-    for part in (_boxed(text), _answer_segment(text)):
-        if part:
-            nums = _NUMBER.findall(part)
-            if nums:
-                return normalize_number(nums[0])
+    text = _plain_numbers(text)
+    boxed, segment = _boxed(text), _answer_segment(text)
+    if boxed and (nums := _NUMBER.findall(boxed)):
+        return normalize_number(nums[0])
+    if segment and (num := _segment_number(segment)):
+        return num
     nums = _NUMBER.findall(text)
     return normalize_number(nums[-1]) if nums else None
 
@@ -77,29 +107,72 @@ def extract_boxed(text: str) -> str | None:
     return normalize_text(boxed) if boxed is not None else None
 
 
+# an answer that is an option letter alone ("C", "(c)", "[C]", "option C", "C.") or one that
+# leads its option's text ("c) green", "C: green", "C. green")
+_OPTION_ALONE = re.compile(r"[\s*_$]*(?:option\s+)?[(\[]?([A-Za-z])[)\]]?[\s.:*_$]*",
+                           re.IGNORECASE)
+_OPTION_LEADS = re.compile(r"[\s*_]*(?:\(([A-Za-z])\)|([A-Za-z])\)|([A-Z])[.:])\s")
+
+
+def _option(part: str, letters: str, *, search: bool) -> str | None:
+    """The option letter ``part`` is or starts with; with ``search``, else its first
+    capital standing alone (as before: a later capital in the text is not looked for)."""
+    part = re.sub(r"\\text(?:bf)?\{([^{}]*)\}", r"\1", part)
+    m = _OPTION_ALONE.fullmatch(part) or _OPTION_LEADS.match(part)
+    if m:
+        letter = next(g for g in m.groups() if g).upper()
+        return letter if letter in letters else None
+    if search and (m := _CHOICE.search(part)) and m.group(1) in letters:
+        return m.group(1)
+    return None
+
+
 def extract_choice(text: str, letters: str = "ABCDEFGHIJ") -> str | None:
     for part in (_boxed(text), _answer_segment(text)):
-        if part:
-            m = _CHOICE.search(part)
-            if m and m.group(1) in letters:
-                return m.group(1)
+        if part and (letter := _option(part, letters, search=True)):
+            return letter
+    # a reply that opens with the letter alone, then explains ("C\n\nA is wrong because")
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    if lines and (letter := _option(lines[0], letters, search=False)):
+        return letter
     found = [m.group(1) for m in _CHOICE.finditer(text) if m.group(1) in letters]
     return found[-1] if found else None
+
+
+# LaTeX that wraps a whole text answer: $...$, \(...\), \text{...}, \boxed{...}
+_WRAPPED = re.compile(r"\$+(.*?)\$+|\\\((.*?)\\\)|\\(?:text|textbf|mathrm|mbox|boxed)\{(.*)\}",
+                      re.DOTALL)
 
 
 def normalize_text(text: str) -> str:
     s = unicodedata.normalize("NFKC", text).strip().lower()
     s = re.sub(r"[\s]+", " ", s)
-    return s.strip(" .!\"'`*")
+    s = s.strip(" .!\"'`*")
+    while (m := _WRAPPED.fullmatch(s)) is not None:
+        s = next(g for g in m.groups() if g is not None).strip(" .!\"'`*")
+    return s
 
 
 def extract_text(text: str) -> str | None:
-    part = _answer_segment(text)
+    part = _boxed(text)
+    if part is None:
+        part = _answer_segment(text)
     if part is None:
         lines = [ln for ln in text.strip().splitlines() if ln.strip()]
         part = lines[-1] if lines else ""
     norm = normalize_text(part)
     return norm or None
+
+
+def _segment_number(segment: str) -> str | None:
+    """The number an answer line gives: its first number ("Answer: 12 apples, not 13"), or,
+    when its main clause (up to a parenthesis, "; " or ", ") is a calculation, the result
+    after the clause's last ``=`` ("The answer is 5 + 3 = 8", but "Answer: 10 (2*5=10,
+    not 3*3=9)" is 10)."""
+    clause = re.split(r"\(|\[|; |, ", segment, maxsplit=1)[0]
+    nums = _NUMBER.findall(clause.rpartition("=")[2]) if "=" in clause else []
+    nums = nums or _NUMBER.findall(segment)
+    return normalize_number(nums[0]) if nums else None
 
 
 def extract_answer(text: str, kind: str = "auto") -> str | None:
@@ -113,15 +186,13 @@ def extract_answer(text: str, kind: str = "auto") -> str | None:
     if kind == "text":
         return extract_text(text)
     # auto: a boxed answer, else a number in the answer line, else the answer line's text
+    text = _plain_numbers(text)
     boxed = _boxed(text)
     if boxed is not None:
         return normalize_number(boxed) or normalize_text(boxed)
     segment = _answer_segment(text)
     if segment:
-        nums = _NUMBER.findall(segment)
-        if nums:
-            return normalize_number(nums[0])
-        return normalize_text(segment) or None
+        return _segment_number(segment) or normalize_text(segment) or None
     return extract_number(text) or extract_text(text)
 
 

@@ -230,8 +230,9 @@ def budget_lines(b: dict[str, Any]) -> list[str]:
 
 def _print_summary(s) -> None:  # type: ignore[no-untyped-def]
     lo, hi = s.ci95
-    out.print(f"[bold]{s.graph}[/bold] on {s.task}: accuracy {s.accuracy:.1%} "
-              f"(95% CI {lo:.1%}–{hi:.1%}, {s.correct}/{s.scored})"
+    acc = (f"accuracy {s.accuracy:.1%} (95% CI {lo:.1%}–{hi:.1%}, {s.correct}/{s.scored})"
+           if s.scored else "no accuracy (no question scored)")  # not 0% of nothing
+    out.print(f"[bold]{s.graph}[/bold] on {s.task}: {acc}"
               + (f", {s.infra_errors} infrastructure errors" if s.infra_errors else ""))
     out.print(f"  tokens {s.prompt_tokens}+{s.completion_tokens} "
               f"({s.tokens_per_question:.0f}/question), cost ${s.cost_usd:.6f} "
@@ -256,17 +257,53 @@ def _print_summary(s) -> None:  # type: ignore[no-untyped-def]
     out.print(f"  results: {s.run_dir}", markup=False)
 
 
-def _compare_table(summaries) -> None:  # type: ignore[no-untyped-def]
-    t = Table(title="comparison", title_justify="left")
-    for col in ("graph", "task", "n", "accuracy", "95% CI", "tokens/q", "cost/q $",
-                "p50 s", "infra errors", "run"):
-        t.add_column(col, justify="left" if col in ("graph", "task", "run") else "right")
+#: what a run's questions and judging were: runs that differ in one are not comparable
+_SAME = ("task", "scorer", "split", "seed", "limit")
+
+
+def compare_notes(summaries, golds=None) -> list[str]:  # type: ignore[no-untyped-def]
+    """Why the rows of a comparison may not be comparable: unfinished runs (their accuracy
+    is over the questions done so far), runs on other questions or judged otherwise, and
+    (``golds``: each run's {item id: gold answer}) finished runs of the same task whose
+    questions or gold answers differ (a task file edited, or another file of that name)."""
+    notes = []
     for s in summaries:
-        t.add_row(s.graph, s.task, str(s.scored), f"{s.accuracy:.1%}",
-                  f"{s.ci95[0]:.1%}–{s.ci95[1]:.1%}", f"{s.tokens_per_question:.0f}",
-                  f"{s.cost_per_question:.6f}", f"{s.latency_p50:.2f}", str(s.infra_errors),
-                  s.run_dir)
+        if not s.finished:
+            notes.append(f"{s.run_dir}: unfinished, {s.scored} of {s.planned} questions "
+                         "scored: its accuracy is over those; --resume finishes it")
+    differ = [k for k in _SAME if len({getattr(s, k) for s in summaries}) > 1]
+    if differ:
+        notes.append("the runs differ in " + ", ".join(differ) + ": their accuracies are "
+                     "over other questions or judged otherwise")
+    done = [g for s, g in zip(summaries, golds or [], strict=False) if s.finished]
+    if not differ and len(done) > 1:
+        common = set(done[0]).intersection(*done[1:])
+        if any(len(g) != len(common) for g in done):
+            notes.append(f"the runs answered other questions ({len(common)} in common): "
+                         "their task files differ")
+        changed = sum(len({g[i] for g in done}) > 1 for i in common)
+        if changed:
+            notes.append(f"the gold answers differ on {changed} of the questions the runs "
+                         "share: their task files differ")
+    return notes
+
+
+def _compare_table(summaries, golds=None) -> None:  # type: ignore[no-untyped-def]
+    t = Table(title="comparison", title_justify="left")
+    for col in ("graph", "task", "scorer", "scored", "accuracy", "95% CI", "tokens/q",
+                "cost/q $", "p50 s", "infra errors", "run"):
+        t.add_column(col, justify="left" if col in ("graph", "task", "scorer", "run")
+                     else "right")
+    for s in summaries:
+        scored = f"{s.scored}" if s.finished else f"{s.scored}/{s.planned}"
+        acc, ci = ((f"{s.accuracy:.1%}", f"{s.ci95[0]:.1%}–{s.ci95[1]:.1%}") if s.scored
+                   else ("–", "–"))  # no scored question: no accuracy, not 0%
+        t.add_row(s.graph, s.task, s.scorer or "?", scored, acc, ci,
+                  f"{s.tokens_per_question:.0f}", f"{s.cost_per_question:.6f}",
+                  f"{s.latency_p50:.2f}", str(s.infra_errors), s.run_dir)
     out.print(t)
+    for line in compare_notes(summaries, golds):
+        err.print(f"note: {line}", markup=False)
 
 
 def compare(
@@ -277,19 +314,23 @@ def compare(
     """Compare finished runs side by side and plot accuracy against cost."""
     from ..evaluate.plot import accuracy_vs_cost
     from ..evaluate.store import ResultStore
-    from ..evaluate.summary import summarize
+    from ..evaluate.summary import gold_answers, summarize
 
-    summaries = []
+    summaries, golds = [], []
     for run_dir in runs:
         if not (run_dir / "results.sqlite").exists():
             raise _fail([f"{run_dir}: not a run directory (no results.sqlite)"])
         try:
-            summaries.append(summarize(ResultStore(run_dir)))
+            store = ResultStore(run_dir)
+            if store.identity() is None:
+                raise _fail([f"{run_dir}: no run recorded in results.sqlite"])
+            summaries.append(summarize(store))
+            golds.append(gold_answers(store))
         except TTSGraphError as exc:
             raise _fail([str(exc)]) from None
     path = accuracy_vs_cost(summaries, plot)
     if as_json:
         print(json.dumps([s.to_dict() for s in summaries], indent=2))
     else:
-        _compare_table(summaries)
+        _compare_table(summaries, golds)
         out.print(f"plot: {path}", markup=False)

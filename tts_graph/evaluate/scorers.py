@@ -20,6 +20,7 @@ from ..answers import (
     extract_code,
     extract_number,
     extract_text,
+    last_boxed,
     normalize_number,
     normalize_text,
 )
@@ -97,14 +98,21 @@ class NumericScorer(Scorer):
         return Score(_same_number(got, gold), f"got {got}, gold {gold}")
 
 
+_GSM8K_MARK = re.compile(r"^[ \t]*####[ \t]*(\S[^\n]*)", re.MULTILINE)
+
+
 class MathScorer(Scorer):
     """Mathematical equivalence with ``math-verify`` (``\\frac{1}{2}`` = ``0.5``, sets,
-    intervals, expressions); falls back to ``numeric`` when either side does not parse."""
+    intervals, expressions) between the gold answer, read whole, and the reply's last
+    ``\\boxed{}`` (else its ``#### N`` line, else what math-verify finds in it); falls back
+    to ``numeric`` when either side does not parse (``normalized`` for a gold answer with
+    no number in it)."""
 
     name = "math"
 
     def __init__(self) -> None:
         self._numeric = NumericScorer()
+        self._normalized = NormalizedScorer()
 
     def warm_up(self) -> None:
         # math-verify imports sympy and builds its LaTeX parser on first use: ~0.5 s
@@ -121,13 +129,29 @@ class MathScorer(Scorer):
         # signal.alarm timeouts work only in the main thread
         timeout = 5 if threading.current_thread() is threading.main_thread() else None
         try:
-            gold = parse(item.answer, parsing_timeout=timeout)
-            if not gold and "$" not in item.answer:
-                gold = parse(f"${item.answer}$", parsing_timeout=timeout)
+            # a bare gold answer is LaTeX math (MATH's `answer` field): read it whole, as
+            # math-verify reads a gold answer in $...$; bare, "(-\infty, 3]" parses as 3
+            # and "1,2" as 1.2
+            gold = []
+            want = item.answer
+            # a plain number LaTeX does not read ("€5", "1e3"): the number it is; a comma or
+            # a slash is left to math-verify ("1,2" is a set there; 1/3 stays exact)
+            if not re.search(r"[\\{}^,/]", want) and (plain := normalize_number(want)):
+                want = plain
+            if "$" not in want and "\\boxed" not in want:
+                gold = parse(f"${want}$", parsing_timeout=timeout)
+            if not gold:
+                gold = parse(want, parsing_timeout=timeout)
             pred = []
             for s in (text, answer):
                 if s:
-                    pred = parse(s, parsing_timeout=timeout)
+                    # the last \boxed{} only (MATH's last_boxed_only_string): a reply that
+                    # boxes 17, then rechecks and boxes 18, answers 18, not the set {17, 18};
+                    # else GSM8K's last "#### N" line, which math-verify does not look for
+                    marks = _GSM8K_MARK.findall(s)
+                    last = last_boxed(s) or (marks[-1].strip() if marks else None)
+                    pred = parse(f"\\boxed{{{last}}}" if last else s,
+                                 parsing_timeout=timeout)
                     if pred:
                         break
             if not gold or not pred:
@@ -138,11 +162,10 @@ class MathScorer(Scorer):
         return Score(bool(ok), f"got {pred[-1]}, gold {gold[-1]}")
 
     def _fallback(self, item: Item, answer: str | None, text: str | None, why: str) -> Score:
-        try:
-            s = self._numeric.score(item, answer, text)
-        except ScorerError:
-            return Score(False, why)
-        return Score(s.correct, f"{why}; numeric: {s.detail}")
+        # a gold answer that is no number (a word, a name) is compared as normalized text
+        fallback = self._numeric if _number(item.answer) is not None else self._normalized
+        s = fallback.score(item, answer, text)
+        return Score(s.correct, f"{why}; {fallback.name}: {s.detail}")
 
 
 # an answer that is an option letter: "B", "(b)", "option b", "b) the text", "B. the text";
@@ -152,7 +175,8 @@ _LETTER_PAREN = re.compile(r"\s*\(?([A-Za-z])\)\s")
 _LETTER_DOT = re.compile(r"\s*([A-Z])[.:]\s")
 
 
-def _leading_letter(answer: str) -> str | None:
+def option_letter(answer: str) -> str | None:
+    """The option letter ``answer`` is or starts with ("B", "(b)", "B.", "B) text"), or None."""
     m = (_LETTER_ONLY.fullmatch(answer) or _LETTER_PAREN.match(answer)
          or _LETTER_DOT.match(answer))
     return m.group(1).upper() if m else None
@@ -166,19 +190,22 @@ class ChoiceScorer(Scorer):
     name = "choice"
 
     def score(self, item: Item, answer: str | None, text: str | None) -> Score:
-        gold = item.answer.strip().strip("()").upper()
-        choices: dict[str, str] = item.meta.get("choices") or {}
+        gold = option_letter(item.answer) or item.answer.strip().upper()
+        choices = item.meta.get("choices") or {}
+        if isinstance(choices, (list, tuple)):  # options in order: A, B, ...
+            choices = {chr(65 + i): str(v) for i, v in enumerate(choices[:26])}
         letters = "".join(choices) or "ABCD"
         got = None
-        if answer and (lead := _leading_letter(answer)) in tuple(letters):
+        if answer and (lead := option_letter(answer)) in tuple(letters):
             got = lead
         if got is None and text:
             got = extract_choice(text, letters)
         if got is None and answer:
             got = extract_choice(answer, letters)
-        if got is None and answer and choices:
-            norm = normalize_text(answer)
-            got = next((k for k, v in choices.items() if normalize_text(v) == norm), None)
+        if got is None and choices:  # the option's text: the answer, else the answer line
+            norms = {normalize_text(answer) if answer else None,
+                     extract_text(text) if text else None} - {None, ""}
+            got = next((k for k, v in choices.items() if normalize_text(v) in norms), None)
         if got is None:
             return Score(False, f"no option letter in {_clip(answer if answer else text)}")
         return Score(got == gold, f"got {got}, gold {gold}")

