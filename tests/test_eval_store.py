@@ -97,6 +97,54 @@ def test_infra_errors_are_unscored_and_rerun_on_resume(tmp_path: Path) -> None:
     assert (s.infra_errors, s.scored, s.done) == (0, 20, 20)
 
 
+class Flaky(Exact):
+    """Fails to score some answers, as a scorer whose sandbox or temp space is gone does."""
+
+    def __init__(self, fail: set[str]) -> None:
+        self.fail = fail
+
+    def score(self, item: Item, answer: str | None, text: str | None) -> Score:
+        if item.id in self.fail:
+            raise OSError(28, "No space left on device")
+        return super().score(item, answer, text)
+
+
+def test_a_scorer_that_fails_is_an_infra_error_not_a_wrong_answer(tmp_path: Path) -> None:
+    """A scorer's exception ended the whole run (or, in eval workers, the worker)."""
+    store = ResultStore(tmp_path / "run")
+    store.bind(IDENT, resume=False)
+    asyncio.run(run_items(executor(), Flaky({"5", "6"}), ITEMS, store, concurrency=4))
+    rows = {r.item_id: r for r in store.rows()}
+    assert len(rows) == 20
+    for i in ("5", "6"):
+        assert rows[i].status == "error" and rows[i].correct is None
+        assert rows[i].error == "scoring failed: OSError: [Errno 28] No space left on device"
+    s = summarize(store)
+    assert s.infra_errors == 2 and s.scored == 18
+    store.bind(IDENT, resume=True)  # a resume scores them again
+    assert asyncio.run(run_items(executor(), Exact(), ITEMS, store)) == 2
+    assert summarize(store).scored == 20
+
+
+def test_a_code_sandbox_that_cannot_be_set_up_is_not_a_verdict(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from tts_graph import sandbox
+    from tts_graph.evaluate.scorers import CodeScorer, ScoringUnavailable
+    from tts_graph.sandbox.host import SETUP_FAILED, SandboxResult, _verdict
+
+    passed, reason = _verdict(SETUP_FAILED, False, "sandbox setup failed: mount /proc: EPERM\n")
+    assert not passed and reason == "sandbox setup failed: mount /proc: EPERM"
+    assert SandboxResult(passed, reason, "", "").setup_failed
+    # a program of its own that exits 97 is a failed program, as before
+    assert not SandboxResult(*_verdict(SETUP_FAILED, False, "boom"), "", "").setup_failed
+    monkeypatch.setattr(sandbox, "run_python",
+                        lambda *a, **k: SandboxResult(False, reason, "", ""))
+    item = Item("h", "q", "", {"prompt": "def f():\n", "test": "def check(c): pass",
+                              "entry_point": "f"})
+    with pytest.raises(ScoringUnavailable, match="code sandbox: sandbox setup failed"):
+        CodeScorer().score(item, None, "    return 1\n")  # type: ignore[arg-type]
+
+
 def test_resume_refuses_another_graph_or_task(tmp_path: Path) -> None:
     store = ResultStore(tmp_path / "run")
     store.bind(IDENT, resume=False)

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import TTSGraphError
 from ..executor import Executor, QueryResult
 from .store import ResultStore, Row
 
@@ -46,11 +47,19 @@ def freeze_setup() -> None:
     gc.freeze()
 
 
+#: the detail of an answer whose scoring failed (``score_result``): stored as an
+#: infrastructure error (unscored, run again by ``--resume``)
+SCORING_FAILED = "scoring failed: "
+
+
 def to_row(idx: int, item: Any, res: QueryResult, correct: bool | None, detail: str) -> Row:
     usage = res.usage
+    status, error = res.status, res.error
+    if correct is None and detail.startswith(SCORING_FAILED):
+        status, error = "error", detail
     return Row(
         item_id=str(item.id), idx=idx, question=item.question, gold=str(item.answer),
-        answer=res.answer, text=res.text, correct=correct, status=res.status, error=res.error,
+        answer=res.answer, text=res.text, correct=correct, status=status, error=error,
         score_detail=detail, latency_s=res.latency_s, prompt_tokens=usage.prompt_tokens,
         completion_tokens=usage.completion_tokens, cost_usd=usage.cost_usd,
         billed_usd=usage.billed_usd, flops=usage.flops, calls=usage.calls,
@@ -100,8 +109,12 @@ async def score_result(scorer: Any, item: Any, res: Any, threaded: bool
     ``threaded`` scores in a thread (the code sandbox blocks)."""
     if res.status == "error":
         return None, "infrastructure error: not scored"
-    if threaded:
-        score = await asyncio.to_thread(scorer.score, item, res.answer, res.text)
-    else:
-        score = scorer.score(item, res.answer, res.text)
+    try:
+        if threaded:
+            score = await asyncio.to_thread(scorer.score, item, res.answer, res.text)
+        else:
+            score = scorer.score(item, res.answer, res.text)
+    except Exception as exc:  # a scorer's failure is not the answer's: never scored wrong
+        what = str(exc) if isinstance(exc, TTSGraphError) else f"{type(exc).__name__}: {exc}"
+        return None, SCORING_FAILED + " ".join(what.split())
     return bool(score.correct), str(getattr(score, "detail", ""))

@@ -34,6 +34,12 @@ class ScorerError(TTSGraphError):
     """An unknown scorer name, or a scorer used on items it cannot score."""
 
 
+class ScoringUnavailable(TTSGraphError):
+    """What scoring needs could not be had for one answer (the code sandbox could not be
+    set up): an infrastructure failure, reported and run again by ``--resume``, never a
+    wrong answer."""
+
+
 @dataclass(frozen=True)
 class Score:
     correct: bool
@@ -286,6 +292,8 @@ class CodeScorer(Scorer):
         marker = f"TTS_GRAPH_CHECKED {secrets.token_hex(8)}"
         result = run_python(self.program(item, reply, marker), timeout_s=self.timeout_s,
                             memory_mb=self.memory_mb)
+        if result.setup_failed:  # the code never ran: not a verdict on it
+            raise ScoringUnavailable(f"code sandbox: {result.reason}")
         if result.passed and marker not in result.stdout.splitlines():
             return Score(False, "the program ended before the tests ran (exit status 0)")
         return Score(result.passed, result.reason)

@@ -33,12 +33,22 @@ GUARD_CANNOT_STOP = {
 MASKED_DIRS = ("/run", "/var/run", "/var/tmp", "/dev/shm", "/run/user", "/var/lib/docker")
 
 
+#: the child's exit status when it could not set the sandbox up (``child.die``)
+SETUP_FAILED = 97
+
+
 @dataclass(frozen=True)
 class SandboxResult:
     passed: bool
     reason: str
     stdout: str
     stderr: str
+
+    @property
+    def setup_failed(self) -> bool:
+        """The sandbox itself could not be set up: the code never ran (an infrastructure
+        failure, not a verdict on the code)."""
+        return self.reason.startswith("sandbox setup failed")
 
 
 # ------------------------------------------------------------------------------ mode selection
@@ -185,6 +195,8 @@ def _verdict(rc: int | None, timed_out: bool, stderr: str) -> tuple[bool, str]:
     last = next((ln.strip() for ln in reversed(stderr.splitlines()) if ln.strip()), "")
     if rc == 0:
         return True, "passed"
+    if rc == SETUP_FAILED and last.startswith("sandbox setup failed"):
+        return False, last
     if "MemoryError" in last or (rc == -signal.SIGKILL and "MemoryError" in stderr):
         return False, "memory limit"
     if rc == -signal.SIGXCPU:
