@@ -8,23 +8,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_tasks import one_line_error
 
-from tts_graph.errors import TTSGraphError
 from tts_graph.evaluate.scorers import get_scorer
-from tts_graph.evaluate.tasks import TaskError, load_task
+from tts_graph.evaluate.tasks import load_task
 
 
 def jsonl(path: Path, rows: list[dict[str, Any]]) -> str:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return str(path)
-
-
-def one_line_error(spec: str, **kw: str) -> str:
-    with pytest.raises(TaskError) as err:
-        load_task(spec, **kw)
-    msg = str(err.value)
-    assert "\n" not in msg and isinstance(err.value, TTSGraphError)
-    return msg
 
 
 def test_gsm8k_as_published(tmp_path: Path) -> None:
