@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import Request
+from starlette.requests import ClientDisconnect
 
 from .api_error import APIError
 from .conversation import _ROLES, _text, conversation_to_question
@@ -52,13 +53,19 @@ def _given(value: Any) -> bool:
 def parse_chat_request(raw: bytes) -> ChatRequest:
     """Validate a chat completion body; raises ``APIError`` (400) naming the problem."""
     try:
-        body = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        body = json.loads(raw, parse_constant=_no_constant, parse_int=_bounded_int)
+    except (_NotJSON, json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise APIError(400, f"the request body is not valid JSON: {exc}") from None
     except RecursionError:  # json's C parser recurses per level: ~1000 levels exhaust it
         raise APIError(400, _too_deep()) from None
     if _depth_exceeds(body, MAX_JSON_DEPTH):
         raise APIError(400, _too_deep())
+    where = _lone_surrogate(body)
+    if where is not None:
+        # valid JSON (a "\ud800" escape) but not Unicode: it cannot be encoded as UTF-8, so
+        # neither the answer nor an error message naming it could be sent back
+        raise APIError(400, "the request body holds a lone UTF-16 surrogate (an unpaired "
+                       "\\ud800-\\udfff escape): not valid Unicode", param=where or None)
     if not isinstance(body, dict):
         raise APIError(400, "the request body must be a JSON object")
     unknown = sorted(k for k in body if k not in _KNOWN)
@@ -98,6 +105,56 @@ def parse_chat_request(raw: bytes) -> ChatRequest:
     )
 
 
+class _NotJSON(ValueError):
+    """A value Python's json accepts but JSON (RFC 8259) or this server does not."""
+
+
+def _no_constant(name: str) -> Any:
+    raise _NotJSON(f"{name} is not a JSON value")
+
+
+#: longer integers are no sampling parameter; Python refuses to parse past 4300 digits anyway
+#: (with an error that would be a 500)
+MAX_INT_DIGITS = 100
+
+
+def _bounded_int(digits: str) -> int:
+    if len(digits.lstrip("-")) > MAX_INT_DIGITS:
+        raise _NotJSON(f"an integer has more than {MAX_INT_DIGITS} digits")
+    return int(digits)
+
+
+def _lone_surrogate(value: Any) -> str | None:
+    """The top-level field of ``value`` whose strings (keys included) hold a lone surrogate,
+    "" when that is a top-level key, None when there is none (iterative)."""
+    tops = value.items() if isinstance(value, dict) else [("", value)]
+    for key, top in tops:
+        if _has_surrogate(key):
+            return ""
+        stack = [top]
+        while stack:
+            item = stack.pop()
+            if isinstance(item, str):
+                if _has_surrogate(item):
+                    return key
+            elif isinstance(item, dict):
+                stack.extend(item.keys())
+                stack.extend(item.values())
+            elif isinstance(item, list):
+                stack.extend(item)
+    return None
+
+
+def _has_surrogate(text: str) -> bool:
+    if text.isascii():
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 def _too_deep() -> str:
     return f"the request body is nested too deeply (at most {MAX_JSON_DEPTH} levels)"
 
@@ -124,11 +181,16 @@ async def read_body(request: Request, limit: int) -> bytes:
         raise _too_large(limit)
     parts: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(limit)
-        parts.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise _too_large(limit)
+            parts.append(chunk)
+    except ClientDisconnect:
+        # gone mid-body: nobody reads the answer, but it must not be a traceback in the log
+        raise APIError(400, "the client disconnected before the whole body arrived",
+                       code="client_disconnected") from None
     return b"".join(parts)
 
 
