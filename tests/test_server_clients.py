@@ -9,14 +9,16 @@ log holds no traceback, and the server still answers the next client.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import socket
 from collections.abc import Iterator
 from typing import Any
 
+import openai
 import pytest
-from test_server import scripted_graphs, serve_app, user
+from test_server import aclient, client, scripted_graphs, serve_app, user
 
 from tts_graph.server import create_app
 
@@ -157,3 +159,162 @@ def test_client_gone_mid_body_leaves_no_traceback(
     still_serves(server)
     assert log.failures() == []
 
+
+
+# --------------------------------------------------------- clients that stall
+
+
+@pytest.fixture(scope="module")
+def impatient() -> Iterator[tuple[str, int]]:
+    """A server that waits 0.5 s for a body once its headers are in."""
+    app = create_app(scripted_graphs(), body_timeout_s=0.5)
+    with serve_app(app) as url:
+        host, port = url.removeprefix("http://").split(":")
+        yield host, int(port)
+
+
+@pytest.mark.parametrize("expect", [False, True])
+def test_client_stalled_mid_body_gets_408_and_the_connection_closes(
+        impatient: tuple[str, int], log: Records, expect: bool) -> None:
+    headers = {"Expect": "100-continue"} if expect else {}
+    request = post(OK_BODY, headers=headers)
+    # the socket stays open: the server, not the client, has to end this
+    sent = request[:len(request) - len(OK_BODY)] if expect else request[:-10]
+    raw = exchange(impatient, sent)
+    if expect:
+        assert raw.startswith(b"HTTP/1.1 100 Continue\r\n\r\n"), raw[:200]
+        raw = raw.removeprefix(b"HTTP/1.1 100 Continue\r\n\r\n")
+    err = api_error(raw, 408)
+    assert err["code"] == "request_timeout" and "did not arrive within 0.5 s" in err["message"]
+    assert response(raw)[1]["connection"] == "close"
+    still_serves(impatient)
+    assert log.failures() == []
+
+
+
+# ---------------------------------------------------- parameters as OpenAI checks them
+
+
+def test_every_parameter_a_real_client_sends_is_accepted(server: tuple[str, int]) -> None:
+    """The ``openai`` client with every ignored parameter at its bounds, plain and streamed,
+    sync and async: the checks below refuse nothing OpenAI takes."""
+    url = "http://{}:{}".format(*server)
+    kwargs: dict[str, Any] = dict(
+        model="echo", messages=user("q"), temperature=2, top_p=0, presence_penalty=-2,
+        frequency_penalty=2.0, max_tokens=1, max_completion_tokens=10 ** 30,
+        seed=-(2 ** 63), stop="x", user="u", metadata={"k": "v"}, store=False,
+        logit_bias={"50256": -100}, service_tier="auto", reasoning_effort="low",
+        parallel_tool_calls=True, n=1, logprobs=False, extra_body={"top_logprobs": None})
+    r = client(url).chat.completions.create(**kwargs)
+    assert r.choices[0].message.content == "ECHO:q"
+    chunks = list(client(url).chat.completions.create(
+        **{**kwargs, "stop": ["a", "b"], "seed": 2 ** 63 - 1}, stream=True,
+        stream_options={"include_usage": True}))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "ECHO:q"
+    assert chunks[-1].usage is not None and chunks[-1].usage.total_tokens > 0
+
+    async def both() -> list[str | None]:
+        c = aclient(url)
+        rs = await asyncio.gather(c.chat.completions.create(**kwargs),
+                                  c.chat.completions.create(**{**kwargs, "stop": None}))
+        return [x.choices[0].message.content for x in rs]
+
+    assert asyncio.run(both()) == ["ECHO:q", "ECHO:q"]
+
+
+@pytest.mark.parametrize(("extra", "param", "code", "needle"), [
+    ({"temperature": 5}, "temperature", "decimal_above_max_value",
+     "Invalid 'temperature': decimal above maximum value. Expected a value <= 2, but got 5"),
+    ({"temperature": -1}, "temperature", "decimal_below_min_value", "Expected a value >= 0"),
+    ('"temperature": 1e400', "temperature", "decimal_above_max_value", "got inf"),
+    ({"temperature": "hot"}, "temperature", "invalid_type",
+     "Invalid type for 'temperature': expected a decimal, but got a string instead."),
+    ({"top_p": 10}, "top_p", "decimal_above_max_value", "<= 1"),
+    ({"top_p": True}, "top_p", "invalid_type", "got a boolean"),
+    ({"presence_penalty": -3}, "presence_penalty", "decimal_below_min_value", ">= -2"),
+    ({"max_tokens": -1}, "max_tokens", "integer_below_min_value",
+     "Invalid 'max_tokens': integer below minimum value. Expected a value >= 1, but got -1"),
+    ({"max_tokens": 0}, "max_tokens", "integer_below_min_value", "got 0"),
+    ({"max_tokens": 10.5}, "max_tokens", "invalid_type", "expected an integer"),
+    ({"max_completion_tokens": "100"}, "max_completion_tokens", "invalid_type", "a string"),
+    ({"seed": 2 ** 63}, "seed", "integer_above_max_value", "<= 9223372036854775807"),
+    ({"stop": 3}, "stop", "invalid_type", "a string or an array of strings"),
+    ({"stop": ["a", None]}, "stop[1]", "invalid_type", "got null"),
+    ({"user": 42}, "user", "invalid_type", "expected a string"),
+    ({"metadata": {"k": 1}}, "metadata", "invalid_value", "'metadata.k'"),
+    ({"metadata": "x"}, "metadata", "invalid_type", "expected an object"),
+    ({"logit_bias": {"1": 101}}, "logit_bias", "invalid_value", "-100 to 100"),
+    ({"store": "yes"}, "store", "invalid_type", "a boolean"),
+    ({"stream_options": {"include_usage": "yes"}}, "stream_options.include_usage",
+     "invalid_type", "a boolean"),
+    ({"stream_options": []}, "stream_options", "invalid_type", "an object"),
+])
+def test_out_of_range_and_mistyped_parameters_are_openais_400(
+        server: tuple[str, int], extra: dict[str, Any] | str, param: str, code: str,
+        needle: str) -> None:
+    fields = extra if isinstance(extra, str) else json.dumps(extra)[1:-1]
+    body = ('{"model": "echo", "messages": [{"role": "user", "content": "q"}], ' + fields
+            + "}").encode()
+    err = api_error(exchange(server, post(body)), 400)
+    assert (err["param"], err["code"], err["type"]) == (param, code, "invalid_request_error")
+    assert needle in err["message"], err["message"]
+
+
+def test_the_openai_client_raises_bad_request_with_the_param(server: tuple[str, int]) -> None:
+    with pytest.raises(openai.BadRequestError) as exc:
+        client("http://{}:{}".format(*server)).chat.completions.create(
+            model="echo", messages=user("q"), temperature=3.5)  # type: ignore[arg-type]
+    assert exc.value.code == "decimal_above_max_value" and exc.value.param == "temperature"
+
+
+@pytest.mark.parametrize("n", [0, -1, 2, 10 ** 30, 1.5, "1", True])
+def test_n_other_than_1_is_400_streamed_or_not(server: tuple[str, int], n: Any) -> None:
+    for stream in (False, True):
+        body = json.dumps({"model": "echo", "messages": user("q"), "n": n,
+                           "stream": stream}).encode()
+        err = api_error(exchange(server, post(body)), 400)
+        assert err["param"] == "n" and "'n' must be 1" in err["message"]
+
+
+# ----------------------------------------------------------- methods and headers
+
+
+@pytest.mark.parametrize("content_type", ["text/plain;charset=UTF-8",
+                                          "application/x-www-form-urlencoded",
+                                          "multipart/form-data; boundary=x"])
+def test_a_body_that_is_not_declared_json_is_415(server: tuple[str, int],
+                                                 content_type: str) -> None:
+    # what fetch() sends for a string body, curl -d, and an HTML form: the three types a
+    # browser sends cross-site without a CORS preflight
+    err = api_error(exchange(server, post(OK_BODY, headers={"Content-Type": content_type})),
+                    415)
+    assert err["code"] == "unsupported_content_type" and content_type in err["message"]
+
+
+@pytest.mark.parametrize("content_type", [None, "application/json",
+                                          "Application/JSON; charset=utf-8",
+                                          "application/vnd.api+json"])
+def test_json_or_no_content_type_is_read(server: tuple[str, int],
+                                         content_type: str | None) -> None:
+    raw = exchange(server, post(OK_BODY, headers={"Content-Type": content_type or ""}))
+    assert response(raw)[0] == 200, raw[:300]
+
+
+@pytest.mark.parametrize("path", ["/health", "/v1/models", "/v1/models/echo"])
+def test_head_works_wherever_get_does(server: tuple[str, int], path: str) -> None:
+    raw = exchange(server, f"HEAD {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                   .encode())
+    status, headers, body = response(raw)
+    assert status == 200 and int(headers["content-length"]) > 0 and body == b""
+
+
+@pytest.mark.parametrize(("method", "path", "allow"), [
+    ("GET", "/v1/chat/completions", "POST"), ("OPTIONS", "/v1/chat/completions", "POST"),
+    ("DELETE", "/v1/models", "GET, HEAD"), ("POST", "/v1/models/echo", "GET, HEAD")])
+def test_405_says_which_methods_the_route_has(server: tuple[str, int], method: str,
+                                              path: str, allow: str) -> None:
+    raw = exchange(server, f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n"
+                   "Connection: close\r\n\r\n".encode())
+    err = api_error(raw, 405)
+    assert err["code"] == "method_not_allowed"
+    assert sorted(response(raw)[1]["allow"].split(", ")) == sorted(allow.split(", "))

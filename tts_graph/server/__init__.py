@@ -39,11 +39,13 @@ answers 502 with an OpenAI-style error body, plus the same ``tts_graph`` field.
 **Parameters.** The graph's own settings rule: ``temperature``, ``top_p``, ``max_tokens``,
 ``max_completion_tokens``, ``seed``, ``stop``, penalties, ``logit_bias``, ``user``,
 ``metadata``, ``store``, ``service_tier``, ``reasoning_effort`` and the like are accepted
-and ignored. Sampling seeds come from the graph, so the same question gets the same answer.
-``n`` must be 1. Parameters that would change what comes back and that a graph cannot honour
-(``tools``, ``functions``, ``tool_choice``, ``response_format`` other than text,
-``logprobs``, ``audio``, ``prediction``, ``web_search_options``...) are a 400 naming them, as
-are parameters OpenAI does not know.
+and ignored — once checked as OpenAI checks them (``temperature`` in [0, 2], ``max_tokens``
+≥ 1, ``seed`` a 64-bit integer, ``stop`` a string or strings...: see ``params``), so a client
+with a bug gets OpenAI's 400 here too. Sampling seeds come from the graph, so the same
+question gets the same answer. ``n`` must be 1. Parameters that would change what comes
+back and that a graph cannot honour (``tools``, ``functions``, ``tool_choice``,
+``response_format`` other than text, ``logprobs``, ``audio``, ``prediction``,
+``web_search_options``...) are a 400 naming them, as are parameters OpenAI does not know.
 
 **Streaming** (``stream: true``). Server-Sent Events in OpenAI's chunk format, ending with
 ``data: [DONE]``. A first chunk with the assistant role goes out at once. When the graph's
@@ -63,8 +65,12 @@ stream ends; text already sent stays sent.
 malformed body (not JSON — ``NaN``/``Infinity``, integers of more than ``MAX_INT_DIGITS``
 digits and lone UTF-16 surrogates included —, nested deeper than ``MAX_JSON_DEPTH``, or a
 client that left before its whole body arrived) or unsupported parameter,
-401 missing or wrong API key, 404 unknown graph or route, 413 body larger than
-``max_body_bytes``, 502 infrastructure error of the graph run. A bad body never reaches the
+401 missing or wrong API key, 404 unknown graph or route, 405 known route with another
+method (with an ``Allow`` header; HEAD works wherever GET does), 408 body not all arrived
+within ``body_timeout_s`` (``BODY_TIMEOUT_S``) of its headers, 413 body larger than
+``max_body_bytes``, 415 a ``Content-Type`` other than JSON (none at all is taken as JSON; a
+form or text type is what a web page may send cross-site unasked), 502 infrastructure error
+of the graph run. A bad body never reaches the
 log as a traceback.
 
 **Auth.** With an API key, every ``/v1`` request needs ``Authorization: Bearer <key>`` (the
@@ -85,7 +91,8 @@ A client that disconnects (while waiting or running, streaming or not) cancels i
 the run's pending backend calls are cancelled, not left to finish unseen.
 
 The package, one module per concern: ``api_error`` (OpenAI-style error bodies), ``protocol``
-(the request: accepted fields, limits, validation), ``conversation`` (messages → the question),
+(the request: accepted fields, limits, validation), ``params`` (the ignored fields' types and
+ranges), ``conversation`` (messages → the question),
 ``graphs`` (which graph serves which model name), ``runs`` (concurrency and cancellation of
 graph runs), ``responses`` (the answer's usage, extension field and finish reason), ``sse``
 (streaming), ``app`` (routes and auth) and ``serving`` (socket and uvicorn).
@@ -98,6 +105,7 @@ from .app import create_app
 from .conversation import conversation_to_question
 from .graphs import graph_files, load_graphs
 from .protocol import (
+    BODY_TIMEOUT_S,
     IGNORED_PARAMS,
     MAX_BODY_BYTES,
     MAX_JSON_DEPTH,
@@ -112,6 +120,7 @@ from .serving import bind_socket, serve
 from .sse import KEEPALIVE_S
 
 __all__ = [
+    "BODY_TIMEOUT_S",
     "IGNORED_PARAMS",
     "KEEPALIVE_S",
     "MAX_BODY_BYTES",

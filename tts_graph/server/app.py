@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..errors import GraphError, GraphErrors
 from .api_error import APIError
 from .graphs import load_graphs
-from .protocol import MAX_BODY_BYTES, parse_chat_request, read_body
+from .protocol import BODY_TIMEOUT_S, MAX_BODY_BYTES, parse_chat_request, read_body
 from .responses import _finish_reason, _infra_error, extension, usage_block
 from .runs import ServerState, _run_or_cancel
 from .sse import KEEPALIVE_S, _stream
@@ -32,7 +32,8 @@ def create_app(graphs: Mapping[str, Graph] | Sequence[str | Path | Graph], *,
                api_key: str | None = None, max_concurrency: int = 8,
                cache: ResponseCache | str | Path | None = None,
                keepalive_s: float = KEEPALIVE_S,
-               max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
+               max_body_bytes: int = MAX_BODY_BYTES,
+               body_timeout_s: float = BODY_TIMEOUT_S) -> FastAPI:
     """The OpenAI-compatible app serving ``graphs``.
 
     ``graphs`` is a mapping of model id → ``Graph`` (the caller keeps ownership: the app does
@@ -40,7 +41,8 @@ def create_app(graphs: Mapping[str, Graph] | Sequence[str | Path | Graph], *,
     objects, which the app identifies by graph name and, for the files it loads, closes on
     shutdown. ``cache`` applies to graphs loaded from files. ``api_key``: requests need
     ``Authorization: Bearer <api_key>``. ``max_concurrency``: graph runs at once; further
-    requests wait. ``max_body_bytes``: larger request bodies are a 413. Raises
+    requests wait. ``max_body_bytes``: larger request bodies are a 413. ``body_timeout_s``:
+    a body that has not all arrived this long after its headers is a 408. Raises
     ``GraphErrors`` for invalid files or duplicate names."""
     from ..graph import Graph
 
@@ -48,6 +50,8 @@ def create_app(graphs: Mapping[str, Graph] | Sequence[str | Path | Graph], *,
         raise ValueError("max_concurrency must be >= 1")
     if max_body_bytes < 1:
         raise ValueError("max_body_bytes must be >= 1")
+    if not body_timeout_s > 0:
+        raise ValueError("body_timeout_s must be > 0")
     owned: list[Graph] = []
     if isinstance(graphs, Mapping):
         table: dict[str, Graph] = dict(graphs)
@@ -77,8 +81,13 @@ def create_app(graphs: Mapping[str, Graph] | Sequence[str | Path | Graph], *,
                   redoc_url=None, openapi_url=None)
     app.state.tts = state
 
-    def error(exc: APIError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    def error(exc: APIError, headers: Mapping[str, str] | None = None) -> JSONResponse:
+        headers = dict(headers or {})
+        if exc.status == 401:
+            headers["WWW-Authenticate"] = "Bearer"
+        if exc.status == 408 or exc.code == "client_disconnected":
+            # the rest of the body may still come: the connection cannot carry a next request
+            headers["Connection"] = "close"
         return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
 
     @app.exception_handler(APIError)
@@ -90,7 +99,8 @@ def create_app(graphs: Mapping[str, Graph] | Sequence[str | Path | Graph], *,
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
         message = (f"no route {request.method} {request.url.path}" if exc.status_code in
                    (404, 405) else str(exc.detail))
-        return error(APIError(exc.status_code, message, code=code))
+        # the 405's Allow header says which methods the route has (RFC 9110 §15.5.6)
+        return error(APIError(exc.status_code, message, code=code), exc.headers)
 
     def authorize(request: Request) -> None:
         if expected is None:
@@ -120,16 +130,17 @@ def create_app(graphs: Mapping[str, Graph] | Sequence[str | Path | Graph], *,
                         f"(graphs: {', '.join(sorted(table)) or 'none'})",
                         code="model_not_found", param="model")
 
-    @app.get("/health")
+    # HEAD wherever GET is (RFC 9110 §9.3.2: load balancers probe with it)
+    @app.api_route("/health", methods=["GET", "HEAD"])
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/v1/models")
+    @app.api_route("/v1/models", methods=["GET", "HEAD"])
     async def list_models(request: Request) -> dict[str, Any]:
         authorize(request)
         return {"object": "list", "data": [model_card(n) for n in table]}
 
-    @app.get("/v1/models/{model_id}")
+    @app.api_route("/v1/models/{model_id}", methods=["GET", "HEAD"])
     async def get_model(model_id: str, request: Request) -> dict[str, Any]:
         authorize(request)
         if model_id not in table:
@@ -139,7 +150,7 @@ def create_app(graphs: Mapping[str, Graph] | Sequence[str | Path | Graph], *,
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
         authorize(request)
-        req = parse_chat_request(await read_body(request, max_body_bytes))
+        req = parse_chat_request(await read_body(request, max_body_bytes, body_timeout_s))
         if req.model not in table:
             raise unknown_model(req.model)
         cid = "chatcmpl-" + uuid.uuid4().hex

@@ -4,6 +4,7 @@ nesting limits, and the validation of a body into a ``ChatRequest`` (every probl
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -13,6 +14,7 @@ from starlette.requests import ClientDisconnect
 
 from .api_error import APIError
 from .conversation import _ROLES, _text, conversation_to_question
+from .params import check_params
 
 #: request fields that are accepted and ignored: the graph's own settings rule
 IGNORED_PARAMS = frozenset({
@@ -34,6 +36,8 @@ MAX_BODY_BYTES = 4 * 1024 * 1024
 #: an OpenAI body is ~5 levels deep; deeper ones are abuse (and would exhaust the recursion
 #: limit of whatever walks them)
 MAX_JSON_DEPTH = 64
+#: default time for a whole request body to arrive once its headers have: 4 MB at 70 KB/s
+BODY_TIMEOUT_S = 60.0
 
 
 @dataclass
@@ -76,6 +80,7 @@ def parse_chat_request(raw: bytes) -> ChatRequest:
     if bad:
         raise APIError(400, "not supported by tts-graph (a graph returns one text answer): "
                        + ", ".join(bad), param=bad[0], code="unsupported_parameter")
+    check_params(body)
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise APIError(400, "'model' is required: the name of a graph (GET /v1/models)",
@@ -88,8 +93,6 @@ def parse_chat_request(raw: bytes) -> ChatRequest:
     if stream is not None and not isinstance(stream, bool):
         raise APIError(400, "'stream' must be true or false", param="stream")
     opts = body.get("stream_options")
-    if opts is not None and not isinstance(opts, dict):
-        raise APIError(400, "'stream_options' must be an object", param="stream_options")
     ext = body.get("tts_graph")
     if ext is not None and (not isinstance(ext, dict)
                             or any(k not in ("steps", "calls") for k in ext)
@@ -172,26 +175,51 @@ def _depth_exceeds(value: Any, limit: int) -> bool:
     return False
 
 
-async def read_body(request: Request, limit: int) -> bytes:
+async def read_body(request: Request, limit: int,
+                    timeout_s: float = BODY_TIMEOUT_S) -> bytes:
     """The request body, or ``APIError`` 413 once it is known to exceed ``limit`` bytes:
     from ``Content-Length`` before reading, else while the chunks arrive (never buffered
-    past the limit)."""
+    past the limit); 408 when the whole body has not arrived within ``timeout_s``; 415 when
+    a ``Content-Type`` is given and is not JSON."""
+    _check_content_type(request.headers.get("content-type"))
     declared = request.headers.get("content-length")
     if declared is not None and declared.strip().isdigit() and int(declared) > limit:
         raise _too_large(limit)
     parts: list[bytes] = []
     size = 0
     try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise _too_large(limit)
-            parts.append(chunk)
+        # a client that stalls mid-body (or after "Expect: 100-continue") would otherwise
+        # hold its connection for ever: uvicorn has no timeout once the headers are in
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise _too_large(limit)
+                parts.append(chunk)
+    except TimeoutError:
+        raise APIError(408, f"the request body did not arrive within {timeout_s:g} s",
+                       code="request_timeout") from None
     except ClientDisconnect:
         # gone mid-body: nobody reads the answer, but it must not be a traceback in the log
         raise APIError(400, "the client disconnected before the whole body arrived",
                        code="client_disconnected") from None
     return b"".join(parts)
+
+
+def _check_content_type(value: str | None) -> None:
+    """No ``Content-Type`` is taken as JSON (what ``requests`` sends for a string body); a
+    form or text type is refused, as OpenAI does: those are what a browser may send
+    cross-site without asking (a CORS "simple request"), so a web page could not make a
+    local server without an API key spend tokens for it."""
+    if value is None:
+        return
+    media = value.partition(";")[0].strip().lower()
+    if media == "application/json" or (media.startswith("application/")
+                                       and media.endswith("+json")):
+        return
+    raise APIError(415, f"Unsupported content type: {value[:100]!r}. This API method only "
+                   "accepts 'application/json' requests (with curl: -H 'Content-Type: "
+                   "application/json').", code="unsupported_content_type")
 
 
 def _too_large(limit: int) -> APIError:
