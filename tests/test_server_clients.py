@@ -318,3 +318,19 @@ def test_405_says_which_methods_the_route_has(server: tuple[str, int], method: s
     err = api_error(raw, 405)
     assert err["code"] == "method_not_allowed"
     assert sorted(response(raw)[1]["allow"].split(", ")) == sorted(allow.split(", "))
+
+
+@pytest.mark.parametrize(("message", "param", "needle"), [
+    # a list or object as the role was a TypeError (unhashable), a 500 with a traceback
+    ({"role": ["user"], "content": "q"}, "messages[0].role", "is not supported"),
+    ({"role": {"user": 1}, "content": "q"}, "messages[0].role", "is not supported"),
+    ({"role": "user", "content": "q", "name": ["bob"]}, "messages[0].name",
+     "expected a string"),
+])
+def test_mistyped_message_fields_are_400(server: tuple[str, int], log: Records,
+                                         message: dict[str, Any], param: str, needle: str
+                                         ) -> None:
+    body = json.dumps({"model": "echo", "messages": [message]}).encode()
+    err = api_error(exchange(server, post(body)), 400)
+    assert err["param"] == param and needle in err["message"], err
+    assert log.failures() == []

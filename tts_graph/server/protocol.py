@@ -246,7 +246,7 @@ def _check_messages(messages: Any) -> None:
         if not isinstance(m, dict):
             raise APIError(400, f"{where}: a message must be an object", param=where)
         role = m.get("role")
-        if role not in _ROLES:
+        if not isinstance(role, str) or role not in _ROLES:  # a list or object: unhashable
             raise APIError(400, f"{where}.role: {role!r} is not supported (use system, "
                            "developer, user or assistant; tool messages are not supported)",
                            param=f"{where}.role")
@@ -255,6 +255,9 @@ def _check_messages(messages: Any) -> None:
         if extra:
             raise APIError(400, f"{where}: not supported: {', '.join(extra)}",
                            param=f"{where}.{extra[0]}")
+        if m.get("name") is not None and not isinstance(m["name"], str):
+            raise APIError(400, f"Invalid type for '{where}.name': expected a string.",
+                           param=f"{where}.name", code="invalid_type")
         content = m.get("content")
         if content is None and role == "assistant" and i < len(messages) - 1:
             continue
