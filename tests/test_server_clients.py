@@ -334,3 +334,20 @@ def test_mistyped_message_fields_are_400(server: tuple[str, int], log: Records,
     err = api_error(exchange(server, post(body)), 400)
     assert err["param"] == param and needle in err["message"], err
     assert log.failures() == []
+
+
+def test_error_messages_quote_a_clients_long_names_clipped(server: tuple[str, int]) -> None:
+    long = "a" * 100_000
+    for raw in (
+            exchange(server, f"GET /v1/models/{long} HTTP/1.1\r\nHost: x\r\n"
+                     "Connection: close\r\n\r\n".encode()),
+            exchange(server, f"GET /{long} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                     .encode()),
+            exchange(server, post(json.dumps({"model": long, "messages": user("q")}).encode())),
+            exchange(server, post(json.dumps({"model": "echo", "messages": user("q"),
+                                              **{f"{long}{i}": 1 for i in range(20)}}
+                                             ).encode()))):
+        err = api_error(raw, response(raw)[0])
+        assert response(raw)[0] in (400, 404)
+        assert len(err["message"]) < 2000 and "100,00" in err["message"], err["message"][:300]
+        assert err["param"] is None or len(err["param"]) < 200

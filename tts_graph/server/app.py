@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import GraphError, GraphErrors
-from .api_error import APIError
+from .api_error import APIError, clip
 from .graphs import load_graphs
 from .protocol import BODY_TIMEOUT_S, MAX_BODY_BYTES, parse_chat_request, read_body
 from .responses import _finish_reason, _infra_error, extension, usage_block
@@ -97,7 +97,7 @@ def create_app(graphs: Mapping[str, Graph] | Sequence[str | Path | Graph], *,
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
-        message = (f"no route {request.method} {request.url.path}" if exc.status_code in
+        message = (f"no route {clip(request.method)} {clip(request.url.path)}" if exc.status_code in
                    (404, 405) else str(exc.detail))
         # the 405's Allow header says which methods the route has (RFC 9110 §15.5.6)
         return error(APIError(exc.status_code, message, code=code), exc.headers)
@@ -126,7 +126,7 @@ def create_app(graphs: Mapping[str, Graph] | Sequence[str | Path | Graph], *,
         }
 
     def unknown_model(name: str) -> APIError:
-        return APIError(404, f"the model '{name}' does not exist: no graph of that name "
+        return APIError(404, f"the model '{clip(name)}' does not exist: no graph of that name "
                         f"(graphs: {', '.join(sorted(table)) or 'none'})",
                         code="model_not_found", param="model")
 

@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import Request
 from starlette.requests import ClientDisconnect
 
-from .api_error import APIError
+from .api_error import APIError, clip
 from .conversation import _ROLES, _text, conversation_to_question
 from .params import check_params
 
@@ -74,8 +74,10 @@ def parse_chat_request(raw: bytes) -> ChatRequest:
         raise APIError(400, "the request body must be a JSON object")
     unknown = sorted(k for k in body if k not in _KNOWN)
     if unknown:
-        raise APIError(400, "unrecognized request argument(s): " + ", ".join(unknown),
-                       param=unknown[0])
+        more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
+        raise APIError(400, "unrecognized request argument(s): "
+                       + ", ".join(clip(k) for k in unknown[:10]) + more,
+                       param=clip(unknown[0]))
     bad = sorted(k for k in UNSUPPORTED_PARAMS if _unsupported(k, body.get(k)))
     if bad:
         raise APIError(400, "not supported by tts-graph (a graph returns one text answer): "
