@@ -10,6 +10,7 @@ log holds no traceback, and the server still answers the next client.
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import logging
 import socket
@@ -289,6 +290,14 @@ def test_a_body_that_is_not_declared_json_is_415(server: tuple[str, int],
     err = api_error(exchange(server, post(OK_BODY, headers={"Content-Type": content_type})),
                     415)
     assert err["code"] == "unsupported_content_type" and content_type in err["message"]
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "br, gzip"])
+def test_a_compressed_body_is_415_naming_the_encoding(server: tuple[str, int],
+                                                      encoding: str) -> None:
+    body = gzip.compress(OK_BODY)
+    err = api_error(exchange(server, post(body, headers={"Content-Encoding": encoding})), 415)
+    assert err["code"] == "unsupported_content_encoding" and encoding in err["message"]
 
 
 @pytest.mark.parametrize("content_type", [None, "application/json",

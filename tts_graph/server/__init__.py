@@ -69,8 +69,8 @@ client that left before its whole body arrived) or unsupported parameter,
 method (with an ``Allow`` header; HEAD works wherever GET does), 408 body not all arrived
 within ``body_timeout_s`` (``BODY_TIMEOUT_S``) of its headers, 413 body larger than
 ``max_body_bytes``, 415 a ``Content-Type`` other than JSON (none at all is taken as JSON; a
-form or text type is what a web page may send cross-site unasked), 502 infrastructure error
-of the graph run. A bad body never reaches the
+form or text type is what a web page may send cross-site unasked) or a compressed body
+(``Content-Encoding``), 502 infrastructure error of the graph run. A bad body never reaches the
 log as a traceback.
 
 **Auth.** With an API key, every ``/v1`` request needs ``Authorization: Bearer <key>`` (the

@@ -182,8 +182,13 @@ async def read_body(request: Request, limit: int,
     """The request body, or ``APIError`` 413 once it is known to exceed ``limit`` bytes:
     from ``Content-Length`` before reading, else while the chunks arrive (never buffered
     past the limit); 408 when the whole body has not arrived within ``timeout_s``; 415 when
-    a ``Content-Type`` is given and is not JSON."""
+    a ``Content-Type`` is given and is not JSON, or the body is compressed."""
     _check_content_type(request.headers.get("content-type"))
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        # else the compressed bytes are reported as "not valid JSON: can't decode byte 0x8b"
+        raise APIError(415, f"Unsupported content encoding: {clip(encoding)!r}. Send the "
+                       "request body uncompressed.", code="unsupported_content_encoding")
     declared = request.headers.get("content-length")
     if declared is not None and declared.strip().isdigit() and int(declared) > limit:
         raise _too_large(limit)
