@@ -19,7 +19,7 @@ from typing import Any
 
 import openai
 import pytest
-from test_server import aclient, client, scripted_graphs, serve_app, user
+from test_server import SlowBackend, aclient, client, graph, scripted_graphs, serve_app, user
 
 from tts_graph.server import create_app
 
@@ -172,6 +172,52 @@ def impatient() -> Iterator[tuple[str, int]]:
     with serve_app(app) as url:
         host, port = url.removeprefix("http://").split(":")
         yield host, int(port)
+
+
+@pytest.fixture(scope="module")
+def hasty() -> Iterator[tuple[str, int]]:
+    """A server that waits 0.5 s for a request head once a connection opens or is answered."""
+    app = create_app(scripted_graphs())
+    with serve_app(app, head_timeout_s=0.5) as url:
+        host, port = url.removeprefix("http://").split(":")
+        yield host, int(port)
+
+
+@pytest.mark.parametrize("sent", [b"", b"POST /v1/chat/comp",
+                                  b"GET /v1/models HTTP/1.1\r\nHost: x\r\n"])
+def test_a_connection_without_a_whole_request_head_is_closed(
+        hasty: tuple[str, int], log: Records, sent: bytes) -> None:
+    # nothing yet, half a request line, headers without their blank line: uvicorn alone
+    # kept each such connection open for ever
+    assert exchange(hasty, sent) == b""
+    still_serves(hasty)
+    assert log.failures() == []
+
+
+def test_the_next_request_head_on_a_kept_alive_connection_is_timed_too(
+        hasty: tuple[str, int]) -> None:
+    with socket.create_connection(hasty, timeout=20) as s:
+        request = post(OK_BODY, headers={"Connection": ""})  # keep-alive
+        s.sendall(request)
+        raw = b""
+        while b"ECHO:q" not in raw:
+            raw += s.recv(65536)
+        assert response(raw)[0] == 200
+        s.sendall(b"GET /v1/mo")  # stops uvicorn's own keep-alive timer, not this one
+        while chunk := s.recv(65536):
+            raw += chunk
+    assert raw.count(b"HTTP/1.1 ") == 1
+
+
+def test_a_run_longer_than_the_head_deadline_still_answers() -> None:
+    app = create_app({"slow": graph("slow", SlowBackend(1.0))})
+    with serve_app(app, head_timeout_s=0.2) as url:
+        host, port = url.removeprefix("http://").split(":")
+        for stream in (False, True):
+            body = json.dumps({"model": "slow", "stream": stream,
+                               "messages": user("q")}).encode()
+            raw = exchange((host, int(port)), post(body))
+            assert response(raw)[0] == 200 and b"Answer: 4" in raw, raw[:300]
 
 
 @pytest.mark.parametrize("expect", [False, True])

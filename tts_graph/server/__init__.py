@@ -67,7 +67,9 @@ digits and lone UTF-16 surrogates included —, nested deeper than ``MAX_JSON_DE
 client that left before its whole body arrived) or unsupported parameter,
 401 missing or wrong API key, 404 unknown graph or route, 405 known route with another
 method (with an ``Allow`` header; HEAD works wherever GET does), 408 body not all arrived
-within ``body_timeout_s`` (``BODY_TIMEOUT_S``) of its headers, 413 body larger than
+within ``body_timeout_s`` (``BODY_TIMEOUT_S``) of its headers (a connection that has
+not sent a whole request head ``HEAD_TIMEOUT_S`` after it opened or was last answered is
+closed: there is no request yet to answer), 413 body larger than
 ``max_body_bytes``, 415 a ``Content-Type`` other than JSON (none at all is taken as JSON; a
 form or text type is what a web page may send cross-site unasked) or a compressed body
 (``Content-Encoding``), 502 infrastructure error of the graph run. A bad body never reaches the
@@ -95,7 +97,8 @@ The package, one module per concern: ``api_error`` (OpenAI-style error bodies), 
 ranges), ``conversation`` (messages → the question),
 ``graphs`` (which graph serves which model name), ``runs`` (concurrency and cancellation of
 graph runs), ``responses`` (the answer's usage, extension field and finish reason), ``sse``
-(streaming), ``app`` (routes and auth) and ``serving`` (socket and uvicorn).
+(streaming), ``app`` (routes and auth) and ``serving`` (socket and uvicorn, with a deadline
+for each request head).
 """
 
 from __future__ import annotations
@@ -116,11 +119,12 @@ from .protocol import (
 )
 from .responses import extension, usage_block
 from .runs import ServerState
-from .serving import bind_socket, serve
+from .serving import HEAD_TIMEOUT_S, bind_socket, serve, uvicorn_config
 from .sse import KEEPALIVE_S
 
 __all__ = [
     "BODY_TIMEOUT_S",
+    "HEAD_TIMEOUT_S",
     "IGNORED_PARAMS",
     "KEEPALIVE_S",
     "MAX_BODY_BYTES",
@@ -139,4 +143,5 @@ __all__ = [
     "read_body",
     "serve",
     "usage_block",
+    "uvicorn_config",
 ]
