@@ -3,6 +3,7 @@ check, and every error answered in OpenAI's format."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
 import time
@@ -22,6 +23,11 @@ from .protocol import BODY_TIMEOUT_S, MAX_BODY_BYTES, parse_chat_request, read_b
 from .responses import _finish_reason, _infra_error, extension, usage_block
 from .runs import ServerState, _run_or_cancel
 from .sse import KEEPALIVE_S, _stream
+
+#: bodies at least this large are parsed in a worker thread, at most ``THREADED_PARSES`` at
+#: once (a 64 KB body takes about a millisecond: below that the hop costs more than it saves)
+THREADED_PARSE_BYTES = 64 * 1024
+THREADED_PARSES = 2
 
 if TYPE_CHECKING:
     from ..cache import ResponseCache
@@ -66,6 +72,7 @@ def create_app(graphs: Mapping[str, Graph] | Sequence[str | Path | Graph], *,
                                               source="<graphs>")])
             table[g.name] = g
     state = ServerState(table, max_concurrency, owned=bool(owned))
+    parse_slots = asyncio.Semaphore(THREADED_PARSES)
     expected = api_key.encode() if api_key else None
 
     @contextlib.asynccontextmanager
@@ -150,7 +157,15 @@ def create_app(graphs: Mapping[str, Graph] | Sequence[str | Path | Graph], *,
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
         authorize(request)
-        req = parse_chat_request(await read_body(request, max_body_bytes, body_timeout_s))
+        raw = await read_body(request, max_body_bytes, body_timeout_s)
+        if len(raw) < THREADED_PARSE_BYTES:
+            req = parse_chat_request(raw)
+        else:
+            # parsing and checking MBs of JSON takes seconds of CPU: on the event loop it
+            # would stall every other client (their streams, their keep-alives) meanwhile;
+            # few at once, as the parsed objects weigh ~20x the body
+            async with parse_slots:
+                req = await asyncio.to_thread(parse_chat_request, raw)
         if req.model not in table:
             raise unknown_model(req.model)
         cid = "chatcmpl-" + uuid.uuid4().hex
