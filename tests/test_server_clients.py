@@ -123,6 +123,8 @@ def log() -> Iterator[Records]:
     # past Python's 4300-digit limit: a ValueError that was a 500 with a traceback
     (b'{"model": "echo", "messages": [{"role": "user", "content": "q"}], "max_tokens": '
      + b"9" * 5000 + b"}", None, "more than 100 digits"),
+    # past the C parser's recursion limit (a RecursionError inside json)
+    (b"[" * 100_000 + b"]" * 100_000, None, "nested too deeply"),
     # lone surrogates: valid JSON escapes, no Unicode; the answer (or the error naming them)
     # could not be encoded: a 500, or a stream cut after its first chunk
     (b'{"model": "echo", "messages": [{"role": "user", "content": "\\ud800 q"}]}',
