@@ -443,3 +443,22 @@ def test_a_large_body_is_parsed_off_the_event_loop(monkeypatch: pytest.MonkeyPat
         assert "nested too deeply" in api_error(exchange(addr, post(bad)), 400)["message"]
     assert where[0] == "tts-graph-server"  # serve_app's thread: the event loop's
     assert where[1] != "tts-graph-server" and where[2] != "tts-graph-server", where
+
+
+@pytest.mark.parametrize("raw", [
+    b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n{}",
+    b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+    b"Content-Length: 3\r\n\r\n{}",
+    b"GET /v1/models HTTP/1.1\r\nConnection: close\r\n\r\n",  # HTTP/1.1 without Host
+    b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03" + b"\x00" * 100,  # TLS to a plain port
+    b"GET /v1/models HTTP/1.1\r\nHost: x\r\nBad Header: 1\r\n\r\n",
+])
+def test_http_that_does_not_parse_is_openais_400(server: tuple[str, int], log: Records,
+                                                 raw: bytes) -> None:
+    # uvicorn answered these in plain text ("Invalid HTTP request received.")
+    out = exchange(server, raw)
+    err = api_error(out, 400)
+    assert err["code"] == "invalid_http_request"
+    assert response(out)[1]["connection"] == "close"
+    still_serves(server)
+    assert log.failures() == []

@@ -62,7 +62,8 @@ mid-stream is sent as ``data: {"error": {...}}`` (the ``openai`` client raises i
 stream ends; text already sent stays sent.
 
 **Errors** follow OpenAI's shape ``{"error": {"message", "type", "param", "code"}}``: 400
-malformed body (not JSON — ``NaN``/``Infinity``, integers of more than ``MAX_INT_DIGITS``
+HTTP that does not parse (code ``invalid_http_request``: uvicorn's plain-text answer is
+replaced), malformed body (not JSON — ``NaN``/``Infinity``, integers of more than ``MAX_INT_DIGITS``
 digits and lone UTF-16 surrogates included —, nested deeper than ``MAX_JSON_DEPTH``, or a
 client that left before its whole body arrived) or unsupported parameter,
 401 missing or wrong API key, 404 unknown graph or route, 405 known route with another

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import socket
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
+
+from .api_error import APIError
 
 if TYPE_CHECKING:
     import uvicorn
@@ -87,6 +90,21 @@ def _timed_h11(head_timeout_s: float) -> type[asyncio.Protocol]:
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm_head_timer()
             super().connection_lost(exc)
+
+        def send_400_response(self, msg: str) -> None:
+            # uvicorn answers a request h11 cannot parse (a bad Content-Length, a TLS
+            # handshake, a header section past h11's limit...) in plain text: here in
+            # OpenAI's error format like every other answer
+            body = json.dumps(APIError(400, "invalid HTTP request: the server could not "
+                                       "parse it (a malformed request line, headers or "
+                                       "framing, or headers too large)",
+                                       code="invalid_http_request").body()).encode()
+            headers = [(b"content-type", b"application/json"),
+                       (b"content-length", str(len(body)).encode()), (b"connection", b"close")]
+            for event in (h11.Response(status_code=400, headers=headers, reason=b"Bad Request"),
+                          h11.Data(data=body), h11.EndOfMessage()):
+                self.transport.write(self.conn.send(event))
+            self.transport.close()
 
         def _arm_head_timer(self) -> None:
             self._disarm_head_timer()
