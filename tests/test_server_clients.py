@@ -462,3 +462,15 @@ def test_http_that_does_not_parse_is_openais_400(server: tuple[str, int], log: R
     assert response(out)[1]["connection"] == "close"
     still_serves(server)
     assert log.failures() == []
+
+
+@pytest.mark.parametrize(("method", "path", "body"), [
+    ("POST", "/v1/chat/completions/", OK_BODY), ("GET", "/v1/models/", b""),
+    ("GET", "/v1/models/echo/", b""), ("GET", "/health/", b"")])
+def test_a_trailing_slash_is_the_same_route_not_a_redirect(
+        server: tuple[str, int], method: str, path: str, body: bytes) -> None:
+    # it was a 307 with an empty body to a URL built from the Host header
+    head = (f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
+    status, headers, out = response(exchange(server, head + body))
+    assert status == 200 and "location" not in headers and json.loads(out)

@@ -84,8 +84,10 @@ def create_app(graphs: Mapping[str, Graph] | Sequence[str | Path | Graph], *,
                 with contextlib.suppress(Exception):
                     await g.aclose()
 
+    # no redirect from "/path/" to "/path": a 307 with an empty body, to a URL built from the
+    # Host header, is no answer for an API client; each route takes both spellings instead
     app = FastAPI(title="tts-graph", version="1", lifespan=lifespan, docs_url=None,
-                  redoc_url=None, openapi_url=None)
+                  redoc_url=None, openapi_url=None, redirect_slashes=False)
     app.state.tts = state
 
     def error(exc: APIError, headers: Mapping[str, str] | None = None) -> JSONResponse:
@@ -139,15 +141,18 @@ def create_app(graphs: Mapping[str, Graph] | Sequence[str | Path | Graph], *,
 
     # HEAD wherever GET is (RFC 9110 §9.3.2: load balancers probe with it)
     @app.api_route("/health", methods=["GET", "HEAD"])
+    @app.api_route("/health/", methods=["GET", "HEAD"], include_in_schema=False)
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
     @app.api_route("/v1/models", methods=["GET", "HEAD"])
+    @app.api_route("/v1/models/", methods=["GET", "HEAD"], include_in_schema=False)
     async def list_models(request: Request) -> dict[str, Any]:
         authorize(request)
         return {"object": "list", "data": [model_card(n) for n in table]}
 
     @app.api_route("/v1/models/{model_id}", methods=["GET", "HEAD"])
+    @app.api_route("/v1/models/{model_id}/", methods=["GET", "HEAD"], include_in_schema=False)
     async def get_model(model_id: str, request: Request) -> dict[str, Any]:
         authorize(request)
         if model_id not in table:
@@ -155,6 +160,7 @@ def create_app(graphs: Mapping[str, Graph] | Sequence[str | Path | Graph], *,
         return model_card(model_id)
 
     @app.post("/v1/chat/completions")
+    @app.post("/v1/chat/completions/", include_in_schema=False)
     async def chat_completions(request: Request) -> Response:
         authorize(request)
         raw = await read_body(request, max_body_bytes, body_timeout_s)
