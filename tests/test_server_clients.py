@@ -287,6 +287,8 @@ def test_every_parameter_a_real_client_sends_is_accepted(server: tuple[str, int]
      "Invalid 'max_tokens': integer below minimum value. Expected a value >= 1, but got -1"),
     ({"max_tokens": 0}, "max_tokens", "integer_below_min_value", "got 0"),
     ({"max_tokens": 10.5}, "max_tokens", "invalid_type", "expected an integer"),
+    ({"max_tokens": 256.0}, "max_tokens", "invalid_type", "but got a decimal instead."),
+    ({"user": 7}, "user", "invalid_type", "but got an integer instead."),
     ({"max_completion_tokens": "100"}, "max_completion_tokens", "invalid_type", "a string"),
     ({"seed": 2 ** 63}, "seed", "integer_above_max_value", "<= 9223372036854775807"),
     ({"stop": 3}, "stop", "invalid_type", "a string or an array of strings"),

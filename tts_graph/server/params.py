@@ -94,8 +94,10 @@ def _is_number(value: Any) -> bool:
 def _json_type(value: Any) -> str:
     if isinstance(value, bool):
         return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a decimal"  # OpenAI's word: 256.0 is no integer to it either
     if isinstance(value, str):
         return "a string"
     if isinstance(value, list):
