@@ -476,3 +476,38 @@ def test_a_trailing_slash_is_the_same_route_not_a_redirect(
             f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
     status, headers, out = response(exchange(server, head + body))
     assert status == 200 and "location" not in headers and json.loads(out)
+
+
+# ----------------------------------------------------------------------- browsers
+
+
+def preflight(addr: tuple[str, int], path: str = "/v1/chat/completions") -> bytes:
+    return exchange(addr, f"OPTIONS {path} HTTP/1.1\r\nHost: x\r\nOrigin: https://app.example"
+                    "\r\nAccess-Control-Request-Method: POST\r\nAccess-Control-Request-Headers: "
+                    "authorization, content-type\r\nConnection: close\r\n\r\n".encode())
+
+
+def test_with_a_key_browsers_may_call_from_any_page() -> None:
+    key = "sk-cors-test"
+    app = create_app(scripted_graphs(), api_key=key)
+    with serve_app(app) as url:
+        host, port = url.removeprefix("http://").split(":")
+        addr = (host, int(port))
+        status, headers, _ = response(preflight(addr))
+        assert status == 200 and headers["access-control-allow-origin"] == "*"
+        assert "POST" in headers["access-control-allow-methods"]
+        assert "authorization" in headers["access-control-allow-headers"].lower()
+        raw = exchange(addr, post(OK_BODY, headers={"Origin": "https://app.example",
+                                                    "Authorization": f"Bearer {key}"}))
+        status, headers, _ = response(raw)
+        assert status == 200 and headers["access-control-allow-origin"] == "*"
+        # the key still guards it
+        err = api_error(exchange(addr, post(OK_BODY, headers={"Origin": "https://x"})), 401)
+        assert err["code"] == "invalid_api_key"
+
+
+def test_without_a_key_no_page_may_read_the_answers(server: tuple[str, int]) -> None:
+    raw = preflight(server)
+    assert response(raw)[0] == 405 and "access-control-allow-origin" not in response(raw)[1]
+    raw = exchange(server, post(OK_BODY, headers={"Origin": "https://evil.example"}))
+    assert response(raw)[0] == 200 and "access-control-allow-origin" not in response(raw)[1]

@@ -78,7 +78,10 @@ log as a traceback.
 
 **Auth.** With an API key, every ``/v1`` request needs ``Authorization: Bearer <key>`` (the
 scheme in any case, as RFC 7235 says). The key is compared in constant time and never logged
-or echoed.
+or echoed. With a key, browsers may call the API from any web page (CORS: preflights are
+answered, answers carry ``Access-Control-Allow-Origin: *``), as they may call OpenAI's; the
+key guards it. Without a key there is no CORS, and a body declared as a form or text is a 415:
+no web page can read answers from, or spend tokens on, a keyless server on the machine.
 
 **Per-client limits.** Every request, whoever sends it: a body of at most ``max_body_bytes``
 (``--max-body-mb``, default 4 MB; the ``Content-Length`` is checked before anything is read,

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -49,7 +50,8 @@ def create_app(graphs: Mapping[str, Graph] | Sequence[str | Path | Graph], *,
     ``Authorization: Bearer <api_key>``. ``max_concurrency``: graph runs at once; further
     requests wait. ``max_body_bytes``: larger request bodies are a 413. ``body_timeout_s``:
     a body that has not all arrived this long after its headers is a 408. Raises
-    ``GraphErrors`` for invalid files or duplicate names."""
+    ``GraphErrors`` for invalid files or duplicate names. With an ``api_key``, browsers may
+    call the API from any web page (CORS), as OpenAI's; without one, from none."""
     from ..graph import Graph
 
     if max_concurrency < 1:
@@ -89,6 +91,13 @@ def create_app(graphs: Mapping[str, Graph] | Sequence[str | Path | Graph], *,
     app = FastAPI(title="tts-graph", version="1", lifespan=lifespan, docs_url=None,
                   redoc_url=None, openapi_url=None, redirect_slashes=False)
     app.state.tts = state
+    if api_key:
+        # browsers may call it from any page, as they may call OpenAI's API: the key (which a
+        # page has only when its user gave it) guards it. Without a key, no CORS: no web page
+        # may read the answers of a server anyone on the machine can call
+        app.add_middleware(CORSMiddleware, allow_origins=["*"],
+                           allow_methods=["GET", "HEAD", "POST"], allow_headers=["*"],
+                           allow_private_network=True, max_age=600)
 
     def error(exc: APIError, headers: Mapping[str, str] | None = None) -> JSONResponse:
         headers = dict(headers or {})
