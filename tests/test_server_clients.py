@@ -506,8 +506,18 @@ def test_with_a_key_browsers_may_call_from_any_page() -> None:
         assert err["code"] == "invalid_api_key"
 
 
-def test_without_a_key_no_page_may_read_the_answers(server: tuple[str, int]) -> None:
+def test_without_a_key_no_page_may_read_the_answers_or_run_a_graph(
+        server: tuple[str, int]) -> None:
     raw = preflight(server)
     assert response(raw)[0] == 405 and "access-control-allow-origin" not in response(raw)[1]
-    raw = exchange(server, post(OK_BODY, headers={"Origin": "https://evil.example"}))
-    assert response(raw)[0] == 200 and "access-control-allow-origin" not in response(raw)[1]
+    # what a page's fetch(url, {method: "POST", mode: "no-cors", body: new Blob([json])})
+    # sends: no Content-Type, no preflight; it ran the graph
+    for origin in ("https://evil.example", "null", "http://127.0.0.1:1"):
+        raw = exchange(server, post(OK_BODY, headers={"Origin": origin, "Content-Type": ""}))
+        err = api_error(raw, 403)
+        assert err["code"] == "cross_origin_forbidden" and err["type"] == "permission_error"
+        assert "access-control-allow-origin" not in response(raw)[1]
+    # a page served by the server's own origin, and every client that is no browser, may
+    raw = exchange(server, post(OK_BODY, headers={"Origin": f"http://{server[0]}:{server[1]}",
+                                                  "Host": f"{server[0]}:{server[1]}"}))
+    assert response(raw)[0] == 200

@@ -61,27 +61,37 @@ retried mid-stream does not repeat text the client already has. An infrastructur
 mid-stream is sent as ``data: {"error": {...}}`` (the ``openai`` client raises it) and the
 stream ends; text already sent stays sent.
 
-**Errors** follow OpenAI's shape ``{"error": {"message", "type", "param", "code"}}``: 400
-HTTP that does not parse (code ``invalid_http_request``: uvicorn's plain-text answer is
-replaced), malformed body (not JSON — ``NaN``/``Infinity``, integers of more than ``MAX_INT_DIGITS``
-digits and lone UTF-16 surrogates included —, nested deeper than ``MAX_JSON_DEPTH``, or a
-client that left before its whole body arrived) or unsupported parameter,
-401 missing or wrong API key, 404 unknown graph or route, 405 known route with another
-method (with an ``Allow`` header; HEAD works wherever GET does), 408 body not all arrived
-within ``body_timeout_s`` (``BODY_TIMEOUT_S``) of its headers (a connection that has
-not sent a whole request head ``HEAD_TIMEOUT_S`` after it opened or was last answered is
-closed: there is no request yet to answer), 413 body larger than
-``max_body_bytes``, 415 a ``Content-Type`` other than JSON (none at all is taken as JSON; a
-form or text type is what a web page may send cross-site unasked) or a compressed body
-(``Content-Encoding``), 502 infrastructure error of the graph run. A bad body never reaches the
-log as a traceback.
+**Errors** follow OpenAI's shape ``{"error": {"message", "type", "param", "code"}}``:
+
+- 400: HTTP that does not parse (code ``invalid_http_request``: uvicorn's plain-text answer
+  is replaced); a malformed body (not JSON — ``NaN``/``Infinity``, integers of more than
+  ``MAX_INT_DIGITS`` digits and lone UTF-16 surrogates included —, nested deeper than
+  ``MAX_JSON_DEPTH``, or a client that left before its whole body arrived); an unsupported
+  or out-of-range parameter;
+- 401 missing or wrong API key; 403 a web page's request to a keyless server (see Auth);
+- 404 unknown graph or route; 405 known route, other method (with an ``Allow`` header;
+  HEAD works wherever GET does; a trailing slash is the same route);
+- 408 a body not all arrived ``body_timeout_s`` (``BODY_TIMEOUT_S``) after its headers. A
+  connection that has not sent a whole request head ``HEAD_TIMEOUT_S`` after it opened or
+  was last answered is closed (there is no request yet to answer);
+- 413 a body larger than ``max_body_bytes``;
+- 415 a ``Content-Type`` other than JSON (none at all is taken as JSON; a form or text type
+  is what a web page may send cross-site unasked) or a compressed body (``Content-Encoding``);
+- 502 an infrastructure error of the graph run.
+
+Error messages quote a client's names clipped to 100 characters. A bad request never reaches
+the log as a traceback.
 
 **Auth.** With an API key, every ``/v1`` request needs ``Authorization: Bearer <key>`` (the
 scheme in any case, as RFC 7235 says). The key is compared in constant time and never logged
 or echoed. With a key, browsers may call the API from any web page (CORS: preflights are
 answered, answers carry ``Access-Control-Allow-Origin: *``), as they may call OpenAI's; the
-key guards it. Without a key there is no CORS, and a body declared as a form or text is a 415:
-no web page can read answers from, or spend tokens on, a keyless server on the machine.
+key guards it. Without a key there is no CORS, and a chat completion that a browser sends
+from another origin (its ``Origin`` header names another host than ``Host``) is a 403
+``cross_origin_forbidden``: no web page can read answers from, or spend tokens on, a keyless
+server on the machine (clients that are no browser send no ``Origin``). DNS rebinding (a
+page whose own host name resolves to this server) is not guarded against: give a server
+that browsers can reach a key.
 
 **Per-client limits.** Every request, whoever sends it: a body of at most ``max_body_bytes``
 (``--max-body-mb``, default 4 MB; the ``Content-Length`` is checked before anything is read,

@@ -11,6 +11,7 @@ import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
@@ -130,6 +131,20 @@ def create_app(graphs: Mapping[str, Graph] | Sequence[str | Path | Graph], *,
             raise APIError(401, "missing or invalid API key: send 'Authorization: Bearer "
                            "<key>'", type="authentication_error", code="invalid_api_key")
 
+    def same_site_only(request: Request) -> None:
+        """Without a key, a browser request from another origin is refused: a page may send a
+        "simple" POST cross-site unasked (a Blob body carries no Content-Type at all), and it
+        would run a graph, spending tokens, for whoever opened the page. Browsers always name
+        the page's origin on such a request; other clients send no Origin."""
+        origin = request.headers.get("origin")
+        if expected is not None or origin is None:
+            return
+        if urlsplit(origin).netloc.lower() != request.headers.get("host", "").lower():
+            raise APIError(403, f"cross-origin request refused (Origin: {clip(origin)}): this "
+                           "server has no API key, so web pages may not call it; start it "
+                           "with --api-key-env to allow them", type="permission_error",
+                           code="cross_origin_forbidden")
+
     def model_card(name: str) -> dict[str, Any]:
         g = table[name]
         spec = g.spec
@@ -172,6 +187,7 @@ def create_app(graphs: Mapping[str, Graph] | Sequence[str | Path | Graph], *,
     @app.post("/v1/chat/completions/", include_in_schema=False)
     async def chat_completions(request: Request) -> Response:
         authorize(request)
+        same_site_only(request)
         raw = await read_body(request, max_body_bytes, body_timeout_s)
         if len(raw) < THREADED_PARSE_BYTES:
             req = parse_chat_request(raw)
