@@ -18,7 +18,7 @@ _DECIMALS: dict[str, tuple[float, float]] = {
 #: integers: their inclusive range (None: unbounded); seeds are 64-bit
 _INTEGERS: dict[str, tuple[int | None, int | None]] = {
     "max_tokens": (1, None), "max_completion_tokens": (1, None), "top_logprobs": (0, 20),
-    "seed": (-(2 ** 63), 2 ** 63 - 1),
+    "seed": (-(2 ** 63), 2 ** 63 - 1), "n": (1, 128),
 }
 _STRINGS = ("user", "service_tier", "reasoning_effort", "verbosity", "prompt_cache_key",
             "safety_identifier")

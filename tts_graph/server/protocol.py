@@ -87,10 +87,9 @@ def parse_chat_request(raw: bytes) -> ChatRequest:
     if not isinstance(model, str) or not model:
         raise APIError(400, "'model' is required: the name of a graph (GET /v1/models)",
                        param="model")
-    n = body.get("n")
-    if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n != 1):
+    if body.get("n") not in (None, 1):  # its type and range were checked as OpenAI does
         raise APIError(400, "'n' must be 1: a graph gives one answer (it samples inside)",
-                       param="n")
+                       param="n", code="unsupported_value")
     stream = body.get("stream")
     if stream is not None and not isinstance(stream, bool):
         raise APIError(400, "'stream' must be true or false", param="stream")
