@@ -31,7 +31,13 @@ from tts_graph import Graph
 from tts_graph.backends.base import Backend, GenerationRequest, ModelInfo
 from tts_graph.backends.scripted import ScriptedBackend
 from tts_graph.errors import BackendError
-from tts_graph.server import bind_socket, conversation_to_question, create_app
+from tts_graph.server import (
+    HEAD_TIMEOUT_S,
+    bind_socket,
+    conversation_to_question,
+    create_app,
+    uvicorn_config,
+)
 from tts_graph.types import Completion
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,12 +47,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @contextmanager
-def serve_app(app: Any, *, log_level: str = "warning", access_log: bool = False
-              ) -> Iterator[str]:
-    """Serve ``app`` from a thread on a free loopback port; yields the base URL."""
+def serve_app(app: Any, *, log_level: str = "warning", access_log: bool = False,
+              head_timeout_s: float = HEAD_TIMEOUT_S) -> Iterator[str]:
+    """Serve ``app`` from a thread on a free loopback port, with the settings ``tts-graph
+    serve`` uses; yields the base URL."""
     sock = bind_socket("127.0.0.1", 0)
-    config = uvicorn.Config(app, log_level=log_level, access_log=access_log,
-                            timeout_graceful_shutdown=2)
+    config = uvicorn_config(app, log_level=log_level, access_log=access_log,
+                            head_timeout_s=head_timeout_s, timeout_graceful_shutdown=2)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True,
                               name="tts-graph-server")
@@ -450,8 +457,9 @@ def test_deeply_nested_bodies_are_400_without_a_traceback(
     out, err = capfd.readouterr()
     for text in (out, err, caplog.text):
         assert "Traceback" not in text and "RecursionError" not in text
-    ok = httpx.post(url + "/v1/chat/completions", json={
-        "model": "echo", "messages": user("q"), "metadata": {"a": {"b": [1, [2]]}}})
+    ok = httpx.post(url + "/v1/chat/completions", json={  # nested, but not too deeply
+        "model": "echo", "messages": [{"role": "user", "content": [{"type": "text",
+                                                                    "text": "q"}]}]})
     assert ok.status_code == 200, ok.text
 
 

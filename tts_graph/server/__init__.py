@@ -39,11 +39,13 @@ answers 502 with an OpenAI-style error body, plus the same ``tts_graph`` field.
 **Parameters.** The graph's own settings rule: ``temperature``, ``top_p``, ``max_tokens``,
 ``max_completion_tokens``, ``seed``, ``stop``, penalties, ``logit_bias``, ``user``,
 ``metadata``, ``store``, ``service_tier``, ``reasoning_effort`` and the like are accepted
-and ignored. Sampling seeds come from the graph, so the same question gets the same answer.
-``n`` must be 1. Parameters that would change what comes back and that a graph cannot honour
-(``tools``, ``functions``, ``tool_choice``, ``response_format`` other than text,
-``logprobs``, ``audio``, ``prediction``, ``web_search_options``...) are a 400 naming them, as
-are parameters OpenAI does not know.
+and ignored — once checked as OpenAI checks them (``temperature`` in [0, 2], ``max_tokens``
+≥ 1, ``seed`` a 64-bit integer, ``stop`` a string or strings...: see ``params``), so a client
+with a bug gets OpenAI's 400 here too. Sampling seeds come from the graph, so the same
+question gets the same answer. ``n`` must be 1. Parameters that would change what comes
+back and that a graph cannot honour (``tools``, ``functions``, ``tool_choice``,
+``response_format`` other than text, ``logprobs``, ``audio``, ``prediction``,
+``web_search_options``...) are a 400 naming them, as are parameters OpenAI does not know.
 
 **Streaming** (``stream: true``). Server-Sent Events in OpenAI's chunk format, ending with
 ``data: [DONE]``. A first chunk with the assistant role goes out at once. When the graph's
@@ -59,15 +61,37 @@ retried mid-stream does not repeat text the client already has. An infrastructur
 mid-stream is sent as ``data: {"error": {...}}`` (the ``openai`` client raises it) and the
 stream ends; text already sent stays sent.
 
-**Errors** follow OpenAI's shape ``{"error": {"message", "type", "param", "code"}}``: 400
-malformed body (not JSON, nested deeper than ``MAX_JSON_DEPTH``) or unsupported parameter,
-401 missing or wrong API key, 404 unknown graph or route, 413 body larger than
-``max_body_bytes``, 502 infrastructure error of the graph run. A bad body never reaches the
-log as a traceback.
+**Errors** follow OpenAI's shape ``{"error": {"message", "type", "param", "code"}}``:
+
+- 400: HTTP that does not parse (code ``invalid_http_request``: uvicorn's plain-text answer
+  is replaced); a malformed body (not JSON — ``NaN``/``Infinity``, integers of more than
+  ``MAX_INT_DIGITS`` digits and lone UTF-16 surrogates included —, nested deeper than
+  ``MAX_JSON_DEPTH``, or a client that left before its whole body arrived); an unsupported
+  or out-of-range parameter;
+- 401 missing or wrong API key; 403 a web page's request to a keyless server (see Auth);
+- 404 unknown graph or route; 405 known route, other method (with an ``Allow`` header;
+  HEAD works wherever GET does; a trailing slash is the same route);
+- 408 a body not all arrived ``body_timeout_s`` (``BODY_TIMEOUT_S``) after its headers. A
+  connection that has not sent a whole request head ``HEAD_TIMEOUT_S`` after it opened or
+  was last answered is closed (there is no request yet to answer);
+- 413 a body larger than ``max_body_bytes``;
+- 415 a ``Content-Type`` other than JSON (none at all is taken as JSON; a form or text type
+  is what a web page may send cross-site unasked) or a compressed body (``Content-Encoding``);
+- 502 an infrastructure error of the graph run.
+
+Error messages quote a client's names clipped to 100 characters. A bad request never reaches
+the log as a traceback.
 
 **Auth.** With an API key, every ``/v1`` request needs ``Authorization: Bearer <key>`` (the
 scheme in any case, as RFC 7235 says). The key is compared in constant time and never logged
-or echoed.
+or echoed. With a key, browsers may call the API from any web page (CORS: preflights are
+answered, answers carry ``Access-Control-Allow-Origin: *``), as they may call OpenAI's; the
+key guards it. Without a key there is no CORS, and a chat completion that a browser sends
+from another origin (its ``Origin`` header names another host than ``Host``) is a 403
+``cross_origin_forbidden``: no web page can read answers from, or spend tokens on, a keyless
+server on the machine (clients that are no browser send no ``Origin``). DNS rebinding (a
+page whose own host name resolves to this server) is not guarded against: give a server
+that browsers can reach a key.
 
 **Per-client limits.** Every request, whoever sends it: a body of at most ``max_body_bytes``
 (``--max-body-mb``, default 4 MB; the ``Content-Length`` is checked before anything is read,
@@ -83,10 +107,12 @@ A client that disconnects (while waiting or running, streaming or not) cancels i
 the run's pending backend calls are cancelled, not left to finish unseen.
 
 The package, one module per concern: ``api_error`` (OpenAI-style error bodies), ``protocol``
-(the request: accepted fields, limits, validation), ``conversation`` (messages → the question),
+(the request: accepted fields, limits, validation), ``params`` (the ignored fields' types and
+ranges), ``conversation`` (messages → the question),
 ``graphs`` (which graph serves which model name), ``runs`` (concurrency and cancellation of
 graph runs), ``responses`` (the answer's usage, extension field and finish reason), ``sse``
-(streaming), ``app`` (routes and auth) and ``serving`` (socket and uvicorn).
+(streaming), ``app`` (routes and auth) and ``serving`` (socket and uvicorn, with a deadline
+for each request head).
 """
 
 from __future__ import annotations
@@ -96,6 +122,7 @@ from .app import create_app
 from .conversation import conversation_to_question
 from .graphs import graph_files, load_graphs
 from .protocol import (
+    BODY_TIMEOUT_S,
     IGNORED_PARAMS,
     MAX_BODY_BYTES,
     MAX_JSON_DEPTH,
@@ -106,10 +133,12 @@ from .protocol import (
 )
 from .responses import extension, usage_block
 from .runs import ServerState
-from .serving import bind_socket, serve
+from .serving import HEAD_TIMEOUT_S, bind_socket, serve, uvicorn_config
 from .sse import KEEPALIVE_S
 
 __all__ = [
+    "BODY_TIMEOUT_S",
+    "HEAD_TIMEOUT_S",
     "IGNORED_PARAMS",
     "KEEPALIVE_S",
     "MAX_BODY_BYTES",
@@ -128,4 +157,5 @@ __all__ = [
     "read_body",
     "serve",
     "usage_block",
+    "uvicorn_config",
 ]

@@ -23,3 +23,9 @@ class APIError(Exception):
     def body(self) -> dict[str, Any]:
         return {"error": {"message": self.message, "type": self.type, "param": self.param,
                           "code": self.code}, **self.extra}
+
+
+def clip(text: str, limit: int = 100) -> str:
+    """``text`` as an error message quotes it: at most ``limit`` characters (a client's
+    100 KB model name is not sent back whole)."""
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text):,} characters)"
