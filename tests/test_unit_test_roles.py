@@ -145,6 +145,21 @@ def test_sandbox_check_counts_only_its_own_harness(ending: str) -> None:
         False, False, True]
 
 
+def test_a_sandbox_that_cannot_be_set_up_is_an_infra_error(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The candidates' code never ran: every test used to count as failed (a verdict)."""
+    from tts_graph.roles import unit_test_evaluator
+    from tts_graph.sandbox.host import SandboxResult
+
+    monkeypatch.setattr(unit_test_evaluator, "run_python", lambda *a, **k: SandboxResult(
+        False, "sandbox setup failed: mount /proc: Operation not permitted", "", ""))
+    nodes, backends = graph_for("sandbox")
+    res = run(nodes, backends, "check")
+    assert res.status == "error" and res.steps["check"].status == "error"
+    assert res.error == ("check: code sandbox: sandbox setup failed: mount /proc: "
+                         "Operation not permitted")
+
+
 @pytest.mark.parametrize(("nodes", "message"), [
     ("  s: {role: solver, model: m}\n  e: {role: unit_test_evaluator, model: m, inputs: [s]}",
      "nodes.e.inputs: needs a unit_test_generator among its inputs"),

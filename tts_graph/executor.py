@@ -375,7 +375,12 @@ class Executor:
                         status = "budget"
                     results.append(comps)
         # a step whose every call failed or was refused degrades to what its inputs hold
-        out = role.finish(ctx, results) if any(results) or not calls else role.passthrough(ctx)
+        try:
+            out = role.finish(ctx, results) if any(results) or not calls \
+                else role.passthrough(ctx)
+        except BackendError as exc:  # what the role itself runs on failed (the code sandbox)
+            status, error = "error", str(exc)
+            out = role.passthrough(ctx)
         out.step = step.id
         out.status = status if out.status == "ok" else out.status
         out.error = error

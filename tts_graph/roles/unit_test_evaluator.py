@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import ClassVar
 
 from ..answers import extract_code
+from ..errors import BackendError
 from ..sandbox import run_python
 from ..spec import UnitTestEvaluatorNode
 from ..types import Candidate, Completion, StepOutput
@@ -71,6 +72,8 @@ def sandbox_verdicts(code: str, tests: list[str], timeout_s: float) -> list[bool
     marker = f"TTS_GRAPH_TESTS {secrets.token_hex(8)}"
     result = run_python(code + _HARNESS.format(tests=repr(tests), marker=marker),
                         timeout_s=timeout_s)
+    if result.setup_failed:  # the code never ran: no verdict on it (an infrastructure error)
+        raise BackendError(f"code sandbox: {result.reason}")
     for line in reversed(result.stdout.splitlines()):
         if line.startswith(marker + " "):
             try:
