@@ -20,6 +20,7 @@ import asyncio
 import email.utils
 import hashlib
 import json
+import math
 import os
 import threading
 import time
@@ -73,23 +74,35 @@ def _retry_after(exc: BaseException) -> float | None:
         return None
     try:
         ms = headers.get("retry-after-ms")
-        if ms is not None:
-            return float(ms) / 1000.0
         value = headers.get("retry-after")
     except AttributeError:
         return None
+    # a server's garbage ("soon", a bad date) means no hint, not a crash of the call
+    if ms is not None:
+        try:
+            return max(0.0, float(ms) / 1000.0)
+        except (TypeError, ValueError):
+            pass
     if value is None:
         return None
     try:
         return max(0.0, float(value))
-    except ValueError:
+    except (TypeError, ValueError):
+        pass
+    try:
         parsed = email.utils.parsedate_to_datetime(str(value))
-        return max(0.0, parsed.timestamp() - time.time()) if parsed else None
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    return max(0.0, parsed.timestamp() - time.time())
 
 
-def classify(exc: BaseException, litellm: Any, redact: str | None = None) -> BackendError:
-    """Map a litellm/httpx/openai failure to a transient or a permanent backend error."""
-    text = f"{type(exc).__name__}: {exc}"
+def classify(exc: BaseException, litellm: Any, redact: str | None = None,
+             model: str | None = None) -> BackendError:
+    """Map a litellm/httpx/openai failure to a transient or a permanent backend error: one
+    line, naming ``model`` when given, without the traceback litellm puts in some messages."""
+    text = f"{type(exc).__name__}: {exc}".split("Traceback (most recent call last)")[0].rstrip()
+    if model:
+        text = f"model {model!r}: {text}"
     if redact:
         text = text.replace(redact, "***")
     text = " ".join(text.split())[:500]
@@ -206,6 +219,8 @@ class LitellmBackend(Backend):
             async for chunk in resp:
                 usage = getattr(chunk, "usage", None) or usage
                 for choice in getattr(chunk, "choices", None) or []:
+                    if getattr(choice, "index", 0) not in (0, None):
+                        continue  # one sample asked: another choice is not part of it
                     delta = getattr(getattr(choice, "delta", None), "content", None)
                     if delta:
                         pieces.append(delta)
@@ -220,18 +235,38 @@ class LitellmBackend(Backend):
             raise
         except Exception as exc:
             _close_later(resp)
-            raise classify(exc, litellm, key) from None
+            raise classify(exc, litellm, key, self.model) from None
+        # litellm ends every stream with finish_reason "stop", whether the server sent one or
+        # its stream stopped short (a clean close, an HTML page, [DONE] first): what the server
+        # sent is on the stream wrapper, and a stream without it is not a whole answer
+        if (getattr(resp, "received_finish_reason", "") is None
+                and getattr(resp, "intermittent_finish_reason", None) is None):
+            raise TransientBackendError(f"model {self.model!r}: stream ended before its "
+                                        "finish_reason", kind="malformed")
         text = "".join(pieces)
-        prompt = int(getattr(usage, "prompt_tokens", 0) or 0)
-        completion = int(getattr(usage, "completion_tokens", 0) or 0)
-        if usage is None:  # the server sent no usage: count with litellm's tokenizers
-            try:
-                prompt = int(litellm.token_counter(model=self.model, messages=kwargs["messages"]))
-                completion = int(litellm.token_counter(model=self.model, text=text))
-            except Exception:
-                prompt, completion = 0, 0
+        prompt, completion = self._counts(litellm, kwargs, usage, [text])
         return [Completion(text=text, prompt_tokens=prompt, completion_tokens=completion,
                            finish_reason=reason)]
+
+    def _counts(self, litellm: Any, kwargs: dict[str, Any], usage: Any, texts: list[str]
+                ) -> tuple[int, int]:
+        """The server's (prompt, completion) tokens; where a count is missing or no count
+        (negative, huge, not a number), litellm's tokenizers', else an estimate."""
+        prompt, completion = _usage_counts(usage, texts)
+        if prompt is None:
+            try:
+                prompt = int(litellm.token_counter(model=self.model,
+                                                   messages=kwargs["messages"]))
+            except Exception:
+                prompt = sum(len(str(m.get("content") or "")) // 3 + 8
+                             for m in kwargs["messages"]) + 4
+        if completion is None:
+            try:
+                completion = sum(int(litellm.token_counter(model=self.model, text=t))
+                                 for t in texts)
+            except Exception:
+                completion = sum(estimate_text_tokens(t) for t in texts)
+        return prompt, completion
 
     def _kwargs(self, request: GenerationRequest, n: int, seed: int, key: str | None
                 ) -> dict[str, Any]:
@@ -267,19 +302,25 @@ class LitellmBackend(Backend):
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            raise classify(exc, litellm, key) from None
+            raise classify(exc, litellm, key, self.model) from None
         try:
             choices = list(resp.choices)
-            usage = getattr(resp, "usage", None)
-            prompt = int(getattr(usage, "prompt_tokens", 0) or 0)
-            completion = int(getattr(usage, "completion_tokens", 0) or 0)
+            indices = [getattr(c, "index", None) for c in choices]
+            if all(type(i) is int for i in indices) and len(set(indices)) == len(indices):
+                choices.sort(key=lambda c: int(c.index))
+            # else: missing, repeated or odd indices say nothing of order: the order received
+            choices = choices[:n]  # more than asked: the extra ones were billed to these
             texts = [(c.message.content or "") for c in choices]
             reasons = [str(c.finish_reason or "stop") for c in choices]
+            if not all(isinstance(t, str) for t in texts):
+                raise TypeError("a message's content is not text")
         except (AttributeError, TypeError, ValueError) as exc:
-            raise TransientBackendError(f"malformed response: {exc}", kind="malformed"
-                                        ) from None
+            raise TransientBackendError(f"model {self.model!r}: malformed response: {exc}",
+                                        kind="malformed") from None
         if not choices:
-            raise TransientBackendError("response without choices", kind="malformed")
+            raise TransientBackendError(f"model {self.model!r}: response without choices",
+                                        kind="malformed")
+        prompt, completion = self._counts(litellm, kwargs, getattr(resp, "usage", None), texts)
         return _split_usage(texts, reasons, prompt, completion)
 
 
@@ -290,6 +331,49 @@ def _close_later(resp: Any) -> None:
         closing = asyncio.ensure_future(resp.aclose())
         _CLOSING.add(closing)
         closing.add_done_callback(_CLOSING.discard)
+
+
+#: no call reports a billion tokens: a count past it is a broken server, not a bill
+MAX_REPORTED_TOKENS = 10**9
+
+
+def _token_count(value: Any) -> int | None:
+    """A usage field as a token count, or None where it is none: missing, negative, not a
+    finite whole number (``"abc"``, ``1e999``, NaN, ``true``) or past ``MAX_REPORTED_TOKENS``.
+    A server's bad count must neither crash the call nor reach the budget."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            return None
+    if isinstance(value, float):
+        if not math.isfinite(value) or not value.is_integer():
+            return None
+        value = int(value)
+    if not isinstance(value, int) or not 0 <= value <= MAX_REPORTED_TOKENS:
+        return None
+    return value
+
+
+def _usage_counts(usage: Any, texts: list[str]) -> tuple[int | None, int | None]:
+    """(prompt, completion) tokens of a usage object or dict, each None when unusable. A
+    zero is unusable too where it cannot be true (no prompt is empty; ``texts`` were not
+    free): a server that does not count fills its usage with zeros (litellm does, without
+    one)."""
+    get = usage.get if isinstance(usage, dict) else lambda k: getattr(usage, k, None)
+    prompt = _token_count(get("prompt_tokens")) or None
+    completion = _token_count(get("completion_tokens"))
+    if completion == 0 and any(texts):
+        completion = None
+    return prompt, completion
+
+
+def estimate_text_tokens(text: str) -> int:
+    """Tokens of a generated text when the server gives no usable count: about three
+    characters a token, like ``Backend.count_tokens`` (it errs high)."""
+    return (len(text) + 2) // 3
 
 
 def _split_usage(texts: list[str], reasons: list[str], prompt: int, completion: int

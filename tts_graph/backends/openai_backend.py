@@ -45,7 +45,11 @@ from ..spec import ModelSpec
 from ..streaming import TextSink
 from ..types import Completion
 from .base import Backend, GenerationRequest, ModelInfo, client_timeout_s
-from .litellm_backend import _split_usage  # a plain function: litellm is not imported
+from .litellm_backend import (  # plain functions: litellm is not imported
+    _split_usage,
+    _usage_counts,
+    estimate_text_tokens,
+)
 from .pricing import cost_map, mapped_price
 
 __all__ = ["OpenAIBackend", "cost_map", "mapped_price"]
@@ -250,6 +254,10 @@ class OpenAIBackend(Backend):
             raise self._transport_error(exc) from None
         if status != 200:
             raise self._status_error(status, headers, raw)
+        return self._parse(raw)
+
+    def _parse(self, raw: bytes) -> dict[str, Any]:
+        """The JSON object of a 200 response's body."""
         try:
             out = json.loads(raw)
         except (ValueError, RecursionError):  # not JSON; nested past the parser's depth
@@ -260,25 +268,56 @@ class OpenAIBackend(Backend):
             raise self._fail("response is not a JSON object", kind="malformed")
         return out
 
-    def _completions(self, out: dict[str, Any]) -> list[Completion]:
-        """The choices of one response, in index order, with the response's usage shared
-        out over them."""
+    def _error_in(self, out: dict[str, Any]) -> BackendError | None:
+        """A 200 whose body (or stream event) is an error object: a server failure, retried,
+        with the server's own message."""
+        err = out.get("error")
+        if not err or out.get("choices"):
+            return None
+        message = err.get("message") if isinstance(err, dict) else err
+        return self._fail(f"error in a 200 response: {str(message or err)[:200]}")
+
+    def _content(self, value: Any) -> str:
+        """The text of a message's (or delta's) content: a string, null (none: a tool call,
+        or a reasoning model that spent its tokens), or a list of text parts."""
+        if value is None:
+            return ""
+        if isinstance(value, str):
+            return value
+        if isinstance(value, list) and all(isinstance(p, dict) for p in value):
+            return "".join(p["text"] for p in value
+                           if p.get("type", "text") == "text" and isinstance(p.get("text"), str))
+        raise self._fail(f"content is a {type(value).__name__}, not text", kind="malformed")
+
+    def _completions(self, out: dict[str, Any], request: GenerationRequest, keep: int
+                     ) -> list[Completion]:
+        """The first ``keep`` choices of one response, in index order, with the response's
+        usage shared out over them (a server that sent more choices than asked billed them
+        too). A usage field that is missing or no token count is estimated, never trusted."""
         choices = out.get("choices")
         if not isinstance(choices, list) or not choices:
-            raise self._fail("response without choices", kind="malformed")
-        try:
-            choices = sorted(choices, key=lambda c: int(c.get("index") or 0))
-            if self.chat:
-                texts = [str((c.get("message") or {}).get("content") or "") for c in choices]
-            else:
-                texts = [str(c.get("text") or "") for c in choices]
-            reasons = [str(c.get("finish_reason") or "stop") for c in choices]
-            usage = out.get("usage") or {}
-            prompt = int(usage.get("prompt_tokens") or 0)
-            completion = int(usage.get("completion_tokens") or 0)
-        except (AttributeError, TypeError, ValueError) as exc:
-            raise self._fail(f"malformed response ({type(exc).__name__}: {exc})",
-                             kind="malformed") from None
+            raise self._error_in(out) or self._fail("response without choices",
+                                                    kind="malformed")
+        if not all(isinstance(c, dict) for c in choices):
+            raise self._fail("response with a choice that is not an object", kind="malformed")
+        indices = [c.get("index") for c in choices]
+        if all(type(i) is int for i in indices) and len(set(indices)) == len(indices):
+            choices = sorted(choices, key=lambda c: int(c["index"]))
+        # else: missing, repeated or odd indices say nothing of order: the order received
+        choices = choices[:keep]
+        if self.chat:
+            messages = [m for c in choices if isinstance(m := c.get("message"), dict)]
+            if len(messages) < len(choices):  # a null message is no answer, not an empty one
+                raise self._fail("response with a choice without a message", kind="malformed")
+            texts = [self._content(m.get("content")) for m in messages]
+        else:
+            texts = [self._content(c.get("text")) for c in choices]
+        reasons = [str(c.get("finish_reason") or "stop") for c in choices]
+        prompt, completion = _usage_counts(out.get("usage"), texts)
+        if prompt is None:
+            prompt = self.count_tokens(request.messages)
+        if completion is None:
+            completion = sum(estimate_text_tokens(t) for t in texts)
         if len(texts) == 1:  # what _split_usage gives for one choice, without the shares
             return [Completion(text=texts[0], prompt_tokens=prompt, completion_tokens=completion,
                                finish_reason=reasons[0])]
@@ -288,14 +327,15 @@ class OpenAIBackend(Backend):
         got: list[Completion] = []
         if request.n > 1 and self._native_n:
             got = self._completions(await self._post(self._body(request, request.n,
-                                                                request.seed)))
+                                                                request.seed)),
+                                    request, request.n)
         if len(got) < request.n:  # n == 1, or the server returned fewer choices than asked
             if request.n > 1 and self._native_n:
                 self._native_n = False  # this server ignores n: the binding splits from now
             # one after another: this call holds one concurrency permit of the binding
             for i in range(len(got), request.n):
                 got.extend(self._completions(await self._post(
-                    self._body(request, 1, request.seed + i)))[:1])
+                    self._body(request, 1, request.seed + i)), request, 1))
         return got[: request.n]
 
     async def stream(self, request: GenerationRequest, on_text: TextSink) -> list[Completion]:
@@ -306,28 +346,49 @@ class OpenAIBackend(Backend):
         body["stream_options"] = {"include_usage": True}
         session = await self._session()
         pieces: list[str] = []
-        usage: dict[str, Any] | None = None
+        usage: Any = None
         reason: str | None = None
+        event = b""
         done = choices = False
         try:
             async with session.post(self.url, data=json.dumps(body).encode(),
                                     headers=self._headers) as resp:
                 if resp.status != 200:
                     raise self._status_error(resp.status, resp.headers, await resp.read())
+                if resp.content_type == "application/json":
+                    # a server that does not stream answers with the whole response
+                    (whole,) = self._completions(self._parse(await resp.read()), request, 1)
+                    on_text(whole.text)
+                    return [whole]
                 async for line in resp.content:
+                    if line.startswith(b"event:"):
+                        event = line[6:].strip()
+                        continue
                     if not line.startswith(b"data:"):
-                        continue  # blank lines between events, comments, event names
+                        if not line.strip():
+                            event = b""  # a blank line ends an event
+                        continue  # comments, keep-alives, other fields
                     payload = line[5:].strip()
                     if payload == b"[DONE]":
                         done = True
                         break
                     try:
                         chunk = json.loads(payload)
-                        usage = chunk.get("usage") or usage
+                        if not isinstance(chunk, dict):
+                            raise ValueError("not an object")
+                        if event == b"error" and "error" not in chunk:
+                            chunk = {"error": chunk}
+                        failure = self._error_in(chunk)
+                        if failure is not None:  # the text so far is not an answer
+                            raise failure
+                        if isinstance(chunk.get("usage"), dict):
+                            usage = chunk["usage"]
                         for choice in chunk.get("choices") or ():
+                            if choice.get("index") not in (0, None):
+                                continue  # one sample asked: another choice is not part of it
                             choices = True
-                            delta = (choice.get("delta") or {}).get("content") if self.chat \
-                                else choice.get("text")
+                            delta = self._content((choice.get("delta") or {}).get("content")
+                                                  if self.chat else choice.get("text"))
                             if delta:
                                 pieces.append(delta)
                                 on_text(delta)
@@ -344,12 +405,14 @@ class OpenAIBackend(Backend):
             raise self._fail("stream ended before its last event", kind="malformed")
         if not choices:
             raise self._fail("stream without choices", kind="malformed")
+        if not pieces and reason is None:
+            raise self._fail("stream ended without text or a finish_reason", kind="malformed")
         text = "".join(pieces)
-        if usage:
-            prompt = int(usage.get("prompt_tokens") or 0)
-            completion = int(usage.get("completion_tokens") or 0)
-        else:  # a server that sends no usage in streams: about one token per event
-            prompt, completion = self.count_tokens(request.messages), len(pieces)
+        prompt, completion = _usage_counts(usage, [text])
+        if prompt is None:  # a server that sends no usable usage in streams: estimates
+            prompt = self.count_tokens(request.messages)
+        if completion is None:
+            completion = len(pieces)  # about one token per event
         return [Completion(text=text, prompt_tokens=prompt, completion_tokens=completion,
                            finish_reason=reason or "stop")]
 
