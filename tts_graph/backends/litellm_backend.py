@@ -96,13 +96,10 @@ def _retry_after(exc: BaseException) -> float | None:
     return max(0.0, parsed.timestamp() - time.time())
 
 
-def classify(exc: BaseException, litellm: Any, redact: str | None = None,
-             model: str | None = None) -> BackendError:
+def classify(exc: BaseException, litellm: Any, redact: str | None = None) -> BackendError:
     """Map a litellm/httpx/openai failure to a transient or a permanent backend error: one
-    line, naming ``model`` when given, without the traceback litellm puts in some messages."""
+    line, without the traceback litellm puts in some messages."""
     text = f"{type(exc).__name__}: {exc}".split("Traceback (most recent call last)")[0].rstrip()
-    if model:
-        text = f"model {model!r}: {text}"
     if redact:
         text = text.replace(redact, "***")
     text = " ".join(text.split())[:500]
@@ -235,7 +232,7 @@ class LitellmBackend(Backend):
             raise
         except Exception as exc:
             _close_later(resp)
-            raise classify(exc, litellm, key, self.model) from None
+            raise self._failure(exc, litellm, key) from None
         # litellm ends every stream with finish_reason "stop", whether the server sent one or
         # its stream stopped short (a clean close, an HTML page, [DONE] first): what the server
         # sent is on the stream wrapper, and a stream without it is not a whole answer
@@ -267,6 +264,14 @@ class LitellmBackend(Backend):
             except Exception:
                 completion = sum(estimate_text_tokens(t) for t in texts)
         return prompt, completion
+
+    def _failure(self, exc: BaseException, litellm: Any, key: str | None) -> BackendError:
+        """``classify``'s error, naming the model."""
+        err = classify(exc, litellm, key)
+        text = f"model {self.model!r}: {err}"
+        if isinstance(err, TransientBackendError):
+            return TransientBackendError(text, kind=err.kind, retry_after=err.retry_after)
+        return BackendError(text)
 
     def _kwargs(self, request: GenerationRequest, n: int, seed: int, key: str | None
                 ) -> dict[str, Any]:
@@ -302,7 +307,7 @@ class LitellmBackend(Backend):
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            raise classify(exc, litellm, key, self.model) from None
+            raise self._failure(exc, litellm, key) from None
         try:
             choices = list(resp.choices)
             indices = [getattr(c, "index", None) for c in choices]
