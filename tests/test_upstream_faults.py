@@ -13,7 +13,8 @@ import json
 import os
 import socket
 import threading
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,8 +37,7 @@ models:
   m:
     backend: {backend}
     model: {model}
-    api_base: "{url}/v1"
-    timeout_s: {timeout}
+    api_base: "{url}/v1"{timeout}
     max_retries: 1{extra}
 defaults: {{max_tokens: 32, temperature: 0.7, seed: 3}}
 nodes:
@@ -55,7 +55,8 @@ class Request:
     count: int  # 1 for the first request the server got
 
 
-Reply = Callable[[Request], bytes]
+#: the reply's bytes, or pieces of them to send one after another (a generator may sleep)
+Reply = Callable[[Request], bytes | Iterable[bytes]]
 
 
 @dataclass
@@ -83,8 +84,13 @@ class RawServer:
             req = Request(lines[0].split()[1], headers, json.loads(body or b"{}"),
                           len(self.requests) + 1)
             self.requests.append(req)
-            conn.sendall(self.reply(req))
-            conn.shutdown(socket.SHUT_WR)
+            out = self.reply(req)
+            try:
+                for piece in [out] if isinstance(out, bytes) else out:
+                    conn.sendall(piece)
+                conn.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass  # the client gave up
 
 
 @contextmanager
@@ -154,12 +160,15 @@ def sse(*events: bytes) -> bytes:
 
 
 def ask(backend: str, reply: Reply, *, stream: bool = False, samples: int = 1,
-        extra: str = "") -> tuple[QueryResult, list[Request], str]:
+        extra: str = "", timeout: float | None = TIMEOUT_S
+        ) -> tuple[QueryResult, list[Request], str]:
     """One question through a graph on ``backend`` served by ``reply``: the result, the
     requests the server got, and what the answer's stream received."""
     with raw_server(reply) as (url, server):
         g = Graph.from_string(GRAPH.format(backend=backend, model=MODEL[backend], url=url,
-                                           timeout=TIMEOUT_S, samples=samples, extra=extra))
+                                           samples=samples, extra=extra,
+                                           timeout="" if timeout is None
+                                           else f"\n    timeout_s: {timeout}"))
         pieces: list[str] = []
 
         async def main() -> QueryResult:
@@ -400,3 +409,38 @@ def test_a_server_that_echoes_the_key_never_gets_it_into_errors(
     res, _, _ = ask(backend, reply, extra="\n    api_key_env: UPSTREAM_KEY")
     assert res.status == "error"
     assert key not in json.dumps(res.to_dict())
+
+
+# --------------------------------------------------------------------------- no timeout_s
+
+
+@pytest.mark.parametrize("backend", ["openai", *(["litellm"] if __import__(
+    "importlib.util").util.find_spec("litellm") else [])])
+@pytest.mark.parametrize("stream", [False, True])
+def test_without_timeout_s_a_slow_server_is_a_timeout_not_a_hang(
+        backend: str, stream: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No timeout_s on the model entry: the backend's default bounds the call. litellm's
+    own default is 6000 s, and its timeout bounds each read: a stream of keep-alives ran
+    for as long as the server kept sending them. (The default, 600 s, is 1 s here.)"""
+    from tts_graph.backends import litellm_backend, openai_backend
+
+    module = openai_backend if backend == "openai" else litellm_backend
+    monkeypatch.setattr(module, "DEFAULT_TIMEOUT_S", 1.0)
+
+    def reply(req: Request) -> Iterator[bytes]:
+        if not stream:
+            time.sleep(6)
+            yield http(200, answer())
+            return
+        yield b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n"
+        for _ in range(30):  # keep-alives, each well within a read timeout, for 6 s
+            yield b": keep-alive\n\n"
+            time.sleep(0.2)
+        yield GOOD_EVENTS + DONE
+
+    res, reqs, _ = ask(backend, reply, stream=stream, timeout=None)
+    err = res.steps["solve"].error or ""
+    assert res.status == "error" and res.answer is None, res
+    assert err.startswith("m: timeout: model "), err
+    assert "no answer within 1 s" in err and "gave up after 2 attempts" in err, err
+    assert len(reqs) == 2

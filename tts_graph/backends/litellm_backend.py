@@ -41,6 +41,10 @@ RESERVED = {"model", "messages", "n", "seed", "max_tokens", "temperature", "top_
 #: stream closes under way after a cancellation (a reference, so they are not collected)
 _CLOSING: set[asyncio.Future[Any]] = set()
 TRANSIENT_STATUS = {408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529}
+#: a call never waits longer than this when the model entry sets no timeout_s (as with
+#: ``backend: openai``); litellm's own default is 6000 s, and its httpx timeout bounds each
+#: read, not the call: a stream of keep-alives would never end
+DEFAULT_TIMEOUT_S = 600.0
 
 
 def import_litellm() -> Any:
@@ -140,6 +144,9 @@ class LitellmBackend(Backend):
         price = None if spec.price is not None else mapped_price(self.model)
         self._info = ModelInfo(identity=f"litellm:{self.model}@{self.api_base or ''}#{digest}",
                                params=spec.params, price=price)
+        # the binding times a call out at timeout_s; this one is a backstop, set later
+        self._backstop = (DEFAULT_TIMEOUT_S if spec.timeout_s is None
+                          else client_timeout_s(spec.timeout_s))
         self._native_n: bool | None = None
         self._provider = ""
         self._seed_ok = True
@@ -212,18 +219,22 @@ class LitellmBackend(Backend):
         reason = "stop"
         resp: Any = None
         try:
-            resp = await litellm.acompletion(**kwargs)
-            async for chunk in resp:
-                usage = getattr(chunk, "usage", None) or usage
-                for choice in getattr(chunk, "choices", None) or []:
-                    if getattr(choice, "index", 0) not in (0, None):
-                        continue  # one sample asked: another choice is not part of it
-                    delta = getattr(getattr(choice, "delta", None), "content", None)
-                    if delta:
-                        pieces.append(delta)
-                        on_text(delta)
-                    if getattr(choice, "finish_reason", None):
-                        reason = str(choice.finish_reason)
+            async with asyncio.timeout(self._backstop):
+                resp = await litellm.acompletion(**kwargs)
+                async for chunk in resp:
+                    usage = getattr(chunk, "usage", None) or usage
+                    for choice in getattr(chunk, "choices", None) or []:
+                        if getattr(choice, "index", 0) not in (0, None):
+                            continue  # one sample asked: another choice is not part of it
+                        delta = getattr(getattr(choice, "delta", None), "content", None)
+                        if delta:
+                            pieces.append(delta)
+                            on_text(delta)
+                        if getattr(choice, "finish_reason", None):
+                            reason = str(choice.finish_reason)
+        except TimeoutError:
+            _close_later(resp)
+            raise self._timed_out() from None
         except asyncio.CancelledError:
             _close_later(resp)
             raise
@@ -265,6 +276,10 @@ class LitellmBackend(Backend):
                 completion = sum(estimate_text_tokens(t) for t in texts)
         return prompt, completion
 
+    def _timed_out(self) -> TransientBackendError:
+        return TransientBackendError(f"model {self.model!r}: no answer within "
+                                     f"{self._backstop:g} s", kind="timeout")
+
     def _failure(self, exc: BaseException, litellm: Any, key: str | None) -> BackendError:
         """``classify``'s error, naming the model."""
         err = classify(exc, litellm, key)
@@ -295,15 +310,17 @@ class LitellmBackend(Backend):
             kwargs["api_base"] = self.api_base
         if key is not None:
             kwargs["api_key"] = key
-        if self.spec.timeout_s is not None:  # the binding's timeout_s fires first
-            kwargs["timeout"] = client_timeout_s(self.spec.timeout_s)
+        kwargs["timeout"] = self._backstop
         return kwargs
 
     async def _call(self, litellm: Any, request: GenerationRequest, n: int, seed: int,
                     key: str | None) -> list[Completion]:
         kwargs = self._kwargs(request, n, seed, key)
         try:
-            resp = await litellm.acompletion(**kwargs)
+            async with asyncio.timeout(self._backstop):
+                resp = await litellm.acompletion(**kwargs)
+        except TimeoutError:
+            raise self._timed_out() from None
         except asyncio.CancelledError:
             raise
         except Exception as exc:
