@@ -286,6 +286,21 @@ def test_openai_an_error_inside_a_stream_is_a_server_error_not_half_an_answer(
     assert_infra_error(res, reqs, "server", "upstream died")
 
 
+@pytest.mark.parametrize("reason", ["error", "abort"])
+@pytest.mark.parametrize("stream", [False, True])
+def test_openai_a_finish_reason_that_says_the_server_failed_is_a_server_error(
+        reason: str, stream: bool) -> None:
+    """OpenRouter ends a failed answer with finish_reason "error", vLLM an aborted one with
+    "abort": the text so far passed as the answer."""
+    def reply(req: Request) -> bytes:
+        if stream:
+            return sse(event("Answer"), event(None, reason), DONE)
+        return http(200, answer(content="Answer", finish_reason=reason))
+
+    res, reqs, _ = ask("openai", reply, stream=stream)
+    assert_infra_error(res, reqs, "server", f"finish_reason '{reason}'")
+
+
 def test_openai_a_stream_with_neither_text_nor_finish_reason_is_malformed() -> None:
     role = (b'data: {"choices": [{"index": 0, "delta": {"role": "assistant"}, '
             b'"finish_reason": null}]}\n\n')

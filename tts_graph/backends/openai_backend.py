@@ -60,6 +60,9 @@ RESERVED = {"model", "messages", "prompt", "n", "seed", "max_tokens", "temperatu
             "stop", "stream", "stream_options", "api_key", "api_base", "timeout"}
 OWN_OPTIONS = {"chat", "preamble"}
 TRANSIENT_STATUS = {408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529}
+#: finish reasons that say the server failed mid-answer (OpenRouter's "error", vLLM's
+#: "abort"): the text is cut short, not an answer
+FAILED_FINISH = {"error", "abort"}
 #: a call never waits longer than this when the model entry sets no timeout_s
 DEFAULT_TIMEOUT_S = 600.0
 
@@ -313,6 +316,9 @@ class OpenAIBackend(Backend):
         else:
             texts = [self._content(c.get("text")) for c in choices]
         reasons = [str(c.get("finish_reason") or "stop") for c in choices]
+        failed = FAILED_FINISH.intersection(reasons)
+        if failed:
+            raise self._fail(f"the server ended an answer with finish_reason {failed.pop()!r}")
         prompt, completion = _usage_counts(out.get("usage"), texts)
         if prompt is None:
             prompt = self.count_tokens(request.messages)
@@ -394,6 +400,9 @@ class OpenAIBackend(Backend):
                                 on_text(delta)
                             if choice.get("finish_reason"):
                                 reason = str(choice["finish_reason"])
+                                if reason in FAILED_FINISH:
+                                    raise self._fail("the server ended the stream with "
+                                                     f"finish_reason {reason!r}")
                     except (ValueError, AttributeError, TypeError, RecursionError):
                         raise self._fail(f"malformed stream event {payload[:80]!r}",
                                          kind="malformed") from None
