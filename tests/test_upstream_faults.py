@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import socket
 import threading
@@ -420,21 +421,32 @@ def test_litellm_errors_name_the_model_without_tracebacks() -> None:
 
 @pytest.mark.parametrize("backend", ["openai", *(["litellm"] if __import__(
     "importlib.util").util.find_spec("litellm") else [])])
-@pytest.mark.parametrize("status", [200, 401, 500])
+@pytest.mark.parametrize("status", [200, 500, 502])
 def test_a_server_that_echoes_the_key_never_gets_it_into_errors(
-        backend: str, status: int, monkeypatch: pytest.MonkeyPatch) -> None:
+        backend: str, status: int, monkeypatch: pytest.MonkeyPatch,
+        capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> None:
     key = "sk-upstream-" + "q" * 24
     monkeypatch.setenv("UPSTREAM_KEY", key)
 
     def reply(req: Request) -> bytes:
         auth = req.headers.get("authorization", "")
         assert key in auth  # it was sent
-        body = {"error": {"message": f"bad request with header {auth}"}}
-        return http(status, body)
+        if status == 502:  # not JSON: the message is the start of the body, cut in the key
+            return http(status, b"x" * 180 + auth.encode(), ctype="text/plain")
+        # the key where the message is cut: at 200 characters (an error in a 200), at 500
+        # (the line); the line starts "model 'm' at http://HOST/v1: HTTP 500: "
+        pad = 180 if status == 200 else 500 - len(f"model 'm' at http://{req.headers['host']}"
+                                                  f"/v1: HTTP {status}: ") - 21
+        return http(status, {"error": {"message": "y" * pad + auth}})
 
+    caplog.set_level(logging.DEBUG)
     res, _, _ = ask(backend, reply, extra="\n    api_key_env: UPSTREAM_KEY")
     assert res.status == "error"
     assert key not in json.dumps(res.to_dict())
+    out, err = capfd.readouterr()
+    assert key not in out + err + caplog.text  # nor in what litellm prints or logs
+    # nor a part of it: a message cut in the middle of the key kept its first characters
+    assert key[:12] not in json.dumps(res.to_dict()), res.error
 
 
 # --------------------------------------------------------------------------- no timeout_s

@@ -208,18 +208,25 @@ class OpenAIBackend(Backend):
         body.update(self.extra_body)
         return body
 
+    def _redact(self, data: bytes) -> bytes:
+        """A server's bytes without the key (one that echoes the request's headers), before
+        they are cut for a message."""
+        return data.replace(self._key.encode(), b"***") if self._key else data
+
     def _fail(self, cause: str, *, kind: str | None = "server",
               retry_after: float | None = None) -> BackendError:
-        """One line naming the model and the cause; the key never in it."""
-        text = " ".join(f"model {self.model!r} at {self.api_base}: {cause}".split())[:500]
+        """One line naming the model and the cause; the key never in it (redacted before
+        the line is cut, so no part of it is left at the cut)."""
+        text = " ".join(f"model {self.model!r} at {self.api_base}: {cause}".split())
         if self._key:
             text = text.replace(self._key, "***")
+        text = text[:500]
         if kind is None:
             return BackendError(text)
         return TransientBackendError(text, kind=kind, retry_after=retry_after)
 
     def _status_error(self, status: int, headers: Any, body: bytes) -> BackendError:
-        message = _server_message(body)
+        message = _server_message(self._redact(body))
         if status == 429:
             return self._fail(f"HTTP 429 rate limited: {message}", kind="rate_limit",
                               retry_after=_retry_after(headers))
@@ -265,7 +272,7 @@ class OpenAIBackend(Backend):
             out = json.loads(raw)
         except (ValueError, RecursionError):  # not JSON; nested past the parser's depth
             raise self._fail(f"response is not JSON ({len(raw)} bytes: "
-                             f"{raw[:80].decode('utf-8', 'replace')!r})",
+                             f"{self._redact(raw)[:80].decode('utf-8', 'replace')!r})",
                              kind="malformed") from None
         if not isinstance(out, dict):
             raise self._fail("response is not a JSON object", kind="malformed")
@@ -277,8 +284,10 @@ class OpenAIBackend(Backend):
         err = out.get("error")
         if not err or out.get("choices"):
             return None
-        message = err.get("message") if isinstance(err, dict) else err
-        return self._fail(f"error in a 200 response: {str(message or err)[:200]}")
+        message = str((err.get("message") if isinstance(err, dict) else err) or err)
+        if self._key:
+            message = message.replace(self._key, "***")
+        return self._fail(f"error in a 200 response: {message[:200]}")
 
     def _content(self, value: Any) -> str:
         """The text of a message's (or delta's) content: a string, null (none: a tool call,
@@ -404,7 +413,7 @@ class OpenAIBackend(Backend):
                                     raise self._fail("the server ended the stream with "
                                                      f"finish_reason {reason!r}")
                     except (ValueError, AttributeError, TypeError, RecursionError):
-                        raise self._fail(f"malformed stream event {payload[:80]!r}",
+                        raise self._fail(f"malformed stream event {self._redact(payload)[:80]!r}",
                                          kind="malformed") from None
         except (asyncio.CancelledError, BackendError):
             raise
