@@ -482,3 +482,60 @@ def test_without_timeout_s_a_slow_server_is_a_timeout_not_a_hang(
     assert err.startswith("m: timeout: model "), err
     assert "no answer within 1 s" in err and "gave up after 2 attempts" in err, err
     assert len(reqs) == 2
+
+
+# ------------------------------------------------------------- openai: how a stream is cut
+
+
+def test_openai_streams_with_cr_line_ends_and_events_over_several_data_lines() -> None:
+    """SSE ends lines with CRLF, LF or a lone CR, and an event's data may span lines
+    (joined by LF): both were 'malformed stream event', twice."""
+    cr = (GOOD_EVENTS + DONE).replace(b"\n", b"\r")
+    spanning = (b'data: {"choices": [{"index": 0,\ndata:  "delta": {"content": "Answer: 4"}}]}'
+                b"\n\n" + event(None, "stop") + DONE)
+    no_blank_lines = (GOOD_EVENTS + DONE).replace(b"\n\n", b"\n")
+    for body in (cr, spanning, no_blank_lines):
+        res, reqs, streamed = ask("openai", lambda r, body=body: sse(body), stream=True)
+        assert_answer(res)
+        assert streamed == ANSWER and len(reqs) == 1
+
+
+def test_openai_a_crlf_split_between_two_reads_ends_one_line() -> None:
+    """The CR at the end of one TCP read and the LF at the start of the next are one line
+    end, not two (an empty line would end the event spanning them)."""
+    body = (b'data: {"choices": [{"index": 0,\r\ndata:  "delta": {"content": "Answer: 4"}}]}'
+            b"\r\n\r\n" + (event(None, "stop") + DONE).replace(b"\n", b"\r\n"))
+    head, _, rest = sse(body).partition(b"\r\n\r\n")
+
+    def reply(req: Request) -> Iterator[bytes]:
+        yield head + b"\r\n\r\n"
+        lines = rest.split(b"\r\n")
+        for i, line in enumerate(lines):
+            time.sleep(0.02)  # each piece its own read: "...\r" then "\n..."
+            yield (b"\n" if i else b"") + line + (b"\r" if i < len(lines) - 1 else b"")
+
+    res, reqs, _ = ask("openai", reply, stream=True)
+    assert_answer(res)
+    assert len(reqs) == 1
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_openai_a_server_that_sends_without_end_is_cut_at_the_size_limit(
+        stream: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A body (or stream) without end filled memory until the timeout: it is cut at
+    MAX_RESPONSE_BYTES (128 MiB; 1 MiB here)."""
+    from tts_graph.backends import openai_backend
+
+    monkeypatch.setattr(openai_backend, "MAX_RESPONSE_BYTES", 1 << 20)
+
+    def reply(req: Request) -> Iterator[bytes]:
+        ctype = b"text/event-stream" if stream else b"application/json"
+        yield b"HTTP/1.0 200 OK\r\nContent-Type: " + ctype + b"\r\n\r\n"
+        if stream:
+            yield event("Answer")
+        filler = (b": keep-alive\n\n" if stream else b" ") * 4096
+        for _ in range((8 << 20) // len(filler)):  # 8 MiB, then it gives up
+            yield filler
+
+    res, reqs, _ = ask("openai", reply, stream=stream)
+    assert_infra_error(res, reqs, "malformed", f"{'stream' if stream else 'response'} over 1 MiB")

@@ -34,6 +34,7 @@ import email.utils
 import hashlib
 import json
 import os
+import re
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -65,6 +66,15 @@ TRANSIENT_STATUS = {408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529}
 FAILED_FINISH = {"error", "abort"}
 #: a call never waits longer than this when the model entry sets no timeout_s
 DEFAULT_TIMEOUT_S = 600.0
+#: the most a response (or a stream, all of it) may hold: a server that sends without end
+#: fills this process's memory within its timeout at loopback speed
+MAX_RESPONSE_BYTES = 128 << 20
+#: the start of an error response that is read: its message is cut far shorter
+ERROR_BODY_BYTES = 64 << 10
+#: the most an event whose data spans lines may hold before it parses
+PENDING_EVENT_BYTES = 1 << 20
+#: the line ends of an event stream: CRLF, LF or a lone CR
+_LINE_END = re.compile(rb"\r\n|\r|\n")
 
 
 def _retry_after(headers: Any) -> float | None:
@@ -251,13 +261,47 @@ class OpenAIBackend(Backend):
             return self._fail(f"invalid api_base ({what})", kind=None)
         return self._fail(what, kind="connection")
 
+    async def _read(self, resp: aiohttp.ClientResponse, limit: int | None = None) -> bytes:
+        """A response's body, up to ``MAX_RESPONSE_BYTES`` (past it: malformed); with
+        ``limit``, its first ``limit`` bytes, the rest left unread."""
+        cap = MAX_RESPONSE_BYTES if limit is None else limit
+        raw = bytearray()
+        async for data in resp.content.iter_any():
+            raw += data
+            if len(raw) > cap:
+                if limit is not None:
+                    return bytes(raw[:limit])
+                raise self._fail(f"response over {MAX_RESPONSE_BYTES >> 20} MiB",
+                                 kind="malformed")
+        return bytes(raw)
+
+    async def _lines(self, resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+        """The lines of an event stream, ended by CRLF, LF or CR (all three are SSE's), the
+        whole stream held to ``MAX_RESPONSE_BYTES``."""
+        buf = b""
+        total = 0
+        cr = False  # the last piece ended with CR: an LF starting the next one ends nothing
+        async for data in resp.content.iter_any():
+            total += len(data)
+            if total > MAX_RESPONSE_BYTES:
+                raise self._fail(f"stream over {MAX_RESPONSE_BYTES >> 20} MiB",
+                                 kind="malformed")
+            if cr and data.startswith(b"\n"):
+                data = data[1:]
+            cr = data.endswith(b"\r")
+            *lines, buf = _LINE_END.split(buf + data)
+            for line in lines:
+                yield line
+        if buf:
+            yield buf
+
     async def _post(self, body: dict[str, Any]) -> dict[str, Any]:
         session = await self._session()
         data = json.dumps(body).encode()
         try:
             async with session.post(self.url, data=data, headers=self._headers) as resp:
-                raw = await resp.read()
                 status, headers = resp.status, resp.headers
+                raw = await self._read(resp, None if status == 200 else ERROR_BODY_BYTES)
         except asyncio.CancelledError:
             raise
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
@@ -363,32 +407,50 @@ class OpenAIBackend(Backend):
         pieces: list[str] = []
         usage: Any = None
         reason: str | None = None
-        event = b""
+        event = pending = b""
         done = choices = False
         try:
             async with session.post(self.url, data=json.dumps(body).encode(),
                                     headers=self._headers) as resp:
                 if resp.status != 200:
-                    raise self._status_error(resp.status, resp.headers, await resp.read())
+                    raise self._status_error(resp.status, resp.headers,
+                                             await self._read(resp, ERROR_BODY_BYTES))
                 if resp.content_type == "application/json":
                     # a server that does not stream answers with the whole response
-                    (whole,) = self._completions(self._parse(await resp.read()), request, 1)
+                    (whole,) = self._completions(self._parse(await self._read(resp)), request, 1)
                     on_text(whole.text)
                     return [whole]
-                async for line in resp.content:
+                async for line in self._lines(resp):
                     if line.startswith(b"event:"):
                         event = line[6:].strip()
                         continue
                     if not line.startswith(b"data:"):
                         if not line.strip():
                             event = b""  # a blank line ends an event
+                            if pending:  # its data lines never made one JSON value
+                                raise self._fail("malformed stream event "
+                                                 f"{self._redact(pending)[:80]!r}",
+                                                 kind="malformed")
                         continue  # comments, keep-alives, other fields
                     payload = line[5:].strip()
-                    if payload == b"[DONE]":
+                    if payload == b"[DONE]" and not pending:
                         done = True
                         break
+                    if pending:  # an event's data may span lines, joined by LF
+                        payload = pending + b"\n" + payload
                     try:
                         chunk = json.loads(payload)
+                    except (ValueError, RecursionError):
+                        # the rest of it may be on the next data line; a server that puts
+                        # no blank line between events is still read event by event
+                        if len(payload) > PENDING_EVENT_BYTES:  # each try reads it all
+                            raise self._fail("malformed stream event "
+                                             f"{self._redact(payload)[:80]!r}",
+                                             kind="malformed") from None
+                        pending = payload
+                        continue
+                    pending = b""
+                    try:
                         if not isinstance(chunk, dict):
                             raise ValueError("not an object")
                         if event == b"error" and "error" not in chunk:
@@ -413,12 +475,16 @@ class OpenAIBackend(Backend):
                                     raise self._fail("the server ended the stream with "
                                                      f"finish_reason {reason!r}")
                     except (ValueError, AttributeError, TypeError, RecursionError):
-                        raise self._fail(f"malformed stream event {self._redact(payload)[:80]!r}",
+                        raise self._fail("malformed stream event "
+                                         f"{self._redact(payload)[:80]!r}",
                                          kind="malformed") from None
         except (asyncio.CancelledError, BackendError):
             raise
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise self._transport_error(exc) from None
+        if pending:
+            raise self._fail(f"malformed stream event {self._redact(pending)[:80]!r}",
+                             kind="malformed")
         if not done and reason is None:
             raise self._fail("stream ended before its last event", kind="malformed")
         if not choices:
