@@ -9,6 +9,7 @@ are in test_openai_backend.py and test_fault_tolerance.py."""
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import logging
 import os
@@ -539,3 +540,13 @@ def test_openai_a_server_that_sends_without_end_is_cut_at_the_size_limit(
 
     res, reqs, _ = ask("openai", reply, stream=stream)
     assert_infra_error(res, reqs, "malformed", f"{'stream' if stream else 'response'} over 1 MiB")
+
+
+def test_openai_a_small_gzip_body_that_inflates_past_the_limit_is_cut(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from tts_graph.backends import openai_backend
+
+    monkeypatch.setattr(openai_backend, "MAX_RESPONSE_BYTES", 1 << 20)
+    bomb = gzip.compress(b" " * (8 << 20))  # 8 KiB that inflate to 8 MiB
+    res, reqs, _ = ask("openai", lambda r: http(200, bomb, headers=("Content-Encoding: gzip",)))
+    assert_infra_error(res, reqs, "malformed", "response over 1 MiB")

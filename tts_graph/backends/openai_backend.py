@@ -265,6 +265,9 @@ class OpenAIBackend(Backend):
         """A response's body, up to ``MAX_RESPONSE_BYTES`` (past it: malformed); with
         ``limit``, its first ``limit`` bytes, the rest left unread."""
         cap = MAX_RESPONSE_BYTES if limit is None else limit
+        if (resp.content_length is not None and resp.content_length <= cap
+                and "Content-Encoding" not in resp.headers):  # (a small gzip may be huge)
+            return await resp.read()  # the usual case, as fast as ever: its length is known
         raw = bytearray()
         async for data in resp.content.iter_any():
             raw += data
