@@ -10,6 +10,9 @@
 - Retries are the model binding's (bounded, with Retry-After): this backend sets litellm's and
   the OpenAI client's own retries to 0 and maps failures to ``TransientBackendError`` (429,
   5xx, timeouts, dropped connections, malformed responses) or ``BackendError`` (the rest).
+- A call without ``timeout_s`` ends after ``DEFAULT_TIMEOUT_S`` (litellm's own 6000 s bounds
+  each read, not the call); a stream must carry the server's own finish_reason (litellm
+  adds "stop" to one that stopped short); usage that is no token count is counted again.
 - litellm is imported lazily, in a worker thread (it takes seconds), with its cost map read
   from the package (``LITELLM_LOCAL_MODEL_COST_MAP``) so nothing reaches for the network.
 """

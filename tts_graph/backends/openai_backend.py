@@ -13,13 +13,18 @@ call over one pooled connection set per model (and event loop), with stdlib JSON
   ignores ``n``) gets the missing samples as further calls with seeds ``seed + i``, and from
   then on the binding splits samples itself (``splits_samples``), as with litellm.
 - Usage (prompt and completion tokens) is the server's; a stream asks for it with
-  ``stream_options.include_usage``.
+  ``stream_options.include_usage``. A count that is missing or no count (negative, huge,
+  not a number) is estimated, never trusted.
+- Streams are read as SSE says (CRLF, LF or CR line ends; an event's data over several
+  lines); an error event, or a finish_reason "error"/"abort", fails the call rather than
+  passing the text so far. A body or a stream is held to ``MAX_RESPONSE_BYTES``.
 - Retries, timeouts, limits and the cache are the model binding's (the aiohttp timeout is a
   backstop set a little after ``timeout_s``, so a hang is reported once, by the binding):
   failures map to
   ``TransientBackendError`` (429, 5xx, timeouts, dropped connections, unreachable server,
-  non-JSON or truncated bodies, a 200 without choices) or ``BackendError`` (a refused key,
-  other 4xx), each one line naming the model and the cause.
+  non-JSON or truncated bodies, a 200 without choices or with an error object, a choice
+  without a message) or ``BackendError`` (a refused key, other 4xx), each one line naming
+  the model and the cause.
 - Cost: a ``price`` declared on the model entry, else litellm's bundled cost map, read from
   its JSON file once per process (``pricing``; litellm itself is not imported).
 - ``options``: ``chat`` (false: ``/v1/completions`` with a few-shot prompt), ``preamble``
