@@ -402,6 +402,17 @@ def test_litellm_a_stream_without_a_finish_reason_is_malformed_not_an_answer(
 
 
 @litellm_needed
+@pytest.mark.parametrize("reason", ["error", "abort"])
+def test_litellm_a_stream_the_server_ended_with_a_failure_is_a_server_error(
+        reason: str) -> None:
+    """litellm raises on "error" itself; "abort" (vLLM's) it passed on as an answer's end.
+    (Without a stream it maps both to "stop": that case is out of reach.)"""
+    res, reqs, _ = ask("litellm", lambda r: sse(event("Answer"), event(None, reason), DONE),
+                       stream=True)
+    assert_infra_error(res, reqs, "server", "finish_reason", backend="litellm")
+
+
+@litellm_needed
 def test_litellm_a_stream_keeps_only_the_choice_asked_for() -> None:
     both = (b'data: {"choices": [{"index": 0, "delta": {"content": "Answer: 4"}}, '
             b'{"index": 1, "delta": {"content": "Answer: 5"}}]}\n\n')

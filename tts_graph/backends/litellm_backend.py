@@ -48,6 +48,9 @@ TRANSIENT_STATUS = {408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529}
 #: ``backend: openai``); litellm's own default is 6000 s, and its httpx timeout bounds each
 #: read, not the call: a stream of keep-alives would never end
 DEFAULT_TIMEOUT_S = 600.0
+#: finish reasons that say the server failed mid-answer (OpenRouter's "error", vLLM's
+#: "abort"): the text is cut short, not an answer
+FAILED_FINISH = frozenset({"error", "abort"})
 
 
 def import_litellm() -> Any:
@@ -254,6 +257,10 @@ class LitellmBackend(Backend):
                 and getattr(resp, "intermittent_finish_reason", None) is None):
             raise TransientBackendError(f"model {self.model!r}: stream ended before its "
                                         "finish_reason", kind="malformed")
+        sent = getattr(resp, "received_finish_reason", None)
+        if sent in FAILED_FINISH:  # litellm passes "abort" on as if it were an answer's end
+            raise TransientBackendError(f"model {self.model!r}: the server ended the stream "
+                                        f"with finish_reason {sent!r}")
         text = "".join(pieces)
         prompt, completion = self._counts(litellm, kwargs, usage, [text])
         return [Completion(text=text, prompt_tokens=prompt, completion_tokens=completion,

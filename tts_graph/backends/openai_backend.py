@@ -52,6 +52,7 @@ from ..streaming import TextSink
 from ..types import Completion
 from .base import Backend, GenerationRequest, ModelInfo, client_timeout_s
 from .litellm_backend import (  # plain functions: litellm is not imported
+    FAILED_FINISH,
     _split_usage,
     _usage_counts,
     estimate_text_tokens,
@@ -66,9 +67,6 @@ RESERVED = {"model", "messages", "prompt", "n", "seed", "max_tokens", "temperatu
             "stop", "stream", "stream_options", "api_key", "api_base", "timeout"}
 OWN_OPTIONS = {"chat", "preamble"}
 TRANSIENT_STATUS = {408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529}
-#: finish reasons that say the server failed mid-answer (OpenRouter's "error", vLLM's
-#: "abort"): the text is cut short, not an answer
-FAILED_FINISH = {"error", "abort"}
 #: a call never waits longer than this when the model entry sets no timeout_s
 DEFAULT_TIMEOUT_S = 600.0
 #: the most a response (or a stream, all of it) may hold: a server that sends without end
@@ -377,9 +375,9 @@ class OpenAIBackend(Backend):
         else:
             texts = [self._content(c.get("text")) for c in choices]
         reasons = [str(c.get("finish_reason") or "stop") for c in choices]
-        failed = FAILED_FINISH.intersection(reasons)
+        failed = [r for r in reasons if r in FAILED_FINISH]
         if failed:
-            raise self._fail(f"the server ended an answer with finish_reason {failed.pop()!r}")
+            raise self._fail(f"the server ended an answer with finish_reason {failed[0]!r}")
         prompt, completion = _usage_counts(out.get("usage"), texts)
         if prompt is None:
             prompt = self.count_tokens(request.messages)
