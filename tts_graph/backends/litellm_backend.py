@@ -10,6 +10,9 @@
 - Retries are the model binding's (bounded, with Retry-After): this backend sets litellm's and
   the OpenAI client's own retries to 0 and maps failures to ``TransientBackendError`` (429,
   5xx, timeouts, dropped connections, malformed responses) or ``BackendError`` (the rest).
+- A call without ``timeout_s`` ends after ``DEFAULT_TIMEOUT_S`` (litellm's own 6000 s bounds
+  each read, not the call); a stream must carry the server's own finish_reason (litellm
+  adds "stop" to one that stopped short); usage that is no token count is counted again.
 - litellm is imported lazily, in a worker thread (it takes seconds), with its cost map read
   from the package (``LITELLM_LOCAL_MODEL_COST_MAP``) so nothing reaches for the network.
 """
@@ -20,6 +23,7 @@ import asyncio
 import email.utils
 import hashlib
 import json
+import math
 import os
 import threading
 import time
@@ -40,6 +44,13 @@ RESERVED = {"model", "messages", "n", "seed", "max_tokens", "temperature", "top_
 #: stream closes under way after a cancellation (a reference, so they are not collected)
 _CLOSING: set[asyncio.Future[Any]] = set()
 TRANSIENT_STATUS = {408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529}
+#: a call never waits longer than this when the model entry sets no timeout_s (as with
+#: ``backend: openai``); litellm's own default is 6000 s, and its httpx timeout bounds each
+#: read, not the call: a stream of keep-alives would never end
+DEFAULT_TIMEOUT_S = 600.0
+#: finish reasons that say the server failed mid-answer (OpenRouter's "error", vLLM's
+#: "abort"): the text is cut short, not an answer
+FAILED_FINISH = frozenset({"error", "abort"})
 
 
 def import_litellm() -> Any:
@@ -73,23 +84,32 @@ def _retry_after(exc: BaseException) -> float | None:
         return None
     try:
         ms = headers.get("retry-after-ms")
-        if ms is not None:
-            return float(ms) / 1000.0
         value = headers.get("retry-after")
     except AttributeError:
         return None
+    # a server's garbage ("soon", a bad date) means no hint, not a crash of the call
+    if ms is not None:
+        try:
+            return max(0.0, float(ms) / 1000.0)
+        except (TypeError, ValueError):
+            pass
     if value is None:
         return None
     try:
         return max(0.0, float(value))
-    except ValueError:
+    except (TypeError, ValueError):
+        pass
+    try:
         parsed = email.utils.parsedate_to_datetime(str(value))
-        return max(0.0, parsed.timestamp() - time.time()) if parsed else None
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    return max(0.0, parsed.timestamp() - time.time())
 
 
 def classify(exc: BaseException, litellm: Any, redact: str | None = None) -> BackendError:
-    """Map a litellm/httpx/openai failure to a transient or a permanent backend error."""
-    text = f"{type(exc).__name__}: {exc}"
+    """Map a litellm/httpx/openai failure to a transient or a permanent backend error: one
+    line, without the traceback litellm puts in some messages."""
+    text = f"{type(exc).__name__}: {exc}".split("Traceback (most recent call last)")[0].rstrip()
     if redact:
         text = text.replace(redact, "***")
     text = " ".join(text.split())[:500]
@@ -130,6 +150,9 @@ class LitellmBackend(Backend):
         price = None if spec.price is not None else mapped_price(self.model)
         self._info = ModelInfo(identity=f"litellm:{self.model}@{self.api_base or ''}#{digest}",
                                params=spec.params, price=price)
+        # the binding times a call out at timeout_s; this one is a backstop, set later
+        self._backstop = (DEFAULT_TIMEOUT_S if spec.timeout_s is None
+                          else client_timeout_s(spec.timeout_s))
         self._native_n: bool | None = None
         self._provider = ""
         self._seed_ok = True
@@ -202,16 +225,22 @@ class LitellmBackend(Backend):
         reason = "stop"
         resp: Any = None
         try:
-            resp = await litellm.acompletion(**kwargs)
-            async for chunk in resp:
-                usage = getattr(chunk, "usage", None) or usage
-                for choice in getattr(chunk, "choices", None) or []:
-                    delta = getattr(getattr(choice, "delta", None), "content", None)
-                    if delta:
-                        pieces.append(delta)
-                        on_text(delta)
-                    if getattr(choice, "finish_reason", None):
-                        reason = str(choice.finish_reason)
+            async with asyncio.timeout(self._backstop):
+                resp = await litellm.acompletion(**kwargs)
+                async for chunk in resp:
+                    usage = getattr(chunk, "usage", None) or usage
+                    for choice in getattr(chunk, "choices", None) or []:
+                        if getattr(choice, "index", 0) not in (0, None):
+                            continue  # one sample asked: another choice is not part of it
+                        delta = getattr(getattr(choice, "delta", None), "content", None)
+                        if delta:
+                            pieces.append(delta)
+                            on_text(delta)
+                        if getattr(choice, "finish_reason", None):
+                            reason = str(choice.finish_reason)
+        except TimeoutError:
+            _close_later(resp)
+            raise self._timed_out() from None
         except asyncio.CancelledError:
             _close_later(resp)
             raise
@@ -220,18 +249,54 @@ class LitellmBackend(Backend):
             raise
         except Exception as exc:
             _close_later(resp)
-            raise classify(exc, litellm, key) from None
+            raise self._failure(exc, litellm, key) from None
+        # litellm ends every stream with finish_reason "stop", whether the server sent one or
+        # its stream stopped short (a clean close, an HTML page, [DONE] first): what the server
+        # sent is on the stream wrapper, and a stream without it is not a whole answer
+        if (getattr(resp, "received_finish_reason", "") is None
+                and getattr(resp, "intermittent_finish_reason", None) is None):
+            raise TransientBackendError(f"model {self.model!r}: stream ended before its "
+                                        "finish_reason", kind="malformed")
+        sent = getattr(resp, "received_finish_reason", None)
+        if sent in FAILED_FINISH:  # litellm passes "abort" on as if it were an answer's end
+            raise TransientBackendError(f"model {self.model!r}: the server ended the stream "
+                                        f"with finish_reason {sent!r}")
         text = "".join(pieces)
-        prompt = int(getattr(usage, "prompt_tokens", 0) or 0)
-        completion = int(getattr(usage, "completion_tokens", 0) or 0)
-        if usage is None:  # the server sent no usage: count with litellm's tokenizers
-            try:
-                prompt = int(litellm.token_counter(model=self.model, messages=kwargs["messages"]))
-                completion = int(litellm.token_counter(model=self.model, text=text))
-            except Exception:
-                prompt, completion = 0, 0
+        prompt, completion = self._counts(litellm, kwargs, usage, [text])
         return [Completion(text=text, prompt_tokens=prompt, completion_tokens=completion,
                            finish_reason=reason)]
+
+    def _counts(self, litellm: Any, kwargs: dict[str, Any], usage: Any, texts: list[str]
+                ) -> tuple[int, int]:
+        """The server's (prompt, completion) tokens; where a count is missing or no count
+        (negative, huge, not a number), litellm's tokenizers', else an estimate."""
+        prompt, completion = _usage_counts(usage, texts)
+        if prompt is None:
+            try:
+                prompt = int(litellm.token_counter(model=self.model,
+                                                   messages=kwargs["messages"]))
+            except Exception:
+                prompt = sum(len(str(m.get("content") or "")) // 3 + 8
+                             for m in kwargs["messages"]) + 4
+        if completion is None:
+            try:
+                completion = sum(int(litellm.token_counter(model=self.model, text=t))
+                                 for t in texts)
+            except Exception:
+                completion = sum(estimate_text_tokens(t) for t in texts)
+        return prompt, completion
+
+    def _timed_out(self) -> TransientBackendError:
+        return TransientBackendError(f"model {self.model!r}: no answer within "
+                                     f"{self._backstop:g} s", kind="timeout")
+
+    def _failure(self, exc: BaseException, litellm: Any, key: str | None) -> BackendError:
+        """``classify``'s error, naming the model."""
+        err = classify(exc, litellm, key)
+        text = f"model {self.model!r}: {err}"
+        if isinstance(err, TransientBackendError):
+            return TransientBackendError(text, kind=err.kind, retry_after=err.retry_after)
+        return BackendError(text)
 
     def _kwargs(self, request: GenerationRequest, n: int, seed: int, key: str | None
                 ) -> dict[str, Any]:
@@ -255,31 +320,39 @@ class LitellmBackend(Backend):
             kwargs["api_base"] = self.api_base
         if key is not None:
             kwargs["api_key"] = key
-        if self.spec.timeout_s is not None:  # the binding's timeout_s fires first
-            kwargs["timeout"] = client_timeout_s(self.spec.timeout_s)
+        kwargs["timeout"] = self._backstop
         return kwargs
 
     async def _call(self, litellm: Any, request: GenerationRequest, n: int, seed: int,
                     key: str | None) -> list[Completion]:
         kwargs = self._kwargs(request, n, seed, key)
         try:
-            resp = await litellm.acompletion(**kwargs)
+            async with asyncio.timeout(self._backstop):
+                resp = await litellm.acompletion(**kwargs)
+        except TimeoutError:
+            raise self._timed_out() from None
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            raise classify(exc, litellm, key) from None
+            raise self._failure(exc, litellm, key) from None
         try:
             choices = list(resp.choices)
-            usage = getattr(resp, "usage", None)
-            prompt = int(getattr(usage, "prompt_tokens", 0) or 0)
-            completion = int(getattr(usage, "completion_tokens", 0) or 0)
+            indices = [getattr(c, "index", None) for c in choices]
+            if all(type(i) is int for i in indices) and len(set(indices)) == len(indices):
+                choices.sort(key=lambda c: int(c.index))
+            # else: missing, repeated or odd indices say nothing of order: the order received
+            choices = choices[:n]  # more than asked: the extra ones were billed to these
             texts = [(c.message.content or "") for c in choices]
             reasons = [str(c.finish_reason or "stop") for c in choices]
+            if not all(isinstance(t, str) for t in texts):
+                raise TypeError("a message's content is not text")
         except (AttributeError, TypeError, ValueError) as exc:
-            raise TransientBackendError(f"malformed response: {exc}", kind="malformed"
-                                        ) from None
+            raise TransientBackendError(f"model {self.model!r}: malformed response: {exc}",
+                                        kind="malformed") from None
         if not choices:
-            raise TransientBackendError("response without choices", kind="malformed")
+            raise TransientBackendError(f"model {self.model!r}: response without choices",
+                                        kind="malformed")
+        prompt, completion = self._counts(litellm, kwargs, getattr(resp, "usage", None), texts)
         return _split_usage(texts, reasons, prompt, completion)
 
 
@@ -290,6 +363,49 @@ def _close_later(resp: Any) -> None:
         closing = asyncio.ensure_future(resp.aclose())
         _CLOSING.add(closing)
         closing.add_done_callback(_CLOSING.discard)
+
+
+#: no call reports a billion tokens: a count past it is a broken server, not a bill
+MAX_REPORTED_TOKENS = 10**9
+
+
+def _token_count(value: Any) -> int | None:
+    """A usage field as a token count, or None where it is none: missing, negative, not a
+    finite whole number (``"abc"``, ``1e999``, NaN, ``true``) or past ``MAX_REPORTED_TOKENS``.
+    A server's bad count must neither crash the call nor reach the budget."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            return None
+    if isinstance(value, float):
+        if not math.isfinite(value) or not value.is_integer():
+            return None
+        value = int(value)
+    if not isinstance(value, int) or not 0 <= value <= MAX_REPORTED_TOKENS:
+        return None
+    return value
+
+
+def _usage_counts(usage: Any, texts: list[str]) -> tuple[int | None, int | None]:
+    """(prompt, completion) tokens of a usage object or dict, each None when unusable. A
+    zero is unusable too where it cannot be true (no prompt is empty; ``texts`` were not
+    free): a server that does not count fills its usage with zeros (litellm does, without
+    one)."""
+    get = usage.get if isinstance(usage, dict) else lambda k: getattr(usage, k, None)
+    prompt = _token_count(get("prompt_tokens")) or None
+    completion = _token_count(get("completion_tokens"))
+    if completion == 0 and any(texts):
+        completion = None
+    return prompt, completion
+
+
+def estimate_text_tokens(text: str) -> int:
+    """Tokens of a generated text when the server gives no usable count: about three
+    characters a token, like ``Backend.count_tokens`` (it errs high)."""
+    return (len(text) + 2) // 3
 
 
 def _split_usage(texts: list[str], reasons: list[str], prompt: int, completion: int

@@ -13,13 +13,18 @@ call over one pooled connection set per model (and event loop), with stdlib JSON
   ignores ``n``) gets the missing samples as further calls with seeds ``seed + i``, and from
   then on the binding splits samples itself (``splits_samples``), as with litellm.
 - Usage (prompt and completion tokens) is the server's; a stream asks for it with
-  ``stream_options.include_usage``.
+  ``stream_options.include_usage``. A count that is missing or no count (negative, huge,
+  not a number) is estimated, never trusted.
+- Streams are read as SSE says (CRLF, LF or CR line ends; an event's data over several
+  lines); an error event, or a finish_reason "error"/"abort", fails the call rather than
+  passing the text so far. A body or a stream is held to ``MAX_RESPONSE_BYTES``.
 - Retries, timeouts, limits and the cache are the model binding's (the aiohttp timeout is a
   backstop set a little after ``timeout_s``, so a hang is reported once, by the binding):
   failures map to
   ``TransientBackendError`` (429, 5xx, timeouts, dropped connections, unreachable server,
-  non-JSON or truncated bodies, a 200 without choices) or ``BackendError`` (a refused key,
-  other 4xx), each one line naming the model and the cause.
+  non-JSON or truncated bodies, a 200 without choices or with an error object, a choice
+  without a message) or ``BackendError`` (a refused key, other 4xx), each one line naming
+  the model and the cause.
 - Cost: a ``price`` declared on the model entry, else litellm's bundled cost map, read from
   its JSON file once per process (``pricing``; litellm itself is not imported).
 - ``options``: ``chat`` (false: ``/v1/completions`` with a few-shot prompt), ``preamble``
@@ -34,6 +39,7 @@ import email.utils
 import hashlib
 import json
 import os
+import re
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -45,7 +51,12 @@ from ..spec import ModelSpec
 from ..streaming import TextSink
 from ..types import Completion
 from .base import Backend, GenerationRequest, ModelInfo, client_timeout_s
-from .litellm_backend import _split_usage  # a plain function: litellm is not imported
+from .litellm_backend import (  # plain functions: litellm is not imported
+    FAILED_FINISH,
+    _split_usage,
+    _usage_counts,
+    estimate_text_tokens,
+)
 from .pricing import cost_map, mapped_price
 
 __all__ = ["OpenAIBackend", "cost_map", "mapped_price"]
@@ -58,6 +69,15 @@ OWN_OPTIONS = {"chat", "preamble"}
 TRANSIENT_STATUS = {408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529}
 #: a call never waits longer than this when the model entry sets no timeout_s
 DEFAULT_TIMEOUT_S = 600.0
+#: the most a response (or a stream, all of it) may hold: a server that sends without end
+#: fills this process's memory within its timeout at loopback speed
+MAX_RESPONSE_BYTES = 128 << 20
+#: the start of an error response that is read: its message is cut far shorter
+ERROR_BODY_BYTES = 64 << 10
+#: the most an event whose data spans lines may hold before it parses
+PENDING_EVENT_BYTES = 1 << 20
+#: the line ends of an event stream: CRLF, LF or a lone CR
+_LINE_END = re.compile(rb"\r\n|\r|\n")
 
 
 def _retry_after(headers: Any) -> float | None:
@@ -201,18 +221,25 @@ class OpenAIBackend(Backend):
         body.update(self.extra_body)
         return body
 
+    def _redact(self, data: bytes) -> bytes:
+        """A server's bytes without the key (one that echoes the request's headers), before
+        they are cut for a message."""
+        return data.replace(self._key.encode(), b"***") if self._key else data
+
     def _fail(self, cause: str, *, kind: str | None = "server",
               retry_after: float | None = None) -> BackendError:
-        """One line naming the model and the cause; the key never in it."""
-        text = " ".join(f"model {self.model!r} at {self.api_base}: {cause}".split())[:500]
+        """One line naming the model and the cause; the key never in it (redacted before
+        the line is cut, so no part of it is left at the cut)."""
+        text = " ".join(f"model {self.model!r} at {self.api_base}: {cause}".split())
         if self._key:
             text = text.replace(self._key, "***")
+        text = text[:500]
         if kind is None:
             return BackendError(text)
         return TransientBackendError(text, kind=kind, retry_after=retry_after)
 
     def _status_error(self, status: int, headers: Any, body: bytes) -> BackendError:
-        message = _server_message(body)
+        message = _server_message(self._redact(body))
         if status == 429:
             return self._fail(f"HTTP 429 rate limited: {message}", kind="rate_limit",
                               retry_after=_retry_after(headers))
@@ -237,48 +264,125 @@ class OpenAIBackend(Backend):
             return self._fail(f"invalid api_base ({what})", kind=None)
         return self._fail(what, kind="connection")
 
+    async def _read(self, resp: aiohttp.ClientResponse, limit: int | None = None) -> bytes:
+        """A response's body, up to ``MAX_RESPONSE_BYTES`` (past it: malformed); with
+        ``limit``, its first ``limit`` bytes, the rest left unread."""
+        cap = MAX_RESPONSE_BYTES if limit is None else limit
+        if (resp.content_length is not None and resp.content_length <= cap
+                and "Content-Encoding" not in resp.headers):  # (a small gzip may be huge)
+            return await resp.read()  # the usual case, as fast as ever: its length is known
+        raw = bytearray()
+        async for data in resp.content.iter_any():
+            raw += data
+            if len(raw) > cap:
+                if limit is not None:
+                    return bytes(raw[:limit])
+                raise self._fail(f"response over {MAX_RESPONSE_BYTES >> 20} MiB",
+                                 kind="malformed")
+        return bytes(raw)
+
+    async def _lines(self, resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+        """The lines of an event stream, ended by CRLF, LF or CR (all three are SSE's), the
+        whole stream held to ``MAX_RESPONSE_BYTES``."""
+        buf = b""
+        total = 0
+        cr = False  # the last piece ended with CR: an LF starting the next one ends nothing
+        async for data in resp.content.iter_any():
+            total += len(data)
+            if total > MAX_RESPONSE_BYTES:
+                raise self._fail(f"stream over {MAX_RESPONSE_BYTES >> 20} MiB",
+                                 kind="malformed")
+            if cr and data.startswith(b"\n"):
+                data = data[1:]
+            cr = data.endswith(b"\r")
+            *lines, buf = _LINE_END.split(buf + data)
+            for line in lines:
+                yield line
+        if buf:
+            yield buf
+
     async def _post(self, body: dict[str, Any]) -> dict[str, Any]:
         session = await self._session()
         data = json.dumps(body).encode()
         try:
             async with session.post(self.url, data=data, headers=self._headers) as resp:
-                raw = await resp.read()
                 status, headers = resp.status, resp.headers
+                raw = await self._read(resp, None if status == 200 else ERROR_BODY_BYTES)
         except asyncio.CancelledError:
             raise
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise self._transport_error(exc) from None
         if status != 200:
             raise self._status_error(status, headers, raw)
+        return self._parse(raw)
+
+    def _parse(self, raw: bytes) -> dict[str, Any]:
+        """The JSON object of a 200 response's body."""
         try:
             out = json.loads(raw)
         except (ValueError, RecursionError):  # not JSON; nested past the parser's depth
             raise self._fail(f"response is not JSON ({len(raw)} bytes: "
-                             f"{raw[:80].decode('utf-8', 'replace')!r})",
+                             f"{self._redact(raw)[:80].decode('utf-8', 'replace')!r})",
                              kind="malformed") from None
         if not isinstance(out, dict):
             raise self._fail("response is not a JSON object", kind="malformed")
         return out
 
-    def _completions(self, out: dict[str, Any]) -> list[Completion]:
-        """The choices of one response, in index order, with the response's usage shared
-        out over them."""
+    def _error_in(self, out: dict[str, Any]) -> BackendError | None:
+        """A 200 whose body (or stream event) is an error object: a server failure, retried,
+        with the server's own message."""
+        err = out.get("error")
+        if not err or out.get("choices"):
+            return None
+        message = str((err.get("message") if isinstance(err, dict) else err) or err)
+        if self._key:
+            message = message.replace(self._key, "***")
+        return self._fail(f"error in a 200 response: {message[:200]}")
+
+    def _content(self, value: Any) -> str:
+        """The text of a message's (or delta's) content: a string, null (none: a tool call,
+        or a reasoning model that spent its tokens), or a list of text parts."""
+        if value is None:
+            return ""
+        if isinstance(value, str):
+            return value
+        if isinstance(value, list) and all(isinstance(p, dict) for p in value):
+            return "".join(p["text"] for p in value
+                           if p.get("type", "text") == "text" and isinstance(p.get("text"), str))
+        raise self._fail(f"content is a {type(value).__name__}, not text", kind="malformed")
+
+    def _completions(self, out: dict[str, Any], request: GenerationRequest, keep: int
+                     ) -> list[Completion]:
+        """The first ``keep`` choices of one response, in index order, with the response's
+        usage shared out over them (a server that sent more choices than asked billed them
+        too). A usage field that is missing or no token count is estimated, never trusted."""
         choices = out.get("choices")
         if not isinstance(choices, list) or not choices:
-            raise self._fail("response without choices", kind="malformed")
-        try:
-            choices = sorted(choices, key=lambda c: int(c.get("index") or 0))
-            if self.chat:
-                texts = [str((c.get("message") or {}).get("content") or "") for c in choices]
-            else:
-                texts = [str(c.get("text") or "") for c in choices]
-            reasons = [str(c.get("finish_reason") or "stop") for c in choices]
-            usage = out.get("usage") or {}
-            prompt = int(usage.get("prompt_tokens") or 0)
-            completion = int(usage.get("completion_tokens") or 0)
-        except (AttributeError, TypeError, ValueError) as exc:
-            raise self._fail(f"malformed response ({type(exc).__name__}: {exc})",
-                             kind="malformed") from None
+            raise self._error_in(out) or self._fail("response without choices",
+                                                    kind="malformed")
+        if not all(isinstance(c, dict) for c in choices):
+            raise self._fail("response with a choice that is not an object", kind="malformed")
+        indices = [c.get("index") for c in choices]
+        if all(type(i) is int for i in indices) and len(set(indices)) == len(indices):
+            choices = sorted(choices, key=lambda c: int(c["index"]))
+        # else: missing, repeated or odd indices say nothing of order: the order received
+        choices = choices[:keep]
+        if self.chat:
+            messages = [m for c in choices if isinstance(m := c.get("message"), dict)]
+            if len(messages) < len(choices):  # a null message is no answer, not an empty one
+                raise self._fail("response with a choice without a message", kind="malformed")
+            texts = [self._content(m.get("content")) for m in messages]
+        else:
+            texts = [self._content(c.get("text")) for c in choices]
+        reasons = [str(c.get("finish_reason") or "stop") for c in choices]
+        failed = [r for r in reasons if r in FAILED_FINISH]
+        if failed:
+            raise self._fail(f"the server ended an answer with finish_reason {failed[0]!r}")
+        prompt, completion = _usage_counts(out.get("usage"), texts)
+        if prompt is None:
+            prompt = self.count_tokens(request.messages)
+        if completion is None:
+            completion = sum(estimate_text_tokens(t) for t in texts)
         if len(texts) == 1:  # what _split_usage gives for one choice, without the shares
             return [Completion(text=texts[0], prompt_tokens=prompt, completion_tokens=completion,
                                finish_reason=reasons[0])]
@@ -288,14 +392,15 @@ class OpenAIBackend(Backend):
         got: list[Completion] = []
         if request.n > 1 and self._native_n:
             got = self._completions(await self._post(self._body(request, request.n,
-                                                                request.seed)))
+                                                                request.seed)),
+                                    request, request.n)
         if len(got) < request.n:  # n == 1, or the server returned fewer choices than asked
             if request.n > 1 and self._native_n:
                 self._native_n = False  # this server ignores n: the binding splits from now
             # one after another: this call holds one concurrency permit of the binding
             for i in range(len(got), request.n):
                 got.extend(self._completions(await self._post(
-                    self._body(request, 1, request.seed + i)))[:1])
+                    self._body(request, 1, request.seed + i)), request, 1))
         return got[: request.n]
 
     async def stream(self, request: GenerationRequest, on_text: TextSink) -> list[Completion]:
@@ -306,50 +411,98 @@ class OpenAIBackend(Backend):
         body["stream_options"] = {"include_usage": True}
         session = await self._session()
         pieces: list[str] = []
-        usage: dict[str, Any] | None = None
+        usage: Any = None
         reason: str | None = None
+        event = pending = b""
         done = choices = False
         try:
             async with session.post(self.url, data=json.dumps(body).encode(),
                                     headers=self._headers) as resp:
                 if resp.status != 200:
-                    raise self._status_error(resp.status, resp.headers, await resp.read())
-                async for line in resp.content:
+                    raise self._status_error(resp.status, resp.headers,
+                                             await self._read(resp, ERROR_BODY_BYTES))
+                if resp.content_type == "application/json":
+                    # a server that does not stream answers with the whole response
+                    (whole,) = self._completions(self._parse(await self._read(resp)), request, 1)
+                    on_text(whole.text)
+                    return [whole]
+                async for line in self._lines(resp):
+                    if line.startswith(b"event:"):
+                        event = line[6:].strip()
+                        continue
                     if not line.startswith(b"data:"):
-                        continue  # blank lines between events, comments, event names
+                        if not line.strip():
+                            event = b""  # a blank line ends an event
+                            if pending:  # its data lines never made one JSON value
+                                raise self._fail("malformed stream event "
+                                                 f"{self._redact(pending)[:80]!r}",
+                                                 kind="malformed")
+                        continue  # comments, keep-alives, other fields
                     payload = line[5:].strip()
-                    if payload == b"[DONE]":
+                    if payload == b"[DONE]" and not pending:
                         done = True
                         break
+                    if pending:  # an event's data may span lines, joined by LF
+                        payload = pending + b"\n" + payload
                     try:
                         chunk = json.loads(payload)
-                        usage = chunk.get("usage") or usage
+                    except (ValueError, RecursionError):
+                        # the rest of it may be on the next data line; a server that puts
+                        # no blank line between events is still read event by event
+                        if len(payload) > PENDING_EVENT_BYTES:  # each try reads it all
+                            raise self._fail("malformed stream event "
+                                             f"{self._redact(payload)[:80]!r}",
+                                             kind="malformed") from None
+                        pending = payload
+                        continue
+                    pending = b""
+                    try:
+                        if not isinstance(chunk, dict):
+                            raise ValueError("not an object")
+                        if event == b"error" and "error" not in chunk:
+                            chunk = {"error": chunk}
+                        failure = self._error_in(chunk)
+                        if failure is not None:  # the text so far is not an answer
+                            raise failure
+                        if isinstance(chunk.get("usage"), dict):
+                            usage = chunk["usage"]
                         for choice in chunk.get("choices") or ():
+                            if choice.get("index") not in (0, None):
+                                continue  # one sample asked: another choice is not part of it
                             choices = True
-                            delta = (choice.get("delta") or {}).get("content") if self.chat \
-                                else choice.get("text")
+                            delta = self._content((choice.get("delta") or {}).get("content")
+                                                  if self.chat else choice.get("text"))
                             if delta:
                                 pieces.append(delta)
                                 on_text(delta)
                             if choice.get("finish_reason"):
                                 reason = str(choice["finish_reason"])
+                                if reason in FAILED_FINISH:
+                                    raise self._fail("the server ended the stream with "
+                                                     f"finish_reason {reason!r}")
                     except (ValueError, AttributeError, TypeError, RecursionError):
-                        raise self._fail(f"malformed stream event {payload[:80]!r}",
+                        raise self._fail("malformed stream event "
+                                         f"{self._redact(payload)[:80]!r}",
                                          kind="malformed") from None
         except (asyncio.CancelledError, BackendError):
             raise
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise self._transport_error(exc) from None
+        if pending:
+            raise self._fail(f"malformed stream event {self._redact(pending)[:80]!r}",
+                             kind="malformed")
         if not done and reason is None:
             raise self._fail("stream ended before its last event", kind="malformed")
         if not choices:
             raise self._fail("stream without choices", kind="malformed")
+        if not pieces and reason is None:
+            raise self._fail("stream ended without text or a finish_reason", kind="malformed")
         text = "".join(pieces)
-        if usage:
-            prompt = int(usage.get("prompt_tokens") or 0)
-            completion = int(usage.get("completion_tokens") or 0)
-        else:  # a server that sends no usage in streams: about one token per event
-            prompt, completion = self.count_tokens(request.messages), len(pieces)
+        prompt, completion = _usage_counts(usage, [text])
+        if prompt is None:  # a server that sends no usable usage in streams: estimates
+            prompt = self.count_tokens(request.messages)
+        if completion is None:
+            completion = len(pieces)  # about one token per event
         return [Completion(text=text, prompt_tokens=prompt, completion_tokens=completion,
                            finish_reason=reason or "stop")]
 
