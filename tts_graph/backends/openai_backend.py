@@ -114,6 +114,14 @@ def _server_message(body: bytes) -> str:
     return body[:200].decode("utf-8", "replace")
 
 
+class _Refused(BackendError):
+    """A request the server refused as such (an HTTP status that retrying cannot help)."""
+
+    def __init__(self, error: BackendError, status: int) -> None:
+        super().__init__(str(error))
+        self.status = status
+
+
 class OpenAIBackend(Backend):
     """See the module docstring."""
 
@@ -248,7 +256,7 @@ class OpenAIBackend(Backend):
         if status in (401, 403):
             return self._fail(f"HTTP {status} authentication failed (check api_key_env): "
                               f"{message}", kind=None)
-        return self._fail(f"HTTP {status}: {message}", kind=None)
+        return _Refused(self._fail(f"HTTP {status}: {message}", kind=None), status)
 
     def _transport_error(self, exc: BaseException) -> BackendError:
         what = f"{type(exc).__name__}: {exc}"
@@ -391,9 +399,18 @@ class OpenAIBackend(Backend):
     async def generate(self, request: GenerationRequest) -> list[Completion]:
         got: list[Completion] = []
         if request.n > 1 and self._native_n:
-            got = self._completions(await self._post(self._body(request, request.n,
-                                                                request.seed)),
-                                    request, request.n)
+            try:
+                got = self._completions(await self._post(self._body(request, request.n,
+                                                                    request.seed)),
+                                        request, request.n)
+            except _Refused as exc:
+                if exc.status not in (400, 422):
+                    raise
+                # some servers refuse n > 1 outright (Groq, `tts-graph serve`): when the same
+                # request for one sample is answered, this server is asked one at a time
+                got = self._completions(await self._post(self._body(request, 1, request.seed)),
+                                        request, 1)
+                self._native_n = False
         if len(got) < request.n:  # n == 1, or the server returned fewer choices than asked
             if request.n > 1 and self._native_n:
                 self._native_n = False  # this server ignores n: the binding splits from now
