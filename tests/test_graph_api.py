@@ -42,6 +42,17 @@ async def test_arun_and_arun_many() -> None:
     assert [x.question for x in many] == ["a", "b", "c"]
 
 
+async def test_run_works_inside_a_running_event_loop(tmp_path: Path) -> None:
+    """A notebook cell, or sync code an async app calls: ``run`` raised "asyncio.run()
+    cannot be called from a running event loop" (and left a coroutine never awaited)."""
+    g = Graph.from_dict(DATA, backends={"m": backend()})
+    assert g.run("2+2?").answer == "4"
+    assert [r.question for r in g.run_many(["x", "y"])] == ["x", "y"]
+    traced = Graph.from_dict(DATA, backends={"m": backend()}, trace=tmp_path / "t.jsonl")
+    assert traced.run("2+2?").answer == "4"
+    assert (tmp_path / "t.jsonl").read_text().count("\n") >= 1
+
+
 def test_run_many_in_order() -> None:
     g = Graph.from_dict(DATA, backends={"m": backend()})
     assert [r.question for r in g.run_many(["x", "y"])] == ["x", "y"]

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from .answers import extract_answer
 from .backends.base import Backend, GenerationRequest
@@ -108,6 +109,22 @@ def _plain(value: Any) -> Any:
         return value
     text = getattr(value, "text", None)
     return text if isinstance(text, str) else repr(value)
+
+
+T = TypeVar("T")
+
+
+def run_sync(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run ``make()`` to its end from synchronous code: ``asyncio.run``, or, where this thread
+    already runs an event loop (a notebook, an async web app calling sync code), in a worker
+    thread with a loop of its own, which ``asyncio.run`` here would refuse (the caller's loop
+    waits meanwhile: ``await`` the async method there to keep it free)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(make())
+    with ThreadPoolExecutor(1, thread_name_prefix="tts-graph-run") as pool:
+        return pool.submit(lambda: asyncio.run(make())).result()
 
 
 async def run_queries(
@@ -227,10 +244,10 @@ class Executor:
 
     def run(self, question: str) -> QueryResult:
         """Run one query (blocking)."""
-        return asyncio.run(self.arun(question))
+        return run_sync(lambda: self.arun(question))
 
     def run_many(self, questions: Sequence[str], *, concurrency: int = 8) -> list[QueryResult]:
-        return asyncio.run(self.arun_many(questions, concurrency=concurrency))
+        return run_sync(lambda: self.arun_many(questions, concurrency=concurrency))
 
     async def arun_many(
         self,

@@ -108,7 +108,8 @@ class Graph:
     # ------------------------------------------------------------------------- running
 
     def run(self, question: str) -> QueryResult:
-        """Run one question (blocking; not from inside a running event loop)."""
+        """Run one question (blocking; from inside a running event loop, in a worker thread:
+        ``await arun`` there to keep that loop free)."""
         return self._runner.run(question)
 
     async def arun(self, question: str, *, on_text: TextSink | None = None) -> QueryResult:

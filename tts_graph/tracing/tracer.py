@@ -4,7 +4,6 @@ queries are traced."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import threading
@@ -158,8 +157,12 @@ class TracedExecutor:
                                  on_result=on_result)
 
     def run(self, question: str) -> QueryResult:
-        return asyncio.run(self.arun(question))
+        from ..executor import run_sync
+
+        return run_sync(lambda: self.arun(question))
 
     def run_many(self, questions: Sequence[str], *, concurrency: int = 8
                  ) -> list[QueryResult]:
-        return asyncio.run(self.arun_many(questions, concurrency=concurrency))
+        from ..executor import run_sync
+
+        return run_sync(lambda: self.arun_many(questions, concurrency=concurrency))
