@@ -28,12 +28,17 @@ from tts_graph.server import create_app
 OK_BODY = json.dumps({"model": "echo", "messages": user("q")}).encode()
 
 
+def address(url: str) -> tuple[str, int]:
+    """``(host, port)`` of a loopback server's ``http://host:port`` URL."""
+    host, port = url.removeprefix("http://").split(":")
+    return host, int(port)
+
+
 @pytest.fixture(scope="module")
 def server() -> Iterator[tuple[str, int]]:
     app = create_app(scripted_graphs(), max_concurrency=8)
     with serve_app(app) as url:
-        host, port = url.removeprefix("http://").split(":")
-        yield host, int(port)
+        yield address(url)
 
 
 def exchange(addr: tuple[str, int], data: bytes, *, shut: bool = False,
@@ -174,8 +179,7 @@ def impatient() -> Iterator[tuple[str, int]]:
     """A server that waits 0.5 s for a body once its headers are in."""
     app = create_app(scripted_graphs(), body_timeout_s=0.5)
     with serve_app(app) as url:
-        host, port = url.removeprefix("http://").split(":")
-        yield host, int(port)
+        yield address(url)
 
 
 @pytest.fixture(scope="module")
@@ -183,8 +187,7 @@ def hasty() -> Iterator[tuple[str, int]]:
     """A server that waits 0.5 s for a request head once a connection opens or is answered."""
     app = create_app(scripted_graphs())
     with serve_app(app, head_timeout_s=0.5) as url:
-        host, port = url.removeprefix("http://").split(":")
-        yield host, int(port)
+        yield address(url)
 
 
 @pytest.mark.parametrize("sent", [b"", b"POST /v1/chat/comp",
@@ -216,11 +219,10 @@ def test_the_next_request_head_on_a_kept_alive_connection_is_timed_too(
 def test_a_run_longer_than_the_head_deadline_still_answers() -> None:
     app = create_app({"slow": graph("slow", SlowBackend(1.0))})
     with serve_app(app, head_timeout_s=0.2) as url:
-        host, port = url.removeprefix("http://").split(":")
         for stream in (False, True):
             body = json.dumps({"model": "slow", "stream": stream,
                                "messages": user("q")}).encode()
-            raw = exchange((host, int(port)), post(body))
+            raw = exchange(address(url), post(body))
             assert response(raw)[0] == 200 and b"Answer: 4" in raw, raw[:300]
 
 
@@ -440,8 +442,7 @@ def test_a_large_body_is_parsed_off_the_event_loop(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(module, "parse_chat_request", spy)
     app = create_app(scripted_graphs())
     with serve_app(app) as url:
-        host, port = url.removeprefix("http://").split(":")
-        addr = (host, int(port))
+        addr = address(url)
         small = json.dumps({"model": "echo", "messages": user("q")}).encode()
         big = json.dumps({"model": "echo", "messages": user("q" * 100_000)}).encode()
         assert len(big) >= module.THREADED_PARSE_BYTES > len(small)
@@ -498,8 +499,7 @@ def test_with_a_key_browsers_may_call_from_any_page() -> None:
     key = "sk-cors-test"
     app = create_app(scripted_graphs(), api_key=key)
     with serve_app(app) as url:
-        host, port = url.removeprefix("http://").split(":")
-        addr = (host, int(port))
+        addr = address(url)
         status, headers, _ = response(preflight(addr))
         assert status == 200 and headers["access-control-allow-origin"] == "*"
         assert "POST" in headers["access-control-allow-methods"]
