@@ -530,24 +530,30 @@ def test_without_a_key_no_page_may_read_the_answers_or_run_a_graph(
     assert response(raw)[0] == 200
 
 
+def inner_graph(url: str, model: str, *, vote: bool) -> Any:
+    """A graph sampling 3 from ``model`` of the tts-graph server at ``url`` (openai backend)."""
+    from tts_graph import loads_graph
+
+    tail = "  vote: {role: vote, inputs: [solve]}\noutput: vote\n" if vote else "output: solve\n"
+    return loads_graph(f"""
+version: 1
+name: outer
+models:
+  inner: {{backend: openai, model: {model}, api_base: "{url}/v1", max_retries: 0}}
+nodes:
+  solve: {{role: solver, model: inner, samples: 3}}
+""" + tail)
+
+
 def test_our_openai_backend_samples_from_a_server_that_refuses_n() -> None:
     """A graph whose model is another tts-graph server (or Groq: servers that refuse n > 1
     with a 400): its samples failed as 'n must be 1'; now the first refusal is answered by
     one request per sample, and later calls go one at a time at once."""
-    from tts_graph import Executor, loads_graph
+    from tts_graph import Executor
 
     app = create_app(scripted_graphs())
     with serve_app(app) as url:
-        outer = loads_graph(f"""
-version: 1
-name: outer
-models:
-  inner: {{backend: openai, model: echo, api_base: "{url}/v1", max_retries: 0}}
-nodes:
-  solve: {{role: solver, model: inner, samples: 3}}
-  vote: {{role: vote, inputs: [solve]}}
-output: vote
-""")
+        outer = inner_graph(url, "echo", vote=True)
         ex = Executor(outer)
         first, second = ex.run_many(["What is 2 + 2?", "What is 3 + 3?"], concurrency=1)
     for res in (first, second):
@@ -558,19 +564,11 @@ output: vote
 
 
 def test_a_request_refused_for_another_reason_is_still_its_error() -> None:
-    from tts_graph import Executor, loads_graph
+    from tts_graph import Executor
 
     app = create_app(scripted_graphs())
     with serve_app(app) as url:
-        outer = loads_graph(f"""
-version: 1
-name: outer
-models:
-  inner: {{backend: openai, model: no-such-graph, api_base: "{url}/v1", max_retries: 0}}
-nodes:
-  solve: {{role: solver, model: inner, samples: 3}}
-output: solve
-""")
+        outer = inner_graph(url, "no-such-graph", vote=False)
         res = Executor(outer).run("What is 2 + 2?")
     assert res.status == "error"
     assert "no-such-graph" in (res.error or "") and "'n'" not in (res.error or "")
