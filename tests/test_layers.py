@@ -45,9 +45,10 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("sandbox", ["tts_graph.sandbox"]),
     ("backends", ["tts_graph.backends", "tts_graph.cache"]),
     ("spec", ["tts_graph.spec", "tts_graph.custom_roles"]),
-    ("foundation", ["tts_graph.answers", "tts_graph.errors", "tts_graph.types",
-                    "tts_graph.tokens", "tts_graph.plugins", "tts_graph._version",
-                    "tts_graph.streaming", "tts_graph.yamlpos", "tts_graph.prompts"]),
+    ("foundation", ["tts_graph.answers", "tts_graph.arguments", "tts_graph.errors",
+                    "tts_graph.types", "tts_graph.tokens", "tts_graph.plugins",
+                    "tts_graph._version", "tts_graph.streaming", "tts_graph.yamlpos",
+                    "tts_graph.prompts"]),
 ]
 
 

@@ -68,3 +68,10 @@ class TransientBackendError(BackendError):
 
 class BudgetExhausted(TTSGraphError):
     """A call was not sent because the query's budget could not cover it."""
+
+
+class ArgumentError(TTSGraphError, TypeError, ValueError):
+    """A call of the Python API got an argument it cannot use: a question that is not a
+    ``str``, ``concurrency`` below 1, YAML text where a path is expected... Also a
+    ``TypeError`` and a ``ValueError``: code that caught what was raised before still does."""
+

@@ -10,6 +10,7 @@ does not need, and a timeout cancels everything still running.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+from . import arguments
 from .answers import extract_answer
 from .backends.base import Backend, GenerationRequest
 from .backends.registry import backend_names, create_backend
@@ -25,7 +27,7 @@ from .budget import QueryBudget, Reservation
 from .budget_plan import BudgetLedger, BudgetReport
 from .cache import ResponseCache
 from .compile import CompiledGraph, Step, compile_graph
-from .errors import BackendError, BudgetExhausted, TTSGraphError
+from .errors import ArgumentError, BackendError, BudgetExhausted, TTSGraphError
 from .roles.adaptive import should_stop
 from .roles.base import Call, StepContext
 from .spec import GraphDoc, load_graph
@@ -98,6 +100,23 @@ class QueryResult:
             **({"budget": self.budget.to_dict()} if self.budget is not None else {}),
         }
 
+    def __repr__(self) -> str:
+        # the dataclass repr would hold every step, call and the whole question: megabytes
+        # for a long prompt, in a log line or a notebook cell
+        u = self.usage
+        err = f", error={_clip(self.error)}" if self.error else ""
+        return (f"QueryResult(id={self.id!r}, graph={self.graph!r}, status={self.status!r}, "
+                f"answer={_clip(self.answer)}, question={_clip(self.question)}, "
+                f"steps={len(self.steps)}, calls={u.calls}, tokens={u.tokens}, "
+                f"latency_s={self.latency_s:.3f}{err})")
+
+
+def _clip(text: str | None, limit: int = 80) -> str:
+    """``repr(text)``, cut to about ``limit`` characters (saying how long it was)."""
+    if text is None or len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}... ({len(text):,} chars)"
+
 
 def _plain(value: Any) -> Any:
     """Meta values made JSON-safe (candidates inside meta become their text)."""
@@ -136,9 +155,9 @@ async def run_queries(
 ) -> list[QueryResult]:
     """``run_one(question, query_id=i)`` for every question, at most ``concurrency`` at once;
     results in input order (shared by the executor and its traced wrapper)."""
-    if concurrency < 1:
-        raise ValueError("concurrency must be >= 1")
-    items = list(questions)
+    concurrency = arguments.concurrency(concurrency)
+    arguments.callback(on_result, "on_result")
+    items = arguments.questions(questions)
     results: list[QueryResult | None] = [None] * len(items)
     todo = iter(enumerate(items))
 
@@ -151,7 +170,16 @@ async def run_queries(
             if on_result is not None:
                 on_result(res)
 
-    await asyncio.gather(*(worker() for _ in range(min(concurrency, len(items)))))
+    workers = [asyncio.ensure_future(worker()) for _ in range(min(concurrency, len(items)))]
+    try:
+        await asyncio.gather(*workers)
+    except BaseException:
+        # a query or ``on_result`` raised (or the caller cancelled): stop the other workers,
+        # which gather would leave running, unseen, after this call has raised
+        for w in workers:
+            w.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+        raise
     return [r for r in results if r is not None]
 
 
@@ -211,12 +239,16 @@ class Executor:
     def __init__(self, graph: CompiledGraph | GraphDoc | str | Path, *,
                  backends: dict[str, Backend] | None = None,
                  cache: ResponseCache | str | Path | None = None) -> None:
-        if isinstance(graph, (str, Path)):
+        if isinstance(graph, (str, os.PathLike)):
             graph = load_graph(graph)
+        if not isinstance(graph, (GraphDoc, CompiledGraph)):
+            raise ArgumentError("Executor() takes a graph file path, a GraphDoc or a "
+                                f"CompiledGraph, not {arguments.type_name(graph)}")
+        self._given = arguments.backends(backends)
+        arguments.optional_path(cache, "cache", ResponseCache)
         if isinstance(graph, GraphDoc):
-            graph = compile_graph(graph, backends=[*backend_names(), *(backends or {})])
+            graph = compile_graph(graph, backends=[*backend_names(), *self._given])
         self.graph = graph
-        self._given = dict(backends or {})
         self._bindings: dict[str, ModelBinding] | None = None
         self._plan: _Plan | None = None
         self.cache = cache if isinstance(cache, ResponseCache) or cache is None \
@@ -266,6 +298,8 @@ class Executor:
         while the output step decodes, when that step streams (see ``tts_graph.streaming``),
         and otherwise whole when the query ends. It is not called for a query whose status
         is ``error``, beyond what had streamed before the failure."""
+        arguments.question(question)
+        arguments.callback(on_text, "on_text")
         self.bindings()
         graph = self.graph
         plan = self._plan

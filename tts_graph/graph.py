@@ -18,10 +18,12 @@ from typing import Any
 
 import yaml
 
+from . import arguments
 from .backends.base import Backend
 from .backends.registry import backend_names
 from .cache import ResponseCache
 from .compile import CompiledGraph, compile_graph
+from .errors import ArgumentError
 from .executor import Executor, QueryResult
 from .spec import GraphDoc, GraphSpec, load_graph, parse_graph
 from .streaming import AnswerStream, TextSink
@@ -39,9 +41,15 @@ class Graph:
     def __init__(self, doc: GraphDoc, *, backends: dict[str, Backend] | None = None,
                  cache: ResponseCache | str | Path | None = None,
                  trace: str | Path | Tracer | None = None, otel: bool | None = None) -> None:
+        if not isinstance(doc, GraphDoc):  # else an AttributeError from deep in compile
+            raise ArgumentError(f"Graph() takes a GraphDoc, not {arguments.type_name(doc)}: "
+                                "build one with Graph.from_yaml(path), from_dict or "
+                                "from_string")
+        arguments.optional_path(trace, "trace", Tracer)
+        given = arguments.backends(backends)
         self._doc = doc
-        self._compiled = compile_graph(doc, backends=[*backend_names(), *(backends or {})])
-        self._executor = Executor(self._compiled, backends=backends, cache=cache)
+        self._compiled = compile_graph(doc, backends=[*backend_names(), *given])
+        self._executor = Executor(self._compiled, backends=given, cache=cache)
         if not isinstance(trace, Tracer):
             trace = Tracer(trace, otel=otel, graph=self._compiled)
         self._tracer: Tracer | None = trace if trace.active else None
@@ -60,8 +68,9 @@ class Graph:
     def from_dict(cls, data: dict[str, Any], *, source: str = "<dict>",
                   base_dir: str | Path | None = None, **kwargs: Any) -> Graph:
         """Build a graph from a mapping with the same shape as the YAML file."""
-        return cls(parse_graph(data, source=source,
-                               base_dir=Path(base_dir) if base_dir else None), **kwargs)
+        if base_dir is not None:
+            base_dir = arguments.path(base_dir, "base_dir")
+        return cls(parse_graph(data, source=source, base_dir=base_dir), **kwargs)
 
     @classmethod
     def from_string(cls, text: str, *, source: str = "<string>", **kwargs: Any) -> Graph:
@@ -125,7 +134,10 @@ class Graph:
                 async for piece in stream:
                     print(piece, end="")
             stream.result  # the QueryResult
-        """
+
+        Leave early with ``async with`` (or ``await stream.aclose()``): that cancels the run
+        at once. A stream dropped unclosed cancels its run when it is collected."""
+        arguments.question(question)  # at the call, not at the first piece
         return AnswerStream(lambda sink: self._runner.arun(question, on_text=sink))
 
     def run_many(self, questions: Sequence[str], *, concurrency: int = 8) -> list[QueryResult]:

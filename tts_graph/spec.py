@@ -8,6 +8,7 @@ custom roles come from ``custom_roles`` (which says why spec does not ask the ro
 from __future__ import annotations
 
 import difflib
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,8 +30,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from . import custom_roles
-from .errors import GraphError, GraphErrors
+from . import arguments, custom_roles
+from .errors import ArgumentError, GraphError, GraphErrors
 from .yamlpos import Loc, line_of, load_yaml, load_yaml_file
 
 NAME_RE = r"^[A-Za-z_][A-Za-z0-9_\-]*$"
@@ -681,11 +682,18 @@ def parse_graph(
 
 def load_graph(path: str | Path) -> GraphDoc:
     """Read and validate a graph file (YAML or JSON)."""
+    arguments.path(path, "the graph file")
     data, lines = load_yaml_file(path)
-    return parse_graph(data, source=str(path), lines=lines, base_dir=Path(path).parent)
+    return parse_graph(data, source=os.fspath(path), lines=lines, base_dir=Path(path).parent)
 
 
 def loads_graph(text: str, source: str = "<string>") -> GraphDoc:
+    """Parse and validate a graph from YAML (or JSON) text."""
+    if not isinstance(text, (str, bytes)):  # PyYAML reads bytes itself (UTF-8/16 by BOM)
+        hint = ": read a file with Graph.from_yaml(path) or load_graph(path)" \
+            if isinstance(text, os.PathLike) else ""
+        raise ArgumentError(f"the graph text must be a str, not "
+                            f"{arguments.type_name(text)}{hint}")
     data, lines = load_yaml(text, source)
     return parse_graph(data, source=source, lines=lines)
 

@@ -18,6 +18,7 @@ Any other output (a vote, a judge's pick, several samples) is sent whole when th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
@@ -72,7 +73,7 @@ class TextStream:
 class AnswerStream:
     """The answer of one query as it is produced: an async iterator of text pieces; once it
     is exhausted, ``result`` holds the ``QueryResult``. Leaving it early (``aclose``, or the
-    ``async with`` block) cancels the run.
+    ``async with`` block) cancels the run; so does dropping it unclosed (once collected).
 
         async with graph.astream("What is 17 + 25?") as stream:
             async for piece in stream:
@@ -96,6 +97,8 @@ class AnswerStream:
             if not self._queue.empty():
                 return self._queue.get_nowait()
             if self._task.done():
+                if self._task.cancelled():  # closed early (aclose): no result, no error
+                    raise StopAsyncIteration
                 self.result = self._task.result()  # the run's own error, if it failed
                 raise StopAsyncIteration
             getter = asyncio.ensure_future(self._queue.get())
@@ -112,6 +115,17 @@ class AnswerStream:
         if self._task is not None and not self._task.done():
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+
+    def __del__(self) -> None:
+        # ``async for piece in graph.astream(q): break`` closes nothing (an async iterator is
+        # not closed on break, unlike an async generator): the run would go on, unseen and
+        # billed. Dropping the stream cancels it, from the loop's own thread.
+        task = self._task
+        if task is not None and not task.done():
+            loop = task.get_loop()
+            if not loop.is_closed():
+                with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                    loop.call_soon_threadsafe(task.cancel)
 
     async def __aenter__(self) -> AnswerStream:
         return self

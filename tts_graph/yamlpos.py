@@ -108,13 +108,18 @@ def load_yaml(text: str, source: str = "<graph>") -> tuple[Any, dict[Loc, int]]:
 
 
 def load_yaml_file(path: str | Path) -> tuple[Any, dict[Loc, int]]:
-    p = Path(path)
+    name = str(path)
+    if "\n" in name:  # YAML text given where a path was expected: one line, not the text
+        first = name.strip().splitlines()[0] if name.strip() else ""
+        raise GraphError(f"not a file path: it holds line breaks, like YAML text (starting "
+                         f"{first[:40]!r}); read text with Graph.from_string or loads_graph",
+                         source="<path>")
     try:
-        text = p.read_text(encoding="utf-8")
+        text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise GraphError("file not found", source=str(path)) from None
+        raise GraphError("file not found", source=name) from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise GraphError(f"cannot read file: {exc}", source=str(path)) from None
+        raise GraphError(f"cannot read file: {exc}", source=name) from None
     return load_yaml(text, str(path))
 
 
