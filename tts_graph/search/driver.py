@@ -98,7 +98,7 @@ class SearchSession:
                              line=line_of(holder.lines, loc)) from None
         self.out_dir = Path(out_dir or Path("runs") / f"search-{spec.name}")
         _make_out_dir(self.out_dir)
-        if storage is not None:
+        if isinstance(storage, str):  # the Python API may pass an Optuna storage object
             _check_storage(storage)
         self.storage = storage or f"sqlite:///{(self.out_dir / 'study.db').resolve()}"
         t = spec.task
@@ -134,7 +134,7 @@ class SearchSession:
             if self.cache is not None:
                 self.cache.close()
             first = (str(exc).strip().splitlines() or [""])[0]  # drivers add lines of help
-            raise TTSGraphError(f"storage {_safe_storage(self.storage)}: cannot open: "
+            raise TTSGraphError(f"storage {_safe_storage(str(self.storage))}: cannot open: "
                                 f"{type(exc).__name__}: {first}") from None
         self.study = self.searcher.study
         self.runner = TrialRunner(self.space, self.task.scorer, self.search_items,
