@@ -116,7 +116,7 @@ def trials(s: SearchSession) -> list[optuna.trial.FrozenTrial]:
 
 
 @pytest.mark.parametrize(("change", "expected"), [
-    (("seed: 0}", "seed: 0, colour: red}"), "10: searcher.colour: extra inputs are not permitted"),
+    (("seed: 0}", "seed: 0, colour: red}"), "10: searcher.colour: unknown field"),
     (("values: [1, 2, 4]", "int: [4, 2]"), "7: choices.1: range low (4) must be <= high (2)"),
     (("budget: {trials: 8}\n", ""), "1: budget: required"),
     (("budget: {trials: 8}", "budget: {}"), "9: budget: give trials, max_tokens or max_cost_usd"),
@@ -152,7 +152,7 @@ def test_cli_search_error_exits_2_without_traceback(tmp_path: Path) -> None:
                            str(tmp_path / "out")], capture_output=True, text=True,
                           timeout=120, check=False)
     assert proc.returncode == 2
-    assert proc.stderr.strip() == f"{path}:10: searcher.colour: extra inputs are not permitted"
+    assert proc.stderr.strip() == f"{path}:10: searcher.colour: unknown field"
     assert "Traceback" not in proc.stderr
 
 

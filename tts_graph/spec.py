@@ -469,9 +469,11 @@ def _strip(tp: Any) -> Any:
             return tp
 
 
-def _owner(raw_loc: tuple[Any, ...]) -> type[BaseModel] | None:
-    """The model whose fields the last segment of pydantic's ``raw_loc`` is checked against."""
-    tp: Any = GraphSpec
+def _owner(raw_loc: tuple[Any, ...], root: type[BaseModel] | None = None
+           ) -> type[BaseModel] | None:
+    """The model whose fields the last segment of pydantic's ``raw_loc`` is checked against
+    (``root``: the document's model, a graph unless told)."""
+    tp: Any = root or GraphSpec
     for part in raw_loc[:-1]:
         tp = _strip(tp)
         if isinstance(tp, type) and issubclass(tp, BaseModel):
@@ -500,10 +502,13 @@ def _get(data: Any, loc: Loc) -> Any:
     return data
 
 
-def _unknown_field(raw_loc: tuple[Any, ...], loc: Loc, data: Any) -> tuple[str, str | None]:
+def _unknown_field(raw_loc: tuple[Any, ...], loc: Loc, data: Any,
+                   root: type[BaseModel] | None = None) -> tuple[str, str | None]:
     key = str(raw_loc[-1])
-    owner = _owner(raw_loc)
-    known = set(owner.model_fields) if owner is not None else _known_fields()
+    owner = _owner(raw_loc, root)
+    # the names a user writes: a field's alias where it has one
+    known = {f.alias or k for k, f in owner.model_fields.items()} if owner is not None else \
+        _known_fields() if root is None else set()
     # a field that starts with the key (stop -> stop_sequences) beats a near spelling
     close = sorted(k for k in known if k.startswith(key + "_"))[:1] or \
         difflib.get_close_matches(key, sorted(known - {key}), n=1)
@@ -595,7 +600,9 @@ def _clean_loc(data: Any, loc: tuple[Any, ...], keep_final: bool) -> Loc:
     return tuple(out)
 
 
-def _problems(exc: ValidationError, data: Any) -> list[_Problem]:
+def _problems(exc: ValidationError, data: Any, root: type[BaseModel] | None = None
+              ) -> list[_Problem]:
+    """One problem per place, for ``data`` validated as ``root`` (a graph unless told)."""
     found: list[_Problem] = []
     for err in exc.errors():
         raw_loc = tuple(err["loc"])
@@ -604,7 +611,7 @@ def _problems(exc: ValidationError, data: Any) -> list[_Problem]:
             raw_loc = (*raw_loc, "role")
         loc = _clean_loc(data, raw_loc, keep_final=kind in ("missing", "union_tag_not_found"))
         if kind == "extra_forbidden":
-            message, suggestion = _unknown_field(raw_loc, loc, data)
+            message, suggestion = _unknown_field(raw_loc, loc, data, root)
             found.append(_Problem(loc, kind, message, suggestion))
         else:
             found.append(_Problem(loc, kind, _message(dict(err))))

@@ -118,8 +118,15 @@ def load_yaml_file(path: str | Path) -> tuple[Any, dict[Loc, int]]:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise GraphError("file not found", source=name) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise GraphError(f"cannot read file: {exc}", source=name) from None
+    except IsADirectoryError:
+        raise GraphError("is a directory, not a file", source=name) from None
+    except UnicodeDecodeError as exc:
+        # the line of the first byte that is not UTF-8, so it can be found and fixed
+        line = exc.object[: exc.start].count(b"\n") + 1
+        raise GraphError(f"not UTF-8 text (byte 0x{exc.object[exc.start]:02x}); save the "
+                         "file as UTF-8", source=name, line=line) from None
+    except OSError as exc:
+        raise GraphError(f"cannot read file: {exc.strerror or exc}", source=name) from None
     return load_yaml(text, str(path))
 
 

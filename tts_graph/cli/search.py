@@ -75,6 +75,10 @@ def search(
         except TTSGraphError as exc:
             session.close()
             raise _fail([str(exc)], code=1) from None
+        except KeyboardInterrupt:
+            session.close()
+            progress.stop()
+            raise _interrupted(session) from None
     try:
         entries = session.front()
         session.export(entries)
@@ -82,6 +86,8 @@ def search(
             asyncio.run(session.rescore(entries))
         report = session.write_report(entries)
         plot = session.plot(entries)
+    except KeyboardInterrupt:
+        raise _interrupted(session) from None
     finally:
         session.close()
     if as_json:
@@ -120,3 +126,13 @@ def search(
     out_console.print(f"study: {session.storage if '@' not in session.storage else '(storage)'}"
                       f"  report: {report}" + (f"  plot: {plot}" if plot else ""),
                       markup=False)
+
+
+def _interrupted(session) -> typer.Exit:  # type: ignore[no-untyped-def]
+    """Ctrl-C: one line saying what is kept, exit 130 (as a shell reports SIGINT)."""
+    from ..search.driver import _safe_storage
+
+    done = session.spent()[0]
+    return _fail([f"interrupted: {done} finished trials kept in "
+                  f"{_safe_storage(session.storage)}; run the same command to resume"],
+                 code=130)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -69,7 +70,22 @@ class SearchSession:
         self.worker = worker
         self.spec, holder = load_search(self.path)
         spec: SearchSpec = self.spec
+
+        def here(exc: TTSGraphError) -> GraphError:
+            """An error whose message starts with its path in the search file (``searcher.
+            options.levels: ...``), at that line of the search file."""
+            path, sep, message = str(exc).partition(": ")
+            if not sep or not re.fullmatch(r"[\w\-]+(\.[\w\-]+)*", path):
+                path, message = "", str(exc)
+            loc = tuple(int(x) if x.isdigit() else x for x in path.split(".") if x)
+            return GraphError(message, path=path, source=str(self.path),
+                              line=line_of(holder.lines, loc))
+
         base_path = (self.path.parent / spec.base).resolve()
+        if not base_path.is_file():  # said where the search file names it
+            what = "is a directory" if base_path.is_dir() else "file not found"
+            raise GraphError(f"{spec.base}: {what}", path="base", source=str(self.path),
+                             line=line_of(holder.lines, ("base",)))
         # the base graph must be valid on its own
         compile_graph(load_graph(base_path), backends=backend_names())
         base, _lines = load_yaml_file(base_path)
@@ -81,7 +97,9 @@ class SearchSession:
             raise GraphError(exc.message, path=exc.path, source=str(self.path),
                              line=line_of(holder.lines, loc)) from None
         self.out_dir = Path(out_dir or Path("runs") / f"search-{spec.name}")
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+        _make_out_dir(self.out_dir)
+        if isinstance(storage, str):  # the Python API may pass an Optuna storage object
+            _check_storage(storage)
         self.storage = storage or f"sqlite:///{(self.out_dir / 'study.db').resolve()}"
         t = spec.task
         try:
@@ -103,10 +121,21 @@ class SearchSession:
         if not self.search_items:
             raise TTSGraphError(f"task {t.name}: no search questions")
         self.cache = ResponseCache(self.out_dir / "cache.sqlite") if use_cache else None
-        self.searcher: Searcher = create_searcher(
-            spec.searcher, self.space, study_name=spec.name, storage=self.storage,
-            objectives=list(spec.objectives), pruning=spec.pruning, worker=worker,
-            base_models=dict(base.get("models") or {}), base_dir=base_path.parent)
+        try:
+            self.searcher: Searcher = create_searcher(
+                spec.searcher, self.space, study_name=spec.name, storage=self.storage,
+                objectives=list(spec.objectives), pruning=spec.pruning, worker=worker,
+                base_models=dict(base.get("models") or {}), base_dir=base_path.parent)
+        except TTSGraphError as exc:
+            if self.cache is not None:
+                self.cache.close()
+            raise here(exc) from None
+        except Exception as exc:  # the storage's driver (sqlalchemy, psycopg) failed
+            if self.cache is not None:
+                self.cache.close()
+            first = (str(exc).strip().splitlines() or [""])[0]  # drivers add lines of help
+            raise TTSGraphError(f"storage {_safe_storage(str(self.storage))}: cannot open: "
+                                f"{type(exc).__name__}: {first}") from None
         self.study = self.searcher.study
         self.runner = TrialRunner(self.space, self.task.scorer, self.search_items,
                                   out_dir=self.out_dir, cache=self.cache,
@@ -188,58 +217,79 @@ class SearchSession:
         idle = 0
         repeats = 0
         self.stop_reason = "budget used"
-        while True:
-            self._fail_stale_trials()
-            if not self.budget_left():
-                break
-            with warnings.catch_warnings():
-                # we do keep the heartbeat of trials opened with ask (see _heartbeat)
-                warnings.filterwarnings("ignore", "Heartbeat of storage is supposed")
-                proposal = self.searcher.ask()
-            proposal.trial.set_user_attr("worker", self.worker)
-            # one configuration per graph: the identity decides repeats, stores and the front
-            proposal.trial.set_user_attr("graph", self.space.key(proposal.config))
-            if self._over_trial_budget(proposal):
-                proposal.trial.set_user_attr("over_budget", True)
-                proposal.trial.set_user_attr("state", "over_budget")
-                self.study.tell(proposal.trial, state=optuna.trial.TrialState.FAIL)
-                self.stop_reason = "budget used (by another worker)"
-                break
-            earlier = self._evaluated(proposal) if self.searcher.skips_repeats else None
-            if earlier is not None:
-                result = _replayed(earlier)
-                proposal.trial.set_user_attr("repeat_of", earlier.number)
-                # its rungs too, so a pruner comparing trials at a rung sees what a re-run
-                # would have reported (only one-objective studies have them)
-                for step, value in sorted(earlier.intermediate_values.items()):
-                    proposal.trial.report(value, step)
+        open_trial: optuna.trial.Trial | None = None
+        try:
+            while True:
+                self._fail_stale_trials()
+                if not self.budget_left():
+                    break
+                with warnings.catch_warnings():
+                    # we do keep the heartbeat of trials opened with ask (see _heartbeat)
+                    warnings.filterwarnings("ignore", "Heartbeat of storage is supposed")
+                    proposal = self.searcher.ask()
+                open_trial = proposal.trial
+                proposal.trial.set_user_attr("worker", self.worker)
+                # one configuration per graph: the identity decides repeats, stores and the front
+                proposal.trial.set_user_attr("graph", self.space.key(proposal.config))
+                if self._over_trial_budget(proposal):
+                    proposal.trial.set_user_attr("over_budget", True)
+                    proposal.trial.set_user_attr("state", "over_budget")
+                    self.study.tell(proposal.trial, state=optuna.trial.TrialState.FAIL)
+                    self.stop_reason = "budget used (by another worker)"
+                    break
+                earlier = self._evaluated(proposal) if self.searcher.skips_repeats else None
+                if earlier is not None:
+                    result = _replayed(earlier)
+                    proposal.trial.set_user_attr("repeat_of", earlier.number)
+                    # its rungs too, so a pruner comparing trials at a rung sees what a re-run
+                    # would have reported (only one-objective studies have them)
+                    for step, value in sorted(earlier.intermediate_values.items()):
+                        proposal.trial.report(value, step)
+                    self.searcher.tell(proposal, result)
+                    if on_trial is not None:
+                        on_trial(proposal, result)
+                    repeats += 1
+                    if repeats >= self.REPEATS:
+                        self.stop_reason = (f"{repeats} proposals in a row were configurations "
+                                            "already evaluated: nothing new to try")
+                        break
+                    continue
+                repeats = 0
+                beat = asyncio.create_task(self._heartbeat(proposal.trial._trial_id))
+                try:
+                    result = await self.runner.run(
+                        proposal.config, proposal.number,
+                        lambda q, v, s, p=proposal: self.searcher.should_prune(p, q, v, s))
+                finally:
+                    beat.cancel()
                 self.searcher.tell(proposal, result)
+                ran += 1
                 if on_trial is not None:
                     on_trial(proposal, result)
-                repeats += 1
-                if repeats >= self.REPEATS:
-                    self.stop_reason = (f"{repeats} proposals in a row were configurations "
-                                        "already evaluated: nothing new to try")
+                idle = idle + 1 if result.live_tokens == 0 and result.billed_usd == 0 else 0
+                if self.spec.budget.trials is None and idle >= self.IDLE_TRIALS:
+                    self.stop_reason = (f"{idle} trials in a row spent nothing (cached or "
+                                        "infeasible): nothing new to try")
                     break
-                continue
-            repeats = 0
-            beat = asyncio.create_task(self._heartbeat(proposal.trial._trial_id))
-            try:
-                result = await self.runner.run(
-                    proposal.config, proposal.number,
-                    lambda q, v, s, p=proposal: self.searcher.should_prune(p, q, v, s))
-            finally:
-                beat.cancel()
-            self.searcher.tell(proposal, result)
-            ran += 1
-            if on_trial is not None:
-                on_trial(proposal, result)
-            idle = idle + 1 if result.live_tokens == 0 and result.billed_usd == 0 else 0
-            if self.spec.budget.trials is None and idle >= self.IDLE_TRIALS:
-                self.stop_reason = (f"{idle} trials in a row spent nothing (cached or "
-                                    "infeasible): nothing new to try")
-                break
+        except BaseException:
+            # Ctrl-C (or a crash) mid-trial: the open trial is failed as interrupted, so it
+            # counts for nothing and a rerun resumes at once (no waiting for its heartbeat
+            # to go stale); finished trials are already in the storage
+            if open_trial is not None:
+                self._abandon(open_trial)
+            raise
         return ran
+
+    def _abandon(self, trial: optuna.trial.Trial) -> None:
+        """Fail ``trial`` as interrupted when it was left open (never told an outcome)."""
+        running = optuna.trial.TrialState.RUNNING
+        try:
+            if self.study._storage.get_trial(trial._trial_id).state != running:
+                return
+            trial.set_user_attr("interrupted", True)
+            self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        except Exception as exc:  # the storage is gone too: its heartbeat will fail it
+            log.warning("could not mark interrupted trial %d failed: %s", trial.number, exc)
 
     def _evaluated(self, proposal: Proposal) -> optuna.trial.FrozenTrial | None:
         """The first finished trial (complete or pruned) of the same graph."""
@@ -435,10 +485,10 @@ def _replayed(earlier: optuna.trial.FrozenTrial) -> TrialResult:
 
 def _counts(t: optuna.trial.FrozenTrial) -> bool:
     """Whether a trial counts against the trial budget: not one waiting in the queue, opened
-    over the budget, a repeat of an evaluated configuration, or failed as stale (a dead
-    worker's: failed without an outcome told)."""
+    over the budget, a repeat of an evaluated configuration, interrupted (Ctrl-C), or failed
+    as stale (a dead worker's: failed without an outcome told)."""
     if (t.state == optuna.trial.TrialState.WAITING or t.user_attrs.get("over_budget")
-            or "repeat_of" in t.user_attrs):
+            or "repeat_of" in t.user_attrs or t.user_attrs.get("interrupted")):
         return False
     return not (t.state == optuna.trial.TrialState.FAIL and "state" not in t.user_attrs)
 
@@ -464,6 +514,45 @@ def _rebase_model_paths(g: dict[str, Any], base_dir: Path, out_dir: Path) -> Non
             p = Path(opts["path"])
             if not p.is_absolute():
                 opts["path"] = os.path.relpath(base_dir / p, out_dir)
+
+
+def _make_out_dir(out: Path) -> None:
+    """The output directory, made and known writable before any trial runs."""
+    if out.exists() and not out.is_dir():
+        raise TTSGraphError(f"output directory {out}: exists and is not a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise TTSGraphError(f"output directory {out}: cannot write: "
+                            f"{exc.strerror or exc}") from None
+
+
+def _check_storage(url: str) -> None:
+    """A storage URL that cannot work, said in one line before anything is made (drivers
+    report these in several lines, or an SQLite file in a missing directory as 'unable to
+    open database file')."""
+    safe = _safe_storage(url)
+    if url.startswith("sqlite:") and not url.startswith("sqlite:///"):
+        raise TTSGraphError(f"storage {safe!r}: an SQLite URL is sqlite:///FILE "
+                            "(sqlite:////ABSOLUTE/FILE)")
+    if "://" not in url:
+        raise TTSGraphError(f"storage {safe!r}: not a storage URL (sqlite:///FILE or "
+                            "postgresql://USER@HOST/DB)")
+    if not url.startswith("sqlite:"):
+        return
+    file = url.removeprefix("sqlite:///").partition("?")[0]
+    if not file or file == ":memory:":
+        return
+    path = Path(file)
+    if path.exists() and not path.is_file():
+        raise TTSGraphError(f"storage {safe}: {path} is not a file")
+    parent = path.parent
+    if not parent.is_dir():
+        why = "is not a directory" if parent.exists() else "does not exist"
+        raise TTSGraphError(f"storage {safe}: directory {parent} {why}")
 
 
 def _safe_storage(url: str) -> str:

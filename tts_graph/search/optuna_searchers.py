@@ -7,9 +7,53 @@ from __future__ import annotations
 from typing import Any
 
 import optuna
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from ..errors import TTSGraphError
 from ..evaluate.summary import Summary
 from .base import Proposal, Searcher
+
+
+class _Options(BaseModel):
+    # a misspelt option would silently keep its default: refused instead
+    model_config = ConfigDict(extra="forbid")
+
+
+class RandomOptions(_Options):
+    pass
+
+
+class GridOptions(_Options):
+    levels: int = Field(default=5, ge=2, description="levels of a discretized range")
+
+
+class TPEOptions(_Options):
+    n_startup_trials: int = Field(default=8, ge=0, description="random trials first")
+
+
+class NSGA2Options(_Options):
+    population_size: int = Field(default=16, ge=2)
+
+
+OPTIONS: dict[str, type[_Options]] = {
+    "random": RandomOptions, "grid": GridOptions, "optuna-tpe": TPEOptions,
+    "optuna-motpe": TPEOptions, "optuna-nsga2": NSGA2Options}
+
+
+def check_options(model: type[BaseModel], options: dict[str, Any]) -> None:
+    """``searcher.options`` valid for ``model``, or a TTSGraphError naming the first bad one
+    by its path in the search file (the driver turns the path into a line)."""
+    try:
+        model.model_validate(options)
+    except ValidationError as exc:
+        from ..spec import _message
+
+        err = exc.errors()[0]
+        where = ".".join(map(str, ("searcher", "options", *err["loc"])))
+        known = ", ".join(model.model_fields) or "none"
+        msg = (f"unknown option (known: {known})" if err["type"] == "extra_forbidden"
+               else _message(dict(err)))
+        raise TTSGraphError(f"{where}: {msg}") from None
 
 
 class OptunaSearcher(Searcher):

@@ -23,7 +23,16 @@ def create_searcher(spec: SearcherSpec, space: Space, *, study_name: str, storag
                     base_dir: Path | None = None) -> Searcher:
     seed = worker_seed(spec.seed, worker)
     if spec.name in OPTUNA_SAMPLERS:
-        from .optuna_searchers import GridSearcher, OptunaSearcher, pruner_for, sampler_for
+        from .optuna_searchers import (
+            OPTIONS,
+            GridSearcher,
+            OptunaSearcher,
+            check_options,
+            pruner_for,
+            sampler_for,
+        )
+
+        check_options(OPTIONS[spec.name], spec.options)  # before the study is made
 
         study = make_study(study_name, storage, objectives,
                            sampler=sampler_for(spec.name, seed, space, spec.options),
@@ -33,8 +42,10 @@ def create_searcher(spec: SearcherSpec, space: Space, *, study_name: str, storag
         searcher.name = spec.name
         return searcher
     if spec.name == "agent-reinforce":
-        from .agent_reinforce import AgentReinforceSearcher
+        from .agent_reinforce import AgentReinforceOptions, AgentReinforceSearcher
+        from .optuna_searchers import check_options
 
+        check_options(AgentReinforceOptions, spec.options)  # before the study is made
         study = make_study(study_name, storage, objectives)
         return AgentReinforceSearcher(space, study, objectives, seed=seed,
                                       options=spec.options, batch=spec.batch,

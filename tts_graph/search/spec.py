@@ -21,8 +21,8 @@ from pydantic import (
 )
 
 from ..errors import GraphErrors
-from ..spec import GraphDoc, Strict, _clean_loc, _message
-from ..yamlpos import Loc, line_of, load_yaml_file
+from ..spec import GraphDoc, Strict, _problems
+from ..yamlpos import line_of, load_yaml_file
 
 ObjectiveName = Literal["accuracy", "cost", "latency", "flops", "tokens"]
 SEARCHERS = ("random", "grid", "optuna-tpe", "optuna-nsga2", "optuna-motpe", "agent-reinforce")
@@ -67,6 +67,10 @@ class FieldChoice(Strict):
                 raise ValueError(f"range low ({rng[0]}) must be <= high ({rng[1]})")
             if self.log and rng[0] <= 0:
                 raise ValueError("a log range must start above 0")
+        # Optuna steps an int range by whole numbers only (step=0.5 would crash a trial)
+        if self.int_range is not None and self.step is not None and \
+                not float(self.step).is_integer():
+            raise ValueError(f"the step of an int range must be a whole number, not {self.step}")
         return self
 
 
@@ -186,14 +190,11 @@ def load_search(path: str | Path) -> tuple[SearchSpec, GraphDoc]:
     except ValidationError as exc:
         from ..errors import GraphError
 
-        seen: set[Loc] = set()
-        for err in exc.errors():
-            loc = _clean_loc(data, tuple(err["loc"]), keep_final=err["type"] == "missing")
-            if loc in seen:
-                continue
-            seen.add(loc)
-            doc_errors.append(GraphError(_message(dict(err)), path=".".join(map(str, loc)),
-                                         source=source, line=line_of(lines, loc)))
+        # as for graph files: a misspelt key says what it was meant to be, and the
+        # "required" of the key it was meant to be is not said again
+        for p in _problems(exc, data, SearchSpec):
+            doc_errors.append(GraphError(p.message, path=".".join(map(str, p.loc)),
+                                         source=source, line=line_of(lines, p.loc)))
         raise GraphErrors(doc_errors) from None
     holder = GraphDoc(spec=None, source=source, lines=lines,  # type: ignore[arg-type]
                       base_dir=Path(path).parent)
