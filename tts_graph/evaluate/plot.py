@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import tempfile
 from pathlib import Path
 
 from .summary import Summary
@@ -42,7 +45,22 @@ def accuracy_vs_cost(summaries: list[Summary], path: str | Path, *,
     ax.grid(alpha=0.3)
     fig.tight_layout()
     out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
+    try:
+        if out.exists() and not out.is_file():  # a device or a pipe: it cannot be replaced
+            fig.savefig(out, format=out.suffix.lstrip(".").lower() or "png")
+            return out
+        out.parent.mkdir(parents=True, exist_ok=True)
+        # drawn beside it and renamed over it: a failed write keeps the old plot whole
+        fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            fig.savefig(tmp, format=out.suffix.lstrip(".").lower() or "png")
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, out)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+    finally:
+        plt.close(fig)
     return out
