@@ -107,15 +107,26 @@ def load_yaml(text: str, source: str = "<graph>") -> tuple[Any, dict[Loc, int]]:
     return data, lines
 
 
-def load_yaml_file(path: str | Path) -> tuple[Any, dict[Loc, int]]:
+def read_source(path: str | Path) -> str:
+    """The text of a config file; a ``GraphError`` naming it (and, for a byte that is not
+    UTF-8, its line) when it cannot be read as UTF-8 text."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        data = p.read_bytes()
     except FileNotFoundError:
         raise GraphError("file not found", source=str(path)) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise GraphError(f"cannot read file: {exc}", source=str(path)) from None
-    return load_yaml(text, str(path))
+    except OSError as exc:
+        raise GraphError(f"cannot read file: {exc.strerror or exc}", source=str(path)
+                         ) from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise GraphError("not UTF-8 text (a binary file?): save it as UTF-8", source=str(path),
+                         line=data.count(b"\n", 0, exc.start) + 1) from None
+
+
+def load_yaml_file(path: str | Path) -> tuple[Any, dict[Loc, int]]:
+    return load_yaml(read_source(path), str(path))
 
 
 def line_of(lines: dict[Loc, int], loc: Loc) -> int | None:

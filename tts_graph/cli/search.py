@@ -13,6 +13,7 @@ from rich.table import Table
 
 from ..errors import GraphErrors, TTSGraphError
 from .common import _fail, err
+from .files import check_output_dir
 
 
 def search(
@@ -34,6 +35,8 @@ def search(
     """Search for the compute-optimal graph; resumes from the same storage."""
     from ..search.driver import SearchSession
 
+    if out is not None:
+        check_output_dir(out, "--out")
     try:
         session = SearchSession(search_file, storage=storage, out_dir=out, worker=worker,
                                 use_cache=not no_cache,
@@ -43,7 +46,9 @@ def search(
     except TTSGraphError as exc:
         raise _fail([str(exc)]) from None
     except Exception as exc:  # storage URLs and drivers fail in their own ways
-        raise _fail([f"search {search_file}: {type(exc).__name__}: {exc}"]) from None
+        # SQLAlchemy's messages run over several lines (the SQL, a link): the first says it
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise _fail([f"search {search_file}: {type(exc).__name__}: {first}"]) from None
     spec = session.spec
     best = {"acc": None}
 
@@ -75,6 +80,10 @@ def search(
         except TTSGraphError as exc:
             session.close()
             raise _fail([str(exc)], code=1) from None
+        except KeyboardInterrupt:  # Ctrl-C: finished trials are in the study already
+            session.close()
+            raise _fail([_interrupted(session, search_file, out, storage)], code=130
+                        ) from None
     try:
         entries = session.front()
         session.export(entries)
@@ -120,3 +129,19 @@ def search(
     out_console.print(f"study: {session.storage if '@' not in session.storage else '(storage)'}"
                       f"  report: {report}" + (f"  plot: {plot}" if plot else ""),
                       markup=False)
+
+
+def _interrupted(session, search_file: Path, out: Path | None,  # type: ignore[no-untyped-def]
+                 storage: str | None) -> str:
+    """The one line a Ctrl-C leaves: what the study holds, and the command that goes on (the
+    same one: a search resumes from its storage)."""
+    import shlex
+
+    words = ["tts-graph", "search", str(search_file)]
+    if out is not None:
+        words += ["--out", str(out)]
+    if storage is not None:
+        # a URL with a password is not repeated on the screen
+        words += ["--storage", storage if "@" not in storage else "URL"]
+    return ("interrupted: the study keeps every finished trial; continue with: "
+            + " ".join(shlex.quote(w) if w != "URL" else "URL" for w in words))

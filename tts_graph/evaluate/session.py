@@ -16,6 +16,7 @@ from ..compile import CompiledGraph, compile_graph
 from ..errors import TTSGraphError
 from ..executor import Executor
 from ..spec import loads_graph
+from ..yamlpos import read_source
 from .runner import RunIdentity, freeze_setup, graph_digest
 from .store import ResultStore
 
@@ -55,12 +56,7 @@ def default_run_dir(graph_name: str, task: str) -> Path:
 
 
 def _load_graph_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise TTSGraphError(f"{path}: file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise TTSGraphError(f"{path}: cannot read file: {exc}") from None
+    return read_source(path)
 
 
 def _compile(text: str, source: str) -> CompiledGraph:
