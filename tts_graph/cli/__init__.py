@@ -40,7 +40,9 @@ def main() -> None:
             app()
         finally:
             # output still buffered fails here, where it can be reported, not at exit
-            sys.stdout.flush()
+            # (no stdout at all, ``>&-``: nothing to flush)
+            if sys.stdout is not None:
+                sys.stdout.flush()
     except KeyboardInterrupt:
         sys.exit(130)
     except OSError as exc:

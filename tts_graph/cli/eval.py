@@ -66,6 +66,15 @@ def eval_(
         raise _fail(["give GRAPH... and --task, or --resume RUN_DIR"])
     if resume is not None and graphs:
         raise _fail(["--resume continues a recorded run: give no GRAPH with it"])
+    if resume is not None:  # the run recorded these: a different value would be ignored
+        given = [name for name, value, default in (
+            ("--task", task, None), ("--question-field", question_field, None),
+            ("--answer-field", answer_field, None), ("--id-field", id_field, None),
+            ("--scorer", scorer, None), ("--split", split, "all"), ("--limit", limit, None),
+            ("--seed", seed, 0), ("--out", out, None)) if value != default]
+        if given:
+            raise _fail([f"--resume continues the run as it was recorded: drop "
+                         f"{', '.join(given)}"])
     _check_outputs(graphs or [], task, out=out, cache=cache, trace=trace, plot=plot)
     if storage is not None:  # a bad or unreachable database: before any run is recorded
         from ..evaluate.pgboard import check_storage
@@ -237,7 +246,7 @@ def _run_eval_workers(plan, workers: int, concurrency: int, *, quiet: bool,  # t
                                  trace=trace, on_progress=on_progress, storage=storage)
         except TTSGraphError as exc:  # the database failed mid-run (checked before it)
             raise _fail([str(exc)], code=1) from None
-    if len(report.problems) == workers and not report.progress.get("workers"):
+    if len(report.problems) == report.started and not report.progress.get("workers"):
         raise _fail(report.problems, code=1)  # no worker got going: nothing to summarise
     for line in report.problems:
         err.print(line, markup=False)

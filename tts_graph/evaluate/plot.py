@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import tempfile
 from pathlib import Path
@@ -46,8 +47,12 @@ def accuracy_vs_cost(summaries: list[Summary], path: str | Path, *,
     fig.tight_layout()
     out = Path(path)
     try:
-        if out.exists() and not out.is_file():  # a device or a pipe: it cannot be replaced
-            fig.savefig(out, format=out.suffix.lstrip(".").lower() or "png")
+        if out.exists() and not out.is_file():
+            # a device or a pipe: it cannot be replaced, nor seeked (the PNG writer seeks)
+            buf = io.BytesIO()
+            fig.savefig(buf, format=out.suffix.lstrip(".").lower() or "png")
+            with out.open("wb") as fh:
+                fh.write(buf.getvalue())
             return out
         out.parent.mkdir(parents=True, exist_ok=True)
         # drawn beside it and renamed over it: a failed write keeps the old plot whole
