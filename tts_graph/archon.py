@@ -57,7 +57,7 @@ from typing import Any
 import yaml
 
 from .errors import GraphError, GraphErrors
-from .yamlpos import Loc, line_of, load_yaml
+from .yamlpos import Loc, line_of, load_yaml, read_source
 
 #: Archon's model_type (lower case, without ``_API``) -> (litellm provider prefix, key variable)
 PROVIDERS: dict[str, tuple[str, str | None]] = {
@@ -511,13 +511,7 @@ def load_archon(path: str | Path, *, name: str | None = None,
                 notes: dict[str, list[str]] | None = None) -> dict[str, Any]:
     """Read an Archon config file and return graph data. Malformed JSON is a ``GraphError``
     ``FILE:LINE: invalid JSON: ...``."""
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise GraphError("file not found", source=str(path)) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise GraphError(f"cannot read file: {exc}", source=str(path)) from None
+    text = read_source(path)
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:

@@ -70,6 +70,11 @@ class ResponseCache:
             self._check(conn)
         except sqlite3.DatabaseError as exc:
             raise CacheError(f"cache {self.path}: not a usable SQLite file ({exc})") from None
+        except OSError as exc:  # its directory cannot be made: say what stands in the way
+            blocker = next((p for p in self.path.parents if p.exists() and not p.is_dir()),
+                           None)
+            why = f"{blocker} is not a directory" if blocker else exc.strerror or str(exc)
+            raise CacheError(f"cache {self.path}: cannot create it: {why}") from None
         self._local.conn = conn
         return conn
 

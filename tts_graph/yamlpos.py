@@ -107,7 +107,9 @@ def load_yaml(text: str, source: str = "<graph>") -> tuple[Any, dict[Loc, int]]:
     return data, lines
 
 
-def load_yaml_file(path: str | Path) -> tuple[Any, dict[Loc, int]]:
+def read_source(path: str | Path) -> str:
+    """The text of a config file; a ``GraphError`` naming it (and, for a byte that is not
+    UTF-8, its line) when it cannot be read as UTF-8 text."""
     name = str(path)
     if "\n" in name:  # YAML text given where a path was expected: one line, not the text
         first = name.strip().splitlines()[0] if name.strip() else ""
@@ -115,19 +117,24 @@ def load_yaml_file(path: str | Path) -> tuple[Any, dict[Loc, int]]:
                          f"{first[:40]!r}); read text with Graph.from_string or loads_graph",
                          source="<path>")
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        data = Path(path).read_bytes()
     except FileNotFoundError:
         raise GraphError("file not found", source=name) from None
     except IsADirectoryError:
         raise GraphError("is a directory, not a file", source=name) from None
-    except UnicodeDecodeError as exc:
-        # the line of the first byte that is not UTF-8, so it can be found and fixed
-        line = exc.object[: exc.start].count(b"\n") + 1
-        raise GraphError(f"not UTF-8 text (byte 0x{exc.object[exc.start]:02x}); save the "
-                         "file as UTF-8", source=name, line=line) from None
     except OSError as exc:
         raise GraphError(f"cannot read file: {exc.strerror or exc}", source=name) from None
-    return load_yaml(text, str(path))
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        # the line of the first byte that is not UTF-8, so it can be found and fixed
+        raise GraphError(f"not UTF-8 text (byte 0x{data[exc.start]:02x}); save the file as "
+                         "UTF-8", source=name, line=data.count(b"\n", 0, exc.start) + 1
+                         ) from None
+
+
+def load_yaml_file(path: str | Path) -> tuple[Any, dict[Loc, int]]:
+    return load_yaml(read_source(path), str(path))
 
 
 def line_of(lines: dict[Loc, int], loc: Loc) -> int | None:

@@ -4,6 +4,9 @@ failure exits 1."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import os
 import sys
 
 import typer
@@ -33,6 +36,22 @@ app.command()(serve.serve)
 
 def main() -> None:
     try:
-        app()
+        try:
+            app()
+        finally:
+            # output still buffered fails here, where it can be reported, not at exit
+            # (no stdout at all, ``>&-``: nothing to flush)
+            if sys.stdout is not None:
+                sys.stdout.flush()
     except KeyboardInterrupt:
         sys.exit(130)
+    except OSError as exc:
+        # stdout on a full disk or a dead device (a broken pipe is Typer's, quietly): one
+        # line, not a traceback; the unwritable buffer is dropped so exit does not retry it
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        if exc.errno == errno.EPIPE:
+            sys.exit(1)
+        what = (f"{exc.filename}:" if exc.filename else "standard output: cannot write:")
+        print(f"tts-graph: {what} {exc.strerror or exc}", file=sys.stderr)
+        sys.exit(1)

@@ -15,6 +15,7 @@ from rich.table import Table
 
 from ..errors import GraphErrors, TTSGraphError
 from .common import _fail, _traced, err, out
+from .files import check_output_dir, check_output_file, check_plot_file
 
 
 def eval_(
@@ -65,6 +66,16 @@ def eval_(
         raise _fail(["give GRAPH... and --task, or --resume RUN_DIR"])
     if resume is not None and graphs:
         raise _fail(["--resume continues a recorded run: give no GRAPH with it"])
+    if resume is not None:  # the run recorded these: a different value would be ignored
+        given = [name for name, value, default in (
+            ("--task", task, None), ("--question-field", question_field, None),
+            ("--answer-field", answer_field, None), ("--id-field", id_field, None),
+            ("--scorer", scorer, None), ("--split", split, "all"), ("--limit", limit, None),
+            ("--seed", seed, 0), ("--out", out, None)) if value != default]
+        if given:
+            raise _fail([f"--resume continues the run as it was recorded: drop "
+                         f"{', '.join(given)}"])
+    _check_outputs(graphs or [], task, out=out, cache=cache, trace=trace, plot=plot)
     if storage is not None:  # a bad or unreachable database: before any run is recorded
         from ..evaluate.pgboard import check_storage
 
@@ -81,7 +92,7 @@ def eval_(
     )
     summaries = []
     infra = left = 0
-    for graph_path, run_dir in targets:
+    for n, (graph_path, run_dir) in enumerate(targets):
         try:
             plan = plan_run(graph_path=graph_path, args=args if resume is None else None,
                             out=run_dir, resume=resume if graph_path is None else None,
@@ -92,13 +103,17 @@ def eval_(
         except TTSGraphError as exc:
             raise _fail([str(exc)]) from None
         plan.executor = _traced(plan.executor, trace, plan.graph)
-        if workers > 1 or storage is not None:
-            summary, unrun = _run_eval_workers(plan, workers, concurrency, quiet=as_json,
-                                               cache=cache, use_cache=not no_cache, trace=trace,
-                                               storage=storage)
-            left += unrun
-        else:
-            summary = _run_eval(plan, concurrency, quiet=as_json)
+        try:
+            if workers > 1 or storage is not None:
+                summary, unrun = _run_eval_workers(plan, workers, concurrency, quiet=as_json,
+                                                   cache=cache, use_cache=not no_cache,
+                                                   trace=trace, storage=storage)
+                left += unrun
+            else:
+                summary = _run_eval(plan, concurrency, quiet=as_json)
+        except KeyboardInterrupt:  # Ctrl-C: every finished question is stored already
+            raise _fail([_interrupted(plan, [g for g, _ in targets[n + 1:] if g])],
+                        code=130) from None
         summary.sandbox = plan.extra.get("sandbox")
         summaries.append(summary)
         infra += summary.infra_errors
@@ -112,7 +127,11 @@ def eval_(
             _compare_table(summaries)
         from ..evaluate.plot import accuracy_vs_cost
 
-        path = accuracy_vs_cost(summaries, plot or ((out or Path("runs")) / "compare.png"))
+        target = plot or ((out or Path("runs")) / "compare.png")
+        try:
+            path = accuracy_vs_cost(summaries, target)
+        except (OSError, ValueError) as exc:  # the runs are stored: only the plot is missing
+            raise _fail([f"plot {target}: cannot write: {_why(exc)}"], code=1) from None
         if not as_json:
             err.print(f"plot: {path}", markup=False)
     if left:
@@ -123,6 +142,47 @@ def eval_(
                   "--resume runs them again", markup=False)
     if infra or left:
         raise typer.Exit(1)
+
+
+def _check_outputs(graphs: list[Path], task: str | None, *, out: Path | None,
+                   cache: Path | None, trace: Path | None, plot: Path | None) -> None:
+    """What eval will write, checked before any run is recorded: no file the run writes may
+    be one it reads, and several graphs need run directories of their own."""
+    inputs: list[Path | None] = [*graphs, Path(task) if task else None]
+    if out is not None:
+        check_output_dir(out, "--out")
+        for source in inputs:
+            if source is not None and source.exists() and source.resolve() == out.resolve():
+                raise _fail([f"--out {out}: is also an input ({source}): give another "
+                             "directory"])
+    if cache is not None:
+        check_output_file(cache, "--cache", inputs, make_parents=True)
+    if trace is not None:
+        check_output_file(trace, "--trace", [*inputs, cache])
+    if plot is not None:
+        check_plot_file(plot, "--plot", [*inputs, cache, trace])
+    stems = [g.stem for g in graphs]
+    twice = sorted({s for s in stems if stems.count(s) > 1})
+    if len(graphs) > 1 and twice:  # their run directories (OUT/STEM) would collide
+        raise _fail([f"several graphs named {', '.join(twice)}: each graph's run directory "
+                     "is named after its file; rename or copy one"])
+
+
+def _interrupted(plan, not_started: list[Path]) -> str:  # type: ignore[no-untyped-def]
+    """The one line a Ctrl-C leaves: what is stored, and the command that goes on."""
+    import shlex
+
+    run_dir = plan.store.run_dir
+    done = len(plan.store.done_ids())
+    rest = (f"; not started: {', '.join(str(g) for g in not_started)}"
+            if not_started else "")
+    return (f"interrupted: {done} of {len(plan.items)} questions done and stored in "
+            f"{run_dir}; continue with: tts-graph eval --resume {shlex.quote(str(run_dir))}"
+            + rest)
+
+
+def _why(exc: BaseException) -> str:
+    return (exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc))
 
 
 @contextlib.contextmanager
@@ -186,7 +246,7 @@ def _run_eval_workers(plan, workers: int, concurrency: int, *, quiet: bool,  # t
                                  trace=trace, on_progress=on_progress, storage=storage)
         except TTSGraphError as exc:  # the database failed mid-run (checked before it)
             raise _fail([str(exc)], code=1) from None
-    if len(report.problems) == workers and not report.progress.get("workers"):
+    if len(report.problems) == report.started and not report.progress.get("workers"):
         raise _fail(report.problems, code=1)  # no worker got going: nothing to summarise
     for line in report.problems:
         err.print(line, markup=False)
@@ -316,6 +376,7 @@ def compare(
     from ..evaluate.store import ResultStore
     from ..evaluate.summary import gold_answers, summarize
 
+    check_plot_file(plot, "--plot", [r / "results.sqlite" for r in runs])
     summaries, golds = [], []
     for run_dir in runs:
         if not (run_dir / "results.sqlite").exists():
@@ -328,7 +389,10 @@ def compare(
             golds.append(gold_answers(store))
         except TTSGraphError as exc:
             raise _fail([str(exc)]) from None
-    path = accuracy_vs_cost(summaries, plot)
+    try:
+        path = accuracy_vs_cost(summaries, plot)
+    except (OSError, ValueError) as exc:
+        raise _fail([f"--plot {plot}: cannot write: {_why(exc)}"], code=1) from None
     if as_json:
         print(json.dumps([s.to_dict() for s in summaries], indent=2))
     else:

@@ -10,6 +10,7 @@ import typer
 
 from ..errors import GraphErrors, TTSGraphError
 from .common import _fail, err
+from .files import check_output_file, write_text_file
 
 
 def import_archon(
@@ -24,6 +25,8 @@ def import_archon(
     unit-test generators and evaluators) into a graph file with the same meaning."""
     from ..archon import load_archon, to_yaml
 
+    if output is not None:
+        check_output_file(output, "--out", (config,))
     notes: dict[str, list[str]] = {}
     try:
         text = to_yaml(load_archon(config, name=name, notes=notes), source=str(config),
@@ -35,5 +38,5 @@ def import_archon(
     if output is None:
         sys.stdout.write(text)
     else:
-        output.write_text(text, encoding="utf-8")
+        write_text_file(output, text, option="--out")
         err.print(f"wrote {output}", markup=False, highlight=False)

@@ -15,32 +15,33 @@ from rich.table import Table
 
 from ..errors import TTSGraphError
 from .common import _compile, _fail, _open_cache, _traced, err, out
+from .files import check_output_file, read_input_text, write_text_file
 
 
 def _read_questions(path: Path, field: str) -> list[str]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise _fail([f"{path}: cannot read: {exc.strerror or exc}"]) from None
+    text, name = read_input_text(path)
     questions: list[str] = []
-    for i, line in enumerate(text.splitlines(), start=1):
+    for i, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:
             item = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise _fail([f"{path}:{i}: invalid JSON: {exc.msg}"]) from None
+            raise _fail([f"{name}:{i}: invalid JSON: {exc.msg}"]) from None
         except RecursionError:
-            raise _fail([f"{path}:{i}: invalid JSON: nested too deeply"]) from None
+            raise _fail([f"{name}:{i}: invalid JSON: nested too deeply"]) from None
         if isinstance(item, str):
-            questions.append(item)
+            q = item
         elif isinstance(item, dict) and isinstance(item.get(field), str):
-            questions.append(item[field])
+            q = item[field]
         else:
-            raise _fail([f"{path}:{i}: expected a string or an object with a string "
+            raise _fail([f"{name}:{i}: expected a string or an object with a string "
                          f"'{field}' field"]) from None
+        if not q.strip():  # the models would be paid to answer nothing
+            raise _fail([f"{name}:{i}: empty question"])
+        questions.append(q)
     if not questions:
-        raise _fail([f"{path}: no questions"])
+        raise _fail([f"{name}: no questions"])
     return questions
 
 
@@ -90,8 +91,15 @@ def run(
 
     if (question is None) == (input is None):
         raise _fail(["give exactly one of -q/--question or --input"])
+    if question is not None and not question.strip():
+        raise _fail(["-q/--question: empty question"])
     if stream and (question is None or as_json):
         raise _fail(["--stream prints one answer as it comes: use it with -q, without --json"])
+    # every file the run writes, checked before a model is paid: none may be an input
+    if output is not None:
+        check_output_file(output, "--out", (graph, input, cache, trace))
+    if trace is not None:
+        check_output_file(trace, "--trace", (graph, input, cache))
     from ..model_checks import check_models
 
     compiled = _compile(graph)
@@ -106,6 +114,8 @@ def run(
     except TTSGraphError as exc:
         raise _fail([str(exc)]) from None
     runner = _traced(executor, trace, compiled)
+    done: list = []  # type: ignore[type-arg]  # finished results, kept through a Ctrl-C
+    interrupted = False
     try:
         if stream:
             def show(piece: str) -> None:
@@ -117,13 +127,20 @@ def run(
         elif len(questions) == 1 and question is not None:
             results = [asyncio.run(runner.arun(questions[0]))]
         else:
-            results = _run_many(runner, questions, concurrency, quiet=as_json)
+            results = _run_many(runner, questions, concurrency, quiet=as_json, done=done)
     except TTSGraphError as exc:
         raise _fail([str(exc)], code=1) from None
+    except KeyboardInterrupt:  # Ctrl-C: what finished is still written and shown
+        if stream:
+            sys.stdout.write("\n")
+        if not done:
+            raise _fail([f"interrupted: no question finished (of {len(questions)})"],
+                        code=130) from None
+        interrupted = True
+        results = sorted(done, key=lambda r: r.id)
     if output is not None:
-        with output.open("w", encoding="utf-8") as fh:
-            for r in results:
-                fh.write(json.dumps(r.to_dict()) + "\n")
+        write_text_file(output, "".join(json.dumps(r.to_dict()) + "\n" for r in results),
+                        option="--out")
     if as_json:
         if len(results) == 1 and question is not None:
             print(json.dumps(results[0].to_dict(), indent=2))
@@ -145,19 +162,26 @@ def run(
         out.print(_usage_table(r))
     else:
         _summary(results)
+    if interrupted:
+        raise _fail([f"interrupted: {len(results)} of {len(questions)} questions finished"
+                     + (f"; their results are in {output}" if output is not None else "")],
+                    code=130)
     if any(r.status == "error" for r in results):
         raise typer.Exit(1)
 
 
-def _run_many(executor, questions: list[str], concurrency: int, quiet: bool):  # type: ignore[no-untyped-def]
+def _run_many(executor, questions: list[str], concurrency: int, quiet: bool,  # type: ignore[no-untyped-def]
+              done: list):  # type: ignore[type-arg]
+    def finished(result) -> None:  # type: ignore[no-untyped-def]
+        done.append(result)
+        progress.advance(task)
+
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeRemainingColumn(), console=err, disable=quiet or not err.is_terminal
                   ) as progress:
         task = progress.add_task("queries", total=len(questions))
-        return asyncio.run(executor.arun_many(
-            questions, concurrency=concurrency,
-            on_result=lambda _: progress.advance(task),
-        ))
+        return asyncio.run(executor.arun_many(questions, concurrency=concurrency,
+                                              on_result=finished))
 
 
 def _summary(results) -> None:  # type: ignore[no-untyped-def]

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from ..errors import GraphErrors, TTSGraphError
 from .common import _fail, err
+from .files import check_output_dir
 
 
 def search(
@@ -34,6 +35,8 @@ def search(
     """Search for the compute-optimal graph; resumes from the same storage."""
     from ..search.driver import SearchSession
 
+    if out is not None:
+        check_output_dir(out, "--out")
     try:
         session = SearchSession(search_file, storage=storage, out_dir=out, worker=worker,
                                 use_cache=not no_cache,
@@ -43,7 +46,9 @@ def search(
     except TTSGraphError as exc:
         raise _fail([str(exc)]) from None
     except Exception as exc:  # storage URLs and drivers fail in their own ways
-        raise _fail([f"search {search_file}: {type(exc).__name__}: {exc}"]) from None
+        # SQLAlchemy's messages run over several lines (the SQL, a link): the first says it
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise _fail([f"search {search_file}: {type(exc).__name__}: {first}"]) from None
     spec = session.spec
     best = {"acc": None}
 

@@ -22,8 +22,9 @@ def serve(
     max_concurrency: Annotated[int, typer.Option(
         min=1, help="graph runs at once; further requests wait")] = 8,
     max_body_mb: Annotated[float, typer.Option(
-        min=0.001, help="largest request body in MB (1 MB = 2**20 bytes); larger ones get "
-        "413")] = 4.0,
+        # bounded: ``inf`` is a float Click accepts, and no byte count
+        min=0.001, max=1_000_000, help="largest request body in MB (1 MB = 2**20 bytes); "
+        "larger ones get 413")] = 4.0,
     cache: Annotated[Path | None, typer.Option(
         help="response cache (SQLite): seen samples are replayed, not billed")] = None,
     log_level: Annotated[str, typer.Option(help="critical | error | warning | info | debug")

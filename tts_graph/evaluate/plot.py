@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import os
+import tempfile
 from pathlib import Path
 
 from .summary import Summary
@@ -42,7 +46,26 @@ def accuracy_vs_cost(summaries: list[Summary], path: str | Path, *,
     ax.grid(alpha=0.3)
     fig.tight_layout()
     out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
+    try:
+        if out.exists() and not out.is_file():
+            # a device or a pipe: it cannot be replaced, nor seeked (the PNG writer seeks)
+            buf = io.BytesIO()
+            fig.savefig(buf, format=out.suffix.lstrip(".").lower() or "png")
+            with out.open("wb") as fh:
+                fh.write(buf.getvalue())
+            return out
+        out.parent.mkdir(parents=True, exist_ok=True)
+        # drawn beside it and renamed over it: a failed write keeps the old plot whole
+        fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            fig.savefig(tmp, format=out.suffix.lstrip(".").lower() or "png")
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, out)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+    finally:
+        plt.close(fig)
     return out

@@ -4,6 +4,7 @@ fresh, or resumed from what a run directory recorded."""
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,7 @@ from ..compile import CompiledGraph, compile_graph
 from ..errors import TTSGraphError
 from ..executor import Executor
 from ..spec import loads_graph
+from ..yamlpos import read_source
 from .runner import RunIdentity, freeze_setup, graph_digest
 from .store import ResultStore
 
@@ -54,12 +56,7 @@ def default_run_dir(graph_name: str, task: str) -> Path:
 
 
 def _load_graph_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise TTSGraphError(f"{path}: file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise TTSGraphError(f"{path}: cannot read file: {exc}") from None
+    return read_source(path)
 
 
 def _compile(text: str, source: str) -> CompiledGraph:
@@ -84,6 +81,7 @@ def plan_run(
     from .scorers import code_sandbox
     from .tasks import load_task, split_items
 
+    store: ResultStore | None = None
     if resume is not None:
         if not (resume / "results.sqlite").exists():
             raise TTSGraphError(f"--resume {resume}: no run there (no results.sqlite)")
@@ -98,7 +96,8 @@ def plan_run(
         assert graph_path is not None and args is not None
         text, source = _load_graph_text(graph_path), str(graph_path)
         run_dir = out or default_run_dir(Path(graph_path).stem, args.task)
-        store = ResultStore(run_dir)
+    # everything that can be wrong with the input is found before a fresh run directory is
+    # made: a failed start leaves nothing behind that would block the corrected command
     graph = _compile(text, source)
     task = load_task(args.task, question_field=args.question_field,
                      answer_field=args.answer_field, id_field=args.id_field,
@@ -107,20 +106,36 @@ def plan_run(
     if not items:
         raise TTSGraphError(f"task {args.task}: no questions in split '{args.split}'")
     sandbox = code_sandbox(task.scorer, accept_weak=accept_weak_sandbox)
+    response_cache = ResponseCache(cache) if use_cache and cache is not None else None
     identity = RunIdentity(
         graph_name=graph.name, graph_sha=graph_digest(text), task=task.name,
         scorer=task.scorer.name, split=args.split, seed=args.seed, limit=args.limit,
         planned=len(items),
     )
-    store.bind(identity.to_dict(), resume=resume is not None)
-    store.put("graph_text", text)
-    store.put("graph_path", source)
-    store.put("task_args", args.to_json())
-    response_cache = None
-    if use_cache:
-        response_cache = ResponseCache(cache or (run_dir / "cache.sqlite"))
-    executor = Executor(graph, cache=response_cache)
-    executor.bindings()  # configuration problems surface before any question runs
+    made_dir = not run_dir.exists()
+    made = [n for n in ("results.sqlite", "cache.sqlite") if not (run_dir / n).exists()]
+    fresh = store is None and not (run_dir / "results.sqlite").exists()
+    if store is None:
+        store = ResultStore(run_dir)
+    try:
+        store.bind(identity.to_dict(), resume=resume is not None)
+        store.put("graph_text", text)
+        store.put("graph_path", source)
+        store.put("task_args", args.to_json())
+        if use_cache and response_cache is None:
+            response_cache = ResponseCache(run_dir / "cache.sqlite")
+        executor = Executor(graph, cache=response_cache)
+        executor.bindings()  # configuration problems surface before any question runs
+    except TTSGraphError:
+        if fresh:  # nothing ran: what was made for it would only block a retry
+            store.close()
+            if made_dir:
+                shutil.rmtree(run_dir, ignore_errors=True)
+            else:
+                for name in made:
+                    for suffix in ("", "-wal", "-shm"):
+                        (run_dir / (name + suffix)).unlink(missing_ok=True)
+        raise
     freeze_setup()
     return RunPlan(store=store, graph=graph, task=task, items=items, executor=executor,
                    args=args, resumed=resume is not None, already_done=len(store.done_ids()),

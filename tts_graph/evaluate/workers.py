@@ -374,6 +374,7 @@ class WorkerReport:
 
     problems: list[str] = field(default_factory=list)
     progress: dict[str, Any] = field(default_factory=dict)
+    started: int = 0  # workers started: no more than there were open questions
 
 
 def run_workers(plan: Any, n: int, concurrency: int, *, cache: Path | None, use_cache: bool,
@@ -397,9 +398,13 @@ def run_workers(plan: Any, n: int, concurrency: int, *, cache: Path | None, use_
     else:
         done = plan.store.done_ids()
         board = ClaimBoard(plan.store)
-        board.prepare([(i, str(it.id)) for i, it in enumerate(plan.items)
-                       if str(it.id) not in done])
+        open_items = [(i, str(it.id)) for i, it in enumerate(plan.items)
+                      if str(it.id) not in done]
+        board.prepare(open_items)
         prefix = ""
+        # a worker per open question at most: more would only start (and import) for nothing
+        n = max(1, min(n, len(open_items)))
+    n = max(1, min(n, len(plan.items)))
     synced = 0
 
     def sync() -> None:
@@ -408,7 +413,7 @@ def run_workers(plan: Any, n: int, concurrency: int, *, cache: Path | None, use_
             synced = board.sync(plan.store, synced)
 
     run_dir = plan.store.run_dir
-    report = WorkerReport()
+    report = WorkerReport(started=n)
     procs: list[tuple[str, Any, Any]] = []  # Popen or _Forked
     with contextlib.ExitStack() as stack:
         try:

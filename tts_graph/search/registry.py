@@ -13,8 +13,9 @@ OPTUNA_SAMPLERS = ("random", "grid", "optuna-tpe", "optuna-nsga2", "optuna-motpe
 
 
 def worker_seed(seed: int, worker: int) -> int:
-    """Workers sharing a study must not propose the same sequence: each gets its own seed."""
-    return seed + 7919 * worker
+    """Workers sharing a study must not propose the same sequence: each gets its own seed
+    (wrapped into the 0 <= seed < 2**32 the generators take: any worker number works)."""
+    return (seed + 7919 * worker) % 2**32
 
 
 def create_searcher(spec: SearcherSpec, space: Space, *, study_name: str, storage: str | None,

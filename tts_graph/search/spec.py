@@ -135,7 +135,8 @@ class Pruning(Strict):
 class SearcherSpec(Strict):
     name: Literal["random", "grid", "optuna-tpe", "optuna-nsga2", "optuna-motpe",
                   "agent-reinforce"]
-    seed: int = 0
+    # numpy's and Optuna's generators take 0 <= seed < 2**32: say so at the file's line
+    seed: int = Field(default=0, ge=0, lt=2**32)
     batch: int = Field(default=4, ge=1, description="agent-reinforce: graphs per update")
     feedback_model: str | None = Field(
         default=None, description="agent-reinforce: model (from the base graph) giving feedback")

@@ -8,6 +8,9 @@ from ..evaluate.tasks import Item, Task, TaskError
 from .questions import sim_items
 
 DEFAULT_TASK_SIZE = 2000
+#: the most questions ``sim:N`` makes: each is held in memory (100,000 take about 2 s and
+#: 120 MB), so a mistyped N must be refused, not swap the machine to death
+MAX_TASK_SIZE = 100_000
 
 
 def sim_task(n: int, seed: int = 0) -> Task:
@@ -32,9 +35,9 @@ def sim_task_from_name(spec: str) -> Task:
             raise ValueError
         n = int(parts[1]) if len(parts) > 1 else DEFAULT_TASK_SIZE
         seed = int(parts[2]) if len(parts) > 2 else 0
-        if n < 1 or seed < 0:
+        if not 1 <= n <= MAX_TASK_SIZE or seed < 0:
             raise ValueError
     except ValueError:
         raise TaskError(f"bad simulated task {spec!r}: write sim, sim:N or sim:N:SEED "
-                        "(N >= 1 questions, SEED >= 0)") from None
+                        f"(1 <= N <= {MAX_TASK_SIZE:,} questions, SEED >= 0)") from None
     return sim_task(n, seed)

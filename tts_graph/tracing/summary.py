@@ -3,8 +3,10 @@ percentiles, cache hits and errors, per node, model and graph)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,16 +74,47 @@ def _percentiles(values: list[float]) -> dict[str, float]:
             "mean": sum(s) / len(s)}
 
 
+#: the fields a summary adds up, and what each must hold (null counts as 0)
+_INT_FIELDS = ("samples", "prompt_tokens", "completion_tokens", "retries")
+_NUM_FIELDS = ("cost_usd", "flops", "latency_s", "query_latency_s")
+
+
+def _bad_field(line: dict[str, Any]) -> str | None:
+    """Why a trace line's numbers cannot be added up (a hand-edited or foreign file), or
+    None."""
+    for key in (*_INT_FIELDS, *_NUM_FIELDS):
+        v = line.get(key)
+        if v is None:
+            continue
+        whole = key in _INT_FIELDS
+        ok = (isinstance(v, int) if whole else isinstance(v, (int, float))) \
+            and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+        if not ok:
+            return (f"{key}: expected {'a whole number' if whole else 'a number'} >= 0, "
+                    f"got {json.dumps(v)[:40]}")
+    return None
+
+
 def read_trace(path: str | Path) -> Iterator[dict[str, Any]]:
-    """The lines of a trace file. A malformed line is a ``TraceFileError``
-    (``FILE:LINE: ...``); an unfinished last line (a writer killed mid-line) is skipped."""
+    """The lines of a trace file (``-``: standard input). A malformed line is a
+    ``TraceFileError`` (``FILE:LINE: ...``); an unfinished last line (a writer killed
+    mid-line) is skipped."""
     p = Path(path)
+    stdin = str(path) == "-"
     try:
-        fh = p.open("r", encoding="utf-8")
+        fh = sys.stdin.buffer if stdin else p.open("rb")
     except OSError as exc:
         raise TraceFileError(f"{p}: cannot read: {exc.strerror or exc}") from None
-    with fh:
-        for no, raw in enumerate(fh, start=1):
+    name = "<stdin>" if stdin else str(p)
+    with contextlib.nullcontext(fh) if stdin else fh:
+        for no, data in _numbered(fh, name):
+            try:
+                raw = data.decode("utf-8")
+            except UnicodeDecodeError:
+                if not data.endswith(b"\n"):  # cut mid-character by a killed writer
+                    return
+                raise TraceFileError(f"{name}:{no}: not a trace line: not UTF-8 text (a "
+                                     "binary file?)") from None
             if not raw.strip():
                 continue
             try:
@@ -89,15 +122,25 @@ def read_trace(path: str | Path) -> Iterator[dict[str, Any]]:
             except json.JSONDecodeError as exc:
                 if not raw.endswith("\n"):  # the writer died mid-line: nothing after it
                     return
-                raise TraceFileError(f"{p}:{no}: not a trace line: invalid JSON: "
+                raise TraceFileError(f"{name}:{no}: not a trace line: invalid JSON: "
                                      f"{exc.msg}") from None
             except RecursionError:
-                raise TraceFileError(f"{p}:{no}: not a trace line: JSON nested too deeply"
+                raise TraceFileError(f"{name}:{no}: not a trace line: JSON nested too deeply"
                                      ) from None
             if not isinstance(line, dict) or "step" not in line or "model" not in line:
-                raise TraceFileError(f"{p}:{no}: not a trace line (expected an object with "
+                raise TraceFileError(f"{name}:{no}: not a trace line (expected an object with "
                                      "step, node, model, tokens...)")
+            bad = _bad_field(line)
+            if bad:
+                raise TraceFileError(f"{name}:{no}: not a trace line: {bad}")
             yield line
+
+
+def _numbered(fh: Any, name: str) -> Iterator[tuple[int, bytes]]:
+    try:
+        yield from enumerate(fh, start=1)
+    except OSError as exc:  # a directory opens on some systems, then fails to read
+        raise TraceFileError(f"{name}: cannot read: {exc.strerror or exc}") from None
 
 
 def summarize_trace(paths: str | Path | Sequence[str | Path]) -> dict[str, Any]:
