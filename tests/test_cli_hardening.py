@@ -326,7 +326,7 @@ def test_search_storage_error_is_one_line(work: Path) -> None:
     graph = (work / "g.yaml").read_bytes()
     line = one_line(cli("search", "s.yaml", "--out", "out", "--storage",
                         f"sqlite:///{work / 'g.yaml'}", cwd=work))
-    assert line.startswith("search s.yaml: DatabaseError:")
+    assert line.startswith(f"storage sqlite:///{work / 'g.yaml'}: cannot open: DatabaseError:")
     assert (work / "g.yaml").read_bytes() == graph
 
 

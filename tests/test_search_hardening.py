@@ -143,8 +143,10 @@ def test_bad_storage_is_one_line(tmp_path: Path, storage: str, expected: str) ->
 
 
 @pytest.mark.parametrize(("out", "expected"), [
-    ("plain", "output directory {d}/plain: exists and is not a directory"),
-    ("plain/sub", "output directory {d}/plain/sub: cannot write: Not a directory"),
+    # the CLI checks --out before the search session would (a session made from Python
+    # says "output directory ...: exists and is not a directory")
+    ("plain", "--out {d}/plain: is a file: give a directory"),
+    ("plain/sub", "--out {d}/plain/sub: {d}/plain is not a directory"),
 ])
 def test_unwritable_out_is_refused_before_trials(tmp_path: Path, out: str,
                                                  expected: str) -> None:
