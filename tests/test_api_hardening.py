@@ -1,7 +1,8 @@
 """The embedding API misused the way app developers who did not write it will: wrong argument
 types get one line naming the argument (``ArgumentError``, also a ``TypeError``/``ValueError``)
-before anything runs; cancelled runs and abandoned streams leave nothing running; a
-``QueryResult`` serialises, pickles, has a short repr and never holds the API key."""
+before anything runs; cancelled runs and abandoned streams leave nothing running; a closed
+graph says so; threads share a graph; a ``QueryResult`` serialises (and comes back), pickles,
+has a short repr and never holds the API key; a ``Graph`` pickles for multiprocessing."""
 
 from __future__ import annotations
 
@@ -13,15 +14,25 @@ import pickle
 import subprocess
 import sys
 import textwrap
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tts_graph import Executor, Graph, load_graph
+from tts_graph import ClosedError, Executor, Graph, QueryResult, load_graph
 from tts_graph.backends.base import Backend, GenerationRequest, ModelInfo
+from tts_graph.backends.registry import register_backend
 from tts_graph.backends.scripted import ScriptedBackend
 from tts_graph.errors import ArgumentError, GraphError
+from tts_graph.evaluate.runner import to_row
+from tts_graph.evaluate.store import Row
+from tts_graph.evaluate.tasks import Item
+from tts_graph.spec import ModelSpec
 from tts_graph.testing.fault_server import FaultConfig, serve_fault_server
 from tts_graph.types import Completion
 
@@ -141,6 +152,19 @@ def test_backends_cache_and_trace_of_the_wrong_type_are_named() -> None:
         Graph.from_dict(DATA, cache=3)
     with pytest.raises(ArgumentError, match=r"^trace must be"):
         Graph.from_dict(DATA, trace=3)
+    with pytest.raises(ArgumentError, match=r"^otel must be True, False or None, not str$"):
+        Graph.from_dict(DATA, otel="yes")  # type: ignore[arg-type]
+
+
+def test_a_misspelt_backend_name_is_refused_not_ignored() -> None:
+    """``backends={"M": mock}`` left the declared backend (a billed remote model, say) in
+    place without a word."""
+    with pytest.raises(ArgumentError, match=r"^backends\['M'\]: the graph declares no model "
+                                            r"of that name \(models: m\)$"):
+        Graph.from_dict(DATA, backends={"M": scripted()})
+    with pytest.raises(ArgumentError, match="declares no model"):
+        Executor(load_graph(ROOT / "graphs" / "self_consistency.yaml"),
+                 backends={"nope": scripted()})
 
 
 # ------------------------------------------------------------------------ cancellation
@@ -299,3 +323,119 @@ def test_the_api_key_is_in_no_result_repr_or_message(monkeypatch: pytest.MonkeyP
 
 def test_load_graph_still_takes_a_path_object() -> None:
     assert load_graph(ROOT / "graphs" / "self_consistency.yaml").spec.name
+
+
+SIM = """version: 1
+name: sim-api
+models:
+  s: {backend: sim, model: llama-8b}
+defaults: {max_tokens: 2048, temperature: 0.7}
+nodes:
+  solve: {role: solver, model: s, samples: 3}
+  vote: {role: vote, inputs: [solve]}
+output: vote
+"""
+SIM_Q = "[sim:000007] Compute the value of problem 7."
+
+
+def test_odd_questions_run_and_come_back_from_json() -> None:
+    """``QueryResult`` had ``to_dict`` and nothing to read it back."""
+    g = Graph.from_string(SIM)
+    for q in (SIM_Q + " 🤖 ünïcödé \u202e", SIM_Q + "\x00tail", SIM_Q + " " + "x" * 500_000):
+        r = g.run(q)
+        assert r.status == "ok" and r.answer and r.question == q
+        back = QueryResult.from_dict(json.loads(json.dumps(r.to_dict())))
+        assert back.to_dict() == r.to_dict() and back.usage == r.usage
+    with pytest.raises(ArgumentError, match=r"not a QueryResult\.to_dict\(\)"):
+        QueryResult.from_dict({"answer": "4"})
+    with pytest.raises(ArgumentError, match="takes a dict, not str"):
+        QueryResult.from_dict("{}")  # type: ignore[arg-type]
+
+
+def test_a_budget_report_comes_back_from_json() -> None:
+    g = Graph.from_string(SIM + "budget: {max_tokens_per_query: 6000}\n")
+    r = g.run(SIM_Q)
+    assert r.budget is not None
+    back = QueryResult.from_dict(json.loads(json.dumps(r.to_dict())))
+    assert back.budget == r.budget and back.to_dict() == r.to_dict()
+
+
+def test_eval_rows_serialise_and_pickle() -> None:
+    r = Graph.from_string(SIM).run(SIM_Q)
+    row = to_row(0, Item("sim-7", SIM_Q, "1"), r, False, "wrong")
+    assert Row(**json.loads(json.dumps(asdict(row)))) == row
+    assert pickle.loads(pickle.dumps(row)) == row
+
+
+def test_a_graph_pickles_for_multiprocessing(tmp_path: Path) -> None:
+    """``pool.map(graph.run, questions)`` failed: "cannot pickle 'weakref.ReferenceType'
+    object"."""
+    g = Graph.from_string(SIM, cache=tmp_path / "c.sqlite")
+    first = g.run(SIM_Q)
+    copy = pickle.loads(pickle.dumps(g))
+    assert copy.to_dict() == g.to_dict() and copy.run(SIM_Q).usage.cached_calls == 1
+    with ProcessPoolExecutor(1, mp_context=get_context("fork")) as pool:
+        (child,) = pool.map(g.run, [SIM_Q])
+    assert child.answer == first.answer and child.usage.cached_calls == 1
+
+
+# ------------------------------------------------------------------ threads and closing
+
+
+def test_two_threads_starting_at_once_create_the_backends_once() -> None:
+    """Both threads saw no backends yet and each created its own set."""
+    made: list[int] = []
+
+    def factory(spec: ModelSpec, base_dir: Path | None) -> Backend:
+        made.append(1)
+        time.sleep(0.2)  # a backend that takes a while to set up (a model loading)
+        return scripted()
+
+    register_backend("hardening-slow-setup", factory)
+    g = Graph.from_dict({**DATA, "models": {"m": {"backend": "hardening-slow-setup",
+                                                  "model": "x"}}})
+    out: list[str | None] = []
+    threads = [threading.Thread(target=lambda: out.append(g.run("q").answer))
+               for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert out == ["4", "4"] and len(made) == 1
+
+
+async def test_blocking_runs_from_a_running_loop_and_from_two_threads() -> None:
+    g = Graph.from_string(SIM)
+    inside = g.run(SIM_Q)  # a notebook cell: blocking inside a running loop
+    both = await asyncio.gather(*(asyncio.to_thread(g.run_many, [SIM_Q] * 4)
+                                  for _ in range(2)))
+    assert inside.status == "ok"
+    assert [r.answer for rs in both for r in rs] == [inside.answer] * 8
+
+
+async def test_a_closed_graph_refuses_to_run_and_closes_once() -> None:
+    """A graph used after ``aclose`` quietly opened a new HTTP session."""
+    with serve_fault_server(FaultConfig()) as url:
+        g = Graph.from_string(
+            f"version: 1\nname: oa\nmodels: {{m: {{backend: openai, model: fault, "
+            f"api_base: '{url}/v1'}}}}\nnodes:\n  s: {{role: solver, model: m}}\noutput: s\n")
+        assert (await g.arun("q")).status == "ok"
+        backend = g.executor.bindings()["m"].backend
+        assert backend._sessions  # type: ignore[attr-defined]
+        await g.aclose()
+        await g.aclose()  # again: nothing
+        assert g.closed and "closed" in repr(g)
+        assert not backend._sessions  # type: ignore[attr-defined]
+        for call in (lambda: g.run("q"), lambda: g.run_many(["q"]), lambda: g.astream("q")):
+            with pytest.raises(ClosedError, match=r"^graph 'oa' is closed"):
+                call()
+        with pytest.raises(ClosedError):
+            await g.arun("q")
+        with pytest.raises(ClosedError):
+            await g.arun_many(["q"])
+        # a context manager, sync and async
+        async with Graph.from_string(SIM) as a:
+            assert (await a.arun(SIM_Q)).status == "ok"
+        with Graph.from_string(SIM) as s:
+            assert s.run(SIM_Q).status == "ok"
+        assert a.closed and s.closed

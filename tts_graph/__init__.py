@@ -2,13 +2,14 @@
 
 from ._version import __version__ as __version__
 from .compile import CompiledGraph, compile_graph
-from .errors import ArgumentError, GraphError, GraphErrors, TTSGraphError
+from .errors import ArgumentError, ClosedError, GraphError, GraphErrors, TTSGraphError
 from .executor import Executor, QueryResult
 from .graph import Graph
 from .spec import GraphSpec, load_graph, loads_graph, parse_graph
 
 __all__ = [
     "ArgumentError",
+    "ClosedError",
     "CompiledGraph",
     "Executor",
     "Graph",

@@ -74,15 +74,21 @@ def optional_path(value: Any, what: str, *also: type) -> None:
     path(value, what)
 
 
-def backends(value: Any) -> dict[str, Any]:
+def backends(value: Any, models: Iterable[str]) -> dict[str, Any]:
     """``backends=``: model names of the graph -> ``Backend`` objects (anything with a
-    ``generate``, so a duck-typed backend still passes)."""
+    ``generate``, so a duck-typed backend still passes). A name the graph does not declare
+    is refused: a misspelt one left the declared backend (a billed remote model, say) in
+    place without a word."""
     if value is None:
         return {}
     if not isinstance(value, Mapping):
         raise ArgumentError(f"backends must be a dict of model name -> Backend, "
                             f"not {type_name(value)}")
+    declared = list(models)
     for name, backend in value.items():
+        if name not in declared:
+            raise ArgumentError(f"backends[{name!r}]: the graph declares no model of that "
+                                f"name (models: {', '.join(declared) or 'none'})")
         if not callable(getattr(backend, "generate", None)):
             raise ArgumentError(f"backends[{name!r}] must be a Backend, "
                                 f"not {type_name(backend)}")

@@ -65,6 +65,10 @@ class Amount:
     def to_dict(self) -> dict[str, float | int]:
         return {"tokens": self.tokens, "cost_usd": self.cost, "flops": self.flops}
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Amount:
+        return cls(int(data["tokens"]), float(data["cost_usd"]), float(data["flops"]))
+
 
 def width_range(step: Step) -> tuple[int, int] | None:
     """(narrowest, widest) samples per call of a step that the budget may choose between;
@@ -789,6 +793,15 @@ class BudgetReport:
             (self.spent.cost, self.granted["cost_usd"]),
             (self.spent.flops, self.granted["flops"])) if cap]
         return max(shares) if shares else None
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BudgetReport:
+        """A report back from ``to_dict()`` (``share_spent`` is worked out again)."""
+        return cls(granted=dict(data["granted"]), spent=Amount.from_dict(data["spent"]),
+                   reserved_peak=Amount.from_dict(data["reserved_peak"]),
+                   plan_fits=bool(data["plan_fits"]), steps=dict(data.get("steps") or {}),
+                   planned_late=bool(data.get("planned_late", False)),
+                   output_reached=bool(data.get("output_reached", False)))
 
     def to_dict(self) -> dict[str, Any]:
         return {"granted": self.granted, "spent": self.spent.to_dict(),

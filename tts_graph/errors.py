@@ -75,3 +75,6 @@ class ArgumentError(TTSGraphError, TypeError, ValueError):
     ``str``, ``concurrency`` below 1, YAML text where a path is expected... Also a
     ``TypeError`` and a ``ValueError``: code that caught what was raised before still does."""
 
+
+class ClosedError(TTSGraphError, RuntimeError):
+    """A ``Graph`` was used after ``close()`` / ``aclose()``."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -32,7 +33,7 @@ from .roles.adaptive import should_stop
 from .roles.base import Call, StepContext
 from .spec import GraphDoc, load_graph
 from .streaming import TextSink, TextStream
-from .types import Completion, StepOutput
+from .types import Candidate, Completion, StepOutput
 from .usage import CallRecord, Usage, by, total
 
 QueryStatus = Literal["ok", "budget", "timeout", "error"]
@@ -99,6 +100,37 @@ class QueryResult:
             "calls": [c.to_dict() for c in self.calls],
             **({"budget": self.budget.to_dict()} if self.budget is not None else {}),
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> QueryResult:
+        """A result back from ``to_dict()`` (read from JSON, say). What ``to_dict`` sums
+        (usage) is summed again from the calls; a step's meta comes back as the plain data
+        ``to_dict`` wrote."""
+        if not isinstance(data, dict):
+            raise ArgumentError(f"QueryResult.from_dict takes a dict, not "
+                                f"{arguments.type_name(data)}")
+        try:
+            steps = {
+                sid: StepOutput(
+                    step=sid, node=s["node"], kind=s["kind"], status=s["status"],
+                    error=s.get("error"), meta=dict(s.get("meta") or {}),
+                    candidates=[Candidate(text=c["text"], answer=c.get("answer"),
+                                          score=c.get("score"), model=c.get("model"))
+                                for c in s.get("candidates", [])])
+                for sid, s in (data.get("steps") or {}).items()
+            }
+            budget = data.get("budget")
+            return cls(
+                question=data["question"], answer=data.get("answer"), text=data.get("text"),
+                status=data["status"], graph=data["graph"], steps=steps,
+                calls=[CallRecord(**c) for c in data.get("calls", [])],
+                latency_s=float(data.get("latency_s", 0.0)), error=data.get("error"),
+                id=data.get("id", 0),
+                budget=BudgetReport.from_dict(budget) if budget is not None else None,
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ArgumentError(f"not a QueryResult.to_dict() mapping: {type(exc).__name__}: "
+                                f"{exc}") from None
 
     def __repr__(self) -> str:
         # the dataclass repr would hold every step, call and the whole question: megabytes
@@ -244,12 +276,14 @@ class Executor:
         if not isinstance(graph, (GraphDoc, CompiledGraph)):
             raise ArgumentError("Executor() takes a graph file path, a GraphDoc or a "
                                 f"CompiledGraph, not {arguments.type_name(graph)}")
-        self._given = arguments.backends(backends)
+        self._given = arguments.backends(backends, graph.spec.models)
         arguments.optional_path(cache, "cache", ResponseCache)
         if isinstance(graph, GraphDoc):
             graph = compile_graph(graph, backends=[*backend_names(), *self._given])
         self.graph = graph
         self._bindings: dict[str, ModelBinding] | None = None
+        # two threads starting their first queries at once create the backends once
+        self._bindings_lock = threading.Lock()
         self._plan: _Plan | None = None
         self.cache = cache if isinstance(cache, ResponseCache) or cache is None \
             else ResponseCache(cache)
@@ -257,7 +291,11 @@ class Executor:
     # ---------------------------------------------------------------------------- set-up
 
     def bindings(self) -> dict[str, ModelBinding]:
-        if self._bindings is None:
+        if self._bindings is not None:
+            return self._bindings
+        with self._bindings_lock:
+            if self._bindings is not None:
+                return self._bindings
             spec = self.graph.spec
             out: dict[str, ModelBinding] = {}
             for name in self.graph.used_models():

@@ -23,8 +23,8 @@ from .backends.base import Backend
 from .backends.registry import backend_names
 from .cache import ResponseCache
 from .compile import CompiledGraph, compile_graph
-from .errors import ArgumentError
-from .executor import Executor, QueryResult
+from .errors import ArgumentError, ClosedError
+from .executor import Executor, QueryResult, run_sync
 from .spec import GraphDoc, GraphSpec, load_graph, parse_graph
 from .streaming import AnswerStream, TextSink
 from .tracing import TracedExecutor, Tracer
@@ -36,6 +36,10 @@ class Graph:
     ``backends`` maps model names of the graph to ``Backend`` objects to use instead of the
     ones the graph file declares (for tests, or to share a client); ``cache`` is a response
     cache (a path or a ``ResponseCache``).
+
+    ``close()`` / ``aclose()`` (or ``with`` / ``async with``) release the backends the graph
+    created; a closed graph refuses to run (``ClosedError``). A graph pickles (for
+    ``multiprocessing``): the copy is built again from the same document.
     """
 
     def __init__(self, doc: GraphDoc, *, backends: dict[str, Backend] | None = None,
@@ -46,10 +50,18 @@ class Graph:
                                 "build one with Graph.from_yaml(path), from_dict or "
                                 "from_string")
         arguments.optional_path(trace, "trace", Tracer)
-        given = arguments.backends(backends)
+        if otel is not None and not isinstance(otel, bool):
+            raise ArgumentError(f"otel must be True, False or None, not "
+                                f"{arguments.type_name(otel)}")
+        given = arguments.backends(backends, doc.spec.models)
         self._doc = doc
         self._compiled = compile_graph(doc, backends=[*backend_names(), *given])
         self._executor = Executor(self._compiled, backends=given, cache=cache)
+        # what a pickled copy is built again from, in another process
+        self._rebuild = (given, cache.path if isinstance(cache, ResponseCache) else cache,
+                         trace.path if isinstance(trace, Tracer) else trace,
+                         trace.otel if isinstance(trace, Tracer) else otel)
+        self._closed = False
         if not isinstance(trace, Tracer):
             trace = Tracer(trace, otel=otel, graph=self._compiled)
         self._tracer: Tracer | None = trace if trace.active else None
@@ -119,13 +131,13 @@ class Graph:
     def run(self, question: str) -> QueryResult:
         """Run one question (blocking; from inside a running event loop, in a worker thread:
         ``await arun`` there to keep that loop free)."""
-        return self._runner.run(question)
+        return self._open().run(question)
 
     async def arun(self, question: str, *, on_text: TextSink | None = None) -> QueryResult:
         """Run one question. ``on_text`` gets the answer's text as it is produced: token by
         token when the output node streams (one sample of a solver, fuser or refiner),
         otherwise whole at the end."""
-        return await self._runner.arun(question, on_text=on_text)
+        return await self._open().arun(question, on_text=on_text)
 
     def astream(self, question: str) -> AnswerStream:
         """Run one question, giving its answer text as it is produced (see ``arun``)::
@@ -137,23 +149,68 @@ class Graph:
 
         Leave early with ``async with`` (or ``await stream.aclose()``): that cancels the run
         at once. A stream dropped unclosed cancels its run when it is collected."""
+        runner = self._open()
         arguments.question(question)  # at the call, not at the first piece
-        return AnswerStream(lambda sink: self._runner.arun(question, on_text=sink))
+        return AnswerStream(lambda sink: runner.arun(question, on_text=sink))
 
     def run_many(self, questions: Sequence[str], *, concurrency: int = 8) -> list[QueryResult]:
         """Run many questions, at most ``concurrency`` at once; results in input order."""
-        return self._runner.run_many(questions, concurrency=concurrency)
+        return self._open().run_many(questions, concurrency=concurrency)
 
     async def arun_many(self, questions: Iterable[str], *, concurrency: int = 8,
                         on_result: Callable[[QueryResult], None] | None = None
                         ) -> list[QueryResult]:
-        return await self._runner.arun_many(questions, concurrency=concurrency,
+        """``run_many`` for async code; ``on_result`` gets each result as it finishes."""
+        return await self._open().arun_many(questions, concurrency=concurrency,
                                             on_result=on_result)
 
+    def _open(self) -> Executor | TracedExecutor:
+        if self._closed:
+            raise ClosedError(f"graph {self.name!r} is closed: build a new Graph to run it "
+                              "again")
+        return self._runner
+
+    # ------------------------------------------------------------------------ closing
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     async def aclose(self) -> None:
-        """Release the backends this graph created."""
+        """Release the backends this graph created; the graph then refuses to run. Closing
+        again does nothing."""
+        if self._closed:
+            return
+        self._closed = True
         await self._executor.aclose()
+
+    def close(self) -> None:
+        """``aclose`` for synchronous code."""
+        if not self._closed:
+            run_sync(self.aclose)
+
+    def __enter__(self) -> Graph:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Graph:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # ``pool.map(graph.run, questions)`` pickles the graph: the child builds it again
+        # from its document (backends given in Python must pickle themselves)
+        return (_rebuild, (self._doc, *self._rebuild))
 
     def __repr__(self) -> str:
         return (f"Graph({self.name!r}, nodes={list(self.spec.nodes)}, "
-                f"output={self.spec.output!r})")
+                f"output={self.spec.output!r}{', closed' if self._closed else ''})")
+
+
+def _rebuild(doc: GraphDoc, backends: dict[str, Backend], cache: str | Path | None,
+             trace: str | Path | None, otel: bool | None) -> Graph:
+    return Graph(doc, backends=backends, cache=cache, trace=trace, otel=otel)
