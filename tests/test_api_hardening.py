@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 
 from tts_graph import ClosedError, Executor, Graph, QueryResult, load_graph
+from tts_graph.backends import registry
 from tts_graph.backends.base import Backend, GenerationRequest, ModelInfo
 from tts_graph.backends.registry import register_backend
 from tts_graph.backends.scripted import ScriptedBackend
@@ -382,7 +383,8 @@ def test_a_graph_pickles_for_multiprocessing(tmp_path: Path) -> None:
 # ------------------------------------------------------------------ threads and closing
 
 
-def test_two_threads_starting_at_once_create_the_backends_once() -> None:
+def test_two_threads_starting_at_once_create_the_backends_once(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """Both threads saw no backends yet and each created its own set."""
     made: list[int] = []
 
@@ -391,6 +393,8 @@ def test_two_threads_starting_at_once_create_the_backends_once() -> None:
         time.sleep(0.2)  # a backend that takes a while to set up (a model loading)
         return scripted()
 
+    # registered for this test only: validate's "known backends" line lists every name
+    monkeypatch.setattr(registry, "_FACTORIES", dict(registry._FACTORIES))
     register_backend("hardening-slow-setup", factory)
     g = Graph.from_dict({**DATA, "models": {"m": {"backend": "hardening-slow-setup",
                                                   "model": "x"}}})
