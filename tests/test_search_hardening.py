@@ -6,6 +6,7 @@ Real files, real ``python -m tts_graph search`` subprocesses, the SIMULATED back
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -200,3 +202,180 @@ def test_ctrl_c_keeps_finished_trials_and_resumes(tmp_path: Path) -> None:
     states = _trials(db)
     assert states.get("COMPLETE", 0) + states.get("PRUNED", 0) >= finished + 1, states
     assert "RUNNING" not in states
+
+
+# ------------------------------------------------------ spaces that cannot run, said up front
+
+
+@pytest.mark.parametrize(("change", "expected"), [
+    # a value listed twice was silently drawn twice as often
+    (("values: [s1, s8]", "values: [s1, s8, s1]"),
+     "6: choices.0: 's1' is listed twice in values"),
+    # a float range on an int field passed at its whole ends; every trial was infeasible
+    (("values: [1, 2, 4]", "float: [1, 4]"),
+     "7: choices.1: samples = 2.11: must be an integer"),
+    # grid listed every value of the range before the first trial (10^9: out of memory)
+    (("values: [1, 2, 4]}\n", "values: [1, 2, 4]}\n  - {node: solve, field: seed, "
+      "int: [0, 1000000000], step: 1}\n"),
+     "8: choices.2: 1,000,000,001 values with step 1: grid enumerates them"),
+    # nothing fits: every trial was infeasible, and the search ended with exit 0
+    (("pruning:", "constraints: {max_tokens_per_query: 10}\npruning:"),
+     "11: constraints: no graph of the search space fits the constraints (for example: "
+     "worst case"),
+    (("choices:\n", "choices:\n  - {node: solve, enabled: [false]}\n"),
+     "5: choices: no configuration of the search space is a valid graph"),
+    # the base graph prices nothing: the line of the cap, not a line without a file
+    (("pruning:", "constraints: {max_cost_usd_per_query: 0.01}\npruning:"),
+     "11: constraints.max_cost_usd_per_query: the base graph declares no price for u"),
+    # base: naming a search file gave a page of "unknown field" lines
+    (("base: base.yaml", "base: search.yaml"), "3: base: search.yaml: is a search file"),
+])
+def test_space_that_cannot_run_is_one_line_before_trials(tmp_path: Path,
+                                                         change: tuple[str, str],
+                                                         expected: str) -> None:
+    search = SEARCH.replace("{name: optuna-motpe, seed: 0}", "{name: grid}")
+    assert change[0] in search
+    path = write(tmp_path, search.replace(*change))
+    (tmp_path / "base.yaml").write_text(
+        BASE.replace("  s8:", "  u: {backend: sim, model: llama-3b}\n  s8:"))
+    line = refused(cli(str(path), "--out", str(tmp_path / "out")), tmp_path / "out")
+    assert line.startswith(f"{path}:{expected}"), line
+
+
+def test_a_huge_space_is_counted_not_walked() -> None:
+    """``Space.size`` over GRID_LIMIT configurations counted them one by one: 2 * 10^7 took
+    90 s before the first trial, 10^9 hours."""
+    from tts_graph.search.space import Space
+    from tts_graph.search.spec import SearchSpec
+
+    tens = list(range(1, 11))
+    choices = [{"node": "solve", "field": f, "values": tens}
+               for f in ("samples", "seed", "max_tokens")]
+    choices += [{"node": "solve", "field": "temperature", "values": [t / 10 for t in tens]},
+                {"node": "solve", "field": "top_p", "values": [t / 10 for t in tens]},
+                {"node": "judge", "field": "seed", "values": tens},
+                {"node": "judge", "field": "max_tokens", "values": tens},
+                {"node": "judge", "field": "temperature", "values": [t / 10 for t in tens]},
+                {"node": "plan"}]
+    base = {"version": 1, "name": "b", "models": {"m": {"backend": "sim", "model": "llama-1b"}},
+            "nodes": {"plan": {"role": "planner", "model": "m"},
+                      "solve": {"role": "solver", "model": "m", "inputs": ["plan"]},
+                      "judge": {"role": "judge", "model": "m", "inputs": ["solve"]}},
+            "output": "judge"}
+    spec = SearchSpec.model_validate({
+        "name": "s", "base": "b.yaml", "task": {"name": "sim:10"}, "choices": choices,
+        "budget": {"trials": 3}, "searcher": {"name": "grid"}})
+    started = time.monotonic()
+    census = Space(spec, base).census()
+    assert census.conditional == 2 * 10**8 and census.graphs == -1
+    assert time.monotonic() - started < 60
+
+
+# ------------------------------------------------------------------------------- outputs
+
+
+@pytest.mark.parametrize(("make", "expected"), [
+    (lambda out: (out / "front").write_text("x"), "front is not a directory"),
+    (lambda out: (out / "front.json").mkdir(), "front.json is a directory"),
+])
+def test_outputs_that_cannot_be_written_are_refused_before_trials(tmp_path: Path, make: Any,
+                                                                  expected: str) -> None:
+    """They failed with a traceback after every trial had run (and been paid for)."""
+    path = write(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    make(out)
+    line = refused(cli(str(path), "--out", str(out)), out)
+    assert line == f"output directory {out}: {expected}: move it away, or give another --out"
+
+
+def test_a_failed_export_keeps_the_earlier_front_whole(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The earlier front was deleted before the new one was written: a failure (a full disk,
+    Ctrl-C) part-way left neither whole."""
+    import asyncio
+
+    import tts_graph.search.driver as driver
+
+    path = write(tmp_path, SEARCH.replace("trials: 4", "trials: 6"))
+    s = driver.SearchSession(path, out_dir=tmp_path / "out")
+    try:
+        asyncio.run(s.run())
+        entries = s.front()
+        assert len(entries) >= 2
+        s.export(entries)
+        front = tmp_path / "out" / "front"
+        before = {p.name: p.read_text() for p in front.iterdir()}
+        calls = {"n": 0}
+        dump = driver.yaml.safe_dump
+
+        def failing(*args: Any, **kwargs: Any) -> str:
+            calls["n"] += 1
+            if calls["n"] == 2:
+                raise OSError(28, "No space left on device")
+            return dump(*args, **kwargs)
+
+        monkeypatch.setattr(driver.yaml, "safe_dump", failing)
+        with pytest.raises(OSError):
+            s.export(list(reversed(entries)))  # another order: other file names
+        after = {p.name: p.read_text() for p in front.iterdir()}
+        for name, text in before.items():  # every earlier graph still there, whole
+            assert after.get(name) == text, name
+        assert all(not n.startswith(".") for n in after)  # no temporary file left
+    finally:
+        s.close()
+
+
+def test_the_best_graph_validates_and_reproduces_its_score(tmp_path: Path) -> None:
+    path = write(tmp_path, SEARCH.replace("{min_questions: 4}", "{enabled: false}"))
+    out = tmp_path / "out"
+    proc = cli(str(path), "--out", str(out), "--json", "--no-heldout")
+    assert proc.returncode == 0, proc.stderr
+    best = json.loads(proc.stdout)["front"][0]
+    graph = best["graph_file"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    check = subprocess.run([sys.executable, "-m", "tts_graph", "validate", graph],
+                           capture_output=True, text=True, timeout=120, env=env, cwd=ROOT)
+    assert check.returncode == 0, check.stderr
+    again = subprocess.run([sys.executable, "-m", "tts_graph", "eval", graph, "--task", "sim:60",
+                            "--split", "search", "--seed", "0", "--limit", "16", "--no-cache",
+                            "--json", "--out", str(tmp_path / "again")],
+                           capture_output=True, text=True, timeout=120, env=env, cwd=ROOT)
+    assert again.returncode == 0, again.stderr
+    rerun = json.loads(again.stdout)
+    assert rerun["done"] == 16
+    assert rerun["accuracy"] == best["search"]["accuracy"]
+    assert rerun["tokens_per_question"] == pytest.approx(best["search"]["tokens"])
+
+
+# ------------------------------------------------------------------ a study and its space
+
+
+def test_a_study_refuses_a_changed_space_and_allows_a_bigger_budget(tmp_path: Path) -> None:
+    path = write(tmp_path, SEARCH.replace("trials: 4", "trials: 2"))
+    out = tmp_path / "out"
+    assert cli(str(path), "--out", str(out), "--no-heldout").returncode == 0
+    # more trials and another searcher: the same search, continued
+    path.write_text(SEARCH.replace("trials: 4", "trials: 3").replace(
+        "{name: optuna-motpe, seed: 0}", "{name: random, seed: 5}"))
+    more = cli(str(path), "--out", str(out), "--no-heldout")
+    assert more.returncode == 0, more.stderr
+    assert _trials(out / "study.db")["COMPLETE"] >= 3
+    # other choices, task or base graph: its trials would not compare with the new ones
+    for old, new, key, line in (("values: [1, 2, 4]", "values: [1, 8]", "choices", 5),
+                                ("sim:60", "sim:61", "task", 4)):
+        path.write_text(SEARCH.replace(old, new))
+        got = refused(cli(str(path), "--out", str(out), "--no-heldout"), tmp_path / "none")
+        assert got.startswith(f"{path}:{line}: {key}: study 'sim-search' in sqlite:///"), got
+        assert f"its {key} differ" in got
+    (tmp_path / "base.yaml").write_text(BASE.replace("max_tokens: 256", "max_tokens: 512"))
+    path.write_text(SEARCH)
+    got = refused(cli(str(path), "--out", str(out), "--no-heldout"), tmp_path / "none")
+    assert "its base differ" in got and got.startswith(f"{path}:3: base: ")
+    # a second search of another space naming the same study in a shared storage
+    (tmp_path / "base.yaml").write_text(BASE)
+    other = tmp_path / "other.yaml"
+    other.write_text(SEARCH.replace("values: [1, 2, 4]", "values: [2, 3]"))
+    got = refused(cli(str(other), "--out", str(tmp_path / "out2"), "--storage",
+                      f"sqlite:///{out / 'study.db'}"), tmp_path / "out2")
+    assert "its choices differ" in got

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import re
 import warnings
 from collections.abc import Callable
@@ -86,9 +87,13 @@ class SearchSession:
             what = "is a directory" if base_path.is_dir() else "file not found"
             raise GraphError(f"{spec.base}: {what}", path="base", source=str(self.path),
                              line=line_of(holder.lines, ("base",)))
+        base, _lines = load_yaml_file(base_path)
+        if isinstance(base, dict) and {"base", "choices"} <= set(base):
+            # not a page of "unknown field" lines about a graph it never was
+            raise GraphError(f"{spec.base}: is a search file, not a graph", path="base",
+                             source=str(self.path), line=line_of(holder.lines, ("base",)))
         # the base graph must be valid on its own
         compile_graph(load_graph(base_path), backends=backend_names())
-        base, _lines = load_yaml_file(base_path)
         self.base_path = base_path
         try:
             self.space = Space(spec, base, source=str(base_path), base_dir=base_path.parent)
@@ -96,6 +101,10 @@ class SearchSession:
             loc = tuple(int(x) if x.isdigit() else x for x in exc.path.split(".") if x)
             raise GraphError(exc.message, path=exc.path, source=str(self.path),
                              line=line_of(holder.lines, loc)) from None
+        unfit = self.space.unfit()  # else every trial would be infeasible, and exit 0
+        if unfit is not None:
+            raise GraphError(unfit[1], path=unfit[0], source=str(self.path),
+                             line=line_of(holder.lines, (unfit[0],)))
         self.out_dir = Path(out_dir or Path("runs") / f"search-{spec.name}")
         _make_out_dir(self.out_dir)
         if isinstance(storage, str):  # the Python API may pass an Optuna storage object
@@ -137,6 +146,16 @@ class SearchSession:
             raise TTSGraphError(f"storage {_safe_storage(str(self.storage))}: cannot open: "
                                 f"{type(exc).__name__}: {first}") from None
         self.study = self.searcher.study
+        changed = _changed_space(self.study, _space_digests(spec, base))
+        if changed:
+            self.close()
+            raise GraphError(
+                f"study '{spec.name}' in {_safe_storage(str(self.storage))} was made by "
+                f"another search: its {' and '.join(changed)} differ, so its trials would "
+                "not compare with this one's; restore the file, or give another --out, "
+                "--storage or name (budget, searcher and concurrency may change on a resume)",
+                path=changed[0], source=str(self.path),
+                line=line_of(holder.lines, (changed[0],)))
         self.runner = TrialRunner(self.space, self.task.scorer, self.search_items,
                                   out_dir=self.out_dir, cache=self.cache,
                                   concurrency=spec.concurrency)
@@ -390,8 +409,7 @@ class SearchSession:
     def export(self, entries: list[FrontEntry]) -> None:
         front_dir = self.out_dir / "front"
         front_dir.mkdir(exist_ok=True)
-        for old in front_dir.glob("[0-9][0-9]-trial*.yaml"):  # an earlier, other front
-            old.unlink()
+        earlier = set(front_dir.glob("[0-9][0-9]-trial*.yaml"))  # an earlier, other front
         for rank, e in enumerate(entries, start=1):
             g = self.space.graph_dict(e.config)
             g["description"] = (f"found by tts-graph search '{self.spec.name}' (trial "
@@ -399,8 +417,11 @@ class SearchSession:
                                                             sorted(e.config.items())))
             _rebase_model_paths(g, self.base_path.parent, front_dir)
             path = front_dir / f"{rank:02d}-trial{e.trial}.yaml"
-            path.write_text(yaml.safe_dump(g, sort_keys=False, allow_unicode=True))
+            _write_whole(path, yaml.safe_dump(g, sort_keys=False, allow_unicode=True))
+            earlier.discard(path)
             e.graph_file = str(path)
+        for old in earlier:  # only once the new front is whole
+            old.unlink(missing_ok=True)
 
     async def rescore(self, entries: list[FrontEntry]) -> None:
         from ..evaluate.runner import run_items
@@ -429,7 +450,7 @@ class SearchSession:
                 "objectives": list(self.spec.objectives),
                 "front": [e.__dict__ for e in entries]}
         out = self.out_dir / "front.json"
-        out.write_text(json.dumps(data, indent=2, default=str))
+        _write_whole(out, json.dumps(data, indent=2, default=str))
         return out
 
     def plot(self, entries: list[FrontEntry]) -> Path | None:
@@ -468,8 +489,13 @@ class SearchSession:
         ax.legend(fontsize=8)
         fig.tight_layout()
         out = self.out_dir / "search.png"
-        fig.savefig(out)
-        plt.close(fig)
+        tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+        try:  # drawn beside it and renamed over it: a plot is never left half-written
+            fig.savefig(tmp, format="png")
+            os.replace(tmp, out)
+        finally:
+            tmp.unlink(missing_ok=True)
+            plt.close(fig)
         return out
 
 
@@ -516,8 +542,41 @@ def _rebase_model_paths(g: dict[str, Any], base_dir: Path, out_dir: Path) -> Non
                 opts["path"] = os.path.relpath(base_dir / p, out_dir)
 
 
+#: the parts of a search that its trials' outcomes depend on, by their key in the file
+#: (the budget, the searcher and the concurrency may change between runs of one study)
+SPACE_PARTS = ("base", "task", "choices", "objectives", "constraints", "pruning")
+SPACE_ATTR = "search_space"
+
+
+def _space_digests(spec: SearchSpec, base: dict[str, Any]) -> dict[str, str]:
+    """A digest of each part of ``SPACE_PARTS``; the base graph's by its content (not its
+    name, description or file name)."""
+    import hashlib
+
+    graph = {k: v for k, v in base.items() if k not in ("name", "description")}
+    parts: dict[str, Any] = {"base": graph}
+    for name in SPACE_PARTS[1:]:
+        value = getattr(spec, name)
+        parts[name] = ([c.model_dump(by_alias=True) for c in value] if name == "choices"
+                       else value if isinstance(value, list) else value.model_dump())
+    return {k: hashlib.sha256(json.dumps(v, sort_keys=True, default=str).encode())
+            .hexdigest()[:16] for k, v in parts.items()}
+
+
+def _changed_space(study: optuna.Study, digests: dict[str, str]) -> list[str]:
+    """The parts of the search that differ from those the study was made with (recorded
+    on the study by its first run; a study from before they were recorded is taken as is)."""
+    recorded = study.user_attrs.get(SPACE_ATTR)
+    if not isinstance(recorded, dict):
+        study.set_user_attr(SPACE_ATTR, digests)
+        return []
+    return [k for k in SPACE_PARTS if k in recorded and recorded[k] != digests.get(k)]
+
+
 def _make_out_dir(out: Path) -> None:
-    """The output directory, made and known writable before any trial runs."""
+    """The output directory, made and known writable before any trial runs, and with room
+    for what the search writes at its end (a ``front`` that is a file would fail only then,
+    after every trial was paid for)."""
     if out.exists() and not out.is_dir():
         raise TTSGraphError(f"output directory {out}: exists and is not a directory")
     try:
@@ -528,6 +587,33 @@ def _make_out_dir(out: Path) -> None:
     except OSError as exc:
         raise TTSGraphError(f"output directory {out}: cannot write: "
                             f"{exc.strerror or exc}") from None
+    for name in ("front", "trials", "heldout"):
+        if (out / name).exists() and not (out / name).is_dir():
+            raise TTSGraphError(f"output directory {out}: {name} is not a directory: "
+                                "move it away, or give another --out")
+    for name in ("front.json", "search.png"):
+        if (out / name).is_dir():
+            raise TTSGraphError(f"output directory {out}: {name} is a directory: "
+                                "move it away, or give another --out")
+
+
+def _write_whole(path: Path, text: str) -> None:
+    """``text`` into ``path`` through a file beside it renamed over it: a search killed while
+    writing leaves the earlier file or the new one, never half a YAML file."""
+    import tempfile
+
+    # a name of its own: workers on one machine may share the output directory
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = Path(name)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)  # as a plain write would, not mkstemp's 0600
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _check_storage(url: str) -> None:

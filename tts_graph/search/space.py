@@ -34,11 +34,16 @@ from ..spec import AdaptiveSamples, parse_graph
 from .spec import Constraints, EdgeToggle, FieldChoice, NodeToggle, SearchSpec
 
 Kind = Literal["categorical", "int", "float"]
+#: searchers that list every value of a range with a step
+ENUMERATING = ("grid", "agent-reinforce")
 log = logging.getLogger("tts_graph.search")
 
 #: conditional configurations beyond which ``Space.grid`` and ``Space.size`` stop compiling
 #: every one to find the distinct graphs (``size`` then reports the conditional count)
 GRID_LIMIT = 100_000
+#: values of one stepped range that ``grid`` and ``agent-reinforce`` may enumerate: a range
+#: of 10^9 steps would be a list of 10^9 values before the first trial
+MAX_LEVELS = 10_000
 
 
 @dataclass(frozen=True)
@@ -58,8 +63,21 @@ class Param:
         """The node a field or toggle belongs to (None for an edge)."""
         return None if self.name.startswith("edge:") else self.name.split(".", 1)[0]
 
+    def count(self, n: int = 5) -> int:
+        """``len(self.levels(n))``, without making the list."""
+        if self.kind == "categorical":
+            return len(self.choices)
+        if self.kind == "int" and (self.step or (self.high - self.low) < n):
+            return int((self.high - self.low) // int(self.step or 1)) + 1
+        if self.kind == "float" and self.step:
+            return round((self.high - self.low) / self.step) + 1
+        return len(self.levels(n))
+
     def levels(self, n: int = 5) -> list[Any]:
         """A finite set of values (the categorical choices, or n levels of a range)."""
+        if self.kind != "categorical" and self.step and self.count(n) > MAX_LEVELS:
+            raise TTSGraphError(f"{self.name}: {self.count(n):,} values with step "
+                                f"{self.step:g}: at most {MAX_LEVELS:,} can be enumerated")
         if self.kind == "categorical":
             return list(self.choices)
         if self.kind == "int":
@@ -166,10 +184,10 @@ class Space:
             unpriced = sorted(n for n, m in (base.get("models") or {}).items()
                               if isinstance(m, dict) and m.get("price") is None)
             if unpriced:
-                raise TTSGraphError(
-                    "constraints.max_cost_usd_per_query: the base graph declares no price for "
-                    f"{', '.join(unpriced)}; add price: {{input_per_mtok, output_per_mtok}} "
-                    "(0 for a free model)")
+                raise GraphError(
+                    f"the base graph declares no price for {', '.join(unpriced)}; add price: "
+                    "{input_per_mtok, output_per_mtok} (0 for a free model)",
+                    path="constraints.max_cost_usd_per_query")
         names = [p.name for p in self.params]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
@@ -177,12 +195,25 @@ class Space:
         for i, ch in enumerate(spec.choices):
             if isinstance(ch, FieldChoice):
                 self._check_values(i, ch)
+                count = ch.count()
+                if spec.searcher.name in ENUMERATING and count and count > MAX_LEVELS:
+                    raise GraphError(
+                        f"{count:,} values with step {ch.step:g}: {spec.searcher.name} "
+                        f"enumerates them, at most {MAX_LEVELS:,}; use a coarser step, or "
+                        "no step (ranges are then taken at a few levels)", path=f"choices.{i}")
 
     def _check_values(self, i: int, ch: FieldChoice) -> None:
         """A misspelt field or a value the node refuses on its own (samples 0, an undeclared
         model) is a mistake in the search file, not an infeasible configuration."""
         param = next(p for p in self.params if p.name == f"{ch.node}.{ch.field}")
         values = param.levels(3) if param.kind == "categorical" else [param.low, param.high]
+        if param.kind == "float" and param.high > param.low:
+            # a value inside the range too: a float range on an int field (samples) passes
+            # at whole ends and fails at every value between
+            inside = (param.high - param.low) * 0.37  # not a third: [1, 4] has 2.0 there
+            if param.step:
+                inside = round(inside / param.step) * param.step
+            values.append(param.low + inside)
         at = f"nodes.{ch.node}.{ch.field}"
         for value in values:
             g = copy.deepcopy(self.base)
@@ -316,6 +347,32 @@ class Space:
             raise Infeasible(f"worst case {est.flops:.3g} FLOPs/query > "
                              f"{c.max_flops_per_query:.3g}")
 
+    def unfit(self, limit: int = 2_000) -> tuple[str, str] | None:
+        """When no configuration can run (none is a valid graph, or none fits the
+        constraints): the search file's path to blame and an example why. None when one can
+        run, or more than ``limit`` configurations would have to be tried to be sure."""
+        why: dict[str, str] = {}
+        for n, config in enumerate(self.conditional()):
+            if n >= limit:
+                return None
+            try:
+                graph = self.compile(config)
+            except Infeasible as exc:
+                why.setdefault("choices", str(exc))
+                continue
+            try:
+                self.check_constraints(self.estimate(
+                    graph, self.spec.constraints.prompt_tokens_estimate), self.spec.constraints)
+            except Infeasible as exc:
+                why.setdefault("constraints", str(exc))
+                continue
+            return None
+        if "constraints" in why:
+            return "constraints", ("no graph of the search space fits the constraints (for "
+                                   f"example: {why['constraints']})")
+        return "choices", ("no configuration of the search space is a valid graph (for "
+                           f"example: {why['choices']})")
+
     def conditional(self, levels: int = 5) -> Iterator[dict[str, Any]]:
         """Every configuration over the parameters' levels (ranges discretized), each
         holding only its active parameters."""
@@ -330,13 +387,12 @@ class Space:
     def _grid(self, levels: int) -> tuple[list[dict[str, Any]], Census]:
         if levels in self._grids:
             return self._grids[levels]
-        total = math.prod(len(p.levels(levels)) for p in self.params)
+        total = math.prod(p.count(levels) for p in self.params)
         configs = list(itertools.islice(self.conditional(levels), GRID_LIMIT + 1))
         if len(configs) > GRID_LIMIT:
             log.warning("search space: over %d configurations; distinct graphs not counted",
                         GRID_LIMIT)
-            count = sum(1 for _ in self.conditional(levels))
-            result = (configs, Census(total, count, -1, 0))
+            result = (configs, Census(total, self._count_conditional(levels), -1, 0))
         else:
             seen: dict[str, dict[str, Any]] = {}
             invalid = 0
@@ -349,6 +405,20 @@ class Space:
             result = (list(seen.values()), Census(total, len(configs), len(seen), invalid))
         self._grids[levels] = result
         return result
+
+    def _count_conditional(self, levels: int) -> int:
+        """How many configurations ``conditional`` yields, counted per setting of the node
+        toggles rather than one by one (10^9 configurations took hours to count)."""
+        toggles = [p for p in self.params if p.name.endswith(".enabled")]
+        rest = [p for p in self.params if not p.name.endswith(".enabled")]
+        if math.prod(p.count(levels) for p in toggles) > GRID_LIMIT:
+            return math.prod(p.count(levels) for p in self.params)  # an upper bound
+        total = 0
+        for combo in itertools.product(*(p.levels(levels) for p in toggles)):
+            on = dict(zip((p.name for p in toggles), combo, strict=True))
+            total += math.prod(p.count(levels) for p in rest
+                               if all(on.get(r, True) for r in p.requires))
+        return total
 
     def grid(self, levels: int = 5) -> list[dict[str, Any]]:
         """One configuration per distinct valid graph, in enumeration order (each holding its

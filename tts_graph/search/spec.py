@@ -71,7 +71,17 @@ class FieldChoice(Strict):
         if self.int_range is not None and self.step is not None and \
                 not float(self.step).is_integer():
             raise ValueError(f"the step of an int range must be a whole number, not {self.step}")
+        for i, v in enumerate(self.values or []):  # one listed twice is drawn twice as often
+            if any(type(w) is type(v) and w == v for w in (self.values or [])[:i]):
+                raise ValueError(f"{v!r} is listed twice in values")
         return self
+
+    def count(self) -> int | None:
+        """How many values a stepped range holds (None: values, or a range without step)."""
+        rng = self.int_range or self.float_range
+        if rng is None or self.step is None:
+            return None
+        return int((rng[1] - rng[0]) // self.step) + 1
 
 
 def _choice_tag(value: Any) -> str:
