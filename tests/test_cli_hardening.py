@@ -17,17 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-
-SCRIPTED = """\
-version: 1
-name: scripted-sc
-models:
-  m: {backend: scripted, model: fake, options: {answers: ["Answer: 4", "Answer: 4", "Answer: 5"]}}
-nodes:
-  solve: {role: solver, model: m, samples: 3}
-  vote: {role: vote, inputs: [solve]}
-output: vote
-"""
+from test_cli import SCRIPTED  # the scripted self-consistency graph
 
 #: one call a question, each taking LATENCY seconds: slow enough to be interrupted
 SLOW = """\
