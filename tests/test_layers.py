@@ -46,7 +46,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("backends", ["tts_graph.backends", "tts_graph.cache"]),
     ("spec", ["tts_graph.spec", "tts_graph.custom_roles"]),
     ("foundation", ["tts_graph.answers", "tts_graph.arguments", "tts_graph.errors",
-                    "tts_graph.types", "tts_graph.tokens", "tts_graph.plugins",
+                    "tts_graph.types", "tts_graph.files", "tts_graph.tokens", "tts_graph.plugins",
                     "tts_graph._version", "tts_graph.streaming", "tts_graph.yamlpos",
                     "tts_graph.prompts"]),
 ]

@@ -4,14 +4,12 @@ and then lost to a typo in ``--out``), never the same file as an input, and repl
 
 from __future__ import annotations
 
-import contextlib
 import os
-import stat
 import sys
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
+from ..files import write_whole
 from .common import _fail
 
 
@@ -75,41 +73,13 @@ def check_plot_file(path: Path, option: str, inputs: Iterable[Path | None] = ())
 
 
 def write_text_file(path: Path, text: str, *, option: str, code: int = 1) -> None:
-    """``text`` written to ``path`` whole or not at all: through a temporary file in the same
-    directory, renamed over it. A device or a pipe (``/dev/stdout``, a FIFO) is written
-    directly: it cannot be replaced. A failure is one line naming the file (exit ``code``)."""
-    if path.is_symlink():  # the file it points to is what gets replaced, not the link
-        path = path.resolve()
+    """``text`` written to ``path`` whole or not at all (``tts_graph.files.write_whole``); a
+    failure is one line naming the option and file (exit ``code``)."""
     try:
-        special = path.exists() and not stat.S_ISREG(path.stat().st_mode)
-    except OSError:
-        special = False
-    try:
-        if special:
-            with path.open("w", encoding="utf-8") as fh:
-                fh.write(text)
-            return
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(text)
-            # the file keeps the mode it had, or gets the umask's, not mkstemp's 0600
-            mode = (path.stat().st_mode & 0o7777) if path.exists() else 0o666 & ~_umask()
-            os.chmod(tmp, mode)
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        write_whole(path, text)
     except OSError as exc:
         raise _fail([f"{option} {path}: cannot write: {exc.strerror or exc}"], code=code
                     ) from None
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def read_input_text(path: Path) -> tuple[str, str]:

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import io
-import os
-import tempfile
 from pathlib import Path
 
+from ..files import write_whole
 from .summary import Summary
 
 
@@ -46,26 +44,11 @@ def accuracy_vs_cost(summaries: list[Summary], path: str | Path, *,
     ax.grid(alpha=0.3)
     fig.tight_layout()
     out = Path(path)
+    buf = io.BytesIO()  # drawn in memory: a pipe cannot be seeked (the PNG writer seeks)
     try:
-        if out.exists() and not out.is_file():
-            # a device or a pipe: it cannot be replaced, nor seeked (the PNG writer seeks)
-            buf = io.BytesIO()
-            fig.savefig(buf, format=out.suffix.lstrip(".").lower() or "png")
-            with out.open("wb") as fh:
-                fh.write(buf.getvalue())
-            return out
-        out.parent.mkdir(parents=True, exist_ok=True)
-        # drawn beside it and renamed over it: a failed write keeps the old plot whole
-        fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            fig.savefig(tmp, format=out.suffix.lstrip(".").lower() or "png")
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, out)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        fig.savefig(buf, format=out.suffix.lstrip(".").lower() or "png")
     finally:
         plt.close(fig)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_whole(out, buf.getvalue())  # a failed write keeps the old plot whole
     return out

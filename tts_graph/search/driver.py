@@ -5,6 +5,7 @@ as runnable graphs and re-scored on the held-out questions."""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import logging
 import os
@@ -24,6 +25,7 @@ from ..cache import ResponseCache
 from ..compile import compile_graph
 from ..errors import GraphError, TTSGraphError
 from ..evaluate.summary import wilson
+from ..files import write_whole
 from ..spec import load_graph
 from ..yamlpos import line_of, load_yaml_file
 from .base import HEARTBEAT_S, Proposal, Searcher, measured_values
@@ -417,7 +419,7 @@ class SearchSession:
                                                             sorted(e.config.items())))
             _rebase_model_paths(g, self.base_path.parent, front_dir)
             path = front_dir / f"{rank:02d}-trial{e.trial}.yaml"
-            _write_whole(path, yaml.safe_dump(g, sort_keys=False, allow_unicode=True))
+            write_whole(path, yaml.safe_dump(g, sort_keys=False, allow_unicode=True))
             earlier.discard(path)
             e.graph_file = str(path)
         for old in earlier:  # only once the new front is whole
@@ -450,7 +452,7 @@ class SearchSession:
                 "objectives": list(self.spec.objectives),
                 "front": [e.__dict__ for e in entries]}
         out = self.out_dir / "front.json"
-        _write_whole(out, json.dumps(data, indent=2, default=str))
+        write_whole(out, json.dumps(data, indent=2, default=str))
         return out
 
     def plot(self, entries: list[FrontEntry]) -> Path | None:
@@ -489,13 +491,12 @@ class SearchSession:
         ax.legend(fontsize=8)
         fig.tight_layout()
         out = self.out_dir / "search.png"
-        tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-        try:  # drawn beside it and renamed over it: a plot is never left half-written
-            fig.savefig(tmp, format="png")
-            os.replace(tmp, out)
+        buf = io.BytesIO()
+        try:
+            fig.savefig(buf, format="png")
         finally:
-            tmp.unlink(missing_ok=True)
             plt.close(fig)
+        write_whole(out, buf.getvalue())  # a plot is never left half-written
         return out
 
 
@@ -532,7 +533,6 @@ def _task_path(name: str, search_dir: Path) -> str:
 
 def _rebase_model_paths(g: dict[str, Any], base_dir: Path, out_dir: Path) -> None:
     """Local model paths in the base graph are relative to it; keep them valid from DIR."""
-    import os
 
     for m in (g.get("models") or {}).values():
         opts = m.get("options") if isinstance(m, dict) else None
@@ -595,25 +595,6 @@ def _make_out_dir(out: Path) -> None:
         if (out / name).is_dir():
             raise TTSGraphError(f"output directory {out}: {name} is a directory: "
                                 "move it away, or give another --out")
-
-
-def _write_whole(path: Path, text: str) -> None:
-    """``text`` into ``path`` through a file beside it renamed over it: a search killed while
-    writing leaves the earlier file or the new one, never half a YAML file."""
-    import tempfile
-
-    # a name of its own: workers on one machine may share the output directory
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    tmp = Path(name)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)  # as a plain write would, not mkstemp's 0600
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _check_storage(url: str) -> None:
