@@ -393,3 +393,51 @@ def test_ctrl_c_during_eval_names_the_resume_command(work: Path, workers: str) -
     with sqlite3.connect(work / "my run" / "results.sqlite") as conn:
         ids = [r[0] for r in conn.execute("SELECT item_id FROM results")]
     assert len(ids) == len(set(ids)) == 60
+
+
+def _interrupt_after(args: list[str], cwd: Path, delay: float
+                     ) -> subprocess.CompletedProcess[str]:
+    """``args`` interrupted ``delay`` seconds after the start, the whole process group as a
+    terminal's Ctrl-C does."""
+    proc = subprocess.Popen([sys.executable, "-m", "tts_graph", *args], cwd=cwd, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    time.sleep(delay)
+    assert proc.poll() is None, "the command ended before it could be interrupted"
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+# while the imports run (a traceback through importlib before), while the graph compiles
+# (Typer's silent exit 130 before), or once the questions run: always one line, exit 130
+@pytest.mark.parametrize("delay", [0.2, 0.5, 0.9])
+def test_ctrl_c_right_after_the_start(work: Path, delay: float) -> None:
+    (work / "many.jsonl").write_text("".join(f'"q{i}"\n' for i in range(40)))
+    proc = _interrupt_after(["run", "slow.yaml", "--input", "many.jsonl", "--out", "o.jsonl"],
+                            work, delay)
+    assert one_line(proc, code=130).startswith(("tts-graph: interrupted", "interrupted: "))
+
+
+@pytest.mark.parametrize("delay", [0.3, 0.8])
+def test_ctrl_c_right_after_an_eval_starts(work: Path, delay: float) -> None:
+    proc = _interrupt_after(["eval", "slow.yaml", "--task", "sim:60", "--out", "r"], work,
+                            delay)
+    line = one_line(proc, code=130)
+    if line == "tts-graph: interrupted":  # before the run began: no run directory left
+        assert not (work / "r").exists()
+    else:
+        assert "tts-graph eval --resume r" in line
+
+
+def test_the_command_starts_light() -> None:
+    """What keeps the window above short: the entry point imports nothing heavy before
+    ``main`` holds Ctrl-C (the package's names load on first use)."""
+    code = ("import sys, tts_graph.cli; print(sorted(m for m in "
+            "('typer', 'pydantic', 'rich', 'networkx') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    assert proc.stdout.strip() == "[]"
+    from tts_graph import Graph, compile_graph  # the public names still load
+
+    assert Graph.__name__ == "Graph" and callable(compile_graph)

@@ -1,11 +1,36 @@
 """tts-graph: test-time scaling of LLM answers as collaboration graphs across many models."""
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from ._version import __version__ as __version__
-from .compile import CompiledGraph, compile_graph
-from .errors import GraphError, GraphErrors, TTSGraphError
-from .executor import Executor, QueryResult
-from .graph import Graph
-from .spec import GraphSpec, load_graph, loads_graph, parse_graph
+
+if TYPE_CHECKING:
+    from .compile import CompiledGraph, compile_graph
+    from .errors import GraphError, GraphErrors, TTSGraphError
+    from .executor import Executor, QueryResult
+    from .graph import Graph
+    from .spec import GraphSpec, load_graph, loads_graph, parse_graph
+
+#: public name -> the module that defines it. Loaded on first use (PEP 562): importing the
+#: package (which ``tts-graph`` and every submodule import does) costs nothing, so the CLI
+#: holds Ctrl-C from its first moment instead of after most of a second of imports
+_LAZY = {
+    "CompiledGraph": "compile",
+    "compile_graph": "compile",
+    "GraphError": "errors",
+    "GraphErrors": "errors",
+    "TTSGraphError": "errors",
+    "Executor": "executor",
+    "QueryResult": "executor",
+    "Graph": "graph",
+    "GraphSpec": "spec",
+    "load_graph": "spec",
+    "loads_graph": "spec",
+    "parse_graph": "spec",
+}
 
 __all__ = [
     "CompiledGraph",
@@ -21,3 +46,16 @@ __all__ = [
     "loads_graph",
     "parse_graph",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
