@@ -441,3 +441,45 @@ def test_the_command_starts_light() -> None:
     from tts_graph import Graph, compile_graph  # the public names still load
 
     assert Graph.__name__ == "Graph" and callable(compile_graph)
+
+
+# ------------------------------------------------------- text that json.loads or argv let in
+LONE = "a \\u escape that is half of a UTF-16 pair (a lone surrogate) is not text: fix or remove it"
+
+
+def test_lone_surrogate_in_run_input_is_refused(work: Path) -> None:
+    (work / "sur.jsonl").write_text('"fine"\n"half \\ud800 a pair"\n')
+    proc = cli("run", "g.yaml", "--input", "sur.jsonl", "--cache", "c.sqlite", cwd=work)
+    assert one_line(proc) == f"sur.jsonl:2: {LONE}"
+
+
+def test_lone_surrogate_in_eval_task_is_refused(work: Path) -> None:
+    (work / "t.jsonl").write_text('{"question": "ok \\ud83d\\ude00", "answer": "4"}\n'
+                                  '{"question": "x\\udc80", "answer": "4"}\n')
+    proc = cli("eval", "g.yaml", "--task", "t.jsonl", "--out", "r", cwd=work)
+    assert one_line(proc) == f"t.jsonl:2: {LONE}"
+    assert not (work / "r").exists()
+    (work / "t.jsonl").write_text('{"question": "ok \\ud83d\\ude00", "answer": "4"}\n')
+    assert cli("eval", "g.yaml", "--task", "t.jsonl", "--out", "r", cwd=work).returncode == 0
+
+
+def test_question_argument_not_utf8(work: Path) -> None:
+    # a Latin-1 terminal: Python keeps the byte as a surrogate, which crashed the cache key
+    proc = subprocess.run([os.fsencode(sys.executable), b"-m", b"tts_graph", b"run", b"g.yaml",
+                           b"-q", b"caf\xe9", b"--cache", b"c.sqlite"], capture_output=True,
+                          cwd=work, timeout=120, check=False)
+    done = subprocess.CompletedProcess(proc.args, proc.returncode, "",
+                                       proc.stderr.decode("utf-8", "replace"))
+    assert one_line(done) == "-q/--question: not UTF-8 text (is the terminal set to UTF-8?)"
+
+
+def test_out_through_a_dangling_or_looping_link_is_refused_first(work: Path) -> None:
+    (work / "dangling").symlink_to(work / "no such dir" / "o.jsonl")
+    (work / "loop").symlink_to(work / "loop")
+    for link, says in (("dangling", f"--out dangling (a link to {work / 'no such dir' / 'o.jsonl'}"
+                                     f"): directory {work / 'no such dir'} does not exist"),
+                       ("loop", "--out loop: a symbolic link that loops: give another file")):
+        proc = cli("run", "slow.yaml", "--input", "q.jsonl", "--out", link, "--trace", "t.jsonl",
+                   cwd=work)
+        assert one_line(proc) == says
+        assert not (work / "t.jsonl").exists()  # refused before any model call
