@@ -209,6 +209,15 @@ def test_full_disk(work: Path) -> None:
             "tts-graph: standard output: cannot write: No space left on device"), command
 
 
+def test_trace_on_a_full_disk_names_the_trace(work: Path) -> None:
+    # it blamed standard output before (os.write's error carries no file name)
+    for command in (("run", "g.yaml", "-q", "x"), ("eval", "g.yaml", "--task", "sim:3",
+                                                   "--out", "r")):
+        proc = cli(*command, "--trace", "/dev/full", cwd=work)
+        assert one_line(proc, code=1) == (
+            "/dev/full: cannot write the trace: No space left on device"), command
+
+
 def test_closed_stdout_still_writes_the_out_file(work: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "tts_graph", "run", "g.yaml", "-q", "x",
                            "--out", "o.jsonl"], cwd=work, stdout=subprocess.DEVNULL,
