@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
-
 from ._version import __version__ as __version__
 
+# not ``typing.TYPE_CHECKING``: importing typing takes the first Ctrl-C window of the CLI
+# (below) longer; type checkers read this spelling the same way
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from .compile import CompiledGraph, compile_graph
     from .errors import GraphError, GraphErrors, TTSGraphError
     from .executor import Executor, QueryResult
@@ -52,7 +54,9 @@ def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    from importlib import import_module
+
+    value = getattr(import_module(f".{module}", __name__), name)
     globals()[name] = value  # later look-ups skip this function
     return value
 

@@ -11,19 +11,42 @@ import contextlib
 import errno
 import os
 import sys
-from typing import Any
+
+TYPE_CHECKING = False  # as in tts_graph/__init__.py: no typing import before main runs
+if TYPE_CHECKING:
+    from typing import Any
 
 
-def _interrupted() -> None:
-    print("tts-graph: interrupted", file=sys.stderr)
-    sys.exit(130)
+def _quit_interrupted() -> None:
+    """A Ctrl-C no command caught: before its code ran, or while a graph compiled (the
+    commands that keep results catch it themselves). Nothing is kept open (each stored result
+    is committed), so skipping the interpreter's shutdown loses nothing; that shutdown, after
+    an import or a compile cut short, could end the process by SIGINT (-2) instead of 130."""
+    with contextlib.suppress(OSError, ValueError):
+        if sys.stdout is not None:
+            sys.stdout.flush()
+    print("tts-graph: interrupted", file=sys.stderr, flush=True)
+    os._exit(130)
+
+
+def _unraisable_at_start(args: Any) -> None:
+    # a Ctrl-C landing in importlib's module-lock weakref callback is "unraisable": Python
+    # would print a traceback and lose it
+    if isinstance(args.exc_value, KeyboardInterrupt):
+        _quit_interrupted()
+    sys.__unraisablehook__(args)
 
 
 def main() -> None:
+    sys.unraisablehook = _unraisable_at_start
+    try:
+        from .commands import app
+    except KeyboardInterrupt:
+        _quit_interrupted()
+    finally:
+        sys.unraisablehook = sys.__unraisablehook__
     try:
         try:
-            from .commands import app
-
             app()
         finally:
             # output still buffered fails here, where it can be reported, not at exit
@@ -31,14 +54,14 @@ def main() -> None:
             if sys.stdout is not None:
                 sys.stdout.flush()
     except KeyboardInterrupt:
-        _interrupted()
+        _quit_interrupted()
     except SystemExit as exc:
         # Typer ends a Ctrl-C no command caught (while a graph compiles, say) in a silent
         # Exit(130) raised from the KeyboardInterrupt; the commands that catch it (run, eval,
         # search) have said what they kept and exit 130 from None: no second line for those
         if exc.code == 130 and isinstance(getattr(exc.__context__, "__cause__", None),
                                           KeyboardInterrupt):
-            _interrupted()
+            _quit_interrupted()
         raise
     except OSError as exc:
         # stdout on a full disk or a dead device (a broken pipe is Typer's, quietly): one
