@@ -482,3 +482,21 @@ def test_out_through_a_dangling_or_looping_link_is_refused_first(work: Path) -> 
                    cwd=work)
         assert one_line(proc) == says
         assert not (work / "t.jsonl").exists()  # refused before any model call
+
+
+def test_a_looping_out_link_is_refused_on_python_3_13_too(
+        work: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    # Python 3.13's Path.resolve no longer raises on a loop: it stops where os.path.realpath
+    # does, at a link. Run the check with that resolve whatever Python runs the tests
+    import typer
+
+    from tts_graph.cli.files import check_output_file
+
+    monkeypatch.setattr(Path, "resolve", lambda self, strict=False: Path(os.path.realpath(self)))
+    (work / "a").symlink_to(work / "b")
+    (work / "b").symlink_to(work / "a")
+    with pytest.raises(typer.Exit) as exit_:
+        check_output_file(work / "a", "--out")
+    assert exit_.value.exit_code == 2
+    assert capsys.readouterr().err == (f"--out {work / 'a'}: a symbolic link that loops: "
+                                       "give another file\n")

@@ -29,7 +29,9 @@ def check_output_file(path: Path, option: str, inputs: Iterable[Path | None] = (
         try:
             target = path.resolve()
         except (RuntimeError, OSError):  # RuntimeError: a loop (Python < 3.13)
-            raise _fail([f"{where}: a symbolic link that loops: give another file"]) from None
+            target = path
+        if target.is_symlink():  # Python 3.13 returns a loop unresolved instead of raising
+            raise _fail([f"{where}: a symbolic link that loops: give another file"])
         where, path = f"{where} (a link to {target})", target
     if path.is_dir():
         raise _fail([f"{where}: is a directory: give a file name"])
