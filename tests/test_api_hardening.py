@@ -443,3 +443,23 @@ async def test_a_closed_graph_refuses_to_run_and_closes_once() -> None:
         with Graph.from_string(SIM) as s:
             assert s.run(SIM_Q).status == "ok"
         assert a.closed and s.closed
+
+
+# -------------------------------------------------------------------- the package's names
+def test_every_exported_name_loads_from_the_package() -> None:
+    """The package's names load on first use (a table, for the CLI's quick start): a name in
+    ``__all__`` the table lacks fails only when an app asks for it (``ArgumentError`` came in
+    beside that table on another branch). A fresh interpreter: nothing cached by this one."""
+    code = textwrap.dedent("""
+        import importlib, tts_graph
+        from tts_graph import *
+        for name in tts_graph.__all__:
+            value = getattr(tts_graph, name)
+            module = importlib.import_module(value.__module__)
+            assert getattr(module, name) is value is globals()[name], name
+        print(*tts_graph.__all__)
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=ROOT, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert {"ArgumentError", "ClosedError", "Graph"} <= set(proc.stdout.split())

@@ -199,6 +199,15 @@ def test_full_disk(work: Path) -> None:
             "tts-graph: standard output: cannot write: No space left on device"), command
 
 
+def test_trace_on_a_full_disk_names_the_trace(work: Path) -> None:
+    # it blamed standard output before (os.write's error carries no file name)
+    for command in (("run", "g.yaml", "-q", "x"), ("eval", "g.yaml", "--task", "sim:3",
+                                                   "--out", "r")):
+        proc = cli(*command, "--trace", "/dev/full", cwd=work)
+        assert one_line(proc, code=1) == (
+            "/dev/full: cannot write the trace: No space left on device"), command
+
+
 def test_closed_stdout_still_writes_the_out_file(work: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "tts_graph", "run", "g.yaml", "-q", "x",
                            "--out", "o.jsonl"], cwd=work, stdout=subprocess.DEVNULL,
@@ -383,3 +392,111 @@ def test_ctrl_c_during_eval_names_the_resume_command(work: Path, workers: str) -
     with sqlite3.connect(work / "my run" / "results.sqlite") as conn:
         ids = [r[0] for r in conn.execute("SELECT item_id FROM results")]
     assert len(ids) == len(set(ids)) == 60
+
+
+def _interrupt_after(args: list[str], cwd: Path, delay: float
+                     ) -> subprocess.CompletedProcess[str]:
+    """``args`` interrupted ``delay`` seconds after the start, the whole process group as a
+    terminal's Ctrl-C does."""
+    proc = subprocess.Popen([sys.executable, "-m", "tts_graph", *args], cwd=cwd, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    time.sleep(delay)
+    assert proc.poll() is None, "the command ended before it could be interrupted"
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+# while the imports run (a traceback through importlib before), while the graph compiles
+# (Typer's silent exit 130 before), or once the questions run: always one line, exit 130
+@pytest.mark.parametrize("delay", [0.2, 0.5, 0.9])
+def test_ctrl_c_right_after_the_start(work: Path, delay: float) -> None:
+    (work / "many.jsonl").write_text("".join(f'"q{i}"\n' for i in range(40)))
+    proc = _interrupt_after(["run", "slow.yaml", "--input", "many.jsonl", "--out", "o.jsonl"],
+                            work, delay)
+    assert one_line(proc, code=130).startswith(("tts-graph: interrupted", "interrupted: "))
+
+
+@pytest.mark.parametrize("delay", [0.3])
+def test_ctrl_c_right_after_an_eval_starts(work: Path, delay: float) -> None:
+    proc = _interrupt_after(["eval", "slow.yaml", "--task", "sim:60", "--out", "r"], work,
+                            delay)
+    line = one_line(proc, code=130)
+    if line == "tts-graph: interrupted":  # before the run began: no run directory left
+        assert not (work / "r").exists()
+    else:
+        assert "tts-graph eval --resume r" in line
+
+
+def test_the_command_starts_light() -> None:
+    """What keeps the window above short: the entry point imports nothing heavy before
+    ``main`` holds Ctrl-C (the package's names load on first use)."""
+    code = ("import sys, tts_graph.cli; print(sorted(m for m in "
+            "('typer', 'pydantic', 'rich', 'networkx') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    assert proc.stdout.strip() == "[]"
+    from tts_graph import Graph, compile_graph  # the public names still load
+
+    assert Graph.__name__ == "Graph" and callable(compile_graph)
+
+
+# ------------------------------------------------------- text that json.loads or argv let in
+LONE = "a \\u escape that is half of a UTF-16 pair (a lone surrogate) is not text: fix or remove it"
+
+
+def test_lone_surrogate_in_run_input_is_refused(work: Path) -> None:
+    (work / "sur.jsonl").write_text('"fine"\n"half \\ud800 a pair"\n')
+    proc = cli("run", "g.yaml", "--input", "sur.jsonl", "--cache", "c.sqlite", cwd=work)
+    assert one_line(proc) == f"sur.jsonl:2: {LONE}"
+
+
+def test_lone_surrogate_in_eval_task_is_refused(work: Path) -> None:
+    (work / "t.jsonl").write_text('{"question": "ok \\ud83d\\ude00", "answer": "4"}\n'
+                                  '{"question": "x\\udc80", "answer": "4"}\n')
+    proc = cli("eval", "g.yaml", "--task", "t.jsonl", "--out", "r", cwd=work)
+    assert one_line(proc) == f"t.jsonl:2: {LONE}"
+    assert not (work / "r").exists()
+    (work / "t.jsonl").write_text('{"question": "ok \\ud83d\\ude00", "answer": "4"}\n')
+    assert cli("eval", "g.yaml", "--task", "t.jsonl", "--out", "r", cwd=work).returncode == 0
+
+
+def test_question_argument_not_utf8(work: Path) -> None:
+    # a Latin-1 terminal: Python keeps the byte as a surrogate, which crashed the cache key
+    proc = subprocess.run([os.fsencode(sys.executable), b"-m", b"tts_graph", b"run", b"g.yaml",
+                           b"-q", b"caf\xe9", b"--cache", b"c.sqlite"], capture_output=True,
+                          cwd=work, timeout=120, check=False)
+    done = subprocess.CompletedProcess(proc.args, proc.returncode, "",
+                                       proc.stderr.decode("utf-8", "replace"))
+    assert one_line(done) == "-q/--question: not UTF-8 text (is the terminal set to UTF-8?)"
+
+
+def test_out_through_a_dangling_or_looping_link_is_refused_first(work: Path) -> None:
+    (work / "dangling").symlink_to(work / "no such dir" / "o.jsonl")
+    (work / "loop").symlink_to(work / "loop")
+    for link, says in (("dangling", f"--out dangling (a link to {work / 'no such dir' / 'o.jsonl'}"
+                                     f"): directory {work / 'no such dir'} does not exist"),
+                       ("loop", "--out loop: a symbolic link that loops: give another file")):
+        proc = cli("run", "slow.yaml", "--input", "q.jsonl", "--out", link, "--trace", "t.jsonl",
+                   cwd=work)
+        assert one_line(proc) == says
+        assert not (work / "t.jsonl").exists()  # refused before any model call
+
+
+def test_a_looping_out_link_is_refused_on_python_3_13_too(
+        work: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    # Python 3.13's Path.resolve no longer raises on a loop: it stops where os.path.realpath
+    # does, at a link. Run the check with that resolve whatever Python runs the tests
+    import typer
+
+    from tts_graph.cli.files import check_output_file
+
+    monkeypatch.setattr(Path, "resolve", lambda self, strict=False: Path(os.path.realpath(self)))
+    (work / "a").symlink_to(work / "b")
+    (work / "b").symlink_to(work / "a")
+    with pytest.raises(typer.Exit) as exit_:
+        check_output_file(work / "a", "--out")
+    assert exit_.value.exit_code == 2
+    assert capsys.readouterr().err == (f"--out {work / 'a'}: a symbolic link that loops: "
+                                       "give another file\n")

@@ -1,6 +1,9 @@
-"""The ``tts-graph`` command: the Typer app, each command registered from the module that holds
-it (one per command group). Bad input exits 2 with one line per problem; an infrastructure
-failure exits 1."""
+"""The ``tts-graph`` command. Bad input exits 2 with one line per problem; an infrastructure
+failure exits 1; Ctrl-C exits 130.
+
+Kept light on purpose: ``main`` imports the app (Typer, rich, the commands: most of a
+second) inside its own Ctrl-C handling, so a Ctrl-C right after the start is one line, not
+a traceback through the import machinery."""
 
 from __future__ import annotations
 
@@ -9,32 +12,39 @@ import errno
 import os
 import sys
 
-import typer
+TYPE_CHECKING = False  # as in tts_graph/__init__.py: no typing import before main runs
+if TYPE_CHECKING:
+    from typing import Any
 
-from . import eval as evaluation  # `eval` would hide the builtin in this module
-from . import import_, run, search, serve, trace, validate
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="Run and inspect test-time-scaling collaboration graphs.")
-# registered in the order the help lists them
-app.command()(run.run)
-app.command("eval")(evaluation.eval_)
-app.command()(evaluation.compare)
-app.command()(search.search)
-app.command("trace")(trace.trace_)
+def _quit_interrupted() -> None:
+    """A Ctrl-C no command caught: before its code ran, or while a graph compiled (the
+    commands that keep results catch it themselves). Nothing is kept open (each stored result
+    is committed), so skipping the interpreter's shutdown loses nothing; that shutdown, after
+    an import or a compile cut short, could end the process by SIGINT (-2) instead of 130."""
+    with contextlib.suppress(OSError, ValueError):
+        if sys.stdout is not None:
+            sys.stdout.flush()
+    print("tts-graph: interrupted", file=sys.stderr, flush=True)
+    os._exit(130)
 
-import_app = typer.Typer(add_completion=False, no_args_is_help=True,
-                         help="Turn other frameworks' configs into graph files.")
-app.add_typer(import_app, name="import")
-import_app.command("archon")(import_.import_archon)
 
-app.command()(validate.validate)
-app.command()(validate.show)
-app.command()(validate.schema)
-app.command()(serve.serve)
+def _unraisable_at_start(args: Any) -> None:
+    # a Ctrl-C landing in importlib's module-lock weakref callback is "unraisable": Python
+    # would print a traceback and lose it
+    if isinstance(args.exc_value, KeyboardInterrupt):
+        _quit_interrupted()
+    sys.__unraisablehook__(args)
 
 
 def main() -> None:
+    sys.unraisablehook = _unraisable_at_start
+    try:
+        from .commands import app
+    except KeyboardInterrupt:
+        _quit_interrupted()
+    finally:
+        sys.unraisablehook = sys.__unraisablehook__
     try:
         try:
             app()
@@ -44,7 +54,15 @@ def main() -> None:
             if sys.stdout is not None:
                 sys.stdout.flush()
     except KeyboardInterrupt:
-        sys.exit(130)
+        _quit_interrupted()
+    except SystemExit as exc:
+        # Typer ends a Ctrl-C no command caught (while a graph compiles, say) in a silent
+        # Exit(130) raised from the KeyboardInterrupt; the commands that catch it (run, eval,
+        # search) have said what they kept and exit 130 from None: no second line for those
+        if exc.code == 130 and isinstance(getattr(exc.__context__, "__cause__", None),
+                                          KeyboardInterrupt):
+            _quit_interrupted()
+        raise
     except OSError as exc:
         # stdout on a full disk or a dead device (a broken pipe is Typer's, quietly): one
         # line, not a traceback; the unwritable buffer is dropped so exit does not retry it
@@ -55,3 +73,12 @@ def main() -> None:
         what = (f"{exc.filename}:" if exc.filename else "standard output: cannot write:")
         print(f"tts-graph: {what} {exc.strerror or exc}", file=sys.stderr)
         sys.exit(1)
+
+
+def __getattr__(name: str) -> Any:
+    # ``from tts_graph.cli import app`` still works, without every import paying for it
+    if name == "app":
+        from .commands import app
+
+        return app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

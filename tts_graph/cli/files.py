@@ -25,6 +25,14 @@ def check_output_file(path: Path, option: str, inputs: Iterable[Path | None] = (
     """A one-line error (exit 2) now unless ``path`` can be written as a file and is none of
     ``inputs``. ``make_parents``: the writer creates missing directories above it."""
     where = f"{option} {path}"
+    if path.is_symlink():  # written through the link (write_text_file): check its target
+        try:
+            target = path.resolve()
+        except (RuntimeError, OSError):  # RuntimeError: a loop (Python < 3.13)
+            target = path
+        if target.is_symlink():  # Python 3.13 returns a loop unresolved instead of raising
+            raise _fail([f"{where}: a symbolic link that loops: give another file"])
+        where, path = f"{where} (a link to {target})", target
     if path.is_dir():
         raise _fail([f"{where}: is a directory: give a file name"])
     for source in inputs:

@@ -39,10 +39,24 @@ def _read_questions(path: Path, field: str) -> list[str]:
                          f"'{field}' field"]) from None
         if not q.strip():  # the models would be paid to answer nothing
             raise _fail([f"{name}:{i}: empty question"])
+        if not _is_text(q):  # json.loads accepts "\ud800" alone; no model or cache can
+            raise _fail([f"{name}:{i}: a \\u escape that is half of a UTF-16 pair (a lone "
+                         "surrogate) is not text: fix or remove it"])
         questions.append(q)
     if not questions:
         raise _fail([f"{name}: no questions"])
     return questions
+
+
+def _is_text(text: str) -> bool:
+    """False for a lone surrogate: from a ``\\ud800`` JSON escape, or from argv bytes that
+    were not UTF-8 (Python keeps them as surrogates). Such a question fails far later, in a
+    cache key or a request body, as a traceback."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _usage_table(result) -> Table:  # type: ignore[no-untyped-def]
@@ -93,6 +107,8 @@ def run(
         raise _fail(["give exactly one of -q/--question or --input"])
     if question is not None and not question.strip():
         raise _fail(["-q/--question: empty question"])
+    if question is not None and not _is_text(question):  # bytes the locale could not decode
+        raise _fail(["-q/--question: not UTF-8 text (is the terminal set to UTF-8?)"])
     if stream and (question is None or as_json):
         raise _fail(["--stream prints one answer as it comes: use it with -q, without --json"])
     # every file the run writes, checked before a model is paid: none may be an input

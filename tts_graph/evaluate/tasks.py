@@ -125,7 +125,19 @@ def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             what = ("a JSON array: JSON Lines holds one object a line" if isinstance(obj, list)
                     else type(obj).__name__)
             raise TaskError(f"{path}:{lineno}: expected a JSON object, got {what}")
+        if "\\u" in line and _lone_surrogate(obj):
+            # json.loads accepts "\ud800" alone; no model, cache key or store can take it
+            raise TaskError(f"{path}:{lineno}: a \\u escape that is half of a UTF-16 pair "
+                            "(a lone surrogate) is not text: fix or remove it")
         yield lineno, obj
+
+
+def _lone_surrogate(obj: object) -> bool:
+    try:
+        json.dumps(obj, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def gsm8k(spec: str = "gsm8k") -> Task:

@@ -96,16 +96,21 @@ class Tracer:
         assert self.path is not None
         data = text.encode("utf-8")
         with self._lock:
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
             try:
-                if fcntl is not None:
-                    fcntl.flock(fd, fcntl.LOCK_EX)
-                view = memoryview(data)
-                while view:
-                    n = os.write(fd, view)
-                    view = view[n:]
-            finally:
-                os.close(fd)  # closing releases the flock
+                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+                try:
+                    if fcntl is not None:
+                        fcntl.flock(fd, fcntl.LOCK_EX)
+                    view = memoryview(data)
+                    while view:
+                        n = os.write(fd, view)
+                        view = view[n:]
+                finally:
+                    os.close(fd)  # closing releases the flock
+            except OSError as exc:
+                # a full disk mid-run: name the trace, as opening it does (os.write does not)
+                raise TTSGraphError(f"{self.path}: cannot write the trace: "
+                                    f"{exc.strerror or exc}") from None
 
     # ------------------------------------------------------------------------- running
 
