@@ -54,3 +54,15 @@ def test_a_pipe_is_written_in_place_and_a_link_replaces_its_target(tmp_path: Pat
     (tmp_path / "link.txt").symlink_to(target)
     write_whole(tmp_path / "link.txt", "new")
     assert (tmp_path / "link.txt").is_symlink() and target.read_text() == "new"
+
+
+def test_a_loop_of_links_is_an_oserror_and_stays_a_link(tmp_path: Path) -> None:
+    """Callers catch OSError; Python < 3.13 raised RuntimeError from resolve() on a loop,
+    and 3.13 returns the loop unresolved (a rename would replace the link with a file)."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.symlink_to(b)
+    b.symlink_to(a)
+    with pytest.raises(OSError, match="loop of symbolic links"):
+        write_whole(a, "x")
+    assert a.is_symlink() and b.is_symlink()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]

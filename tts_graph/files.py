@@ -24,7 +24,12 @@ def write_whole(path: Path, data: str | bytes) -> None:
     device was). The file keeps the mode it had, or gets the umask's, not mkstemp's 0600.
     Raises ``OSError``; callers say which option or file it was."""
     if path.is_symlink():  # the file it points to is what gets replaced, not the link
-        path = path.resolve()
+        try:
+            path = path.resolve()
+        except RuntimeError as exc:  # Python < 3.13 raises on a loop of links
+            raise OSError(f"{path}: a loop of symbolic links") from exc
+        if path.is_symlink():  # 3.13 returns the loop unresolved: never replace a link
+            raise OSError(f"{path}: a loop of symbolic links")
     try:
         special = path.exists() and not stat.S_ISREG(path.stat().st_mode)
     except OSError:
