@@ -7,7 +7,9 @@ back with the server's usage, by the counter's estimate none had fitted), how ma
 reached their output (the output step made its call), the share of B spent (mean and min;
 and over the queries where a step stopped short of the samples it wanted — the goal there is
 >= 80%), samples drawn of those wanted, the most committed at once (spent plus reserved) as a
-share of B, and overruns (spent > B; the goal is 0).
+share of B, and overruns (spent > B; the goal is 0). "left out": samples drawn, then left out
+of the prompts that would quote them (their replies ran longer than the plan reserved for
+them there, ``QUOTE_MARGIN``), over all the row's queries.
 
 Shapes: ``solve_judge`` (solver × 16, 40 tokens → judge; the case of issue 15),
 ``best_of_n_judge`` and ``mixture_of_agents`` (graphs/). Backends:
@@ -98,6 +100,7 @@ class Tally:
     peak: float = 0.0
     wanted: int = 0
     drawn: int = 0
+    dropped: int = 0
 
     def add(self, res: QueryResult, output: str, budget: int, correct: bool) -> None:
         report = res.budget
@@ -119,6 +122,7 @@ class Tally:
         for s in report.steps.values():
             self.wanted += s["wanted"]
             self.drawn += s["drawn"]
+            self.dropped += s.get("dropped", 0)
 
     def row(self, scored: bool) -> list[str]:
         def share(xs: list[float]) -> str:
@@ -133,6 +137,7 @@ class Tally:
                 f"{self.reached_all}/{self.queries}",
                 share(self.shares), share(self.short_shares),
                 f"{self.drawn / self.queries:.1f}/{self.wanted / self.queries:.1f}",
+                str(self.dropped),
                 f"{self.peak:.0%}", str(self.overruns), acc]
 
 
@@ -194,7 +199,8 @@ def planning_cost(n: int) -> list[list[str]]:
 
 HEADERS = ["backend", "graph", "B", "plan fits", "output reached where it fits",
            "output reached, all", "spent / B",
-           "spent / B, more wanted", "samples drawn/wanted", "peak committed", "overruns",
+           "spent / B, more wanted", "samples drawn/wanted", "left out", "peak committed",
+           "overruns",
            "accuracy [95% CI]"]
 
 

@@ -255,6 +255,10 @@ def test_a_sample_that_does_not_fit_whole_is_drawn_with_a_cut_max_tokens(
     the judge's prompt) no longer fits; its replies so far used 9 tokens, so one more is
     drawn with max_tokens cut to what fits (at least 1.25 × 9 + 1): more samples, more of
     the budget spent, never over it, and the same samples where they end in time."""
+    # replies quoted at what they really cost (QUOTE_MARGIN) would let whole samples fit
+    # where this test wants cut ones: off here
+    monkeypatch.setattr("tts_graph.budget_plan.QUOTE_MARGIN", 100.0)
+
     def run_it(cap: int) -> tuple[QueryResult, Replies]:
         backend = short_replies()
         res = Executor(loads_graph(ISSUE_GRAPH.format(cap=cap)),
@@ -277,9 +281,9 @@ def test_a_sample_that_does_not_fit_whole_is_drawn_with_a_cut_max_tokens(
         texts = [c.text for c in res.steps["solve"].candidates]
         assert texts == [c.text for c in free.steps["solve"].candidates][: len(texts)]
         # without cut draws the same query draws fewer samples and spends less
-        monkeypatch.setattr("tts_graph.budget_plan.CUT_MARGIN", 100.0)
-        whole, _ = run_it(cap)
-        monkeypatch.undo()
+        with monkeypatch.context() as m:
+            m.setattr("tts_graph.budget_plan.CUT_MARGIN", 100.0)
+            whole, _ = run_it(cap)
         assert whole.budget is not None and whole.budget.steps["solve"]["cut_draws"] == 0
         assert whole.steps["solve"].meta["samples"] < res.steps["solve"].meta["samples"]
         assert whole.usage.tokens < res.usage.tokens
@@ -295,9 +299,10 @@ class CutOff(Replies):
         return comp
 
 
-def test_no_cut_draws_once_a_reply_of_the_step_was_cut_off() -> None:
+def test_no_cut_draws_once_a_reply_of_the_step_was_cut_off(monkeypatch: Any) -> None:
     """One of the step's replies ran to its cap: a sample drawn with less would be cut off
     too, so the step stops where a whole sample no longer fits."""
+    monkeypatch.setattr("tts_graph.budget_plan.QUOTE_MARGIN", 100.0)  # whole draws only
     res = Executor(loads_graph(ISSUE_GRAPH.format(cap=600)),
                    backends={"m": CutOff([9, 9, 40], [0])}).run("What is 2+2?")
     assert res.budget is not None and res.usage.tokens <= 600

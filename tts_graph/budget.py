@@ -66,6 +66,11 @@ class QueryBudget:
     def held_flops(self) -> float:
         return self._held_flops + self._plan_flops
 
+    @property
+    def plan_hold(self) -> tuple[int, float, float]:
+        """What ``hold_for_plan`` holds now (tokens, cost, FLOPs)."""
+        return self._plan_tokens, self._plan_cost, self._plan_flops
+
     def hold_for_plan(self, tokens: int, cost: float, flops: float) -> None:
         """Keep this much for the steps not yet reserved (replaces the previous hold)."""
         self._plan_tokens, self._plan_cost, self._plan_flops = tokens, cost, flops

@@ -13,7 +13,10 @@ While the query runs, the same dry run, fed the real outputs of finished steps a
 completions of running ones, is the "plan hold": budget kept for steps not yet reserved. A draw
 is granted only if its own worst case fits beside that hold, so the output can always run.
 As calls return and are settled against what they really used, a narrowed step draws further
-samples (the next seeds in order) while they still fit: the budget granted is spent.
+samples (the next seeds in order) while they still fit: the budget granted is spent. Once a
+running step's first replies are back, its unseen samples are quoted in the dry runs at what
+those replies cost there (``QUOTE_MARGIN``), not at ``max_tokens``; one that runs longer is
+left out of later prompts when its step ends, if the plan no longer fits with it.
 
 Where no plan fits by the counter's first estimate, ranged steps draw their narrowest first
 and the query plans again with each reply (the estimate learns the server's usage): a plan
@@ -42,6 +45,15 @@ CostingOf = Callable[[str], Costing]
 #: longest reply its step has drawn (all of which ended by themselves): on the replies seen
 #: here a reply rarely runs a quarter longer than the longest of its step's first ones
 CUT_MARGIN = 1.25
+
+#: where a planned query's running step has drawn replies, a sample it has yet to return is
+#: reserved in the prompts that quote it at this much over the costliest quote of its step
+#: so far (plus ``QUOTE_SLACK`` tokens), not at ``max_tokens``: a reply's text is often far
+#: shorter than its cap, and shorter still than its completion tokens where a model reasons
+#: in tokens it does not return (the simulated models). One that runs longer is left out of
+#: those prompts when its step ends, if the plan no longer fits with it (``keep_fitting``)
+QUOTE_MARGIN = 1.25
+QUOTE_SLACK = 2
 
 
 @dataclass
@@ -143,6 +155,10 @@ class StepState:
     cut_draws: int = 0
     cut_cap: int = 0
     cut_off: int = 0
+    #: ids of drawn completions whose place in later prompts was reserved below their
+    #: ``max_tokens`` (``QUOTE_MARGIN``), and how many of them ``keep_fitting`` left out
+    lean: set[int] = field(default_factory=set)
+    dropped: int = 0
 
     def note(self, code: str, reason: str) -> None:
         self.why.append(code)
@@ -159,6 +175,10 @@ class GraphPlanner:
         self.count = count
         self.costing = costing
         self.tags = {sid: i for i, sid in enumerate(graph.order)}
+        #: what an unseen sample of a running call costs where a later prompt quotes it,
+        #: as the ``max_tokens`` its synthetic reply says; None: its step's ``max_tokens``
+        #: (the ledger of a planned query sets it: ``BudgetLedger.quote_of``)
+        self.quote_of: Callable[[str, CallState], int | None] = lambda _sid, _c: None
         #: calls each pending step made in the last dry run
         self.calls_made: dict[str, int] = {}
         # dry runs repeat (every grant and wave re-runs the graph): a running step's output
@@ -194,14 +214,15 @@ class GraphPlanner:
             if st.phase == "running" and st.ctx is not None:
                 for c in st.calls:
                     need.add(c.unreserved, c.prompt_tokens, c.max_tokens, self.costing(c.model))
-                rkey = (sid, *((len(c.drawn), c.inflight + c.unreserved, *c.inflight_caps)
-                               for c in st.calls))
+                quotes = [self.quote_of(sid, c) for c in st.calls]
+                rkey = (sid, *((len(c.drawn), c.inflight + c.unreserved, q, *c.inflight_caps)
+                               for c, q in zip(st.calls, quotes, strict=True)))
                 done = self._running.get(rkey)
                 if done is not None:
                     outs[sid] = done
                     continue
                 results = []
-                for i, c in enumerate(st.calls):
+                for i, (c, q) in enumerate(zip(st.calls, quotes, strict=True)):
                     more = c.inflight + c.unreserved
                     drawn = c.drawn
                     if c.keeps is not None:
@@ -210,11 +231,14 @@ class GraphPlanner:
                         drawn = sorted(drawn, key=lambda d: -d.completion_tokens)[: c.keeps]
                         more = min(more, max(0, c.keeps - len(drawn)))
                     start = 1000 * i + len(c.drawn)
-                    # in-flight samples sent with a lower cap are quoted at that cap at most
+                    # in-flight samples sent with a lower cap are quoted at that cap at most,
+                    # and all at what their step's replies suggest where the ledger says
+                    top = c.max_tokens if q is None else min(q, c.max_tokens)
                     caps = c.inflight_caps[:more] if c.keeps is None else []
                     results.append([*drawn, *(s for j, cap in enumerate(caps) for s in
-                                              synthetic(1, cap, start + j, self.tags[sid])),
-                                    *synthetic(more - len(caps), c.max_tokens,
+                                              synthetic(1, min(cap, top), start + j,
+                                                        self.tags[sid])),
+                                    *synthetic(more - len(caps), top,
                                                start + len(caps), self.tags[sid])])
                 outs[sid] = self._running[rkey] = self._finish(step, st.ctx, results)
                 continue
@@ -429,6 +453,7 @@ class BudgetLedger:
         self.fits = plan_widths(self.planner, budget, self.states)
         #: whether a plan fitted when the query started (``fits`` may turn True later)
         self.fitted_at_start = self.fits
+        self.planner.quote_of = self.quote_of
         self.in_flight = 0
         self._changed: asyncio.Future[None] | None = None
         if self.fits:
@@ -609,19 +634,44 @@ class BudgetLedger:
         floor = math.ceil(CUT_MARGIN * max(d.completion_tokens for d in drawn)) + 1
         return floor if floor < c.max_tokens else None
 
-    def sent(self, sid: str, index: int, n: int, max_tokens: int) -> None:
+    def quote_of(self, sid: str, c: CallState) -> int | None:
+        """What an unseen sample of call ``c`` is reserved at where a later prompt quotes
+        it (as the ``max_tokens`` of its synthetic reply; its cost there is one more):
+        ``QUOTE_MARGIN`` over the costliest quote its step has drawn, plus ``QUOTE_SLACK``,
+        where the whole graph is planned and every reply came with the server's usage;
+        None (its ``max_tokens``) otherwise, or where that is no less."""
+        if not self.fits or c.keeps is not None:
+            return None  # guarded calls leave the output its worst case; first-finish: kept
+        costs = []
+        for call in self.states[sid].calls:
+            for d in call.drawn:
+                if d.completion_tokens <= 0:
+                    return None  # no usage: nothing known of what its replies cost
+                costs.append(self.estimate.quote_size(c.model, d.text))
+        if not costs:
+            return None
+        q = math.ceil(QUOTE_MARGIN * max(costs)) + QUOTE_SLACK - 1
+        return q if q < c.max_tokens else None
+
+    def sent(self, sid: str, index: int, n: int, max_tokens: int) -> bool:
+        """``n`` samples of call ``index`` were sent; True when their place in later prompts
+        is reserved below their ``max_tokens`` (``quote_of``): pass it to ``returned``."""
         c = self.states[sid].calls[index]
         c.inflight += n
         if max_tokens < c.max_tokens:
             c.inflight_caps.extend([max_tokens] * n)
         c.unreserved = max(0, c.unreserved - n)
         self.in_flight += 1
+        q = self.quote_of(sid, c)
+        return q is not None and q < max_tokens
 
     def returned(self, sid: str, index: int, n: int, comps: list[Completion],
-                 max_tokens: int) -> None:
+                 max_tokens: int, lean: bool = False) -> None:
         st = self.states[sid]
         c = st.calls[index]
         c.inflight -= n
+        if lean:
+            st.lean.update(map(id, comps))
         if max_tokens < c.max_tokens:
             for _ in range(n):
                 c.inflight_caps.remove(max_tokens)
@@ -639,6 +689,52 @@ class BudgetLedger:
             self._changed.set_result(None)
         self._changed = None
 
+    def keep_fitting(self, sid: str, results: list[list[Completion]],
+                     finish: Callable[[list[list[Completion]]], StepOutput]
+                     ) -> list[list[Completion]]:
+        """The replies of a finished step that go on to later steps: all of them, unless a
+        sample reserved in later prompts below its ``max_tokens`` (``quote_of``) ran longer
+        and the rest of the plan no longer fits with it; then such samples are left out,
+        the last drawn first, until it fits (none where even leaving all out would not
+        fit: the estimate fell short elsewhere, and the budget narrows at send as before).
+        ``finish`` makes the step's output from replies (the role's ``finish``)."""
+        st = self.states[sid]
+        if not self.fits or not st.lean:
+            return results
+        # the lean replies, the last of each call's first (a call's replies are in the
+        # seeded order: leaving out its last is as if it had drawn fewer)
+        order = sorted(((pos, i) for i, comps in enumerate(results)
+                        for pos, d in enumerate(comps) if id(d) in st.lean), reverse=True)
+        if not order:
+            return results
+        saved = self.budget.plan_hold
+        phase = st.phase
+        st.phase = "done"
+        self.budget.hold_for_plan(0, 0.0, 0.0)  # what the rest needs, against what is free
+
+        def fit(res: list[list[Completion]]) -> bool:
+            try:
+                out = finish(res)
+            except Exception:  # the real finish reports it; no trimming on a guess
+                return True
+            need = self.planner.worst_case(self.states, {**self.outputs, sid: out},
+                                           self._widths())
+            return fits(need, self.budget)
+
+        try:
+            if fit(results):
+                return results
+            keep = [list(comps) for comps in results]
+            for k, (pos, i) in enumerate(order, 1):
+                del keep[i][pos]
+                if fit(keep):
+                    st.dropped += k
+                    return keep
+            return results
+        finally:
+            st.phase = phase
+            self.budget.hold_for_plan(*saved)
+
     def _output_share(self, strict: bool = False) -> Amount | None:
         """What the output step may cost at the narrowest widths upstream, with the samples
         running steps drew or hold; when that alone does not fit, nothing (then calls are
@@ -654,7 +750,11 @@ class BudgetLedger:
 
     def _replan(self) -> None:
         """A guarded query plans again with what its replies taught the estimate: when the
-        rest of the graph now fits, it runs as planned (the output's share held, waves)."""
+        rest of the graph now fits, it runs as planned (the output's share held, waves).
+        Not once the output has started: nothing is left to plan (and the report would say
+        the graph ran as planned when it did not)."""
+        if self.states[self.graph.output].phase != "pending":
+            return
         self.budget.hold_for_plan(0, 0.0, 0.0)  # the plan is checked against what is free
         if not plan_widths(self.planner, self.budget, self.states, self.outputs):
             self._hold(self._output_share() or Amount())
@@ -742,6 +842,10 @@ class BudgetLedger:
                               f"max_tokens cut to {st.cut_cap} or more (the worst case at the "
                               "step's own did not fit; its replies so far had ended sooner)"
                               + (f", {st.cut_off} of them cut off" if st.cut_off else "")))
+            if st.dropped:
+                extra.append(("dropped", f"left {st.dropped} of its samples out of later "
+                              "prompts: their replies ran longer than reserved for them there "
+                              "and the rest of the plan did not fit with them"))
             if st.short and st.drawn < st.wanted:
                 extra.append(("stopped_short", f"stopped at {st.drawn}: the worst case of "
                               "another sample did not fit beside what later steps need"))
@@ -749,7 +853,7 @@ class BudgetLedger:
                 extra.append(("narrowed_at_send", f"drew {st.drawn} of {st.planned} planned: "
                               "the budget narrowed the call when it was sent"))
             steps[sid] = {"wanted": st.wanted, "planned": st.planned, "drawn": st.drawn,
-                          "cut_draws": st.cut_draws,
+                          "cut_draws": st.cut_draws, "dropped": st.dropped,
                           "reasons": [*st.reasons, *(r for _, r in extra)],
                           "why": [*st.why, *(c for c, _ in extra)]}
         out = self.states[self.graph.output]

@@ -463,6 +463,11 @@ class Executor:
                     if exhausted and status == "ok":
                         status = "budget"
                     results.append(comps)
+        if q.ledger is not None and any(results):
+            # replies that ran longer than the plan reserved for them in later prompts are
+            # left out of those prompts where the rest of the plan would not fit with them
+            results = q.ledger.keep_fitting(step.id, results,
+                                            lambda res: role.finish(ctx, res))
         # a step whose every call failed or was refused degrades to what its inputs hold
         try:
             out = role.finish(ctx, results) if any(results) or not calls \
@@ -641,14 +646,14 @@ class Executor:
         if ledger is None:
             return await self._request(q, step, binding, call, index, n, seed, offset,
                                        prompt_tokens, stream, res)
-        ledger.sent(step.id, index, n, res.max_tokens)
+        lean = ledger.sent(step.id, index, n, res.max_tokens)
         comps: list[Completion] = []
         try:
             comps = await self._request(q, step, binding, call, index, n, seed, offset,
                                         prompt_tokens, stream, res)
             return comps
         finally:
-            ledger.returned(step.id, index, n, comps, res.max_tokens)
+            ledger.returned(step.id, index, n, comps, res.max_tokens, lean)
 
     async def _request(self, q: _Query, step: Step, binding: ModelBinding, call: Call,
                        index: int, n: int, seed: int, offset: int, prompt_tokens: int,

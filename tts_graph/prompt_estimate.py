@@ -92,6 +92,12 @@ class PromptEstimate:
             self._quoted[key] = cost = edge
         return cost
 
+    def quote_size(self, model: str, text: str) -> int:
+        """What a drawn reply costs quoted in a prompt to ``model`` (``quoted_cost``); 1 for
+        one with no text (a label alone: those are charged apart)."""
+        key = text.strip()
+        return self.quoted_cost(model, key) if key in self.replies else 1
+
     def split(self, model: str, messages: tuple[Message, ...]
               ) -> tuple[tuple[Message, ...], int]:
         """The messages without the replies they quote, and what those replies cost."""

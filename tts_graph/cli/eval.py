@@ -257,7 +257,7 @@ def _run_eval_workers(plan, workers: int, concurrency: int, *, quiet: bool,  # t
 WHY = {"planned_narrower": "planned narrower", "planned_late": "planned late",
        "widened": "widened in waves", "cut_draws": "drew with max_tokens cut",
        "stopped_short": "stopped short", "narrowed_at_send": "narrowed when sent",
-       "skipped": "skipped"}
+       "skipped": "skipped", "dropped": "left samples out of later prompts"}
 
 
 def budget_lines(b: dict[str, Any]) -> list[str]:
@@ -277,7 +277,8 @@ def budget_lines(b: dict[str, Any]) -> list[str]:
            f"{b.get('output_reached_where_planned_late', 0)})" if late else "")
         + f", output reached {b.get('output_reached', '?')}/{b['queries']}; samples "
         f"{b['samples_drawn']}/{b['samples_wanted']}"
-        + (f", {b['cut_draws']} with max_tokens cut" if b.get("cut_draws") else ""),
+        + (f", {b['cut_draws']} with max_tokens cut" if b.get("cut_draws") else "")
+        + (f", {b['dropped']} left out of later prompts" if b.get("dropped") else ""),
     ]
     for sid, counts in (b.get("why") or {}).items():
         if counts:

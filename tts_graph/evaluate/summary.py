@@ -108,7 +108,7 @@ class BudgetTally:
         self.skipped: dict[str, int] = {}
         #: step → reason code (``BudgetReport`` steps' ``why``) → queries
         self.why: dict[str, dict[str, int]] = {}
-        self.wanted = self.drawn = self.cut_draws = 0
+        self.wanted = self.drawn = self.cut_draws = self.dropped = 0
 
     def add(self, report: dict[str, Any], status: str) -> None:
         self.queries += 1
@@ -136,6 +136,7 @@ class BudgetTally:
             self.wanted += st["wanted"]
             self.drawn += st["drawn"]
             self.cut_draws += int(st.get("cut_draws", 0))
+            self.dropped += int(st.get("dropped", 0))
             if st["drawn"] < st["wanted"]:
                 self.narrowed[sid] = self.narrowed.get(sid, 0) + 1
             codes = st.get("why") or (["skipped"] if any(
@@ -162,7 +163,7 @@ class BudgetTally:
             "share_committed_peak_max": max(self.peak_shares) if self.peak_shares else None,
             "samples_wanted": self.wanted, "samples_drawn": self.drawn,
             "narrowed": self.narrowed, "skipped": self.skipped, "why": self.why,
-            "cut_draws": self.cut_draws,
+            "cut_draws": self.cut_draws, "dropped": self.dropped,
         }
 
 

@@ -1,0 +1,160 @@
+"""Replies quoted in later prompts at what their step's replies really cost there, not at
+their ``max_tokens`` (``budget_plan.QUOTE_MARGIN``), and the rare reply that runs longer
+than that left out of those prompts (``BudgetLedger.keep_fitting``)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from test_budget_plan import ExactScorer, Item
+
+from tts_graph import Executor, QueryResult, loads_graph
+from tts_graph.backends.base import GenerationRequest
+from tts_graph.backends.scripted import ScriptedBackend
+from tts_graph.cli.eval import budget_lines
+from tts_graph.evaluate.runner import run_items
+from tts_graph.evaluate.store import ResultStore
+from tts_graph.evaluate.summary import summarize
+from tts_graph.types import Completion, Message
+
+GRAPH = """
+version: 1
+name: solve-judge
+models: {{m: {{backend: scripted, model: m}}}}
+nodes:
+  solve: {{role: solver, model: m, samples: 16, max_tokens: 40}}
+  judge: {{role: judge, model: m, inputs: [solve], mode: select, max_tokens: 40}}
+output: judge
+budget: {{max_tokens_per_query: {cap}}}
+"""
+
+
+def words(messages: tuple[Message, ...]) -> int:
+    return sum(len(m.content.split()) for m in messages)
+
+
+def is_judge(req: GenerationRequest) -> bool:
+    return "Solution" in req.messages[-1].content
+
+
+class Reasoner(ScriptedBackend):
+    """A model that reasons in tokens it does not return: every reply is a few words and
+    reports ``max_tokens`` completion tokens (as the simulated models, or a reasoning API)."""
+
+    def __init__(self) -> None:
+        super().__init__(lambda req, i: f"Answer: {(req.seed + i) % 3}")
+
+    def count_tokens(self, messages: tuple[Message, ...]) -> int:
+        return words(messages)  # the server's own count: its prompts are counted exactly
+
+    async def _one(self, req: GenerationRequest, i: int) -> Completion:
+        comp = await super()._one(req, i)
+        return dataclasses.replace(comp, completion_tokens=req.max_tokens)
+
+
+class LongFrom(ScriptedBackend):
+    """Solver replies of 4 words (tokens) up to sample ``first_long``, then of 30 (within
+    ``max_tokens``): a step whose later samples run far longer than its first ones."""
+
+    def __init__(self, first_long: int) -> None:
+        super().__init__(self._text)
+        self.first_long = first_long
+
+    def _text(self, req: GenerationRequest, i: int) -> str:
+        k = req.sample_offset + i
+        if is_judge(req):
+            return "Answer: 1"
+        n = min(req.max_tokens, 30 if k >= self.first_long else 4)
+        return " ".join([f"Answer: {k % 3}", *[f"w{k}"] * (n - 2)])
+
+    def count_tokens(self, messages: tuple[Message, ...]) -> int:
+        return words(messages)
+
+
+def run(backend: ScriptedBackend, cap: int, monkeypatch: Any, lean: bool = True
+        ) -> QueryResult:
+    with monkeypatch.context() as m:
+        if not lean:  # every unseen reply quoted at its max_tokens, as before
+            m.setattr("tts_graph.budget_plan.QUOTE_MARGIN", 100.0)
+        return Executor(loads_graph(GRAPH.format(cap=cap)),
+                        backends={"m": backend}).run("What is 2+2?")
+
+
+def test_replies_are_reserved_in_the_judges_prompt_at_what_they_cost_there(
+        monkeypatch: Any) -> None:
+    """Each reply reports 40 completion tokens but is 2 words: once the first came back,
+    another sample's place in the judge's prompt is reserved at about that, not at 40, so
+    more samples fit and more of the budget is spent; never over it, the judge always runs."""
+    for cap in (300, 800):
+        lean, whole = (run(Reasoner(), cap, monkeypatch, flag) for flag in (True, False))
+        for res in (lean, whole):
+            assert res.status == "ok" and res.usage.tokens <= cap
+            assert res.budget is not None and res.budget.output_reached
+            assert res.budget.steps["solve"]["dropped"] == 0
+        assert lean.steps["solve"].meta["samples"] > whole.steps["solve"].meta["samples"]
+        assert lean.usage.tokens > whole.usage.tokens
+
+
+def test_a_reply_longer_than_reserved_is_left_out_of_the_judges_prompt(
+        monkeypatch: Any) -> None:
+    """Samples 0-5 are 4 tokens, so sample 6 is reserved in the judge's prompt at about 8
+    and runs to 30: the plan no longer fits with it, so the judge is shown the others (the
+    last drawn left out), its call whole, and the report says so. Never an overrun."""
+    backend = LongFrom(6)
+    res = run(backend, 350, monkeypatch)
+    assert res.status == "ok" and res.usage.tokens <= 350
+    report = res.budget
+    assert report is not None and report.output_reached
+    step = report.steps["solve"]
+    assert step["dropped"] >= 1 and "dropped" in step["why"]
+    assert any(r.startswith(f"left {step['dropped']} of its samples out of later prompts")
+               for r in step["reasons"])
+    shown = res.steps["solve"].candidates
+    assert len(shown) == step["drawn"] - step["dropped"]
+    judge = [r for r in backend.requests if is_judge(r)]
+    assert len(judge) == 1 and judge[0].max_tokens == 40  # whole, not narrowed
+    drawn = [r for r in backend.requests if not is_judge(r)]
+    assert max(r.sample_offset + r.n for r in drawn) == step["drawn"]
+    # what was left out is the last drawn: the judge quotes samples 0 .. drawn-dropped-1
+    prompt = judge[0].messages[-1].content
+    assert all(f"w{k}" not in prompt for k in range(step["drawn"] - step["dropped"],
+                                                     step["drawn"]))
+    # a result that keeps its replies' reservations whole needs no such step
+    whole = run(LongFrom(6), 350, monkeypatch, lean=False)
+    assert whole.budget is not None and whole.budget.steps["solve"]["dropped"] == 0
+    assert whole.usage.tokens <= 350
+
+
+def test_a_step_whose_replies_reach_their_cap_is_reserved_at_its_cap(
+        monkeypatch: Any) -> None:
+    """Replies that use their whole max_tokens give no lower figure to reserve at: the same
+    samples either way, none left out."""
+    backend_a, backend_b = LongFrom(0), LongFrom(0)
+    lean = run(backend_a, 600, monkeypatch)
+    whole = run(backend_b, 600, monkeypatch, lean=False)
+    assert lean.steps["solve"].meta["samples"] == whole.steps["solve"].meta["samples"]
+    assert lean.budget is not None and lean.budget.steps["solve"]["dropped"] == 0
+    assert [r.max_tokens for r in backend_a.requests] == \
+        [r.max_tokens for r in backend_b.requests]
+
+
+def test_eval_summary_counts_samples_left_out(tmp_path: Path, monkeypatch: Any) -> None:
+    """The eval summary says how many samples were left out of later prompts, and in how
+    many queries per step (the same figures the queries' reports give)."""
+    store = ResultStore(tmp_path / "run")
+    store.bind({"graph_name": "solve-judge", "task": "t", "planned": 3}, resume=False)
+    ex = Executor(loads_graph(GRAPH.format(cap=350)), backends={"m": LongFrom(6)})
+    items = [Item(str(i), "What is 2+2?", "1") for i in range(3)]
+    asyncio.run(run_items(ex, ExactScorer(), items, store, concurrency=1))
+    rows = list(store.rows())
+    dropped = sum(r.budget["steps"]["solve"]["dropped"] for r in rows)
+    b = summarize(store).budget
+    assert b is not None and b["overruns"] == 0 and b["dropped"] == dropped >= 3
+    assert b["why"]["solve"]["dropped"] == 3
+    lines = budget_lines(b)
+    assert f", {dropped} left out of later prompts" in lines[1]
+    assert "left samples out of later prompts 3" in lines[2]
+
