@@ -1,11 +1,13 @@
 """Replies quoted in later prompts at what their step's replies really cost there, not at
 their ``max_tokens`` (``budget_plan.QUOTE_MARGIN``), and the rare reply that runs longer
-than that left out of those prompts (``BudgetLedger.keep_fitting``)."""
+than that left out of those prompts (``BudgetLedger.keep_fitting``); and, where no plan fits,
+an output that quotes fewer inputs rather than none (``BudgetLedger.fit_output_inputs``)."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import re
 from pathlib import Path
 from typing import Any
 
@@ -158,3 +160,49 @@ def test_eval_summary_counts_samples_left_out(tmp_path: Path, monkeypatch: Any) 
     assert f", {dropped} left out of later prompts" in lines[1]
     assert "left samples out of later prompts 3" in lines[2]
 
+
+
+MIXTURE = """
+version: 1
+name: moa
+models: {{m: {{backend: scripted, model: m}}}}
+nodes:
+  propose_small: {{role: solver, model: m, samples: 2, max_tokens: 24}}
+  propose_base: {{role: solver, model: m, samples: 2, max_tokens: 24}}
+  fuse: {{role: fuser, model: m, inputs: [propose_small, propose_base], samples: 2,
+         max_tokens: 24}}
+  final: {{role: fuser, model: m, inputs: [fuse], max_tokens: 24}}
+output: final
+budget: {{max_tokens_per_query: {cap}}}
+"""
+
+
+def test_a_guarded_output_quotes_fewer_inputs_rather_than_none(monkeypatch: Any) -> None:
+    """No plan fits: the proposers take what the guard allows, the fuse step is refused and
+    passes its inputs on whole, so the final fuser's prompt would quote every draft, more
+    than the budget left can pay for. It quotes the first drafts instead, its call whole,
+    and says so; before, it made no call at all (seen on llama.cpp's server too)."""
+    from tts_graph.budget_plan import BudgetLedger
+
+    for cap in (180, 260):
+        backend = LongFrom(0)
+        res = Executor(loads_graph(MIXTURE.format(cap=cap)),
+                       backends={"m": backend}).run("What is 2+2?")
+        report = res.budget
+        assert report is not None and not report.plan_fits and res.usage.tokens <= cap
+        assert report.output_reached and any(c.step == "final" for c in res.calls)
+        step = report.steps["final"]
+        assert step["why"] == ["inputs_trimmed"]
+        shown, total = map(int, re.findall(r"quoted (\d+) of its (\d+)", step["reasons"][0])[0])
+        assert 1 <= shown < total == len(res.steps["fuse"].candidates)
+        final = backend.requests[-1]
+        assert final.max_tokens == 24
+        prompt = final.messages[-1].content
+        assert sum(c.text in prompt for c in res.steps["fuse"].candidates) == shown
+        # the same query without it: the final fuser is refused
+        monkeypatch.setattr(BudgetLedger, "fit_output_inputs",
+                            lambda self, sid, ctx, calls, make: (ctx, calls))
+        res = Executor(loads_graph(MIXTURE.format(cap=cap)),
+                       backends={"m": LongFrom(0)}).run("What is 2+2?")
+        monkeypatch.undo()
+        assert res.budget is not None and not res.budget.output_reached

@@ -26,6 +26,7 @@ found then is run as one found at the start ("late"); until then calls are only 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -733,6 +734,64 @@ class BudgetLedger:
             return results
         finally:
             st.phase = phase
+            self.budget.hold_for_plan(*saved)
+
+    def fit_output_inputs(self, sid: str, ctx: StepContext, calls: list[Call],
+                          make_calls: Callable[[StepContext], list[Call]]
+                          ) -> tuple[StepContext, list[Call]]:
+        """Where no plan fits (calls only guarded), the output step's inputs as its call is
+        made: when its prompt quotes more candidates than the budget left can pay for (a step
+        upstream was skipped and its inputs passed on whole, or took more than its share),
+        the last candidates of the widest inputs are left out until one sample of each call
+        fits whole, else until it fits with ``max_tokens`` cut; unchanged where neither is
+        reached. Better a judge shown fewer candidates than no judge."""
+        if self.fits or sid != self.graph.output or not calls:
+            return ctx, calls
+        mt = self.graph.steps[sid].sampling.max_tokens
+        saved = self.budget.plan_hold
+        self.budget.hold_for_plan(0, 0.0, 0.0)  # the output is the last step: nothing to keep
+
+        def fit(cs: list[Call], tokens: int) -> bool:
+            need = Amount()
+            for c in cs:
+                need.add(1, self.estimate(c.model, c.messages), tokens, self.costing(c.model))
+            return fits(need, self.budget)
+
+        def noted(trimmed: StepContext, cs: list[Call]) -> tuple[StepContext, list[Call]]:
+            shown = sum(len(o.candidates) for o in trimmed.inputs)
+            total = sum(len(o.candidates) for o in ctx.inputs)
+            self.states[sid].note("inputs_trimmed", f"quoted {shown} of its {total} input "
+                                  "candidates: no plan fitted, and the budget left could not "
+                                  "pay for a prompt quoting them all")
+            return trimmed, cs
+
+        try:
+            if fit(calls, mt):
+                return ctx, calls
+            trims: list[tuple[StepContext, list[Call]]] = []
+            inputs = list(ctx.inputs)
+            while True:
+                widest = max(range(len(inputs)), key=lambda i: (len(inputs[i].candidates), i),
+                             default=None)
+                if widest is None or len(inputs[widest].candidates) <= 1:
+                    break
+                out = inputs[widest]
+                inputs[widest] = dataclasses.replace(out, candidates=out.candidates[:-1])
+                trimmed = dataclasses.replace(ctx, inputs=list(inputs))
+                try:
+                    cs = make_calls(trimmed)
+                except Exception:  # the real run reports a role's failure
+                    break
+                if not cs:
+                    break
+                if fit(cs, mt):
+                    return noted(trimmed, cs)
+                trims.append((trimmed, cs))
+            for trimmed, cs in trims:  # none whole: the fewest left out that a cut call fits
+                if fit(cs, 1):
+                    return noted(trimmed, cs)
+            return ctx, calls
+        finally:
             self.budget.hold_for_plan(*saved)
 
     def _output_share(self, strict: bool = False) -> Amount | None:

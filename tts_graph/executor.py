@@ -430,6 +430,9 @@ class Executor:
             calls = role.calls(ctx)
         except Exception as exc:  # a role bug must name the step, not kill the run silently
             raise TTSGraphError(f"step {step.id}: role '{step.role.name}' failed: {exc}") from exc
+        if q.ledger is not None:
+            # an output whose prompt the guarded budget cannot pay for quotes fewer inputs
+            ctx, calls = q.ledger.fit_output_inputs(step.id, ctx, calls, role.calls)
         # a budgeted query reserves the step's first wave as planned, before any await
         firsts = q.ledger.start_step(step.id, ctx, calls) if q.ledger is not None \
             else [c.n for c in calls]

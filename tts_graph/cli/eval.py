@@ -257,7 +257,8 @@ def _run_eval_workers(plan, workers: int, concurrency: int, *, quiet: bool,  # t
 WHY = {"planned_narrower": "planned narrower", "planned_late": "planned late",
        "widened": "widened in waves", "cut_draws": "drew with max_tokens cut",
        "stopped_short": "stopped short", "narrowed_at_send": "narrowed when sent",
-       "skipped": "skipped", "dropped": "left samples out of later prompts"}
+       "skipped": "skipped", "dropped": "left samples out of later prompts",
+       "inputs_trimmed": "quoted fewer inputs"}
 
 
 def budget_lines(b: dict[str, Any]) -> list[str]:
