@@ -356,13 +356,20 @@ class Executor:
                 lambda m: bindings[m].costing, q.outputs)
         status: QueryStatus = "ok"
         timeout = graph.spec.budget.timeout_s
+        # every step but the output runs in a task of its own, started as its inputs are
+        # done; the output step, which every other step leads to (compile checks) and so
+        # starts last, runs in this task once they are all done: a task, a gather and their
+        # loop turns fewer a query (a one-step graph runs no task at all)
         tasks: dict[str, asyncio.Task[StepOutput]] = {}
         for sid in graph.order:
-            tasks[sid] = asyncio.create_task(self._step_after(q, graph.steps[sid], tasks),
-                                             name=f"step:{sid}")
+            if sid != graph.output:
+                tasks[sid] = asyncio.create_task(self._step_after(q, graph.steps[sid], tasks),
+                                                 name=f"step:{sid}")
         try:
             async with asyncio.timeout(timeout):
-                await asyncio.gather(*tasks.values())
+                if tasks:
+                    await asyncio.gather(*tasks.values())
+                await self._step_after(q, graph.steps[graph.output], tasks)
         except TimeoutError:
             status = "timeout"
         finally:
