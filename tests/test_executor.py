@@ -368,6 +368,19 @@ async def test_the_output_step_runs_in_the_querys_own_task() -> None:
     assert [t.get_name() for t in solver.tasks if t is not None] == ["step:a", "step:b"]
 
 
+def test_the_per_call_path_holds_no_closure_cells() -> None:
+    """Every call in flight holds the frames of this path; a variable captured by a lambda
+    or comprehension there is a cell more per call for each young collection to walk (the
+    cap's ledger, a split request and the cache keep theirs in functions of their own)."""
+    from tts_graph.bindings import ModelBinding
+
+    path = (Executor.arun, Executor._step, Executor._send_call, Executor._plain,
+            Executor._request, ModelBinding.generate, ModelBinding._live, ModelBinding._call,
+            ModelBinding._attempt)
+    assert {f.__qualname__: f.__code__.co_cellvars for f in path
+            if f.__code__.co_cellvars} == {}
+
+
 # ------------------------------------------------------------------------------ budgets
 
 
