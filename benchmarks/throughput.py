@@ -19,6 +19,7 @@ its /stats.
     .venv/bin/python benchmarks/throughput.py --quick          # small sizes (a test runs it)
     .venv/bin/python benchmarks/throughput.py --profile 32     # where the openai side's time goes
     .venv/bin/python benchmarks/throughput.py --layers         # backend vs binding vs executor
+    .venv/bin/python benchmarks/throughput.py --layers --gc-log  # and each run's time in GC
     .venv/bin/python benchmarks/throughput.py --overhead       # tts-graph's own CPU, no HTTP
 
 Part 4 (``--eval-scoring math|code``, instead of the others): what eval workers are for, a
@@ -139,12 +140,40 @@ async def ours(ex: Executor, qs: list[str], c: int) -> None:
     assert not bad, bad[0].error
 
 
-async def timed(url: str, run: Any) -> dict[str, float]:
+class GcLog:
+    """Time spent in the garbage collector and collections by generation (``gc.callbacks``),
+    for ``--gc-log``: where a side's client CPU goes besides its own code."""
+
+    def __init__(self) -> None:
+        self.on = False
+        self.reset()
+
+    def reset(self) -> None:
+        self.s, self.counts, self._t0 = 0.0, [0, 0, 0], 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._t0 = time.perf_counter()
+        else:
+            self.s += time.perf_counter() - self._t0
+            self.counts[info["generation"]] += 1
+
+
+GC_LOG = GcLog()
+
+
+async def timed(url: str, run: Any, label: str = "") -> dict[str, float]:
     s0 = fault_stats(url, keys=False)
+    GC_LOG.reset()
     cpu0, t0 = time.process_time(), time.perf_counter()
     await run
     wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     s1 = fault_stats(url, keys=False)
+    if GC_LOG.on:
+        n = max(1, s1["answered"] - s0["answered"])
+        print(f"    {label}: {wall:.2f} s, CPU {cpu / n * 1e3:.2f} ms a call, of which GC "
+              f"{GC_LOG.s / n * 1e3:.3f} ms (collections by generation {GC_LOG.counts})",
+              flush=True)
     return {"wall": wall, "cpu": cpu, "calls": s1["answered"] - s0["answered"],
             "server_cpu": s1["process_cpu_s"] - s0["process_cpu_s"]}
 
@@ -241,13 +270,13 @@ async def layers_part(a: argparse.Namespace, url: str) -> None:
             for rep in range(a.repeats):  # alternate the sides, keep each side's best run
                 tag = f"{c}.{rep}"
                 runs["raw"].append(await timed(url, raw(session, url, questions(
-                    f"raw{tag}", n), c)))
+                    f"raw{tag}", n), c), f"c={c} raw"))
                 runs["backend"].append(await timed(url, pool(questions(
-                    f"be{tag}", n), c, via_backend)))
+                    f"be{tag}", n), c, via_backend), f"c={c} backend"))
                 runs["binding"].append(await timed(url, pool(questions(
-                    f"bi{tag}", n), c, via_binding)))
+                    f"bi{tag}", n), c, via_binding), f"c={c} binding"))
                 runs["executor"].append(await timed(url, ours(ex, questions(
-                    f"ex{tag}", n), c)))
+                    f"ex{tag}", n), c), f"c={c} executor"))
             best = {k: min(v, key=lambda r: r["wall"]) for k, v in runs.items()}
             assert all(r["calls"] == n for r in best.values()), (best, n)
             rate = {k: n / r["wall"] for k, r in best.items()}
@@ -553,7 +582,14 @@ def main() -> None:
                    "(instead of the tables)")
     p.add_argument("--gc-freeze", action="store_true",
                    help="gc.freeze() after set-up and warm-up, as tts-graph eval does")
+    p.add_argument("--gc-log", action="store_true",
+                   help="--layers: print each run's time in the garbage collector (gc.callbacks)")
     a = p.parse_args()
+    if a.gc_log:
+        import gc
+
+        GC_LOG.on = True
+        gc.callbacks.append(GC_LOG)
     if a.quick:
         a.levels, a.rounds, a.min_calls, a.max_calls, a.repeats = [1, 8], 2, 20, 40, 1
         a.eval_questions, a.eval_concurrency, a.workers = 40, 8, [1, 2]

@@ -315,6 +315,72 @@ async def test_a_role_failure_names_the_step() -> None:
         await ex.arun("q")
 
 
+async def test_a_role_failure_in_one_branch_ends_the_query_at_once() -> None:
+    """A step that fails while another branch still waits on a slow model ends the query
+    then, cancelling that branch, not when the branch (or the output's other input) is
+    done."""
+    from tts_graph.errors import TTSGraphError
+
+    doc = graph("  a: {role: solver, model: slow}\n  b: {role: solver, model: fast}\n"
+                "  c: {role: fuser, model: fast, inputs: [a, b]}",
+                models="fast slow", output="c")
+    slow = ScriptedBackend(answer_of(1), latency=30.0)
+    ex = Executor(doc, backends={"slow": slow, "fast": ScriptedBackend(answer_of(2))})
+    t0 = time.perf_counter()
+    with (mock.patch.object(ex.graph.steps["b"].role, "calls", side_effect=RuntimeError("x")),
+          pytest.raises(TTSGraphError, match="step b: role 'solver' failed: x")):
+        await ex.arun("q")
+    assert time.perf_counter() - t0 < 5
+    assert slow.cancelled == 1
+
+
+class Where(ScriptedBackend):
+    """Records the task that each request was sent from."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.tasks: list[asyncio.Task[Any] | None] = []
+
+    async def generate(self, request: GenerationRequest) -> list[Completion]:
+        self.tasks.append(asyncio.current_task())
+        return await super().generate(request)
+
+
+async def test_the_output_step_runs_in_the_querys_own_task() -> None:
+    """Every other step leads to the output step, so it runs last, in the query's task: a
+    one-step graph starts no task (and no gather) per query; other steps run in tasks of
+    their own, side by side."""
+    one = Where(answer_of(1))
+    ex = Executor(graph("  s: {role: solver, model: m}", output="s"), backends={"m": one})
+    query = asyncio.ensure_future(ex.arun("q"))
+    assert (await query).answer == "1"
+    assert one.tasks == [query]
+
+    doc = graph("  a: {role: solver, model: m}\n  b: {role: solver, model: m}\n"
+                "  c: {role: fuser, model: f, inputs: [a, b]}", models="m f", output="c")
+    solver, fuser = Where(answer_of(2), latency=0.05), Where(answer_of(3))
+    ex = Executor(doc, backends={"m": solver, "f": fuser})
+    query = asyncio.ensure_future(ex.arun("q"))
+    res = await query
+    assert (res.status, res.answer, list(res.steps)) == ("ok", "3", ["a", "b", "c"])
+    assert fuser.tasks == [query]
+    assert len(set(solver.tasks)) == 2 and query not in solver.tasks
+    assert [t.get_name() for t in solver.tasks if t is not None] == ["step:a", "step:b"]
+
+
+def test_the_per_call_path_holds_no_closure_cells() -> None:
+    """Every call in flight holds the frames of this path; a variable captured by a lambda
+    or comprehension there is a cell more per call for each young collection to walk (the
+    cap's ledger, a split request and the cache keep theirs in functions of their own)."""
+    from tts_graph.bindings import ModelBinding
+
+    path = (Executor.arun, Executor._step, Executor._send_call, Executor._plain,
+            Executor._request, ModelBinding.generate, ModelBinding._live, ModelBinding._call,
+            ModelBinding._attempt)
+    assert {f.__qualname__: f.__code__.co_cellvars for f in path
+            if f.__code__.co_cellvars} == {}
+
+
 # ------------------------------------------------------------------------------ budgets
 
 

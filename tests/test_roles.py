@@ -14,7 +14,7 @@ from tts_graph.backends.base import GenerationRequest
 from tts_graph.backends.scripted import ScriptedBackend
 from tts_graph.errors import BackendError, TTSGraphError
 from tts_graph.roles import registry
-from tts_graph.roles.base import Call, Role, StepContext
+from tts_graph.roles.base import Call, Role, StepContext, StepPlan
 from tts_graph.roles.ranker import parse_ranking
 from tts_graph.roles.registry import register_role
 from tts_graph.types import Candidate, Completion, StepOutput
@@ -565,6 +565,28 @@ def test_custom_role_params_are_checked(params: str, where: str) -> None:
         Executor(echo_graph(params), backends={"m": ScriptedBackend()})
     assert any(e.path == where for e in info.value.errors)
     assert f": {where}: " in "\n".join(info.value.lines())
+
+
+class Twice(Echo):
+    """A custom role whose unroll names its own step (suffix '') first: nodes that read it,
+    and the executor's output step, would get its first step, not its last."""
+
+    name = "twice_test"
+
+    def unroll(self, node: Any) -> list[StepPlan]:
+        return [StepPlan(""), StepPlan("@again", with_inputs=True)]
+
+
+def test_a_custom_role_must_unroll_its_own_step_last(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(custom_roles, "REGISTERED", dict(custom_roles.REGISTERED))
+    register_role("twice_test", Twice)
+    text = ("version: 1\nname: t\nmodels: {m: {backend: scripted, model: m}}\nnodes:\n"
+            "  e: {role: twice_test, model: m, params: {prefix: P}}\noutput: e\n")
+    with pytest.raises(GraphErrors) as info:
+        Executor(loads_graph(text), backends={"m": ScriptedBackend()})
+    (line,) = info.value.lines()
+    assert ": nodes.e: role 'twice_test' unrolls the node into steps ['', '@again']: the " \
+        "step with suffix '' (the node's own) must come last, once" in line
 
 
 def test_spec_lists_the_roles_the_registry_serves(echo_role: None) -> None:

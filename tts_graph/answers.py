@@ -19,6 +19,13 @@ _NUMBER = re.compile(r"-?\$?\s?\d[\d,]*(?:\.\d+)?(?:[eE][-+]?\d+\b)?(?:/\d+)?|-?
 _FRAC = re.compile(r"\\[dt]?frac\s*(?:\{\s*(-?[\d.]+)\s*\}|(\d))\s*(?:\{\s*(-?[\d.]+)\s*\}|(\d))")
 _DIGIT_GAP = re.compile(r"(?<=\d)(?:\{,\}|\\[,!; ]|[\u00a0\u2009\u202f])(?=\d)")
 _CHOICE = re.compile(r"\(?\b([A-J])\b\)?")
+# compiled once (not through ``re``'s cache lookup on every reply): what a number's text may
+# hold besides the number, a LaTeX text command, runs of space, where an answer's main clause
+# ends
+_NOT_OF_NUMBER = re.compile(r"[,\s$€£¥₹]|\\(?=[$%])")
+_TEXT_CMD = re.compile(r"\\text(?:bf)?\{([^{}]*)\}")
+_SPACES = re.compile(r"[\s]+")
+_CLAUSE_END = re.compile(r"\(|\[|; |, ")
 
 
 _BOX = re.compile(r"\\(?:boxed|fbox)(?:\s*(\{)|[ \t]+([^\s${}]+))")
@@ -69,7 +76,7 @@ def _plain_numbers(text: str) -> str:
 def normalize_number(raw: str) -> str | None:
     # currency signs and a percent sign say what the number counts, not what it is: "€5" is
     # 5 and "25%" is 25, as "$5" always was and as a reply's "25%" is read
-    s = re.sub(r"[,\s$€£¥₹]|\\(?=[$%])", "", raw)
+    s = _NOT_OF_NUMBER.sub("", raw)
     s = s[:-1] if s.endswith("%") else s
     if not s:
         return None
@@ -117,7 +124,7 @@ _OPTION_LEADS = re.compile(r"[\s*_]*(?:\(([A-Za-z])\)|([A-Za-z])\)|([A-Z])[.:])\
 def _option(part: str, letters: str, *, search: bool) -> str | None:
     """The option letter ``part`` is or starts with; with ``search``, else its first
     capital standing alone (as before: a later capital in the text is not looked for)."""
-    part = re.sub(r"\\text(?:bf)?\{([^{}]*)\}", r"\1", part)
+    part = _TEXT_CMD.sub(r"\1", part)
     m = _OPTION_ALONE.fullmatch(part) or _OPTION_LEADS.match(part)
     if m:
         letter = next(g for g in m.groups() if g).upper()
@@ -146,7 +153,7 @@ _WRAPPED = re.compile(r"\$+(.*?)\$+|\\\((.*?)\\\)|\\(?:text|textbf|mathrm|mbox|b
 
 def normalize_text(text: str) -> str:
     s = unicodedata.normalize("NFKC", text).strip().lower()
-    s = re.sub(r"[\s]+", " ", s)
+    s = _SPACES.sub(" ", s)
     s = s.strip(" .!\"'`*")
     while (m := _WRAPPED.fullmatch(s)) is not None:
         s = next(g for g in m.groups() if g is not None).strip(" .!\"'`*")
@@ -169,7 +176,7 @@ def _segment_number(segment: str) -> str | None:
     when its main clause (up to a parenthesis, "; " or ", ") is a calculation, the result
     after the clause's last ``=`` ("The answer is 5 + 3 = 8", but "Answer: 10 (2*5=10,
     not 3*3=9)" is 10)."""
-    clause = re.split(r"\(|\[|; |, ", segment, maxsplit=1)[0]
+    clause = _CLAUSE_END.split(segment, maxsplit=1)[0]
     nums = _NUMBER.findall(clause.rpartition("=")[2]) if "=" in clause else []
     nums = nums or _NUMBER.findall(segment)
     return normalize_number(nums[0]) if nums else None

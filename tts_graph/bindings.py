@@ -166,6 +166,11 @@ class ModelBinding:
         # asked every call: a backend may learn that a server ignores n
         if not self.backend.splits_samples() or request.n == 1:
             return await self._call(request, est_tokens, start, stream)
+        return await self._split(request, est_tokens, start)
+
+    async def _split(self, request: GenerationRequest, est_tokens: int, start: int) -> Part:
+        """``_live`` for a backend that would fan the samples out itself: one call per sample
+        (apart: its comprehensions make cells that every call in flight would hold)."""
         per = est_tokens // request.n
         reqs = [replace(request, n=1, seed=request.seed + i,
                         sample_offset=request.sample_offset + i) for i in range(request.n)]

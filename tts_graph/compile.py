@@ -241,6 +241,12 @@ def compile_graph(doc: GraphDoc, *, backends: Collection[str] | None = None) -> 
     for name in nx.lexicographical_topological_sort(node_dag):
         node = spec.nodes[name]
         plans = roles[name].unroll(node)
+        if not plans or plans[-1].suffix != "" or any(p.suffix == "" for p in plans[:-1]):
+            # the node's own step (named as the node) must be its last: the steps that read
+            # the node, and the executor's output step, are its last step
+            raise GraphErrors([doc.error(_loc("nodes", name), (
+                f"role '{node.role}' unrolls the node into steps {[p.suffix for p in plans]}: "
+                "the step with suffix '' (the node's own) must come last, once"))])
         prev: str | None = None
         for plan in plans:
             sid = name + plan.suffix

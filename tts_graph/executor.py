@@ -349,20 +349,23 @@ class Executor:
         b = graph.spec.budget
         if (b.max_tokens_per_query is not None or b.max_cost_usd_per_query is not None
                 or b.max_flops_per_query is not None):
-            bindings = self.bindings()
-            q.ledger = BudgetLedger(
-                graph, question, q.budget,
-                lambda m, msgs: bindings[m].backend.count_tokens(msgs),
-                lambda m: bindings[m].costing, q.outputs)
+            q.ledger = self._ledger(q)
         status: QueryStatus = "ok"
         timeout = graph.spec.budget.timeout_s
+        # every step but the output runs in a task of its own, started as its inputs are
+        # done; the output step, which every other step leads to (compile checks) and so
+        # starts last, runs in this task once they are all done: a task, a gather and their
+        # loop turns fewer a query (a one-step graph runs no task at all)
         tasks: dict[str, asyncio.Task[StepOutput]] = {}
         for sid in graph.order:
-            tasks[sid] = asyncio.create_task(self._step_after(q, graph.steps[sid], tasks),
-                                             name=f"step:{sid}")
+            if sid != graph.output:
+                tasks[sid] = asyncio.create_task(self._step(q, graph.steps[sid], tasks),
+                                                 name=f"step:{sid}")
         try:
             async with asyncio.timeout(timeout):
-                await asyncio.gather(*tasks.values())
+                if tasks:
+                    await asyncio.gather(*tasks.values())
+                await self._step(q, graph.steps[graph.output], tasks)
         except TimeoutError:
             status = "timeout"
         finally:
@@ -395,6 +398,14 @@ class Executor:
             budget=q.ledger.report() if q.ledger is not None else None,
         )
 
+    def _ledger(self, q: _Query) -> BudgetLedger:
+        """The ledger of a query with a cap (apart: its lambdas would make a cell that every
+        query in flight holds, cap or not)."""
+        bindings = self.bindings()
+        return BudgetLedger(self.graph, q.question, q.budget,
+                            lambda m, msgs: bindings[m].backend.count_tokens(msgs),
+                            lambda m: bindings[m].costing, q.outputs)
+
     def _partial(self, q: _Query) -> StepOutput | None:
         """The nearest finished step upstream of the output that holds an answer."""
         frontier = [self.graph.output]
@@ -412,12 +423,13 @@ class Executor:
             frontier = nxt
         return None
 
-    async def _step_after(self, q: _Query, step: Step,
-                          tasks: dict[str, asyncio.Task[StepOutput]]) -> StepOutput:
-        """A step in its own task: it starts the moment its inputs are done."""
-        return await self._step(q, step, [await tasks[d] for d in step.deps])
-
-    async def _step(self, q: _Query, step: Step, inputs: list[StepOutput]) -> StepOutput:
+    async def _step(self, q: _Query, step: Step,
+                    tasks: dict[str, asyncio.Task[StepOutput]]) -> StepOutput:
+        """One step, started the moment its inputs (``tasks`` of the steps it reads) are
+        done."""
+        inputs: list[StepOutput] = []
+        for d in step.deps:  # a loop, not a comprehension: that would make ``tasks`` a cell
+            inputs.append(await tasks[d])
         ctx = StepContext(
             question=q.question, node_name=step.node, node=step.spec, phase=step.phase,
             round=step.round, models=step.models, extract=step.extract, inputs=inputs,
