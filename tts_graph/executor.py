@@ -10,6 +10,7 @@ does not need, and a timeout cancels everything still running.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import threading
 import time
@@ -482,7 +483,7 @@ class Executor:
             # replies that ran longer than the plan reserved for them in later prompts are
             # left out of those prompts where the rest of the plan would not fit with them
             results = q.ledger.keep_fitting(step.id, results,
-                                            lambda res: role.finish(ctx, res))
+                                            functools.partial(role.finish, ctx))
         # a step whose every call failed or was refused degrades to what its inputs hold
         try:
             out = role.finish(ctx, results) if any(results) or not calls \
