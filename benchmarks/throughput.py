@@ -369,6 +369,7 @@ def eval_part(a: argparse.Namespace, url: str) -> None:
         [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
     rows = []
     base: float | None = None
+    base_rate = float("nan")
     with tempfile.TemporaryDirectory(prefix="tts-eval-bench-") as tmp:
         work = Path(tmp)
         (work / "q.jsonl").write_text("".join(
@@ -396,18 +397,22 @@ def eval_part(a: argparse.Namespace, url: str) -> None:
                 answers = dict(conn.execute("SELECT item_id, answer FROM results"))
             first = first or answers  # the same requests get the same answers from the server
             same = sum(answers.get(k) == v for k, v in first.items())
+            rate = steady_rate(out / "results.sqlite")
             if backend == "openai" and workers == 1:
-                base = wall
+                base, base_rate = wall, rate
             rows.append([backend, workers, a.eval_concurrency, summary["scored"], answered,
                          f"{same}/{len(first)}",
                          f"{wall:.2f}", f"{a.eval_questions / wall:.0f}",
-                         f"{base / wall:.2f}" if base and backend == "openai" else "-"])
+                         f"{base / wall:.2f}" if base and backend == "openai" else "-",
+                         f"{rate:.0f}",
+                         f"{rate / base_rate:.2f}" if base and backend == "openai" else "-"])
             print(f"  eval {backend} --workers {workers}: {wall:.2f} s", flush=True)
     ideal = a.eval_questions / a.eval_concurrency * a.latency_ms / 1000.0
     print()
     print(table(["backend", "workers", "concurrency per worker", "scored", "server answered",
                  "same answers as the first row", "wall s (whole process)", "questions/s",
-                 "speed-up vs 1 worker"], rows))
+                 "speed-up vs 1 worker", "questions/s once running (10–90%)",
+                 "speed-up once running"], rows))
     print(f"\n{a.eval_questions} one-call questions, no cache, latency {a.latency_ms:g} ms; "
           f"the ideal for one process at concurrency {a.eval_concurrency} is {ideal:.2f} s "
           "plus start-up")
@@ -439,6 +444,17 @@ def scoring_questions(kind: str, n: int) -> str:
                     "entry_point": f"add_{i}"}
         lines.append(json.dumps(rec) + "\n")
     return "".join(lines)
+
+
+def steady_rate(db: Path) -> float:
+    """Questions a second once the run is going: between the 10th and the 90th percentile of
+    the results' write times (``finished_at``), so the start-up before the first answer and
+    the tail after the last batch are left out. The whole-process figure beside it keeps them."""
+    with sqlite3.connect(db) as conn:
+        times = sorted(t for (t,) in conn.execute("SELECT finished_at FROM results"))
+    lo, hi = len(times) // 10, len(times) - 1 - len(times) // 10
+    span = times[hi] - times[lo] if hi > lo else 0.0
+    return (hi - lo) / span if span > 0 else float("nan")
 
 
 def children_cpu() -> float:
@@ -480,6 +496,9 @@ def scoring_part(a: argparse.Namespace, url: str) -> None:
     rows = []
     ceiling = []
     walls: dict[tuple[int, str], list[float]] = {side: [] for side in sides}
+    #: speed-up once running (``steady_rate``) over the round's one process, per row
+    rates: dict[tuple[int, str], list[float]] = {side: [] for side in sides}
+    base_rate = float("nan")
     with tempfile.TemporaryDirectory(prefix="tts-eval-bench-") as tmp:
         work = Path(tmp)
         (work / "q.jsonl").write_text(scoring_questions(kind, a.eval_questions))
@@ -514,21 +533,28 @@ def scoring_part(a: argparse.Namespace, url: str) -> None:
                 first = first or answers  # the same replies score the same in every row
                 same = sum(answers.get(k) == v for k, v in first.items())
                 base = base or wall
+                rate = steady_rate(out / "results.sqlite")
+                base_rate = base_rate if workers > 1 else rate
                 walls[workers, start].append(wall)
+                rates[workers, start].append(rate / base_rate)
                 server_cpu = s1["process_cpu_s"] - s0["process_cpu_s"]
                 rows.append([rnd, workers, start, a.eval_concurrency, summary["scored"],
                              s1["answered"] - s0["answered"], f"{same}/{len(first)}",
                              f"{wall:.2f}", f"{a.eval_questions / wall:.0f}",
                              f"{base / wall:.2f}",
-                             f"{base / wall / min(workers, cores or 1):.2f}", f"{cpu:.2f}",
-                             f"{cpu / wall:.2f}", f"{server_cpu:.2f}"])
+                             f"{base / wall / min(workers, cores or 1):.2f}",
+                             f"{rate:.0f}", f"{rate / base_rate:.2f}",
+                             f"{rate / base_rate / min(workers, cores or 1):.2f}",
+                             f"{cpu:.2f}", f"{cpu / wall:.2f}", f"{server_cpu:.2f}"])
                 print(f"  round {rnd}: eval --scorer {kind} --workers {workers} ({start}): "
                       f"{wall:.2f} s", flush=True)
     print()
     print(table(["round", "workers", "start", "concurrency per worker", "scored",
                  "server answered", "same answers and scores as the first row",
                  "wall s (whole process)", "questions/s", "speed-up vs 1 worker",
-                 "÷ linear up to the cores", "eval CPU s (all processes)",
+                 "÷ linear up to the cores", "questions/s once running (10–90%)",
+                 "speed-up once running", "÷ linear once running",
+                 "eval CPU s (all processes)",
                  "cores it got (CPU s ÷ wall s)", "server CPU s"],
                 rows))
     print()
@@ -537,7 +563,8 @@ def scoring_part(a: argparse.Namespace, url: str) -> None:
     one = walls[1, "-"]
     spread = "; ".join(
         f"{w} ({start}) {min(v):.2f}–{max(v):.2f} s"
-        + (f", speed-up {min(one) / max(v):.2f}–{max(one) / min(v):.2f}" if w > 1 else "")
+        + (f", speed-up {min(one) / max(v):.2f}–{max(one) / min(v):.2f}, once running "
+           f"{min(rates[w, start]):.2f}–{max(rates[w, start]):.2f}" if w > 1 else "")
         for (w, start), v in walls.items())
     print(f"\n{a.eval_questions} one-call questions scored by `{kind}`, no cache, latency "
           f"{a.latency_ms:g} ms, {cores} cores, {a.eval_repeats} rounds; wall range per row: "

@@ -26,6 +26,7 @@ def test_quick_throughput_benchmark_prints_its_tables() -> None:
         assert side in out, out
     # every question scored, and the server answered each one once per run
     assert out.count("| 40     | 40              | 40/40 ") == 3, out
+    assert "| questions/s once running (10–90%) | speed-up once running |" in out
 
 
 def test_quick_layers_mode_times_each_layer() -> None:
@@ -54,10 +55,11 @@ def test_quick_eval_scoring_mode_runs_math_scored_questions_on_workers() -> None
     assert "| workers | start |" in header and "÷ linear up to the cores" in header
     cells = [[c.strip() for c in line.strip("|").split("|")]
              for line in out.splitlines() if line.startswith("| 1 ")]
-    rows = [r for r in cells if len(r) == 14]
+    rows = [r for r in cells if len(r) == 17]
     assert [(r[1], r[2]) for r in rows] == [("1", "-"), ("2", "fork"), ("2", "spawn")], out
     for r in rows:  # every question scored, answered once by the server, scored the same
         assert r[4:7] == ["40", "40", "40/40"], r
+    assert "÷ linear once running" in header and rows[0][12] == "1.00", out
     # the cores' own parallel speed-up, measured in the same round
     assert "| round | CPU loop, 1 process: wall s |" in out
     assert len([r for r in cells if len(r) == 6]) == 1, out
