@@ -411,7 +411,7 @@ def eval_part(a: argparse.Namespace, url: str) -> None:
     print()
     print(table(["backend", "workers", "concurrency per worker", "scored", "server answered",
                  "same answers as the first row", "wall s (whole process)", "questions/s",
-                 "speed-up vs 1 worker", "questions/s once running (10–90%)",
+                 "speed-up vs 1 worker", "questions/s once running",
                  "speed-up once running"], rows))
     print(f"\n{a.eval_questions} one-call questions, no cache, latency {a.latency_ms:g} ms; "
           f"the ideal for one process at concurrency {a.eval_concurrency} is {ideal:.2f} s "
@@ -447,14 +447,15 @@ def scoring_questions(kind: str, n: int) -> str:
 
 
 def steady_rate(db: Path) -> float:
-    """Questions a second once the run is going: between the 10th and the 90th percentile of
-    the results' write times (``finished_at``), so the start-up before the first answer and
-    the tail after the last batch are left out. The whole-process figure beside it keeps them."""
+    """Questions a second once the run is going: from the first result's write time
+    (``finished_at``) to the last, so each process's start-up before its first answer is
+    left out; the whole-process figure beside it keeps it. (Not a percentile window: workers
+    write their results together every ``FLUSH_S``, and a scorer that holds a worker's loop
+    delays its writes, so the middle of a run comes in bursts that a window would overrate.)"""
     with sqlite3.connect(db) as conn:
-        times = sorted(t for (t,) in conn.execute("SELECT finished_at FROM results"))
-    lo, hi = len(times) // 10, len(times) - 1 - len(times) // 10
-    span = times[hi] - times[lo] if hi > lo else 0.0
-    return (hi - lo) / span if span > 0 else float("nan")
+        first, last, n = conn.execute(
+            "SELECT MIN(finished_at), MAX(finished_at), COUNT(*) FROM results").fetchone()
+    return (n - 1) / (last - first) if n > 1 and last > first else float("nan")
 
 
 def children_cpu() -> float:
@@ -552,7 +553,7 @@ def scoring_part(a: argparse.Namespace, url: str) -> None:
     print(table(["round", "workers", "start", "concurrency per worker", "scored",
                  "server answered", "same answers and scores as the first row",
                  "wall s (whole process)", "questions/s", "speed-up vs 1 worker",
-                 "÷ linear up to the cores", "questions/s once running (10–90%)",
+                 "÷ linear up to the cores", "questions/s once running",
                  "speed-up once running", "÷ linear once running",
                  "eval CPU s (all processes)",
                  "cores it got (CPU s ÷ wall s)", "server CPU s"],
