@@ -126,6 +126,42 @@ def test_a_scorer_that_fails_is_an_infra_error_not_a_wrong_answer(tmp_path: Path
     assert summarize(store).scored == 20
 
 
+def test_a_failed_write_stops_every_worker(tmp_path: Path) -> None:
+    """The store cannot take a result (disk full, a locked file): run_items raises it, and the
+    other workers stop with it instead of running on, unrecorded, in the caller's loop."""
+    store = ResultStore(tmp_path / "run")
+    store.bind(IDENT, resume=False)
+    ex = executor()
+    asked: list[str] = []
+    real = ex.arun
+
+    async def arun(question: str, **kw: Any) -> Any:
+        asked.append(question)
+        await asyncio.sleep(0.01)
+        return await real(question, **kw)
+
+    ex.arun = arun  # type: ignore[method-assign]
+    writes = 0
+
+    def write(row: Any) -> None:
+        nonlocal writes
+        writes += 1
+        if writes == 3:
+            raise StoreError("disk full")
+
+    store.write = write  # type: ignore[method-assign]
+
+    async def main() -> int:
+        with pytest.raises(StoreError, match="disk full"):
+            await run_items(ex, Exact(), ITEMS, store, concurrency=4)
+        seen = len(asked)
+        await asyncio.sleep(0.2)  # workers left running would go on asking
+        return len(asked) - seen
+
+    assert asyncio.run(main()) == 0
+    assert len(asked) < len(ITEMS)
+
+
 def test_a_code_sandbox_that_cannot_be_set_up_is_not_a_verdict(
         monkeypatch: pytest.MonkeyPatch) -> None:
     from tts_graph import sandbox

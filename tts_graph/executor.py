@@ -203,17 +203,22 @@ async def run_queries(
             if on_result is not None:
                 on_result(res)
 
-    workers = [asyncio.ensure_future(worker()) for _ in range(min(concurrency, len(items)))]
-    try:
-        await asyncio.gather(*workers)
-    except BaseException:
-        # a query or ``on_result`` raised (or the caller cancelled): stop the other workers,
-        # which gather would leave running, unseen, after this call has raised
-        for w in workers:
-            w.cancel()
-        await asyncio.gather(*workers, return_exceptions=True)
-        raise
+    await run_workers([worker() for _ in range(min(concurrency, len(items)))])
     return [r for r in results if r is not None]
+
+
+async def run_workers(workers: list[Coroutine[Any, Any, None]]) -> None:
+    """Run ``workers`` together. When one raises (a query, a callback, a write) or the caller
+    is cancelled, the others are cancelled and awaited before it raises: ``gather`` alone
+    would leave them running, unseen, after the caller has given up."""
+    tasks = [asyncio.ensure_future(w) for w in workers]
+    try:
+        await asyncio.gather(*tasks)
+    except BaseException:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
 
 
 class _Query:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import TTSGraphError
-from ..executor import Executor, QueryResult
+from ..executor import Executor, QueryResult, run_workers
 from .store import ResultStore, Row
 
 
@@ -99,7 +99,8 @@ async def run_items(
             if on_row is not None:
                 on_row(row)
 
-    await asyncio.gather(*(worker() for _ in range(max(1, concurrency))))
+    # a failed write or callback stops the other workers too: nothing runs on, unrecorded
+    await run_workers([worker() for _ in range(max(1, concurrency))])
     return ran
 
 
