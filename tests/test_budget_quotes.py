@@ -11,7 +11,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from test_budget_plan import ExactScorer, Item
+from test_budget_plan import ISSUE_GRAPH as GRAPH
+from test_budget_plan import ExactScorer, Item, words
 
 from tts_graph import Executor, QueryResult, loads_graph
 from tts_graph.backends.base import GenerationRequest
@@ -21,21 +22,6 @@ from tts_graph.evaluate.runner import run_items
 from tts_graph.evaluate.store import ResultStore
 from tts_graph.evaluate.summary import summarize
 from tts_graph.types import Completion, Message
-
-GRAPH = """
-version: 1
-name: solve-judge
-models: {{m: {{backend: scripted, model: m}}}}
-nodes:
-  solve: {{role: solver, model: m, samples: 16, max_tokens: 40}}
-  judge: {{role: judge, model: m, inputs: [solve], mode: select, max_tokens: 40}}
-output: judge
-budget: {{max_tokens_per_query: {cap}}}
-"""
-
-
-def words(messages: tuple[Message, ...]) -> int:
-    return sum(len(m.content.split()) for m in messages)
 
 
 def is_judge(req: GenerationRequest) -> bool:
@@ -162,11 +148,8 @@ def test_eval_summary_counts_samples_left_out(tmp_path: Path, monkeypatch: Any) 
 
 
 
-MIXTURE = """
-version: 1
-name: moa
-models: {{m: {{backend: scripted, model: m}}}}
-nodes:
+# the issue graph's header (one scripted model "m"), mixture_of_agents' nodes
+MIXTURE = GRAPH[: GRAPH.index("nodes:")] + """nodes:
   propose_small: {{role: solver, model: m, samples: 2, max_tokens: 24}}
   propose_base: {{role: solver, model: m, samples: 2, max_tokens: 24}}
   fuse: {{role: fuser, model: m, inputs: [propose_small, propose_base], samples: 2,
