@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,23 +44,35 @@ class Reasoner(ScriptedBackend):
         return dataclasses.replace(comp, completion_tokens=req.max_tokens)
 
 
-class LongFrom(ScriptedBackend):
-    """Solver replies of 4 words (tokens) up to sample ``first_long``, then of 30 (within
-    ``max_tokens``): a step whose later samples run far longer than its first ones."""
+class ByIndex(ScriptedBackend):
+    """Solver sample k: ``length(k)`` tokens (within ``max_tokens``), after ``delay(k)`` loop
+    turns (so samples of one wave return in the order a test wants); the judge: one line."""
 
-    def __init__(self, first_long: int) -> None:
+    def __init__(self, length: Callable[[int], int],
+                 delay: Callable[[int], int] = lambda _k: 0) -> None:
         super().__init__(self._text)
-        self.first_long = first_long
+        self.length, self.delay = length, delay
 
     def _text(self, req: GenerationRequest, i: int) -> str:
         k = req.sample_offset + i
         if is_judge(req):
             return "Answer: 1"
-        n = min(req.max_tokens, 30 if k >= self.first_long else 4)
+        n = min(req.max_tokens, self.length(k))
         return " ".join([f"Answer: {k % 3}", *[f"w{k}"] * (n - 2)])
 
     def count_tokens(self, messages: tuple[Message, ...]) -> int:
         return words(messages)
+
+    async def _one(self, req: GenerationRequest, i: int) -> Completion:
+        for _ in range(0 if is_judge(req) else self.delay(req.sample_offset + i)):
+            await asyncio.sleep(0)
+        return await super()._one(req, i)
+
+
+def LongFrom(first_long: int) -> ByIndex:
+    """Solver replies of 4 tokens up to sample ``first_long``, then of 30: a step whose later
+    samples run far longer than its first ones."""
+    return ByIndex(lambda k: 30 if k >= first_long else 4)
 
 
 def run(backend: ScriptedBackend, cap: int, monkeypatch: Any, lean: bool = True
@@ -189,3 +202,55 @@ def test_a_guarded_output_quotes_fewer_inputs_rather_than_none(monkeypatch: Any)
                        backends={"m": LongFrom(0)}).run("What is 2+2?")
         monkeypatch.undo()
         assert res.budget is not None and not res.budget.output_reached
+
+
+def test_a_sample_sent_before_its_steps_replies_stays_reserved_at_its_cap() -> None:
+    """Two samples in flight from before any reply came back; the first returns with 4
+    tokens, so samples drawn from now on are quoted in the judge's prompt at 9. The
+    other one in flight was not drawn that way: it cannot be left out of the judge's prompt
+    (``keep_fitting`` drops only samples drawn lean), so it stays reserved at its cap."""
+    from tts_graph.budget import QueryBudget
+    from tts_graph.budget_plan import BudgetLedger, costing_of
+    from tts_graph.compile import compile_graph
+    from tts_graph.roles.base import StepContext
+
+    graph = compile_graph(loads_graph(GRAPH.format(cap=5000)), backends=["scripted"])
+    ledger = BudgetLedger(graph, "What is 2+2?", QueryBudget(graph.spec.budget),
+                          lambda _m, msgs: words(msgs),
+                          lambda _m: costing_of(graph.spec.models["m"]), {})
+    step = graph.steps["solve"]
+    ctx = StepContext(question="What is 2+2?", node_name=step.node, node=step.spec,
+                      phase=step.phase, round=step.round, models=step.models,
+                      extract=step.extract, inputs=[], params=step.params)
+    ledger.start_step("solve", ctx, step.role.calls(ctx))
+    c = ledger.states["solve"].calls[0]
+    assert [ledger.sent("solve", 0, 1, 40) for _ in range(2)] == [False, False]
+    ledger.returned("solve", 0, 1, [Completion("Answer: 4 w w", 10, 4)], 40, False)
+    # its quote costs its 4 completion tokens + 1: reserved at ceil(1.25 * 5) + 2 = 9, which
+    # a synthetic reply says as 8 (a quote costs one more than the number it carries)
+    assert ledger.quote_of("solve", c) == 8
+    assert c.inflight_fixed == [40]  # the other one, sent before: quoted at its cap
+    assert ledger.sent("solve", 0, 1, 40) is True  # drawn now: lean
+    assert c.inflight_fixed == [40] and c.inflight == 2
+
+    def judge_prompt() -> int:
+        need = ledger.planner.worst_case(ledger.states, {}, ledger._widths(), only="judge")
+        return need.tokens - 40
+
+    with_fixed = judge_prompt()
+    c.inflight_fixed.clear()  # as if it had been drawn lean too
+    assert with_fixed - judge_prompt() == 41 - 9
+
+
+def test_replies_left_out_never_leave_the_output_without_its_call(monkeypatch: Any) -> None:
+    """A plan found late (the counter's first estimate fits none at 250): samples 1 and 2 are
+    drawn lean after sample 0's 4 tokens, and run to 38 and 30. Leaving both out would fit,
+    but the judge, shown one candidate, would make no call (an output not reached, status
+    ok): better all kept and the judge's call narrowed if it must be."""
+    res = run(ByIndex(lambda k: {1: 38, 2: 30}.get(k, 4), lambda k: 20 if k == 1 else 0),
+              250, monkeypatch)
+    report = res.budget
+    assert report is not None and report.planned_late and res.usage.tokens <= 250
+    assert report.output_reached and any(c.step == "judge" for c in res.calls)
+    assert report.steps["solve"]["dropped"] == 0
+    assert len(res.steps["solve"].candidates) == report.steps["solve"]["drawn"] >= 2

@@ -129,6 +129,10 @@ class CallState:
     #: the ``max_tokens`` of in-flight samples drawn below the step's (a "cut" draw, or one
     #: the budget narrowed when it was sent): their worst case is that, not ``max_tokens``
     inflight_caps: list[int] = field(default_factory=list)
+    #: the ``max_tokens`` of in-flight samples sent while their place in later prompts was
+    #: reserved at their cap, not at ``quote_of``'s lower figure: they stay quoted at it until
+    #: they return (``keep_fitting`` never leaves them out); ``inflight_caps`` has the others
+    inflight_fixed: list[int] = field(default_factory=list)
     drawn: list[Completion] = field(default_factory=list)
 
 
@@ -216,7 +220,8 @@ class GraphPlanner:
                 for c in st.calls:
                     need.add(c.unreserved, c.prompt_tokens, c.max_tokens, self.costing(c.model))
                 quotes = [self.quote_of(sid, c) for c in st.calls]
-                rkey = (sid, *((len(c.drawn), c.inflight + c.unreserved, q, *c.inflight_caps)
+                rkey = (sid, *((len(c.drawn), c.inflight + c.unreserved, q,
+                                tuple(c.inflight_fixed), *c.inflight_caps)
                                for c, q in zip(st.calls, quotes, strict=True)))
                 done = self._running.get(rkey)
                 if done is not None:
@@ -232,15 +237,17 @@ class GraphPlanner:
                         drawn = sorted(drawn, key=lambda d: -d.completion_tokens)[: c.keeps]
                         more = min(more, max(0, c.keeps - len(drawn)))
                     start = 1000 * i + len(c.drawn)
-                    # in-flight samples sent with a lower cap are quoted at that cap at most,
-                    # and all at what their step's replies suggest where the ledger says
+                    # in-flight samples sent before their step's replies said what they cost
+                    # are quoted at the cap they were sent with; the others, and those still
+                    # to draw, at what those replies suggest where the ledger says (and at
+                    # their own lower cap, a cut draw's, at most)
                     top = c.max_tokens if q is None else min(q, c.max_tokens)
-                    caps = c.inflight_caps[:more] if c.keeps is None else []
-                    results.append([*drawn, *(s for j, cap in enumerate(caps) for s in
-                                              synthetic(1, min(cap, top), start + j,
-                                                        self.tags[sid])),
-                                    *synthetic(more - len(caps), top,
-                                               start + len(caps), self.tags[sid])])
+                    quoted = ([*c.inflight_fixed, *(min(cap, top) for cap in c.inflight_caps)]
+                              [:more] if c.keeps is None else [])
+                    results.append([*drawn, *(s for j, cap in enumerate(quoted) for s in
+                                              synthetic(1, cap, start + j, self.tags[sid])),
+                                    *synthetic(more - len(quoted), top,
+                                               start + len(quoted), self.tags[sid])])
                 outs[sid] = self._running[rkey] = self._finish(step, st.ctx, results)
                 continue
             inputs = [outs[d] for d in step.deps]
@@ -658,13 +665,16 @@ class BudgetLedger:
         """``n`` samples of call ``index`` were sent; True when their place in later prompts
         is reserved below their ``max_tokens`` (``quote_of``): pass it to ``returned``."""
         c = self.states[sid].calls[index]
+        q = self.quote_of(sid, c)
+        lean = q is not None and q < max_tokens
         c.inflight += n
-        if max_tokens < c.max_tokens:
+        if not lean:
+            c.inflight_fixed.extend([max_tokens] * n)
+        elif max_tokens < c.max_tokens:
             c.inflight_caps.extend([max_tokens] * n)
         c.unreserved = max(0, c.unreserved - n)
         self.in_flight += 1
-        q = self.quote_of(sid, c)
-        return q is not None and q < max_tokens
+        return lean
 
     def returned(self, sid: str, index: int, n: int, comps: list[Completion],
                  max_tokens: int, lean: bool = False) -> None:
@@ -673,9 +683,12 @@ class BudgetLedger:
         c.inflight -= n
         if lean:
             st.lean.update(map(id, comps))
+        # as ``sent`` listed them: lean ones below the step's cap in ``inflight_caps``
+        held = c.inflight_fixed if not lean else \
+            c.inflight_caps if max_tokens < c.max_tokens else None
+        for _ in range(n if held is not None else 0):
+            held.remove(max_tokens)
         if max_tokens < c.max_tokens:
-            for _ in range(n):
-                c.inflight_caps.remove(max_tokens)
             st.cut_off += sum(d.finish_reason == "length" for d in comps)
         c.drawn.extend(comps)
         for comp in comps:  # what the server reported: later estimates learn from it
@@ -697,7 +710,8 @@ class BudgetLedger:
         sample reserved in later prompts below its ``max_tokens`` (``quote_of``) ran longer
         and the rest of the plan no longer fits with it; then such samples are left out,
         the last drawn first, until it fits (none where even leaving all out would not
-        fit: the estimate fell short elsewhere, and the budget narrows at send as before).
+        fit: the estimate fell short elsewhere, and the budget narrows at send as before),
+        and never so many that the output, which would have made its call, makes none.
         ``finish`` makes the step's output from replies (the role's ``finish``)."""
         st = self.states[sid]
         if not self.fits or not st.lean:
@@ -713,24 +727,34 @@ class BudgetLedger:
         st.phase = "done"
         self.budget.hold_for_plan(0, 0.0, 0.0)  # what the rest needs, against what is free
 
-        def fit(res: list[list[Completion]]) -> bool:
+        out_id = self.graph.output
+        watch = out_id != sid and self.graph.steps[out_id].calls_model
+
+        def fit(res: list[list[Completion]]) -> tuple[bool, bool]:
+            """Whether the rest fits with these replies, and whether the output then makes
+            its call (a judge shown one candidate makes none)."""
             try:
                 out = finish(res)
             except Exception:  # the real finish reports it; no trimming on a guess
-                return True
+                return True, True
+            self.planner.calls_made.pop(out_id, None)
             need = self.planner.worst_case(self.states, {**self.outputs, sid: out},
                                            self._widths())
-            return fits(need, self.budget)
+            return fits(need, self.budget), bool(self.planner.calls_made.get(out_id))
 
         try:
-            if fit(results):
+            ok, reaches = fit(results)
+            if ok:
                 return results
             keep = [list(comps) for comps in results]
             for k, (pos, i) in enumerate(order, 1):
                 del keep[i][pos]
-                if fit(keep):
+                ok, still = fit(keep)
+                if ok and (still or not reaches or not watch):
                     st.dropped += k
                     return keep
+                if watch and reaches and not still:
+                    break  # fewer would leave the output no call: better it narrowed
             return results
         finally:
             st.phase = phase
