@@ -254,3 +254,19 @@ def test_replies_left_out_never_leave_the_output_without_its_call(monkeypatch: A
     assert report.output_reached and any(c.step == "judge" for c in res.calls)
     assert report.steps["solve"]["dropped"] == 0
     assert len(res.steps["solve"].candidates) == report.steps["solve"]["drawn"] >= 2
+
+
+def test_a_step_whose_calls_failed_is_not_reported_skipped_by_the_budget(
+        monkeypatch: Any) -> None:
+    """The server failed (an infrastructure error): the report names no budget reason for
+    it; "skipped: the budget refused its calls" was said of any step with no replies."""
+    from tts_graph.errors import BackendError
+
+    class Down(ScriptedBackend):
+        async def generate(self, request: GenerationRequest) -> list[Completion]:
+            raise BackendError("m: server: HTTP 503")
+
+    res = run(Down(lambda req, i: "x"), 1000, monkeypatch)
+    assert res.status == "error" and res.budget is not None
+    assert "skipped" not in res.budget.steps["solve"]["why"]
+    assert not any(r.startswith("skipped") for r in res.budget.steps["solve"]["reasons"])

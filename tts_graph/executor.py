@@ -503,7 +503,8 @@ class Executor:
             q.errors.append(f"{step.id}: {error}")
         q.outputs[step.id] = out
         if q.ledger is not None:
-            q.ledger.finish_step(step.id, bool(calls) and not any(results))
+            # "skipped" only where the budget refused its calls, not where they failed
+            q.ledger.finish_step(step.id, bool(calls) and not any(results) and error is None)
         return out
 
     def _send_call(self, q: _Query, step: Step, call: Call, index: int,
