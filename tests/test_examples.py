@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import httpx
 import pytest
@@ -77,31 +78,34 @@ output: vote
 """
 
 
-def test_fastapi_app_answers_on_its_own_route() -> None:
-    from fastapi.testclient import TestClient
+async def _posts(app: Any, bodies: list[dict[str, Any]]) -> list[httpx.Response]:
+    """POST each body to the app's /ask in turn, through its lifespan (httpx's own ASGI
+    transport: starlette's TestClient is deprecated)."""
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            return [await client.post("/ask", json=b) for b in bodies]
 
+
+async def test_fastapi_app_answers_on_its_own_route() -> None:
     module = load("fastapi_app.py")
-    with TestClient(module.create_app(Graph.from_string(SCRIPTED))) as client:
-        r = client.post("/ask", json={"question": "What is 6 * 7?"})
-        assert r.status_code == 200, r.text
-        body = r.json()
-        assert body["answer"] == "42" and body["status"] == "ok"
-        assert body["text"] == "6 times 7 is 42. Answer: 42"
-        assert body["tokens"] > 0 and body["latency_s"] >= 0
-        assert client.post("/ask", json={"question": ""}).status_code == 422
-        assert client.post("/ask", json={}).status_code == 422
+    r, empty, missing = await _posts(module.create_app(Graph.from_string(SCRIPTED)), [
+        {"question": "What is 6 * 7?"}, {"question": ""}, {}])
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["answer"] == "42" and body["status"] == "ok"
+    assert body["text"] == "6 times 7 is 42. Answer: 42"
+    assert body["tokens"] > 0 and body["latency_s"] >= 0
+    assert empty.status_code == 422 and missing.status_code == 422
 
 
-def test_fastapi_app_turns_a_backend_failure_into_502() -> None:
-    from fastapi.testclient import TestClient
-
+async def test_fastapi_app_turns_a_backend_failure_into_502() -> None:
     def fail(req: object, i: int) -> str:
         raise BackendError("upstream down")
 
     module = load("fastapi_app.py")
     graph = Graph.from_string(SCRIPTED, backends={"m": ScriptedBackend(fail)})
-    with TestClient(module.create_app(graph)) as client:
-        r = client.post("/ask", json={"question": "What is 6 * 7?"})
+    (r,) = await _posts(module.create_app(graph), [{"question": "What is 6 * 7?"}])
     assert r.status_code == 502
     assert r.json() == {"detail": "the model backend failed; try again"}
 
