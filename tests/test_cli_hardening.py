@@ -500,3 +500,28 @@ def test_a_looping_out_link_is_refused_on_python_3_13_too(
     assert exit_.value.exit_code == 2
     assert capsys.readouterr().err == (f"--out {work / 'a'}: a symbolic link that loops: "
                                        "give another file\n")
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["run"], "run: Missing argument 'graph'."),
+    (["run", "g.yaml", "--concurrency", "0"], "run: Invalid value for '--concurrency'"),
+    (["run", "g.yaml", "--concurrency", "many"], "run: Invalid value for '--concurrency'"),
+    (["run", "g.yaml", "--bogus"], "run: No such option: --bogus"),
+    (["frobnicate"], "No such command 'frobnicate'."),
+    (["import", "langgraph", "x.py"], "import: No such command 'langgraph'."),
+    # Click raises this one without the command's context: no command named, no hint
+    (["eval", "g.yaml", "--task"], "tts-graph: Option '--task' requires an argument."),
+])
+def test_a_command_line_that_does_not_parse_is_one_line(work: Path, args: list[str],
+                                                        says: str) -> None:
+    """Usage errors were Typer's four-line box; now one line naming the command, exit 2."""
+    line = one_line(cli(*args, cwd=work))
+    assert says in line and "╭" not in line, line
+    assert line.endswith("--help')") or line.startswith("tts-graph: "), line
+
+
+def test_no_arguments_and_help_still_print_the_help(work: Path) -> None:
+    bare = cli(cwd=work)
+    assert bare.returncode == 2 and "Usage:" in bare.stdout and bare.stderr == ""
+    helped = cli("run", "--help", cwd=work)
+    assert helped.returncode == 0 and "--concurrency" in helped.stdout

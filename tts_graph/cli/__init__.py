@@ -37,17 +37,42 @@ def _unraisable_at_start(args: Any) -> None:
     sys.__unraisablehook__(args)
 
 
+def _usage_error(exc: Any) -> None:
+    """A command line Typer could not parse (a missing argument, an option out of range, an
+    unknown command): one line and its exit code (2), not a usage box."""
+    if type(exc).__name__ == "NoArgsIsHelpError":  # no arguments: the help was the answer
+        sys.exit(exc.exit_code)
+    ctx = getattr(exc, "ctx", None)
+    where = ctx.command_path if ctx is not None else "tts-graph"
+    message = " ".join(exc.format_message().split())
+    hint = f" (see '{where} --help')" if ctx is not None else ""
+    print(f"{where}: {message}{hint}", file=sys.stderr)
+    sys.exit(exc.exit_code)
+
+
 def main() -> None:
     sys.unraisablehook = _unraisable_at_start
     try:
-        from .commands import app
+        import typer
+
+        from .commands import Interrupted, UsageErrors, app
     except KeyboardInterrupt:
         _quit_interrupted()
     finally:
         sys.unraisablehook = sys.__unraisablehook__
     try:
         try:
-            app()
+            # not standalone: a command line Typer cannot parse comes here to be said in one
+            # line; the code a command exits with (its return is None) ends the process
+            code = app(standalone_mode=False)
+            sys.exit(code if isinstance(code, int) else 0)
+        except UsageErrors as exc:
+            _usage_error(exc)
+        except typer.Abort:  # end of input at a prompt (no command prompts today)
+            print("tts-graph: aborted", file=sys.stderr)
+            sys.exit(1)
+        except Interrupted:
+            _quit_interrupted()
         finally:
             # output still buffered fails here, where it can be reported, not at exit
             # (no stdout at all, ``>&-``: nothing to flush)
