@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_graph_api import DATA  # a scripted self-consistency graph
 
 from tts_graph import ClosedError, Executor, Graph, QueryResult, load_graph
 from tts_graph.backends import registry
@@ -38,17 +39,6 @@ from tts_graph.testing.fault_server import FaultConfig, serve_fault_server
 from tts_graph.types import Completion
 
 ROOT = Path(__file__).resolve().parent.parent
-
-DATA = {
-    "version": 1,
-    "name": "hard",
-    "models": {"m": {"backend": "scripted", "model": "x"}},
-    "nodes": {
-        "solve": {"role": "solver", "model": "m", "samples": 3},
-        "vote": {"role": "vote", "inputs": ["solve"]},
-    },
-    "output": "vote",
-}
 
 
 def scripted(latency: float = 0.0) -> ScriptedBackend:
