@@ -72,6 +72,7 @@ from _common import ROOT, print_header, table
 from tts_graph import Executor, loads_graph
 from tts_graph.backends.base import Backend, GenerationRequest, ModelInfo
 from tts_graph.backends.litellm_backend import import_litellm
+from tts_graph.evaluate.runner import YOUNG_THRESHOLD, freeze_setup
 from tts_graph.roles.solver import Solver
 from tts_graph.testing import FaultConfig, fault_stats, spawn_fault_server
 from tts_graph.types import Completion, Message
@@ -150,13 +151,16 @@ class GcLog:
 
     def reset(self) -> None:
         self.s, self.counts, self._t0 = 0.0, [0, 0, 0], 0.0
+        self.by_gen = [0.0, 0.0, 0.0]  # seconds in collections of each generation
 
     def __call__(self, phase: str, info: dict[str, int]) -> None:
         if phase == "start":
             self._t0 = time.perf_counter()
         else:
-            self.s += time.perf_counter() - self._t0
+            spent = time.perf_counter() - self._t0
+            self.s += spent
             self.counts[info["generation"]] += 1
+            self.by_gen[info["generation"]] += spent
 
 
 GC_LOG = GcLog()
@@ -172,7 +176,8 @@ async def timed(url: str, run: Any, label: str = "") -> dict[str, float]:
     if GC_LOG.on:
         n = max(1, s1["answered"] - s0["answered"])
         print(f"    {label}: {wall:.2f} s, CPU {cpu / n * 1e3:.2f} ms a call, of which GC "
-              f"{GC_LOG.s / n * 1e3:.3f} ms (collections by generation {GC_LOG.counts})",
+              f"{GC_LOG.s / n * 1e3:.3f} ms (collections by generation {GC_LOG.counts}, "
+              f"ms in them {[round(t * 1e3, 1) for t in GC_LOG.by_gen]})",
               flush=True)
     return {"wall": wall, "cpu": cpu, "calls": s1["answered"] - s0["answered"],
             "server_cpu": s1["process_cpu_s"] - s0["process_cpu_s"]}
@@ -188,10 +193,7 @@ async def calls_part(a: argparse.Namespace, url: str) -> None:
     for b, ex in exs.items():
         await ours(ex, questions(f"warm-{b}", 64), 16)
     if a.gc_freeze:
-        import gc
-
-        gc.collect()
-        gc.freeze()
+        freeze_setup()
     if a.profile:
         c = a.profile
         pr = cProfile.Profile()
@@ -237,12 +239,11 @@ async def calls_part(a: argparse.Namespace, url: str) -> None:
           f"{importlib.metadata.version('aiohttp')}; latency {a.latency_ms:g} ms; calls per "
           f"level = min(max(c × {a.rounds}, {a.min_calls}), {a.max_calls}); best of "
           f"{a.repeats} alternating runs per side; litellm and openai through the executor; "
-          f"gc.freeze() after set-up: {'yes' if a.gc_freeze else 'no'}")
+          f"collector set up as eval's (--gc-freeze): {'yes' if a.gc_freeze else 'no'}")
 
 
 async def layers_part(a: argparse.Namespace, url: str) -> None:
     """The same calls through bare aiohttp, the backend, the binding and the executor."""
-    import gc
 
     import aiohttp
 
@@ -262,8 +263,7 @@ async def layers_part(a: argparse.Namespace, url: str) -> None:
         await raw(session, url, questions("warm-raw", 64), 16)
         await ours(ex, questions("warm-ex", 64), 16)
         if a.gc_freeze:
-            gc.collect()
-            gc.freeze()
+            freeze_setup()
         for c in a.levels:
             n = min(max(c * a.rounds, a.min_calls), a.max_calls)
             runs: dict[str, list[dict[str, float]]] = {k: [] for k in sides}
@@ -291,8 +291,8 @@ async def layers_part(a: argparse.Namespace, url: str) -> None:
                  *(f"{k} CPU ms/call" for k in sides)], rows))
     print(f"\naiohttp {importlib.metadata.version('aiohttp')}; latency {a.latency_ms:g} ms; "
           f"calls per level = min(max(c × {a.rounds}, {a.min_calls}), {a.max_calls}); best of "
-          f"{a.repeats} alternating runs per side; gc.freeze() after set-up: "
-          f"{'yes' if a.gc_freeze else 'no'}")
+          f"{a.repeats} alternating runs per side; collector set up as eval's "
+          f"(--gc-freeze): {'yes' if a.gc_freeze else 'no'}")
 
 
 class _Sleeper(Backend):
@@ -314,7 +314,6 @@ class _Sleeper(Backend):
 
 async def overhead_part(a: argparse.Namespace) -> None:
     """Client CPU a call through the floor, the backend, the binding and the executor."""
-    import gc
 
     latency = a.latency_ms / 1000.0
     ex = Executor(loads_graph(graph_text("openai", "http://127.0.0.1:9")),
@@ -333,11 +332,13 @@ async def overhead_part(a: argparse.Namespace) -> None:
     async def via_executor(qs: list[str], c: int) -> None:
         await ours(ex, qs, c)
 
-    sides = ("floor", "backend", "binding", "executor")
+    sides = tuple(a.sides)
+    if not sides or not set(sides) <= {"floor", "backend", "binding", "executor"}:
+        raise SystemExit(f"--sides: one or more of floor, backend, binding, executor, not "
+                         f"{','.join(sides)!r}")
     await ours(ex, questions("warm-ex", 256), 64)
     if a.gc_freeze:
-        gc.collect()
-        gc.freeze()
+        freeze_setup()
     rows = []
     for c in a.levels:
         n = min(max(c * a.rounds, a.min_calls), a.max_calls)
@@ -345,22 +346,24 @@ async def overhead_part(a: argparse.Namespace) -> None:
         for rep in range(a.repeats):  # alternate the sides, keep each side's least CPU
             for k, one in (("floor", via_floor), ("backend", via_backend),
                            ("binding", via_binding), ("executor", None)):
+                if k not in sides:
+                    continue
                 qs = questions(f"{k}{c}.{rep}", n)
                 c0 = time.process_time()
                 await (via_executor(qs, c) if one is None else pool(qs, c, one))
                 cpu[k].append((time.process_time() - c0) / n * 1e6)
         best = {k: min(v) for k, v in cpu.items()}
         rows.append([c, n, *(f"{best[k]:.0f}" for k in sides),
-                     f"{best['executor'] - best['binding']:.0f}",
-                     f"{best['executor'] - best['floor']:.0f}"])
+                     *(f"{best[k] - best[j]:.0f}" if {k, j} <= best.keys() else "-"
+                       for k, j in (("executor", "binding"), ("executor", "floor")))])
         print(f"  c={c}: " + ", ".join(f"{k} {best[k]:.0f} us" for k in sides), flush=True)
     print()
     print(table(["c", "calls", *(f"{k} CPU us/call" for k in sides),
                  "executor − binding", "executor − floor"], rows))
     print(f"\nin-process backend answering after {a.latency_ms:g} ms (no HTTP, no server); "
           f"calls per level = min(max(c × {a.rounds}, {a.min_calls}), {a.max_calls}); least "
-          f"CPU of {a.repeats} alternating runs per side; gc.freeze() after set-up: "
-          f"{'yes' if a.gc_freeze else 'no'}")
+          f"CPU of {a.repeats} alternating runs per side; collector set up as eval's "
+          f"(--gc-freeze): {'yes' if a.gc_freeze else 'no'}")
 
 
 def eval_part(a: argparse.Namespace, url: str) -> None:
@@ -608,8 +611,15 @@ def main() -> None:
     p.add_argument("--overhead", action="store_true",
                    help="tts-graph's own client CPU a call, in-process backend, no server "
                    "(instead of the tables)")
+    p.add_argument("--sides", default="floor,backend,binding,executor",
+                   type=lambda s: [x for x in s.split(",") if x],
+                   help="--overhead: the sides to run (one alone, with --levels C --min-calls "
+                        "N --max-calls N --repeats 1, under valgrind at two N: instructions "
+                        "a call)")
     p.add_argument("--gc-freeze", action="store_true",
-                   help="gc.freeze() after set-up and warm-up, as tts-graph eval does")
+                   help="the garbage collector set up after set-up and warm-up as tts-graph "
+                        "eval sets it: gc.freeze(), young collections every "
+                        f"{YOUNG_THRESHOLD:,} allocations")
     p.add_argument("--gc-log", action="store_true",
                    help="--layers: print each run's time in the garbage collector (gc.callbacks)")
     a = p.parse_args()

@@ -606,3 +606,36 @@ def test_unregistered_custom_role_is_a_graph_error() -> None:
     with pytest.raises(GraphErrors) as info:
         echo_graph("{prefix: P}")
     assert "unknown role 'echo_test'" in str(info.value)
+
+
+# ------------------------------------------------------------------- prompt fast paths
+
+
+def test_a_system_prompt_with_a_placeholder_is_rendered_per_question() -> None:
+    # a fixed system prompt is made once and shared; one that names {question} is not
+    for q in ("What is 1+1?", "What is 2+5?"):
+        _, b = run(
+            """
+  solve:
+    role: solver
+    model: s
+    prompts: {system: "Q was {question}. Answer last.", user: "{question}"}
+""",
+            {"s": lambda req, i: "Answer: 2"},
+            output="solve", question=q,
+        )
+        (req,) = b["s"].requests
+        assert req.messages[0].content == f"Q was {q}. Answer last."
+    first, _ = run("  solve: {role: solver, model: s}\n", {"s": lambda req, i: "Answer: 2"},
+                   output="solve")
+    second, _ = run("  solve: {role: solver, model: s}\n", {"s": lambda req, i: "Answer: 2"},
+                    output="solve", question="Another?")
+    assert first.answer == second.answer == "2"
+
+
+def test_fixed_system_messages_are_shared() -> None:
+    from tts_graph.roles.base import _fixed_message
+
+    assert _fixed_message("system", "Be brief.") is _fixed_message("system", "Be brief.")
+    assert _fixed_message("system", "Be {tone}.") is None  # needs a value: rendered each time
+    assert _fixed_message("system", "Literal {{braces}}.").content == "Literal {braces}."

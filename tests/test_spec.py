@@ -327,5 +327,8 @@ def test_number_helpers() -> None:
     assert normalize_number("1,000.0") == "1000"
     assert normalize_number("abc") is None
     assert normalize_number("1/0") is None
+    # whole numbers take a fast path: the same as through float
+    for raw in ("0", "9", "0009", "42", "999999999999999", "1000000000000000", "٣", "²"):
+        assert normalize_number(raw) == normalize_number(raw + ".0"), raw
     assert extract_number("Answer: 10 (not 11)") == "10"
     assert extract_choice("(A) or (D)? Answer: (D)") == "D"

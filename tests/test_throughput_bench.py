@@ -41,7 +41,7 @@ def test_quick_layers_mode_times_each_layer() -> None:
         assert f"{side}/s (÷raw)" in header and f"{side} CPU ms/call" in header, header
     rows = [line for line in out.splitlines() if line.startswith(("| 1 ", "| 8 "))]
     assert len(rows) == 2
-    assert "gc.freeze() after set-up: yes" in out
+    assert "collector set up as eval's (--gc-freeze): yes" in out
     assert "| backend | workers |" not in out  # the layers replace the other tables
 
 

@@ -34,6 +34,8 @@ _BOX = re.compile(r"\\(?:boxed|fbox)(?:\s*(\{)|[ \t]+([^\s${}]+))")
 def _boxed(text: str) -> str | None:
     """Content of the last non-empty ``\\boxed{...}`` (balanced braces; ``\\fbox{}`` and
     MATH's ``\\boxed 5`` too). An empty or unclosed box ("put it in \\boxed{}") is skipped."""
+    if "\\" not in text:  # every box starts with a backslash
+        return None
     boxes = list(_BOX.finditer(text))
     if not boxes:
         return None
@@ -69,11 +71,15 @@ def _plain_numbers(text: str) -> str:
     """``text`` with the LaTeX and typography of numbers made plain (``\\frac{1}{2}`` ->
     ``1/2``, ``1{,}234`` -> ``1,234``, U+2212 -> ``-``), so that they are read whole."""
     text = text.replace("\u2212", "-")
+    if text.isascii() and "\\" not in text and "{" not in text:
+        return text  # no LaTeX, no typographic space: nothing to make plain (most replies)
     text = _DIGIT_GAP.sub(lambda m: "," if m.group(0) == "{,}" else "", text)
     return _FRAC.sub(lambda m: f"{m.group(1) or m.group(2)}/{m.group(3) or m.group(4)}", text)
 
 
 def normalize_number(raw: str) -> str | None:
+    if raw.isascii() and raw.isdigit() and len(raw) < 16:
+        return str(int(raw))  # a plain whole number below 1e15 (most answers): as below
     # currency signs and a percent sign say what the number counts, not what it is: "€5" is
     # 5 and "25%" is 25, as "$5" always was and as a reply's "25%" is read
     s = _NOT_OF_NUMBER.sub("", raw)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 
 from asyncio_throttle import Throttler
 
+from . import deadlines
 from .backends.base import Backend, GenerationRequest
 from .budget import Costing
 from .cache import ResponseCache, sample_key
@@ -26,7 +27,7 @@ BACKOFF_BASE_S = 0.5
 BACKOFF_MAX_S = 30.0
 
 
-@dataclass
+@dataclass(slots=True)
 class Part:
     """Completions of consecutive samples that came from one place: the cache, or one live
     call (after ``retries`` retries)."""
@@ -246,7 +247,7 @@ class ModelBinding:
                 call = self.backend.stream(request, stream)
             if timeout is None:
                 return await call
-            async with asyncio.timeout(timeout):
+            with deadlines.for_loop(timeout).entered():
                 return await call
         finally:
             self.in_flight -= 1

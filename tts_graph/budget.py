@@ -27,7 +27,7 @@ class Costing:
         return 2.0 * self.params * (prompt + completion) if self.params else 0.0
 
 
-@dataclass
+@dataclass(slots=True)
 class Reservation:
     tokens: int
     cost: float
@@ -37,6 +37,24 @@ class Reservation:
 
 
 class QueryBudget:
+    # no instance dict: one per query, and a tracked object the collector walks fewer
+    __slots__ = (
+        "_held_cost",
+        "_held_flops",
+        "_held_tokens",
+        "_plan_cost",
+        "_plan_flops",
+        "_plan_tokens",
+        "budget",
+        "exhausted",
+        "peak_cost",
+        "peak_flops",
+        "peak_tokens",
+        "used_cost",
+        "used_flops",
+        "used_tokens",
+    )
+
     def __init__(self, budget: Budget) -> None:
         self.budget = budget
         self.used_tokens = 0

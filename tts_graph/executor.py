@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from . import arguments
+from . import arguments, deadlines
 from .answers import extract_answer
 from .backends.base import Backend, GenerationRequest
 from .backends.registry import backend_names, create_backend
@@ -40,7 +40,7 @@ from .usage import CallRecord, Usage, by, total
 QueryStatus = Literal["ok", "budget", "timeout", "error"]
 
 
-@dataclass
+@dataclass(slots=True)
 class QueryResult:
     """The typed result of one query: final answer, each step's output, every call's usage."""
 
@@ -224,6 +224,19 @@ async def run_workers(workers: list[Coroutine[Any, Any, None]]) -> None:
 class _Query:
     """Mutable state of one running query."""
 
+    # no instance dict: the collector walks every query in flight
+    __slots__ = (
+        "_order",
+        "_records",
+        "budget",
+        "errors",
+        "ledger",
+        "outputs",
+        "question",
+        "started",
+        "stream",
+    )
+
     def __init__(self, question: str, graph: CompiledGraph, order: dict[str, int],
                  stream: TextStream | None = None) -> None:
         self.question = question
@@ -248,6 +261,8 @@ class _Query:
     def calls(self) -> list[CallRecord]:
         """Records in graph order (step, call, sample), whatever order calls finished in,
         so a run's result does not depend on timing."""
+        if len(self._records) == 1:  # the common one-call query: nothing to order
+            return [self._records[0][1]]
         return [rec for _, rec in sorted(self._records, key=lambda kr: kr[0])]
 
 
@@ -368,10 +383,11 @@ class Executor:
                 tasks[sid] = asyncio.create_task(self._step(q, graph.steps[sid], tasks),
                                                  name=f"step:{sid}")
         try:
-            async with asyncio.timeout(timeout):
-                if tasks:
-                    await asyncio.gather(*tasks.values())
-                await self._step(q, graph.steps[graph.output], tasks)
+            if timeout is None:
+                await self._steps(q, graph, tasks)
+            else:
+                with deadlines.for_loop(timeout).entered():
+                    await self._steps(q, graph, tasks)
         except TimeoutError:
             status = "timeout"
         finally:
@@ -403,6 +419,13 @@ class Executor:
             id=query_id,
             budget=q.ledger.report() if q.ledger is not None else None,
         )
+
+    async def _steps(self, q: _Query, graph: CompiledGraph,
+                     tasks: dict[str, asyncio.Task[StepOutput]]) -> None:
+        """Wait for the steps started in ``tasks``, then run the output step."""
+        if tasks:
+            await asyncio.gather(*tasks.values())
+        await self._step(q, graph.steps[graph.output], tasks)
 
     def _ledger(self, q: _Query) -> BudgetLedger:
         """The ledger of a query with a cap (apart: its lambdas would make a cell that every

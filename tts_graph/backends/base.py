@@ -24,7 +24,7 @@ def client_timeout_s(timeout_s: float) -> float:
     return timeout_s + max(1.0, 0.1 * timeout_s)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class GenerationRequest:
     """``n`` samples of ``messages``. Sample ``i`` uses seed ``seed + i``; ``sample_offset`` is
     the index of sample 0 within its step (it keeps cache keys of split requests apart)."""

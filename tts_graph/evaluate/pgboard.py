@@ -30,11 +30,10 @@ import random
 import socket
 import time
 import urllib.parse
-from dataclasses import asdict
 from typing import Any
 
 from ..errors import TTSGraphError
-from .store import ResultStore, Row
+from .store import ResultStore, Row, row_values
 
 CONNECT_TIMEOUT_S = 10
 
@@ -149,7 +148,7 @@ def run_key(identity: dict[str, Any]) -> str:
 
 
 def row_json(row: Row) -> str:
-    return json.dumps(asdict(row), sort_keys=True)
+    return json.dumps(row_values(row), sort_keys=True)
 
 
 def row_from_json(text: str) -> Row:

@@ -12,7 +12,7 @@ import json
 import sqlite3
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +55,12 @@ class Row:
 
 
 _COLUMNS = list(Row.__dataclass_fields__)
+
+
+def row_values(row: Row) -> dict[str, Any]:
+    """The row's fields as a dict, its values shared, not copied (``asdict`` deep-copies the
+    usage dicts, which are only serialized: a third of the eval process's time per row)."""
+    return {c: getattr(row, c) for c in _COLUMNS}
 
 
 class ResultStore:
@@ -129,7 +135,7 @@ class ResultStore:
             "SELECT item_id FROM results WHERE status != 'error'")}
 
     def write(self, row: Row) -> None:
-        values = asdict(row)
+        values = row_values(row)
         values["correct"] = None if row.correct is None else int(row.correct)
         values["usage_by_node"] = json.dumps(row.usage_by_node)
         values["usage_by_model"] = json.dumps(row.usage_by_model)

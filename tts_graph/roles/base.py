@@ -8,6 +8,7 @@ its own settings under ``params:``, which the role validates with ``params_model
 
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -15,14 +16,15 @@ from typing import Any, ClassVar
 from pydantic import BaseModel
 
 from ..answers import extract_answer
-from ..prompts import render
+from ..prompts import TemplateError, render
 from ..spec import AdaptiveSamples, BaseNode
 from ..types import Candidate, Completion, Message, OutputKind, StepOutput
+from ..types import Role as MessageRole
 
 MAX_CANDIDATE_CHARS = 1500
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Call:
     """One request for ``n`` samples of ``messages`` from the model bound as ``model``.
 
@@ -170,7 +172,8 @@ class Role(ABC):
             user = ctx.node.prompts.user if ctx.node.prompts.user is not None else user
         msgs: list[Message] = []
         if system:
-            msgs.append(Message("system", render(system, values)))
+            msgs.append(_fixed_message("system", system)
+                        or Message("system", render(system, values)))
         msgs.append(Message("user", render(user, values)))
         return tuple(msgs)
 
@@ -188,6 +191,16 @@ class Role(ABC):
         if self.output_kind != "answer":
             return self.output(ctx, [])
         return self.output(ctx, ctx.candidates())
+
+
+@functools.lru_cache(maxsize=1024)
+def _fixed_message(role: MessageRole, template: str) -> Message | None:
+    """The message of a template without placeholders (most system prompts), made once and
+    shared (a message is immutable); None for a template that needs values."""
+    try:
+        return Message(role, render(template, {}))
+    except TemplateError:
+        return None
 
 
 ANSWER_INSTRUCTION = "End with the final answer on its own line as 'Answer: <answer>'."
