@@ -220,6 +220,50 @@ output: v
     assert free.peak == 6  # the cap belongs to its model only
 
 
+async def test_a_call_waiting_for_the_request_rate_holds_no_permit_once_cancelled() -> None:
+    """Limits are taken in order (permit, then rates): a call cancelled while it waits for
+    the request rate gives its concurrency permit back, and an attempt that fails gives its
+    permit back before its retry waits."""
+    doc = loads_graph("version: 1\nname: r\nmodels:\n  m: {backend: scripted, model: m, "
+                      "max_concurrency: 1, rpm: 1}\nnodes:\n  s: {role: solver, model: m}\n"
+                      "output: s\n")
+    ex = Executor(doc, backends={"m": ScriptedBackend(answer_of(1))})
+    binding = ex.bindings()["m"]
+    assert (await ex.arun("first")).status == "ok"  # spends the minute's one request
+    waiting = asyncio.ensure_future(ex.arun("second"))
+    await asyncio.sleep(0.05)
+    lim = binding._loop_limits()
+    assert lim.sem is not None and lim.sem.locked()  # it holds the permit, waits for the rate
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert not lim.sem.locked() and binding.in_flight == 0
+
+
+async def test_a_failed_attempt_gives_its_permit_back_before_the_retry() -> None:
+    from tts_graph import bindings
+    from tts_graph.errors import TransientBackendError
+
+    failures = [TransientBackendError("busy", kind="rate_limit", retry_after=0.0)]
+
+    def respond(req: GenerationRequest, i: int) -> str:
+        if failures:
+            raise failures.pop()
+        return "Answer: 1"
+
+    doc = loads_graph("version: 1\nname: r\nmodels:\n  m: {backend: scripted, model: m, "
+                      "max_concurrency: 1}\nnodes:\n  s: {role: solver, model: m}\n"
+                      "output: s\n")
+    ex = Executor(doc, backends={"m": ScriptedBackend(respond)})
+    # with one permit, a retry that waited for the permit its own failed attempt held would
+    # never start: the query would hang
+    res = await asyncio.wait_for(ex.arun("q"), 5.0)
+    assert (res.status, res.answer, res.calls[0].retries) == ("ok", "1", 1)
+    lim = ex.bindings()["m"]._loop_limits()
+    assert lim.sem is not None and not lim.sem.locked()
+    assert bindings.DEFAULT_RETRIES >= 1
+
+
 # ----------------------------------------------------------------------- first finish
 
 
@@ -375,8 +419,8 @@ def test_the_per_call_path_holds_no_closure_cells() -> None:
     from tts_graph.bindings import ModelBinding
 
     path = (Executor.arun, Executor._step, Executor._send_call, Executor._plain,
-            Executor._request, ModelBinding.generate, ModelBinding._live, ModelBinding._call,
-            ModelBinding._attempt)
+            Executor._plain_outcome, Executor._request, ModelBinding.generate,
+            ModelBinding._live, ModelBinding._call)
     assert {f.__qualname__: f.__code__.co_cellvars for f in path
             if f.__code__.co_cellvars} == {}
 

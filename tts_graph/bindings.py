@@ -8,7 +8,6 @@ import asyncio
 import random
 import time
 import weakref
-from contextlib import AsyncExitStack
 from dataclasses import dataclass, replace
 
 from asyncio_throttle import Throttler
@@ -75,6 +74,23 @@ def backoff_delay(attempt: int, retry_after: float | None) -> float:
     return random.uniform(0, min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2 ** (attempt - 1)))
 
 
+async def _take(lim: _Limits, est_tokens: int) -> None:
+    """Take the limits of one attempt, in order: a concurrency permit (given back by the
+    caller when the attempt ends), then the request and token rates (nothing to give
+    back). A wait cancelled after the permit was taken gives it back."""
+    if lim.sem is not None:
+        await lim.sem.acquire()
+    try:
+        if lim.rpm is not None:
+            await lim.rpm.acquire()
+        if lim.tpm is not None:
+            await lim.tpm.acquire(est_tokens)
+    except BaseException:
+        if lim.sem is not None:
+            lim.sem.release()
+        raise
+
+
 class ModelBinding:
     def __init__(self, name: str, spec: ModelSpec, backend: Backend,
                  cache: ResponseCache | None = None) -> None:
@@ -114,8 +130,10 @@ class ModelBinding:
         (one sample only) gets the text of a live call as it is decoded."""
         if stream is not None and request.n != 1:
             raise ValueError("only a call for one sample can stream")
-        if self.cache is None:
-            return [await self._live(request, est_tokens, 0, stream)]
+        if self.cache is None:  # ``_live``, inlined: one frame fewer a call in flight
+            if request.n == 1 or not self.backend.splits_samples():
+                return [await self._call(request, est_tokens, 0, stream)]
+            return [await self._split(request, est_tokens, 0)]
         return await self._cached(request, est_tokens, stream)
 
     async def _cached(self, request: GenerationRequest, est_tokens: int,
@@ -192,27 +210,39 @@ class ModelBinding:
     async def _call(self, request: GenerationRequest, est_tokens: int, start: int,
                     stream: TextStream | None = None) -> Part:
         """One live call: limits, timeout, bounded retries of transient failures. A retried
-        stream starts its text again; ``TextStream`` drops what the consumer already has."""
+        stream starts its text again; ``TextStream`` drops what the consumer already has.
+
+        Each attempt holds the model's limits and runs under the model's timeout (none when
+        the model entry sets none: the backend's own client timeout still applies). This
+        timeout is the one that reports a hang: backends with a client timeout of their own
+        set it a little later (``client_timeout_s``), so which fires first is never a race.
+        The attempt runs in this frame, not a coroutine of its own: one frame fewer for every
+        call in flight (the collector walks them all)."""
         lim = self._loop_limits()
-        # no limit declared (the usual case): no exit stack to build and unwind per call
+        # no limit declared (the usual case): nothing to take and give back per attempt
         bare = lim.sem is None and lim.rpm is None and lim.tpm is None
         timeout = self.spec.timeout_s
         attempt = 0
         while True:
             attempt += 1
             t0 = time.perf_counter()
+            if not bare:
+                await _take(lim, est_tokens)
+            self.in_flight += 1
+            if self.in_flight > self.peak_in_flight:
+                self.peak_in_flight = self.in_flight
+            self.attempts += 1
             try:
-                if bare:
-                    comps = await self._attempt(request, timeout, stream)
+                if stream is None:
+                    call = self.backend.generate(request)
                 else:
-                    async with AsyncExitStack() as stack:
-                        if lim.sem is not None:
-                            await stack.enter_async_context(lim.sem)
-                        if lim.rpm is not None:
-                            await stack.enter_async_context(lim.rpm)
-                        if lim.tpm is not None:
-                            await lim.tpm.acquire(est_tokens)
-                        comps = await self._attempt(request, timeout, stream)
+                    stream.begin()
+                    call = self.backend.stream(request, stream)
+                if timeout is None:
+                    comps = await call
+                else:
+                    with deadlines.for_loop(timeout).entered():
+                        comps = await call
             except TimeoutError:
                 error: TransientBackendError = TransientBackendError(
                     f"no answer within {timeout:g} s", kind="timeout")
@@ -224,30 +254,11 @@ class ModelBinding:
                                        f"completions for n={request.n}")
                 return Part(start, comps, cached=False, latency_s=time.perf_counter() - t0,
                             retries=attempt - 1)
+            finally:
+                self.in_flight -= 1
+                if lim.sem is not None:
+                    lim.sem.release()
             if attempt > self.max_retries:
                 raise BackendError(f"{self.name}: {error.kind}: {error} "
                                    f"(gave up after {attempt} attempts)") from error
             await asyncio.sleep(backoff_delay(attempt, error.retry_after))
-
-    async def _attempt(self, request: GenerationRequest, timeout: float | None,
-                       stream: TextStream | None) -> list[Completion]:
-        """One attempt of a call, its limits held, under the model's timeout (none when the
-        model entry sets none: the backend's own client timeout still applies). This timeout
-        is the one that reports a hang: backends with a client timeout of their own set it a
-        little later (``client_timeout_s``), so which fires first is never a race."""
-        self.in_flight += 1
-        if self.in_flight > self.peak_in_flight:
-            self.peak_in_flight = self.in_flight
-        self.attempts += 1
-        try:
-            if stream is None:
-                call = self.backend.generate(request)
-            else:
-                stream.begin()
-                call = self.backend.stream(request, stream)
-            if timeout is None:
-                return await call
-            with deadlines.for_loop(timeout).entered():
-                return await call
-        finally:
-            self.in_flight -= 1

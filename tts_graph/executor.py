@@ -10,6 +10,7 @@ does not need, and a timeout cancels everything still running.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import os
 import threading
@@ -279,6 +280,15 @@ class _Plan:
         return cls(graph, {sid: i for i, sid in enumerate(graph.order)})
 
 
+#: a query without a timeout: no deadline (stateless, so one serves every query)
+_NO_DEADLINE = contextlib.nullcontext()
+
+
+def _is_plain(q: _Query, call: Call) -> bool:
+    """A call of a query with no cap that draws its samples at once (``Executor._plain``)."""
+    return q.ledger is None and call.first_k is None and call.adaptive is None
+
+
 def _seed(step: Step, call: Call) -> int:
     """The seed of a call's first sample (sample i: + i), however the call is sent."""
     return step.sampling.seed + 1000 * call.seed_offset
@@ -383,11 +393,11 @@ class Executor:
                 tasks[sid] = asyncio.create_task(self._step(q, graph.steps[sid], tasks),
                                                  name=f"step:{sid}")
         try:
-            if timeout is None:
-                await self._steps(q, graph, tasks)
-            else:
-                with deadlines.for_loop(timeout).entered():
-                    await self._steps(q, graph, tasks)
+            with (_NO_DEADLINE if timeout is None
+                  else deadlines.for_loop(timeout).entered()):
+                if tasks:
+                    await asyncio.gather(*tasks.values())
+                await self._step(q, graph.steps[graph.output], tasks)
         except TimeoutError:
             status = "timeout"
         finally:
@@ -419,13 +429,6 @@ class Executor:
             id=query_id,
             budget=q.ledger.report() if q.ledger is not None else None,
         )
-
-    async def _steps(self, q: _Query, graph: CompiledGraph,
-                     tasks: dict[str, asyncio.Task[StepOutput]]) -> None:
-        """Wait for the steps started in ``tasks``, then run the output step."""
-        if tasks:
-            await asyncio.gather(*tasks.values())
-        await self._step(q, graph.steps[graph.output], tasks)
 
     def _ledger(self, q: _Query) -> BudgetLedger:
         """The ledger of a query with a cap (apart: its lambdas would make a cell that every
@@ -481,9 +484,15 @@ class Executor:
         if calls:
             outcomes: list[Any]
             if len(calls) == 1:  # await it in this task: a gather costs a task and loop turns
+                call = calls[0]
                 stream = (q.stream if step.id == self.graph.output and role.streams else None)
                 try:
-                    outcomes = [await self._send_call(q, step, calls[0], 0, stream, firsts[0])]
+                    if _is_plain(q, call):  # awaited here: one frame fewer a call in flight
+                        comps = await self._plain(q, step, call, 0, stream)
+                        outcomes = [(comps, len(comps) < call.n)]
+                    else:
+                        outcomes = [await self._send_call(q, step, call, 0, stream,
+                                                          firsts[0])]
                 except (BackendError, BudgetExhausted) as exc:
                     outcomes = [exc]
             else:
@@ -535,20 +544,25 @@ class Executor:
                    ) -> Awaitable[tuple[list[Completion], bool]]:
         """``_call``, or for a plain call of a query with no cap (no ledger: the common
         case), ``_plain``, which no reservation can narrow."""
-        if q.ledger is None and call.first_k is None and call.adaptive is None:
-            return self._plain(q, step, call, index, stream)
+        if _is_plain(q, call):
+            return self._plain_outcome(q, step, call, index, stream)
         return self._call(q, step, call, index, stream, planned)
 
-    async def _plain(self, q: _Query, step: Step, call: Call, index: int,
-                     stream: TextStream | None) -> tuple[list[Completion], bool]:
+    def _plain(self, q: _Query, step: Step, call: Call, index: int,
+               stream: TextStream | None) -> Coroutine[Any, Any, list[Completion]]:
         """A plain call of a query with no cap, sent straight: ``_call`` without its draw
         closures (cells and frames that every call in flight would hold, and the garbage
-        collector walk) and without a reservation (nothing to reserve against)."""
+        collector walk) and without a reservation (nothing to reserve against). Not a
+        coroutine itself: the caller awaits the request's."""
         binding = self.bindings()[call.model]
-        comps = await self._request(q, step, binding, call, index, call.n,
-                                    _seed(step, call), 0,
-                                    binding.backend.count_tokens(call.messages),
-                                    stream if call.n == 1 else None, None)
+        return self._request(q, step, binding, call, index, call.n, _seed(step, call), 0,
+                             binding.backend.count_tokens(call.messages),
+                             stream if call.n == 1 else None, None)
+
+    async def _plain_outcome(self, q: _Query, step: Step, call: Call, index: int,
+                             stream: TextStream | None) -> tuple[list[Completion], bool]:
+        """``_plain`` as ``_call`` answers: the completions, and whether fewer came back."""
+        comps = await self._plain(q, step, call, index, stream)
         return comps, len(comps) < call.n
 
     async def _call(self, q: _Query, step: Step, call: Call, index: int,
