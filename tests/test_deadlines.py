@@ -133,3 +133,18 @@ def test_outside_a_task_it_says_so() -> None:
         assert isinstance(await fut, RuntimeError)
 
     asyncio.run(main())
+
+
+def test_a_finished_loop_is_not_kept_alive_by_its_queue() -> None:
+    import gc
+    import weakref
+
+    loops: list[weakref.ref[asyncio.AbstractEventLoop]] = []
+
+    async def main() -> None:
+        loops.append(weakref.ref(asyncio.get_running_loop()))
+        await _bounded(30.0, 0.0)  # leaves the queue armed for 30 s
+
+    asyncio.run(main())
+    gc.collect()
+    assert loops[0]() is None

@@ -961,3 +961,26 @@ def test_two_runs_give_identical_results() -> None:
 
     runs = [Executor(doc, backends={"m": ScriptedBackend(respond)}).run("q") for _ in range(2)]
     assert strip(runs[0]) == strip(runs[1])
+
+
+def test_a_binding_does_not_keep_the_loops_it_was_used_in() -> None:
+    """A sync caller runs each query in a loop of its own; a model's concurrency cap made
+    callers wait in each (its semaphore then refers to that loop)."""
+    import gc
+    import weakref
+
+    doc = loads_graph("version: 1\nname: r\nmodels:\n  m: {backend: scripted, model: m, "
+                      "max_concurrency: 1, timeout_s: 30}\nnodes:\n  s: {role: solver, "
+                      "model: m}\noutput: s\n")
+    ex = Executor(doc, backends={"m": ScriptedBackend(answer_of(1), latency=0.01)})
+    loops: list[weakref.ref[asyncio.AbstractEventLoop]] = []
+
+    async def three_at_once() -> None:
+        loops.append(weakref.ref(asyncio.get_running_loop()))
+        assert all(r.status == "ok" for r in await ex.arun_many(["a", "b", "c"],
+                                                                concurrency=3))
+
+    for _ in range(4):
+        asyncio.run(three_at_once())
+    gc.collect()
+    assert sum(r() is not None for r in loops) <= 1  # at most the last one, until the next

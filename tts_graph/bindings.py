@@ -120,6 +120,11 @@ class ModelBinding:
         loop = asyncio.get_running_loop()
         lim = self._limits.get(loop)
         if lim is None:
+            # a semaphore that has made a caller wait refers to its loop, so the weak map
+            # alone would keep every loop that ever used this binding (a sync caller runs one
+            # per ``Graph.run``): drop the limits of loops that have closed
+            for old in [x for x in self._limits if x.is_closed()]:
+                del self._limits[old]
             lim = self._limits[loop] = _Limits(self.spec)
         return lim
 

@@ -55,7 +55,9 @@ class DeadlineQueue:
     def __init__(self, delay: float) -> None:
         self.delay = delay
         self._due: OrderedDict[_Entry, None] = OrderedDict()
-        self._timer: asyncio.TimerHandle | None = None
+        # whether the loop holds a timer for this queue (not the handle: it refers to its
+        # loop, and a queue must not keep a loop alive from a weak map's value)
+        self._armed = False
 
     def entered(self) -> _Entry:
         """The context manager for one stay of the current task."""
@@ -65,21 +67,23 @@ class DeadlineQueue:
             raise RuntimeError("a deadline needs a running task")
         entry = _Entry(self, loop.time() + self.delay, task)
         self._due[entry] = None
-        if self._timer is None:
-            self._timer = loop.call_at(entry.when, self._fire)
+        if not self._armed:
+            self._armed = True
+            loop.call_at(entry.when, self._fire)
         return entry
 
     def _fire(self) -> None:
         """Cancel the tasks whose deadline has passed, then wait for the next one (the
         timer was set for a head that may have left since: it then just moves on)."""
-        self._timer = None
+        self._armed = False
         loop = asyncio.get_running_loop()
         now = loop.time()
         due = self._due
         while due:
             entry = next(iter(due))
             if entry.when > now:
-                self._timer = loop.call_at(entry.when, self._fire)
+                self._armed = True
+                loop.call_at(entry.when, self._fire)
                 return
             due.popitem(last=False)
             entry.expired = True
