@@ -244,7 +244,6 @@ async def calls_part(a: argparse.Namespace, url: str) -> None:
 
 async def layers_part(a: argparse.Namespace, url: str) -> None:
     """The same calls through bare aiohttp, the backend, the binding and the executor."""
-
     import aiohttp
 
     latency = a.latency_ms / 1000.0
@@ -314,7 +313,6 @@ class _Sleeper(Backend):
 
 async def overhead_part(a: argparse.Namespace) -> None:
     """Client CPU a call through the floor, the backend, the binding and the executor."""
-
     latency = a.latency_ms / 1000.0
     ex = Executor(loads_graph(graph_text("openai", "http://127.0.0.1:9")),
                   backends={"m": _Sleeper(latency)})

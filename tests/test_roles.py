@@ -626,11 +626,6 @@ def test_a_system_prompt_with_a_placeholder_is_rendered_per_question() -> None:
         )
         (req,) = b["s"].requests
         assert req.messages[0].content == f"Q was {q}. Answer last."
-    first, _ = run("  solve: {role: solver, model: s}\n", {"s": lambda req, i: "Answer: 2"},
-                   output="solve")
-    second, _ = run("  solve: {role: solver, model: s}\n", {"s": lambda req, i: "Answer: 2"},
-                    output="solve", question="Another?")
-    assert first.answer == second.answer == "2"
 
 
 def test_fixed_system_messages_are_shared() -> None:

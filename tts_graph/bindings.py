@@ -135,10 +135,8 @@ class ModelBinding:
         (one sample only) gets the text of a live call as it is decoded."""
         if stream is not None and request.n != 1:
             raise ValueError("only a call for one sample can stream")
-        if self.cache is None:  # ``_live``, inlined: one frame fewer a call in flight
-            if request.n == 1 or not self.backend.splits_samples():
-                return [await self._call(request, est_tokens, 0, stream)]
-            return [await self._split(request, est_tokens, 0)]
+        if self.cache is None:
+            return [await self._live(request, est_tokens, 0, stream)]
         return await self._cached(request, est_tokens, stream)
 
     async def _cached(self, request: GenerationRequest, est_tokens: int,

@@ -284,11 +284,6 @@ class _Plan:
 _NO_DEADLINE = contextlib.nullcontext()
 
 
-def _is_plain(q: _Query, call: Call) -> bool:
-    """A call of a query with no cap that draws its samples at once (``Executor._plain``)."""
-    return q.ledger is None and call.first_k is None and call.adaptive is None
-
-
 def _seed(step: Step, call: Call) -> int:
     """The seed of a call's first sample (sample i: + i), however the call is sent."""
     return step.sampling.seed + 1000 * call.seed_offset
@@ -484,15 +479,9 @@ class Executor:
         if calls:
             outcomes: list[Any]
             if len(calls) == 1:  # await it in this task: a gather costs a task and loop turns
-                call = calls[0]
                 stream = (q.stream if step.id == self.graph.output and role.streams else None)
                 try:
-                    if _is_plain(q, call):  # awaited here: one frame fewer a call in flight
-                        comps = await self._plain(q, step, call, 0, stream)
-                        outcomes = [(comps, len(comps) < call.n)]
-                    else:
-                        outcomes = [await self._send_call(q, step, call, 0, stream,
-                                                          firsts[0])]
+                    outcomes = [await self._send_call(q, step, calls[0], 0, stream, firsts[0])]
                 except (BackendError, BudgetExhausted) as exc:
                     outcomes = [exc]
             else:
@@ -544,25 +533,20 @@ class Executor:
                    ) -> Awaitable[tuple[list[Completion], bool]]:
         """``_call``, or for a plain call of a query with no cap (no ledger: the common
         case), ``_plain``, which no reservation can narrow."""
-        if _is_plain(q, call):
-            return self._plain_outcome(q, step, call, index, stream)
+        if q.ledger is None and call.first_k is None and call.adaptive is None:
+            return self._plain(q, step, call, index, stream)
         return self._call(q, step, call, index, stream, planned)
 
-    def _plain(self, q: _Query, step: Step, call: Call, index: int,
-               stream: TextStream | None) -> Coroutine[Any, Any, list[Completion]]:
+    async def _plain(self, q: _Query, step: Step, call: Call, index: int,
+                     stream: TextStream | None) -> tuple[list[Completion], bool]:
         """A plain call of a query with no cap, sent straight: ``_call`` without its draw
         closures (cells and frames that every call in flight would hold, and the garbage
-        collector walk) and without a reservation (nothing to reserve against). Not a
-        coroutine itself: the caller awaits the request's."""
+        collector walk) and without a reservation (nothing to reserve against)."""
         binding = self.bindings()[call.model]
-        return self._request(q, step, binding, call, index, call.n, _seed(step, call), 0,
-                             binding.backend.count_tokens(call.messages),
-                             stream if call.n == 1 else None, None)
-
-    async def _plain_outcome(self, q: _Query, step: Step, call: Call, index: int,
-                             stream: TextStream | None) -> tuple[list[Completion], bool]:
-        """``_plain`` as ``_call`` answers: the completions, and whether fewer came back."""
-        comps = await self._plain(q, step, call, index, stream)
+        comps = await self._request(q, step, binding, call, index, call.n,
+                                    _seed(step, call), 0,
+                                    binding.backend.count_tokens(call.messages),
+                                    stream if call.n == 1 else None, None)
         return comps, len(comps) < call.n
 
     async def _call(self, q: _Query, step: Step, call: Call, index: int,
