@@ -232,7 +232,7 @@ async def test_a_call_waiting_for_the_request_rate_holds_no_permit_once_cancelle
     assert (await ex.arun("first")).status == "ok"  # spends the minute's one request
     waiting = asyncio.ensure_future(ex.arun("second"))
     await asyncio.sleep(0.05)
-    lim = binding._loop_limits()
+    lim = binding.limits
     assert lim.sem is not None and lim.sem.locked()  # it holds the permit, waits for the rate
     waiting.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -258,7 +258,7 @@ async def test_a_failed_attempt_gives_its_permit_back_before_the_retry() -> None
     # never start: the query would hang
     res = await asyncio.wait_for(ex.arun("q"), 5.0)
     assert (res.status, res.answer, res.calls[0].retries) == ("ok", "1", 1)
-    lim = ex.bindings()["m"]._loop_limits()
+    lim = ex.bindings()["m"].limits
     assert lim.sem is not None and not lim.sem.locked()
 
 

@@ -7,16 +7,14 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-import weakref
 from dataclasses import dataclass, replace
-
-from asyncio_throttle import Throttler
 
 from . import deadlines
 from .backends.base import Backend, GenerationRequest
 from .budget import Costing
 from .cache import ResponseCache, sample_key
 from .errors import BackendError, TransientBackendError
+from .limits import Permits, RequestRate, TokenRate
 from .spec import ModelSpec
 from .streaming import TextStream
 from .types import Completion
@@ -38,32 +36,19 @@ class Part:
     retries: int = 0
 
 
-class _TokenRate:
-    """Tokens per minute: a call waits until the last minute's tokens leave room for it."""
-
-    def __init__(self, tpm: int) -> None:
-        self.tpm = tpm
-        self.window: list[tuple[float, int]] = []
-        self.lock = asyncio.Lock()
-
-    async def acquire(self, tokens: int) -> None:
-        tokens = min(tokens, self.tpm)
-        async with self.lock:
-            while True:
-                now = time.monotonic()
-                self.window = [(t, k) for t, k in self.window if now - t < 60.0]
-                if sum(k for _, k in self.window) + tokens <= self.tpm:
-                    self.window.append((now, tokens))
-                    return
-                await asyncio.sleep(max(0.01, 60.0 - (now - self.window[0][0])))
-
-
 class _Limits:
-    def __init__(self, spec: ModelSpec) -> None:
-        self.sem = asyncio.Semaphore(spec.max_concurrency) if spec.max_concurrency else None
-        self.rpm = (Throttler(rate_limit=max(1, round(spec.rpm)), period=60.0)
-                    if spec.rpm else None)
-        self.tpm = _TokenRate(spec.tpm) if spec.tpm else None
+    """The model's declared limits, one set per binding for the whole process
+    (``tts_graph.limits``: any loop, any thread), or this process's share of them when
+    ``ways`` processes call the model together (at least one call, request and token)."""
+
+    __slots__ = ("rpm", "sem", "tpm")
+
+    def __init__(self, spec: ModelSpec, ways: int = 1) -> None:
+        cap, rpm, tpm = spec.max_concurrency, spec.rpm, spec.tpm
+        self.sem = Permits(max(1, cap // ways)) if cap else None
+        # a share rounds down: together the processes never exceed the declared rate
+        self.rpm = RequestRate(rpm if ways == 1 else max(1, int(rpm // ways))) if rpm else None
+        self.tpm = TokenRate(max(1, tpm // ways)) if tpm else None
 
 
 def backoff_delay(attempt: int, retry_after: float | None) -> float:
@@ -108,25 +93,20 @@ class ModelBinding:
             price_out=(price[1] / 1e6) if price else 0.0,
             params=spec.params or info.params,
         )
-        # asyncio primitives belong to one event loop; keep one set per loop
-        self._limits: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Limits] = (
-            weakref.WeakKeyDictionary()
-        )
+        self.limits = _Limits(spec)
+        self.limit_ways = 1
         self.in_flight = 0
         self.peak_in_flight = 0
         self.attempts = 0
 
-    def _loop_limits(self) -> _Limits:
-        loop = asyncio.get_running_loop()
-        lim = self._limits.get(loop)
-        if lim is None:
-            # a semaphore that has made a caller wait refers to its loop, so the weak map
-            # alone would keep every loop that ever used this binding (a sync caller runs one
-            # per ``Graph.run``): drop the limits of loops that have closed
-            for old in [x for x in self._limits if x.is_closed()]:
-                del self._limits[old]
-            lim = self._limits[loop] = _Limits(self.spec)
-        return lim
+    def share_limits(self, ways: int) -> None:
+        """This process is one of ``ways`` that call the model at once (``eval --workers``):
+        take a ``ways``-th of each declared limit, so that together they keep to it. Call it
+        before the first call."""
+        if ways < 1:
+            raise ValueError("ways must be >= 1")
+        self.limits = _Limits(self.spec, ways)
+        self.limit_ways = ways
 
     async def generate(self, request: GenerationRequest, est_tokens: int,
                        stream: TextStream | None = None) -> list[Part]:
@@ -221,7 +201,7 @@ class ModelBinding:
         set it a little later (``client_timeout_s``), so which fires first is never a race.
         The attempt runs in this frame, not a coroutine of its own: one frame fewer for every
         call in flight (the collector walks them all)."""
-        lim = self._loop_limits()
+        lim = self.limits
         # no limit declared (the usual case): nothing to take and give back per attempt
         bare = lim.sem is None and lim.rpm is None and lim.tpm is None
         timeout = self.spec.timeout_s

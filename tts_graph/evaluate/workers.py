@@ -235,20 +235,26 @@ def worker_main(argv: list[str] | None = None) -> int:
     p.add_argument("--trace", type=Path, default=None)
     p.add_argument("--storage-stdin", action="store_true",
                    help="read the run's postgresql:// URL from the first line of stdin")
+    p.add_argument("--ways", type=int, default=1,
+                   help="workers of this machine: each takes this share of a model's limits")
     a = p.parse_args(argv)
     storage = sys.stdin.readline().strip() if a.storage_stdin else None
     return run_worker(a.run_dir, a.worker, a.concurrency, cache=a.cache,
-                      use_cache=not a.no_cache, trace=a.trace, storage=storage)
+                      use_cache=not a.no_cache, trace=a.trace, storage=storage, ways=a.ways)
 
 
 def run_worker(run_dir: Path, worker: str, concurrency: int, *, cache: Path | None,
-               use_cache: bool, trace: Path | None, storage: str | None) -> int:
-    """One worker on the run in ``run_dir``, to the end; its exit status."""
+               use_cache: bool, trace: Path | None, storage: str | None,
+               ways: int = 1) -> int:
+    """One worker on the run in ``run_dir``, to the end; its exit status. ``ways``: the
+    workers of this machine, which share each model's declared limits (``max_concurrency``,
+    ``rpm``, ``tpm``) equally, so that together they keep to them."""
     from .session import plan_run
 
     try:
         plan = plan_run(graph_path=None, args=None, out=None, resume=run_dir,
                         cache=cache, use_cache=use_cache)
+        executor = plan.executor  # the executor itself, not the tracer wrapping it
         if trace is not None:
             from ..tracing import Tracer
 
@@ -259,6 +265,9 @@ def run_worker(run_dir: Path, worker: str, concurrency: int, *, cache: Path | No
         board.register(worker)
 
         async def main() -> int:
+            if ways > 1:
+                for binding in executor.bindings().values():
+                    binding.share_limits(ways)
             try:
                 return await work(plan, board, worker, concurrency)
             finally:
@@ -332,7 +341,8 @@ class _Forked:
 
 
 def _fork_worker(errlog: Any, run_dir: Path, name: str, concurrency: int, *,
-                 cache: Path | None, use_cache: bool, trace: Path | None) -> _Forked:
+                 cache: Path | None, use_cache: bool, trace: Path | None,
+                 ways: int = 1) -> _Forked:
     """A worker forked from the parent: it opens its own store, cache and backends
     (``run_worker``; SQLite connections must not cross a fork) and never touches the
     parent's, and ends with ``os._exit`` so nothing of the parent's is closed or flushed."""
@@ -354,7 +364,7 @@ def _fork_worker(errlog: Any, run_dir: Path, name: str, concurrency: int, *,
         sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115
         sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115
         code = run_worker(run_dir, name, concurrency, cache=cache, use_cache=use_cache,
-                          trace=trace, storage=None)
+                          trace=trace, storage=None, ways=ways)
     except BaseException:
         traceback.print_exc()
     finally:
@@ -429,10 +439,10 @@ def run_workers(plan: Any, n: int, concurrency: int, *, cache: Path | None, use_
                 if fork:
                     procs.append((name, _fork_worker(
                         errlog, run_dir, name, concurrency, cache=cache, use_cache=use_cache,
-                        trace=trace), errlog))
+                        trace=trace, ways=n), errlog))
                     continue
                 cmd = [sys.executable, "-m", "tts_graph.evaluate.workers", str(run_dir),
-                       "--worker", name, "--concurrency", str(concurrency)]
+                       "--worker", name, "--concurrency", str(concurrency), "--ways", str(n)]
                 if not use_cache:
                     cmd.append("--no-cache")
                 elif cache is not None:

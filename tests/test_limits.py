@@ -1,0 +1,246 @@
+"""A model's declared limits (``max_concurrency``, ``rpm``, ``tpm``) hold for the whole
+process: across the event loop of each sync ``Graph.run`` and across threads sharing one
+graph (they were kept per event loop: each run started a fresh minute, each thread took the
+whole cap)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tts_graph import Executor, Graph, loads_graph
+from tts_graph import limits as limits_mod
+from tts_graph.backends.scripted import ScriptedBackend
+from tts_graph.limits import Permits, RequestRate, TokenRate
+from tts_graph.testing.fault_server import FaultConfig, fault_stats, serve_fault_server
+from tts_graph.types import Completion
+
+
+@pytest.fixture
+def short_minute(monkeypatch: pytest.MonkeyPatch) -> float:
+    """Rate windows of 0.6 s instead of a minute (read when a binding is made)."""
+    monkeypatch.setattr(limits_mod, "RATE_PERIOD_S", 0.6)
+    return 0.6
+
+
+# ------------------------------------------------------------------------------ permits
+
+
+async def test_permits_are_served_in_the_order_asked() -> None:
+    permits = Permits(1)
+    await permits.acquire()
+    order: list[int] = []
+
+    async def wait(i: int) -> None:
+        await permits.acquire()
+        order.append(i)
+        permits.release()
+
+    tasks = [asyncio.ensure_future(wait(i)) for i in range(5)]
+    await asyncio.sleep(0.01)
+    assert permits.locked() and order == []
+    permits.release()
+    await asyncio.gather(*tasks)
+    assert order == [0, 1, 2, 3, 4] and not permits.locked()
+
+
+async def test_a_cancelled_waiter_takes_no_permit_and_one_granted_passes_it_on() -> None:
+    permits = Permits(1)
+    await permits.acquire()
+    first = asyncio.ensure_future(permits.acquire())
+    second = asyncio.ensure_future(permits.acquire())
+    await asyncio.sleep(0.01)
+    first.cancel()  # cancelled while waiting: it holds nothing
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    permits.release()  # handed to ``second`` ...
+    second.cancel()  # ... which is cancelled before it runs: the permit goes back
+    with pytest.raises(asyncio.CancelledError):
+        await second
+    assert not permits.locked()
+    await asyncio.wait_for(permits.acquire(), 1.0)
+
+
+def test_permits_hold_across_threads_and_wake_waiters_on_their_own_loops() -> None:
+    permits = Permits(2)
+    lock = threading.Lock()
+    in_flight = peak = 0
+
+    async def use() -> None:
+        nonlocal in_flight, peak
+        await permits.acquire()
+        try:
+            with lock:
+                in_flight += 1
+                peak = max(peak, in_flight)
+            await asyncio.sleep(0.02)
+            with lock:
+                in_flight -= 1
+        finally:
+            permits.release()
+
+    async def many() -> None:
+        await asyncio.gather(*(use() for _ in range(5)))
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda _: asyncio.run(many()), range(4)))
+    # 20 uses of 20 ms, two at a time: at least 0.2 s whatever the threads
+    assert peak == 2 and time.perf_counter() - t0 >= 0.19
+    assert not permits.locked()
+
+
+def test_a_waiter_whose_loop_has_closed_is_skipped() -> None:
+    permits = Permits(1)
+    asyncio.run(permits.acquire())
+
+    async def wait_then_leave() -> None:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(permits.acquire(), 0.02)
+
+    asyncio.run(wait_then_leave())
+    permits.release()
+    assert not permits.locked()
+
+
+def test_a_cap_below_one_is_refused() -> None:
+    with pytest.raises(ValueError):
+        Permits(0)
+
+
+# -------------------------------------------------------------------------------- rates
+
+
+def test_the_request_rate_holds_across_event_loops(short_minute: float) -> None:
+    rate = RequestRate(2)
+    t0 = time.perf_counter()
+    for _ in range(3):  # a loop each, as ``Graph.run`` makes
+        asyncio.run(rate.acquire())
+    assert time.perf_counter() - t0 >= short_minute * 0.9  # the third waited for the window
+
+
+def test_the_token_rate_holds_across_threads(short_minute: float) -> None:
+    rate = TokenRate(100)
+    stamps: list[float] = []
+    t0 = time.perf_counter()
+
+    def take() -> None:
+        asyncio.run(rate.acquire(60))
+        stamps.append(time.perf_counter() - t0)
+
+    threads = [threading.Thread(target=take) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    stamps.sort()
+    assert stamps[0] < short_minute / 2 and stamps[1] >= short_minute * 0.9
+
+
+# ------------------------------------------- through a graph, against a loopback server
+
+
+@pytest.fixture
+def server() -> Iterator[str]:
+    with serve_fault_server(FaultConfig(latency_ms=40)) as url:
+        yield url
+
+
+def _graph(url: str, limits: str) -> Any:
+    return loads_graph(
+        f"version: 1\nname: lim\nmodels:\n  m: {{backend: openai, model: fault, "
+        f'api_base: "{url}/v1", {limits}}}\nnodes:\n  s: {{role: solver, model: m, '
+        f"max_tokens: 16}}\noutput: s\n")
+
+
+def test_max_concurrency_holds_across_threads_sharing_a_graph(server: str) -> None:
+    with Graph(_graph(server, "max_concurrency: 1")) as g, ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(g.run, [f"What is {i} + 1?" for i in range(8)]))
+    assert all(r.status == "ok" for r in results), [r.error for r in results]
+    stats = fault_stats(server)
+    assert stats["answered"] == 8
+    assert stats["peak_in_flight"] == 1  # on the wire: one at a time, all threads together
+
+
+def test_rpm_holds_across_sync_runs(server: str, short_minute: float) -> None:
+    with Graph(_graph(server, "rpm: 2")) as g:
+        t0 = time.perf_counter()
+        results = [g.run(f"What is {i} + 2?") for i in range(3)]  # an event loop each
+        wall = time.perf_counter() - t0
+    assert all(r.status == "ok" for r in results), [r.error for r in results]
+    assert wall >= short_minute * 0.9  # the third waited for the window to move on
+
+
+async def test_limits_work_in_one_loop_as_before() -> None:
+    class Slow(ScriptedBackend):
+        peak = in_flight = 0
+
+        async def generate(self, request: Any) -> list[Completion]:
+            self.in_flight += 1
+            self.peak = max(self.peak, self.in_flight)
+            try:
+                return await super().generate(request)
+            finally:
+                self.in_flight -= 1
+
+    backend = Slow(lambda req, i: "Answer: 3", latency=0.01)
+    doc = loads_graph("version: 1\nname: r\nmodels:\n  m: {backend: scripted, model: m, "
+                      "max_concurrency: 3, rpm: 1000, tpm: 1000000}\nnodes:\n  s: {role: "
+                      "solver, model: m}\noutput: s\n")
+    ex = Executor(doc, backends={"m": backend})
+    results = await ex.arun_many([f"q{i}" for i in range(12)], concurrency=12)
+    assert all(r.status == "ok" for r in results) and backend.peak == 3
+    assert not ex.bindings()["m"].limits.sem.locked()  # type: ignore[union-attr]
+
+
+# ------------------------------------------------- a machine's eval workers share them
+
+
+def test_a_share_of_the_limits_rounds_down_and_keeps_at_least_one() -> None:
+    doc = loads_graph("version: 1\nname: r\nmodels:\n  m: {backend: scripted, model: m, "
+                      "max_concurrency: 5, rpm: 10, tpm: 1001}\nnodes:\n  s: {role: solver, "
+                      "model: m}\noutput: s\n")
+    binding = Executor(doc, backends={"m": ScriptedBackend(lambda r, i: "x")}).bindings()["m"]
+    binding.share_limits(3)
+    lim = binding.limits
+    assert lim.sem is not None and lim.rpm is not None and lim.tpm is not None
+    # 3 × 1 ≤ 5 calls, 3 × 3 ≤ 10 requests, 3 × 333 ≤ 1001 tokens
+    assert (lim.rpm.throttler.rate_limit, lim.tpm.per_minute) == (3, 333)
+    binding.share_limits(8)
+    assert (binding.limits.rpm.throttler.rate_limit,  # type: ignore[union-attr]
+            binding.limits.tpm.per_minute) == (1, 125)  # type: ignore[union-attr]
+    with pytest.raises(ValueError):
+        binding.share_limits(0)
+
+
+@pytest.mark.parametrize("start", ["fork", "spawn"])
+def test_eval_workers_keep_to_max_concurrency_together(tmp_path: Path, start: str) -> None:
+    """``--workers 2`` with ``max_concurrency: 2``: one call at a time each, not two."""
+    (tmp_path / "q.jsonl").write_text("".join(
+        json.dumps({"id": f"q{i}", "question": f"What is {i} + {i}?", "answer": str(2 * i)})
+        + "\n" for i in range(16)))
+    with serve_fault_server(FaultConfig(latency_ms=40)) as url:
+        (tmp_path / "g.yaml").write_text(
+            f"version: 1\nname: cap\nmodels:\n  m: {{backend: openai, model: fault, "
+            f'api_base: "{url}/v1", max_concurrency: 2}}\nnodes:\n  s: {{role: solver, '
+            f"model: m, max_tokens: 16}}\noutput: s\n")
+        got = subprocess.run(
+            [sys.executable, "-m", "tts_graph", "eval", "g.yaml", "--task", "q.jsonl",
+             "--out", "run", "--no-cache", "--workers", "2", "--concurrency", "8", "--json"],
+            cwd=tmp_path, env={**os.environ, "TTS_GRAPH_EVAL_START": start},
+            capture_output=True, text=True, timeout=300, check=False)
+        stats = fault_stats(url)
+    assert got.returncode == 0, got.stderr
+    assert json.loads(got.stdout)["done"] == 16
+    assert stats["answered"] == 16 and stats["peak_in_flight"] == 2

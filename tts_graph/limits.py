@@ -1,0 +1,131 @@
+"""The limits declared on a model entry — concurrency cap, request rate, token rate — kept
+once per model for the whole process and taken from any event loop in any thread.
+
+asyncio's own primitives belong to one loop, and a sync program runs a loop of its own per
+``Graph.run`` (``asyncio.run``), a threaded one a loop per thread: limits kept per loop let
+each run start a fresh minute (``rpm: 60`` never held across ``for q in qs: graph.run(q)``)
+and each thread take the whole cap. These hold across them all: a short ``threading.Lock``
+guards the counts (never held across an ``await``), and a waiter on another loop is woken
+on that loop (``call_soon_threadsafe``)."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import threading
+import time
+
+from asyncio_throttle import Throttler
+
+#: the window of ``rpm`` and ``tpm``, in seconds (a module constant: tests shorten it)
+RATE_PERIOD_S = 60.0
+
+
+class Permits:
+    """A counting semaphore shared by every loop and thread of the process, first come first
+    served. ``acquire`` waits without blocking its loop; ``release`` may run anywhere."""
+
+    __slots__ = ("_free", "_lock", "_waiters")
+
+    def __init__(self, n: int) -> None:
+        if n < 1:
+            raise ValueError("a cap of permits must be >= 1")
+        self._free = n
+        self._lock = threading.Lock()
+        self._waiters: collections.deque[
+            tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = collections.deque()
+
+    def locked(self) -> bool:
+        """Whether an ``acquire`` now would wait."""
+        with self._lock:
+            return self._free == 0 or bool(self._waiters)
+
+    async def acquire(self) -> None:
+        with self._lock:
+            if self._free > 0 and not self._waiters:
+                self._free -= 1
+                return
+            loop = asyncio.get_running_loop()
+            fut: asyncio.Future[None] = loop.create_future()
+            self._waiters.append((loop, fut))
+        try:
+            await fut
+        except BaseException:
+            # not there when already handed a permit (or being handed one, see _grant)
+            with self._lock, contextlib.suppress(ValueError):
+                self._waiters.remove((loop, fut))
+            if fut.done() and not fut.cancelled():
+                self.release()  # granted, then cancelled before it could run: pass it on
+            raise
+
+    def release(self) -> None:
+        with self._lock:
+            while self._waiters:
+                loop, fut = self._waiters.popleft()
+                if fut.done():  # its waiter was cancelled
+                    continue
+                if asyncio._get_running_loop() is loop:  # this thread's: no wake-up call
+                    fut.set_result(None)
+                    return
+                try:
+                    loop.call_soon_threadsafe(self._grant, fut)
+                except RuntimeError:  # that loop has closed: its waiter is gone
+                    continue
+                return
+            self._free += 1
+
+    def _grant(self, fut: asyncio.Future[None]) -> None:
+        """Hand a permit to a waiter, on its own loop; one cancelled on the way passes it
+        on."""
+        if fut.cancelled():
+            self.release()
+        else:
+            fut.set_result(None)
+
+
+class RequestRate:
+    """At most ``per_minute`` requests in any window of ``RATE_PERIOD_S``
+    (asyncio-throttle's sliding window), for the whole process. Waiters take turns through
+    one permit, so only the first in line polls the window and the window is read and
+    written by one at a time whatever thread it runs in."""
+
+    __slots__ = ("_turn", "throttler")
+
+    def __init__(self, per_minute: float) -> None:
+        self.throttler = Throttler(rate_limit=max(1, round(per_minute)), period=RATE_PERIOD_S)
+        self._turn = Permits(1)
+
+    async def acquire(self) -> None:
+        await self._turn.acquire()
+        try:
+            await self.throttler.acquire()
+        finally:
+            self._turn.release()
+
+
+class TokenRate:
+    """At most ``per_minute`` tokens in any window of ``RATE_PERIOD_S``, for the whole
+    process: a call waits, in turn, until the window's tokens leave room for its own."""
+
+    __slots__ = ("_turn", "per_minute", "window")
+
+    def __init__(self, per_minute: int) -> None:
+        self.per_minute = per_minute
+        self.window: collections.deque[tuple[float, int]] = collections.deque()
+        self._turn = Permits(1)
+
+    async def acquire(self, tokens: int) -> None:
+        tokens = min(tokens, self.per_minute)
+        await self._turn.acquire()
+        try:
+            while True:
+                now = time.monotonic()
+                while self.window and now - self.window[0][0] >= RATE_PERIOD_S:
+                    self.window.popleft()
+                if sum(k for _, k in self.window) + tokens <= self.per_minute:
+                    self.window.append((now, tokens))
+                    return
+                await asyncio.sleep(max(0.01, RATE_PERIOD_S - (now - self.window[0][0])))
+        finally:
+            self._turn.release()
