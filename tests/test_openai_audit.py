@@ -250,12 +250,27 @@ def test_an_api_base_that_is_no_http_url_is_a_config_error(api_base: str) -> Non
     assert "model 'm'" in msg and "api_base" in msg and api_base in msg and "\n" not in msg
 
 
-def test_an_api_base_that_is_no_http_url_stops_the_cli_with_exit_2(tmp_path: Path) -> None:
-    (tmp_path / "g.yaml").write_text(graph_text("127.0.0.1:8000/v1"))
-    p = cli(["run", "g.yaml", "-q", "What is 2 + 2?"], {}, tmp_path)
+BAD_ENTRIES = {
+    "api_base": (graph_text("127.0.0.1:8000/v1"), "models.m.api_base: '127.0.0.1:8000/v1' is "
+                 "not an http:// or https:// URL with a host (e.g. http://127.0.0.1:8000/v1)"),
+    "options": (graph_text("http://127.0.0.1:9/v1", extra="\n    options: {chat: 'no'}"),
+                "models.m.options.chat: must be true or false, not 'no'"),
+}
+
+
+@pytest.mark.parametrize("command", ["run", "validate"])
+@pytest.mark.parametrize("bad", list(BAD_ENTRIES))
+def test_a_bad_api_base_or_chat_option_is_a_file_line_error_exit_2(
+        command: str, bad: str, tmp_path: Path) -> None:
+    text, message = BAD_ENTRIES[bad]
+    (tmp_path / "g.yaml").write_text(text)
+    (lineno,) = [i + 1 for i, line in enumerate(text.splitlines())
+                 if line.strip().startswith(bad)]
+    args = ["run", "g.yaml", "-q", "What is 2 + 2?"] if command == "run" else [command, "g.yaml"]
+    p = cli(args, {}, tmp_path)
     assert p.returncode == 2, p.stdout + p.stderr
-    lines = p.stderr.strip().splitlines()
-    assert len(lines) == 1 and "http://" in lines[0] and "Traceback" not in p.stderr, p.stderr
+    assert "Traceback" not in p.stderr
+    assert p.stderr.strip().splitlines() == [f"g.yaml:{lineno}: {message}"]
 
 
 def test_a_404_names_the_address_that_was_asked() -> None:

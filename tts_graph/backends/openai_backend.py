@@ -105,17 +105,24 @@ def _retry_after(headers: Any) -> float | None:
         return max(0.0, parsed.timestamp() - time.time())
 
 
-def _check_api_base(model: str, api_base: str) -> None:
-    """An ``api_base`` that is no http(s) URL with a host: a configuration error now, not a
-    failure of every call ("127.0.0.1:8000/v1" reads as scheme "127.0.0.1")."""
-    try:
-        url = yarl.URL(api_base)
-        ok = url.scheme in ("http", "https") and bool(url.host)
-    except ValueError:
-        ok = False
-    if not ok:
-        raise TTSGraphError(f"model {model!r}: api_base {api_base!r} is not an http:// or "
-                            "https:// URL with a host (e.g. http://127.0.0.1:8000/v1)")
+def config_problem(spec: ModelSpec) -> tuple[str, str] | None:
+    """(field, message) of what makes a model entry unusable, found without a call (the
+    backend raises it; ``validate`` reports it with its file:line): an ``api_base`` that is
+    no http(s) URL with a host ("127.0.0.1:8000/v1" reads as scheme "127.0.0.1": every call
+    failed), an ``options.chat`` that is no boolean ("false" quoted is truthy)."""
+    if spec.api_base is not None:
+        try:
+            url = yarl.URL(spec.api_base)
+            ok = url.scheme in ("http", "https") and bool(url.host)
+        except ValueError:
+            ok = False
+        if not ok:
+            return "api_base", (f"{spec.api_base!r} is not an http:// or https:// URL with a "
+                                "host (e.g. http://127.0.0.1:8000/v1)")
+    chat = spec.options.get("chat", True)
+    if not isinstance(chat, bool):
+        return "options.chat", f"must be true or false, not {chat!r}"
+    return None
 
 
 def _error_code(body: bytes) -> str:
@@ -157,16 +164,15 @@ class OpenAIBackend(Backend):
         self.spec = spec
         self.model = spec.model
         self.api_base = (spec.api_base or DEFAULT_API_BASE).rstrip("/")
-        _check_api_base(spec.model, self.api_base)
+        problem = config_problem(spec)
+        if problem is not None:
+            raise TTSGraphError(f"model {spec.model!r}: {problem[0]} {problem[1]}")
         options = dict(spec.options)
         bad = sorted(set(options) & RESERVED)
         if bad:
             raise TTSGraphError(f"model {spec.model!r}: options may not set {bad}; use the "
                                 "model entry's fields (api_base, api_key_env, timeout_s...)")
-        self.chat = options.get("chat", True)
-        if not isinstance(self.chat, bool):  # "false" (quoted) is truthy: chat to a base model
-            raise TTSGraphError(f"model {spec.model!r}: options.chat must be true or false, "
-                                f"not {self.chat!r}")
+        self.chat = bool(options.get("chat", True))  # a boolean (config_problem)
         self.preamble = ""
         self.extra_stop: tuple[str, ...] = ()
         if not self.chat:  # a base model: the few-shot completion format of the local backend
