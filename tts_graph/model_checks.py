@@ -5,6 +5,7 @@ its file:line before anything loads.
 - ``local``: a built-in model name, or ``options.path`` naming a file that exists;
 - ``vllm``: a Hugging Face repo id (``org/name``) or a local directory that exists;
 - ``litellm``: a model string of ``provider/model`` shape (no spaces, no empty part);
+- ``openai``: ``api_base`` an http(s) URL with a host, ``options.chat`` a boolean;
 - ``api_key_env`` naming an unset variable: a *warning* (the key may be set where the graph
   runs), which ``run`` and ``serve`` treat as an error since they call the model now.
 """
@@ -77,7 +78,13 @@ def _litellm(spec: ModelSpec, base_dir: Path | None) -> tuple[str, str] | None:
     return None
 
 
-_CHECKS = {"local": _local, "vllm": _vllm, "litellm": _litellm}
+def _openai(spec: ModelSpec, base_dir: Path | None) -> tuple[str, str] | None:
+    from .backends.openai_backend import config_problem
+
+    return config_problem(spec)
+
+
+_CHECKS = {"local": _local, "vllm": _vllm, "litellm": _litellm, "openai": _openai}
 
 
 def check_models(doc: GraphDoc) -> ModelProblems:

@@ -6,15 +6,18 @@ Why not litellm for these: litellm spends 4–8 ms of client CPU per call, which
 process at ~200 calls/s whatever the server does. This module is one aiohttp request per
 call over one pooled connection set per model (and event loop), with stdlib JSON.
 
-- ``api_base`` is the server's base URL (``http://127.0.0.1:8000/v1``; default OpenAI's);
-  the key comes from the environment variable named by ``api_key_env`` and never appears in
-  the identity (cache keys), results, traces, logs or error messages.
+- ``api_base`` is the server's base URL (``http://127.0.0.1:8000/v1``; default OpenAI's),
+  an http(s) URL with a host (else a configuration error), a query it carries kept after
+  the route; redirects are reported with where they point, not followed. The key comes
+  from the environment variable named by ``api_key_env`` (its ends trimmed) and never
+  appears in the identity (cache keys), results, traces, logs or error messages.
 - ``n`` is sent natively. A server that answers with fewer choices than asked (llama.cpp's
   ignores ``n``) gets the missing samples as further calls with seeds ``seed + i``, and from
   then on the binding splits samples itself (``splits_samples``), as with litellm.
 - Usage (prompt and completion tokens) is the server's; a stream asks for it with
-  ``stream_options.include_usage``. A count that is missing or no count (negative, huge,
-  not a number) is estimated, never trusted.
+  ``stream_options.include_usage`` (unless the server refused that field: then not again).
+  A count that is missing or no count (negative, huge, not a number) is estimated, never
+  trusted.
 - Streams are read as SSE says (CRLF, LF or CR line ends; an event's data over several
   lines); an error event, or a finish_reason "error"/"abort", fails the call rather than
   passing the text so far. A body or a stream is held to ``MAX_RESPONSE_BYTES``.
@@ -23,8 +26,8 @@ call over one pooled connection set per model (and event loop), with stdlib JSON
   failures map to
   ``TransientBackendError`` (429, 5xx, timeouts, dropped connections, unreachable server,
   non-JSON or truncated bodies, a 200 without choices or with an error object, a choice
-  without a message) or ``BackendError`` (a refused key, other 4xx), each one line naming
-  the model and the cause.
+  without a message or text) or ``BackendError`` (a refused key, a spent quota, a redirect,
+  other 4xx), each one line naming the model and the cause.
 - Cost: a ``price`` declared on the model entry, else litellm's bundled cost map, read from
   its JSON file once per process (``pricing``; litellm itself is not imported).
 - ``options``: ``chat`` (false: ``/v1/completions`` with a few-shot prompt), ``preamble``
@@ -45,6 +48,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+import yarl
 
 from ..errors import BackendError, TransientBackendError, TTSGraphError
 from ..spec import ModelSpec
@@ -101,6 +105,37 @@ def _retry_after(headers: Any) -> float | None:
         return max(0.0, parsed.timestamp() - time.time())
 
 
+def config_problem(spec: ModelSpec) -> tuple[str, str] | None:
+    """(field, message) of what makes a model entry unusable, found without a call (the
+    backend raises it; ``validate`` reports it with its file:line): an ``api_base`` that is
+    no http(s) URL with a host ("127.0.0.1:8000/v1" reads as scheme "127.0.0.1": every call
+    failed), an ``options.chat`` that is no boolean ("false" quoted is truthy)."""
+    if spec.api_base is not None:
+        try:
+            url = yarl.URL(spec.api_base)
+            ok = url.scheme in ("http", "https") and bool(url.host)
+        except ValueError:
+            ok = False
+        if not ok:
+            return "api_base", (f"{spec.api_base!r} is not an http:// or https:// URL with a "
+                                "host (e.g. http://127.0.0.1:8000/v1)")
+    chat = spec.options.get("chat", True)
+    if not isinstance(chat, bool):
+        return "options.chat", f"must be true or false, not {chat!r}"
+    return None
+
+
+def _error_code(body: bytes) -> str:
+    """``error.code`` and ``error.type`` of an OpenAI-style error body, joined ("" if none)."""
+    try:
+        err = json.loads(body).get("error")
+    except (ValueError, AttributeError, RecursionError):
+        return ""
+    if not isinstance(err, dict):
+        return ""
+    return " ".join(str(err[k]) for k in ("code", "type") if isinstance(err.get(k), str))
+
+
 def _server_message(body: bytes) -> str:
     """The ``error.message`` of an OpenAI-style error body, else the start of the body."""
     try:
@@ -129,12 +164,15 @@ class OpenAIBackend(Backend):
         self.spec = spec
         self.model = spec.model
         self.api_base = (spec.api_base or DEFAULT_API_BASE).rstrip("/")
+        problem = config_problem(spec)
+        if problem is not None:
+            raise TTSGraphError(f"model {spec.model!r}: {problem[0]} {problem[1]}")
         options = dict(spec.options)
         bad = sorted(set(options) & RESERVED)
         if bad:
             raise TTSGraphError(f"model {spec.model!r}: options may not set {bad}; use the "
                                 "model entry's fields (api_base, api_key_env, timeout_s...)")
-        self.chat = bool(options.get("chat", True))
+        self.chat = bool(options.get("chat", True))  # a boolean (config_problem)
         self.preamble = ""
         self.extra_stop: tuple[str, ...] = ()
         if not self.chat:  # a base model: the few-shot completion format of the local backend
@@ -145,13 +183,22 @@ class OpenAIBackend(Backend):
             self.extra_stop = COMPLETION_STOP
             self._prompt = completion_prompt
         self.extra_body = {k: v for k, v in options.items() if k not in OWN_OPTIONS}
-        self.url = f"{self.api_base}/{'chat/completions' if self.chat else 'completions'}"
+        # the route goes before a query the api_base carries (``?api-version=...``)
+        base, sep, query = self.api_base.partition("?")
+        route = "chat/completions" if self.chat else "completions"
+        self.url = f"{base.rstrip('/')}/{route}{sep}{query}"
         self._key: str | None = None
         if spec.api_key_env:
-            self._key = os.environ.get(spec.api_key_env)
+            # a key kept in a file or a secret mount often ends in a line break, which no
+            # header may carry (aiohttp raised ValueError on every call): ends trimmed
+            self._key = os.environ.get(spec.api_key_env, "").strip()
             if not self._key:
                 raise TTSGraphError(f"model {spec.model!r}: environment variable "
                                     f"{spec.api_key_env} (api_key_env) is not set")
+            if any(ord(c) < 32 or ord(c) == 127 for c in self._key):
+                raise TTSGraphError(f"model {spec.model!r}: environment variable "
+                                    f"{spec.api_key_env} (api_key_env) holds a line break or "
+                                    "another control character: not one key")
         self._headers = {"Content-Type": "application/json"}
         if self._key:
             self._headers["Authorization"] = f"Bearer {self._key}"
@@ -164,6 +211,8 @@ class OpenAIBackend(Backend):
         self._timeout = aiohttp.ClientTimeout(
             total=DEFAULT_TIMEOUT_S if spec.timeout_s is None else client_timeout_s(spec.timeout_s))
         self._native_n = True
+        #: ask a stream for its usage (``stream_options``); false once a server refused it
+        self._stream_usage = True
         # one pooled session per event loop (aiohttp's connections belong to one loop);
         # each lives until its loop shuts down (see _session)
         self._sessions: dict[asyncio.AbstractEventLoop,
@@ -248,6 +297,10 @@ class OpenAIBackend(Backend):
 
     def _status_error(self, status: int, headers: Any, body: bytes) -> BackendError:
         message = _server_message(self._redact(body))
+        if status == 429 and "insufficient_quota" in _error_code(body):
+            # OpenAI's spent quota (or billing limit): no retry helps, each waits a backoff
+            return self._fail(f"HTTP 429 insufficient_quota (the account's quota is spent): "
+                              f"{message}", kind=None)
         if status == 429:
             return self._fail(f"HTTP 429 rate limited: {message}", kind="rate_limit",
                               retry_after=_retry_after(headers))
@@ -256,6 +309,14 @@ class OpenAIBackend(Backend):
         if status in (401, 403):
             return self._fail(f"HTTP {status} authentication failed (check api_key_env): "
                               f"{message}", kind=None)
+        if 300 <= status < 400:
+            # not followed: a 301/302 turns the POST into a GET without its body, and a
+            # redirect to another origin (http to https too) goes without the key
+            where = headers.get("Location") or "nowhere (no Location)"
+            return self._fail(f"HTTP {status}: POST {self.url} redirects to {where}; set "
+                              "api_base to the address it points to", kind=None)
+        if status in (404, 405):
+            message = f"{message} (POST {self.url}: is api_base the server's /v1 address?)"
         return _Refused(self._fail(f"HTTP {status}: {message}", kind=None), status)
 
     def _transport_error(self, exc: BaseException) -> BackendError:
@@ -313,7 +374,8 @@ class OpenAIBackend(Backend):
         session = await self._session()
         data = json.dumps(body).encode()
         try:
-            async with session.post(self.url, data=data, headers=self._headers) as resp:
+            async with session.post(self.url, data=data, headers=self._headers,
+                                    allow_redirects=False) as resp:
                 status, headers = resp.status, resp.headers
                 raw = await self._read(resp, None if status == 200 else ERROR_BODY_BYTES)
         except asyncio.CancelledError:
@@ -381,7 +443,9 @@ class OpenAIBackend(Backend):
                 raise self._fail("response with a choice without a message", kind="malformed")
             texts = [self._content(m.get("content")) for m in messages]
         else:
-            texts = [self._content(c.get("text")) for c in choices]
+            if any(c.get("text") is None for c in choices):  # (a chat-shaped choice, say)
+                raise self._fail("response with a choice without text", kind="malformed")
+            texts = [self._content(c["text"]) for c in choices]
         reasons = [str(c.get("finish_reason") or "stop") for c in choices]
         failed = [r for r in reasons if r in FAILED_FINISH]
         if failed:
@@ -425,7 +489,24 @@ class OpenAIBackend(Backend):
             return await super().stream(request, on_text)
         body = self._body(request, 1, request.seed)
         body["stream"] = True
-        body["stream_options"] = {"include_usage": True}
+        if self._stream_usage:
+            body["stream_options"] = {"include_usage": True}
+            try:
+                return await self._stream(body, request, on_text)
+            except _Refused as exc:
+                if exc.status not in (400, 422):
+                    raise
+            # servers that refuse fields they do not know (Mistral's 422, older Azure API
+            # versions' 400) refuse stream_options: when the same stream without it is
+            # answered, this server is not asked for it again (usage is then estimated)
+            del body["stream_options"]
+            out = await self._stream(body, request, on_text)
+            self._stream_usage = False
+            return out
+        return await self._stream(body, request, on_text)
+
+    async def _stream(self, body: dict[str, Any], request: GenerationRequest,
+                      on_text: TextSink) -> list[Completion]:
         session = await self._session()
         pieces: list[str] = []
         usage: Any = None
@@ -434,7 +515,7 @@ class OpenAIBackend(Backend):
         done = choices = False
         try:
             async with session.post(self.url, data=json.dumps(body).encode(),
-                                    headers=self._headers) as resp:
+                                    headers=self._headers, allow_redirects=False) as resp:
                 if resp.status != 200:
                     raise self._status_error(resp.status, resp.headers,
                                              await self._read(resp, ERROR_BODY_BYTES))
