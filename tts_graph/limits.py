@@ -1,5 +1,6 @@
 """The limits declared on a model entry — concurrency cap, request rate, token rate — kept
-once per model for the whole process and taken from any event loop in any thread.
+once per model binding (one graph object's model) and taken from any event loop in any
+thread.
 
 asyncio's own primitives belong to one loop, and a sync program runs a loop of its own per
 ``Graph.run`` (``asyncio.run``), a threaded one a loop per thread: limits kept per loop let
