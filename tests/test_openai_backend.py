@@ -21,6 +21,7 @@ from tts_graph import Executor, loads_graph
 from tts_graph.backends.base import GenerationRequest
 from tts_graph.backends.openai_backend import OpenAIBackend, cost_map, mapped_price
 from tts_graph.backends.registry import create_backend
+from tts_graph.blocking import run_sync
 from tts_graph.errors import TTSGraphError
 from tts_graph.executor import QueryResult
 from tts_graph.spec import ModelSpec
@@ -334,19 +335,28 @@ def test_the_key_is_sent_but_never_kept(monkeypatch: pytest.MonkeyPatch, tmp_pat
 
 
 def test_one_pooled_session_per_loop_closed_with_its_loop() -> None:
+    """Blocking runs share one loop (``tts_graph.blocking``) and so one pooled session,
+    from run to run; a loop of the caller's own gets a session of its own, closed when that
+    loop shuts down; ``aclose`` closes the shared one."""
     with serve_fault_server(FaultConfig()) as url:
         ex = Executor(loads_graph(graph(url)))
         with warnings.catch_warnings():
             warnings.simplefilter("error", ResourceWarning)
-            for q in QUESTIONS[:3]:  # each run() is a new event loop
+            sessions = []
+            for q in QUESTIONS[:3]:
                 assert ex.run(q).status == "ok"
-            backend = ex.bindings()["m"].backend
-            assert isinstance(backend, OpenAIBackend)
-            assert backend._sessions == {}  # each loop's shutdown closed its session
+                backend = ex.bindings()["m"].backend
+                assert isinstance(backend, OpenAIBackend)
+                sessions.append(next(iter(backend._sessions.values()))[0])
+            assert len(backend._sessions) == 1 and len(set(map(id, sessions))) == 1
             results = ex.run_many(QUESTIONS[:40], concurrency=20)
             assert all(r.status == "ok" for r in results)
+            assert asyncio.run(ex.arun(QUESTIONS[0])).status == "ok"  # a loop of its own
+            assert len(backend._sessions) == 1  # its loop's shutdown closed its session
+            run_sync(ex.aclose)
+            assert backend._sessions == {} and sessions[0].closed
             stats = fault_stats(url)
-    assert stats["requests"] == 43
+    assert stats["requests"] == 44
 
 
 @pytest.mark.parametrize("stream", [False, True])

@@ -15,17 +15,18 @@ import functools
 import os
 import threading
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 from . import arguments, deadlines
 from .answers import extract_answer
 from .backends.base import Backend, GenerationRequest
 from .backends.registry import backend_names, create_backend
 from .bindings import ModelBinding
+from .blocking import close_soon, run_sync
 from .budget import QueryBudget, Reservation
 from .budget_plan import BudgetLedger, BudgetReport
 from .cache import ResponseCache
@@ -164,20 +165,11 @@ def _plain(value: Any) -> Any:
     return text if isinstance(text, str) else repr(value)
 
 
-T = TypeVar("T")
-
-
-def run_sync(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    """Run ``make()`` to its end from synchronous code: ``asyncio.run``, or, where this thread
-    already runs an event loop (a notebook, an async web app calling sync code), in a worker
-    thread with a loop of its own, which ``asyncio.run`` here would refuse (the caller's loop
-    waits meanwhile: ``await`` the async method there to keep it free)."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(make())
-    with ThreadPoolExecutor(1, thread_name_prefix="tts-graph-run") as pool:
-        return pool.submit(lambda: asyncio.run(make())).result()
+async def _aclose_all(backends: list[Backend]) -> None:
+    """Close the backends of an executor that was dropped: best effort, nobody to tell."""
+    for backend in backends:
+        with contextlib.suppress(Exception):
+            await backend.aclose()
 
 
 async def run_queries(
@@ -328,6 +320,12 @@ class Executor:
                 mspec = spec.models[name]
                 backend = self._given.get(name) or create_backend(mspec, self.graph.doc.base_dir)
                 out[name] = ModelBinding(name, mspec, backend, cache=self.cache)
+            owned = [b.backend for name, b in out.items() if name not in self._given]
+            if owned:
+                # dropped without aclose(): what its backends pooled on the loop of blocking
+                # calls (which outlives it) is closed there, not collected open
+                weakref.finalize(self, close_soon, functools.partial(_aclose_all, owned)
+                                 ).atexit = False
             self._bindings = out
         return self._bindings
 

@@ -21,10 +21,11 @@ import yaml
 from . import arguments
 from .backends.base import Backend
 from .backends.registry import backend_names
+from .blocking import run_sync
 from .cache import ResponseCache
 from .compile import CompiledGraph, compile_graph
 from .errors import ArgumentError, ClosedError
-from .executor import Executor, QueryResult, run_sync
+from .executor import Executor, QueryResult
 from .spec import GraphDoc, GraphSpec, load_graph, parse_graph
 from .streaming import AnswerStream, TextSink
 from .tracing import TracedExecutor, Tracer

@@ -161,6 +161,8 @@ class FaultApp:
         self.bad_requests = 0
         self.in_flight = 0
         self.peak_in_flight = 0
+        #: (host, port) of each client connection a chat request came on
+        self.clients: set[tuple[Any, ...]] = set()
 
     def stats(self, keys: bool = True) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -174,6 +176,7 @@ class FaultApp:
             "bad_requests": self.bad_requests,
             "in_flight": self.in_flight,
             "peak_in_flight": self.peak_in_flight,
+            "connections": len(self.clients),
             "pid": os.getpid(),
             "process_cpu_s": time.process_time(),  # the server's CPU (for benchmarks)
             "config": asdict(self.config),
@@ -231,6 +234,7 @@ class FaultApp:
         cfg = self.config
         key = request_key(body)
         self.requests += 1
+        self.clients.add(tuple(scope.get("client") or ()))
         self.attempts[key] += 1
         attempt = self.attempts[key]
         self.in_flight += 1

@@ -162,12 +162,12 @@ class TracedExecutor:
                                  on_result=on_result)
 
     def run(self, question: str) -> QueryResult:
-        from ..executor import run_sync
+        from ..blocking import run_sync
 
         return run_sync(lambda: self.arun(question))
 
     def run_many(self, questions: Sequence[str], *, concurrency: int = 8
                  ) -> list[QueryResult]:
-        from ..executor import run_sync
+        from ..blocking import run_sync
 
         return run_sync(lambda: self.arun_many(questions, concurrency=concurrency))
