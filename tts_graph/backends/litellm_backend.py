@@ -2,8 +2,8 @@
 ``openai/gpt-4o-mini``, ``anthropic/...``, ``ollama/...``, ``hosted_vllm/...``, or
 ``openai/<name>`` with ``api_base`` for any OpenAI-compatible server.
 
-- The API key comes from the environment variable named by ``api_key_env``; it never appears
-  in the graph file, the cache key, results or error messages.
+- The API key comes from the environment variable named by ``api_key_env`` (its ends
+  trimmed); it never appears in the graph file, the cache key, results or error messages.
 - ``n`` is sent natively when litellm says the provider supports it (never ``drop_params``,
   which would silently return one sample); otherwise, or when a server returns fewer choices
   than asked, the samples are fanned out as separate calls with distinct seeds.
@@ -106,6 +106,24 @@ def _retry_after(exc: BaseException) -> float | None:
     return max(0.0, parsed.timestamp() - time.time())
 
 
+def env_key(var: str) -> str:
+    """The key in environment variable ``var`` ("" when unset), its ends trimmed: a key kept
+    in an env file or a secret mount often ends in a line break, which no HTTP header may
+    carry (every call failed, as a retried "Connection error" through litellm)."""
+    return os.environ.get(var, "").strip()
+
+
+def key_problem(var: str, key: str) -> str | None:
+    """What makes ``env_key(var)`` no usable key: unset, or a control character inside it
+    (two keys pasted into one variable), which no call could carry."""
+    if not key:
+        return f"environment variable {var} (api_key_env) is not set"
+    if any(ord(c) < 32 or ord(c) == 127 for c in key):
+        return (f"environment variable {var} (api_key_env) holds a line break or another "
+                "control character: not one key")
+    return None
+
+
 def classify(exc: BaseException, litellm: Any, redact: str | None = None) -> BackendError:
     """Map a litellm/httpx/openai failure to a transient or a permanent backend error: one
     line, without the traceback litellm puts in some messages."""
@@ -137,9 +155,10 @@ class LitellmBackend(Backend):
         self.api_base = spec.api_base
         self.api_key_env = spec.api_key_env
         self.options = dict(spec.options)
-        if self.api_key_env and not os.environ.get(self.api_key_env):
-            raise TTSGraphError(f"model {spec.model!r}: environment variable "
-                                f"{self.api_key_env} (api_key_env) is not set")
+        if self.api_key_env:
+            problem = key_problem(self.api_key_env, env_key(self.api_key_env))
+            if problem is not None:
+                raise TTSGraphError(f"model {spec.model!r}: {problem}")
         bad = sorted(set(self.options) & RESERVED)
         if bad:
             raise TTSGraphError(f"model {spec.model!r}: options may not set {bad}; use the "
@@ -184,11 +203,11 @@ class LitellmBackend(Backend):
         self._provider = provider
 
     def _api_key(self) -> str | None:
-        if self.api_key_env:
-            key = os.environ.get(self.api_key_env)
-            if not key:
-                raise BackendError(f"environment variable {self.api_key_env} (api_key_env of "
-                                   f"model {self.model!r}) is not set")
+        if self.api_key_env:  # read at each call, as litellm does: it may have changed
+            key = env_key(self.api_key_env)
+            problem = key_problem(self.api_key_env, key)
+            if problem is not None:
+                raise BackendError(f"model {self.model!r}: {problem}")
             return key
         if self.api_base and self._provider == "openai" and not os.environ.get("OPENAI_API_KEY"):
             return "no-key"  # the OpenAI client insists on one; local servers ignore it

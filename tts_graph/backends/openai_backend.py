@@ -10,7 +10,8 @@ call over one pooled connection set per model (and event loop), with stdlib JSON
   an http(s) URL with a host (else a configuration error), a query it carries kept after
   the route; redirects are reported with where they point, not followed. The key comes
   from the environment variable named by ``api_key_env`` (its ends trimmed) and never
-  appears in the identity (cache keys), results, traces, logs or error messages.
+  appears in the identity (cache keys), results, traces, logs or error messages (neither
+  raw, JSON-escaped nor URL-encoded, as a server may echo it).
 - ``n`` is sent natively. A server that answers with fewer choices than asked (llama.cpp's
   ignores ``n``) gets the missing samples as further calls with seeds ``seed + i``, and from
   then on the binding splits samples itself (``splits_samples``), as with litellm.
@@ -20,7 +21,12 @@ call over one pooled connection set per model (and event loop), with stdlib JSON
   trusted.
 - Streams are read as SSE says (CRLF, LF or CR line ends; an event's data over several
   lines); an error event, or a finish_reason "error"/"abort", fails the call rather than
-  passing the text so far. A body or a stream is held to ``MAX_RESPONSE_BYTES``.
+  passing the text so far. A request that did not ask for a stream and gets one anyway (a
+  proxy's doing) is read the same way. A body or a stream is held to ``MAX_RESPONSE_BYTES``.
+- The node's ``max_tokens`` goes in ``max_tokens``; a model that refuses that field with a
+  400 naming ``max_completion_tokens`` (OpenAI's reasoning models, Azure deployments of
+  them) is asked again with that field, and from then on only with it. A refused
+  temperature is the user's to change (the error line says to what), never dropped.
 - Retries, timeouts, limits and the cache are the model binding's (the aiohttp timeout is a
   backstop set a little after ``timeout_s``, so a hang is reported once, by the binding):
   failures map to
@@ -31,7 +37,8 @@ call over one pooled connection set per model (and event loop), with stdlib JSON
 - Cost: a ``price`` declared on the model entry, else litellm's bundled cost map, read from
   its JSON file once per process (``pricing``; litellm itself is not imported).
 - ``options``: ``chat`` (false: ``/v1/completions`` with a few-shot prompt), ``preamble``
-  (that prompt's examples); anything else is sent as an extra field of the request body
+  (that prompt's examples), ``max_tokens_field`` (``max_completion_tokens``: that field from
+  the first call); anything else is sent as an extra field of the request body
   (``top_k``, ``min_p``, ``repetition_penalty``, ...).
 """
 
@@ -41,9 +48,9 @@ import asyncio
 import email.utils
 import hashlib
 import json
-import os
 import re
 import time
+import urllib.parse
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -59,7 +66,9 @@ from .litellm_backend import (  # plain functions: litellm is not imported
     FAILED_FINISH,
     _split_usage,
     _usage_counts,
+    env_key,
     estimate_text_tokens,
+    key_problem,
 )
 from .pricing import cost_map, mapped_price
 
@@ -67,9 +76,13 @@ __all__ = ["OpenAIBackend", "cost_map", "mapped_price"]
 
 DEFAULT_API_BASE = "https://api.openai.com/v1"
 #: request fields this backend sets itself; ``options`` may not override them
-RESERVED = {"model", "messages", "prompt", "n", "seed", "max_tokens", "temperature", "top_p",
-            "stop", "stream", "stream_options", "api_key", "api_base", "timeout"}
-OWN_OPTIONS = {"chat", "preamble"}
+RESERVED = {"model", "messages", "prompt", "n", "seed", "max_tokens", "max_completion_tokens",
+            "temperature", "top_p", "stop", "stream", "stream_options", "api_key", "api_base",
+            "timeout"}
+OWN_OPTIONS = {"chat", "preamble", "max_tokens_field"}
+#: the request fields that may carry the node's max_tokens: OpenAI's reasoning models (o1,
+#: o3, o4-mini, gpt-5, and Azure deployments of them under any name) refuse the first
+TOKENS_FIELDS = ("max_tokens", "max_completion_tokens")
 TRANSIENT_STATUS = {408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529}
 #: a call never waits longer than this when the model entry sets no timeout_s
 DEFAULT_TIMEOUT_S = 600.0
@@ -82,6 +95,8 @@ ERROR_BODY_BYTES = 64 << 10
 PENDING_EVENT_BYTES = 1 << 20
 #: the line ends of an event stream: CRLF, LF or a lone CR
 _LINE_END = re.compile(rb"\r\n|\r|\n")
+#: the value in a refusal's "Only the default (1) value is supported"
+_DEFAULT_VALUE = re.compile(r"default \((-?[0-9.]+)\)")
 
 
 def _retry_after(headers: Any) -> float | None:
@@ -122,18 +137,53 @@ def config_problem(spec: ModelSpec) -> tuple[str, str] | None:
     chat = spec.options.get("chat", True)
     if not isinstance(chat, bool):
         return "options.chat", f"must be true or false, not {chat!r}"
+    field = spec.options.get("max_tokens_field", TOKENS_FIELDS[0])
+    if field not in TOKENS_FIELDS:
+        return "options.max_tokens_field", (f"must be {TOKENS_FIELDS[0]} or {TOKENS_FIELDS[1]}, "
+                                            f"not {field!r}")
     return None
+
+
+def _error_object(body: bytes) -> dict[str, Any]:
+    """The ``error`` object of an OpenAI-style error body ({} if none)."""
+    try:
+        err = json.loads(body).get("error")
+    except (ValueError, AttributeError, RecursionError):
+        return {}
+    return err if isinstance(err, dict) else {}
 
 
 def _error_code(body: bytes) -> str:
     """``error.code`` and ``error.type`` of an OpenAI-style error body, joined ("" if none)."""
-    try:
-        err = json.loads(body).get("error")
-    except (ValueError, AttributeError, RecursionError):
-        return ""
-    if not isinstance(err, dict):
-        return ""
+    err = _error_object(body)
     return " ".join(str(err[k]) for k in ("code", "type") if isinstance(err.get(k), str))
+
+
+def _refuses_max_tokens(body: bytes) -> bool:
+    """A 400 of a model that takes ``max_completion_tokens`` only (OpenAI's reasoning models):
+    ``error.param`` "max_tokens", or a message that names the field to use instead."""
+    err = _error_object(body)
+    message = str(err.get("message") or body[:1000].decode("utf-8", "replace"))
+    if "max_completion_tokens" in message:
+        return True
+    # "max_tokens is too large" names the same param: the value is refused, not the field
+    return err.get("param") == "max_tokens" and (
+        err.get("code") == "unsupported_parameter" or "supported with" in message)
+
+
+def _refusal_hint(body: bytes) -> str:
+    """What to change in the graph for a 400 about a sampling field the model does not take
+    (reasoning models take only their default temperature): "" when there is nothing to say.
+    The field is not dropped or changed here: that would run another experiment."""
+    err = _error_object(body)
+    if err.get("param") != "temperature":
+        return ""
+    message = str(err.get("message"))
+    if "default" in message:  # OpenAI's: "Only the default (1) value is supported."
+        default = _DEFAULT_VALUE.search(message)
+        return (" (the model accepts only its default temperature: set temperature: "
+                f"{default[1] if default else 1} on the node, or in the graph's defaults)")
+    return " (set a temperature the model accepts on the node, or in the graph's defaults)"
 
 
 def _server_message(body: bytes) -> str:
@@ -150,11 +200,32 @@ def _server_message(body: bytes) -> str:
 
 
 class _Refused(BackendError):
-    """A request the server refused as such (an HTTP status that retrying cannot help)."""
+    """A request the server refused as such (an HTTP status that retrying cannot help);
+    ``max_tokens``: refused for that field (ask again with ``max_completion_tokens``)."""
 
-    def __init__(self, error: BackendError, status: int) -> None:
+    def __init__(self, error: BackendError, status: int, *, max_tokens: bool = False) -> None:
         super().__init__(str(error))
         self.status = status
+        self.max_tokens = max_tokens
+
+
+class _NotJSON(TransientBackendError):
+    """A 200 whose body is no JSON (an event stream, perhaps: see ``_post``)."""
+
+
+def _key_forms(key: str) -> tuple[str, ...]:
+    """``key`` as a server may echo it: raw, JSON-escaped (with and without "/" escaped, as
+    PHP's json_encode does), URL-encoded; the longest first, each once."""
+    quoted = json.dumps(key)[1:-1]
+    forms = {key, quoted, quoted.replace("/", "\\/"), json.dumps(key, ensure_ascii=False)[1:-1],
+             urllib.parse.quote(key, safe=""), urllib.parse.quote(key),
+             urllib.parse.quote_plus(key)}
+    return tuple(sorted(forms, key=len, reverse=True))
+
+
+async def _once(data: bytes) -> AsyncIterator[bytes]:
+    """A body already read, as the chunks of one (for the event stream reader)."""
+    yield data
 
 
 class OpenAIBackend(Backend):
@@ -189,16 +260,14 @@ class OpenAIBackend(Backend):
         self.url = f"{base.rstrip('/')}/{route}{sep}{query}"
         self._key: str | None = None
         if spec.api_key_env:
-            # a key kept in a file or a secret mount often ends in a line break, which no
-            # header may carry (aiohttp raised ValueError on every call): ends trimmed
-            self._key = os.environ.get(spec.api_key_env, "").strip()
-            if not self._key:
-                raise TTSGraphError(f"model {spec.model!r}: environment variable "
-                                    f"{spec.api_key_env} (api_key_env) is not set")
-            if any(ord(c) < 32 or ord(c) == 127 for c in self._key):
-                raise TTSGraphError(f"model {spec.model!r}: environment variable "
-                                    f"{spec.api_key_env} (api_key_env) holds a line break or "
-                                    "another control character: not one key")
+            # ends trimmed: a key kept in a file or a secret mount often ends in a line break,
+            # which no header may carry (aiohttp raised ValueError on every call)
+            self._key = env_key(spec.api_key_env)
+            problem = key_problem(spec.api_key_env, self._key)
+            if problem is not None:
+                raise TTSGraphError(f"model {spec.model!r}: {problem}")
+        #: the forms of the key a server's bytes may hold, each redacted (``_scrub``)
+        self._key_forms = _key_forms(self._key) if self._key else ()
         self._headers = {"Content-Type": "application/json"}
         if self._key:
             self._headers["Authorization"] = f"Bearer {self._key}"
@@ -211,6 +280,9 @@ class OpenAIBackend(Backend):
         self._timeout = aiohttp.ClientTimeout(
             total=DEFAULT_TIMEOUT_S if spec.timeout_s is None else client_timeout_s(spec.timeout_s))
         self._native_n = True
+        #: the field the node's max_tokens goes in: ``max_completion_tokens`` when chosen, or
+        #: once the server refused ``max_tokens`` (then the only field it is asked with)
+        self._tokens_field = str(options.get("max_tokens_field", TOKENS_FIELDS[0]))
         #: ask a stream for its usage (``stream_options``); false once a server refused it
         self._stream_usage = True
         # one pooled session per event loop (aiohttp's connections belong to one loop);
@@ -268,8 +340,8 @@ class OpenAIBackend(Backend):
             body["messages"] = [m.to_dict() for m in request.messages]
         else:
             body["prompt"] = self._prompt(request.messages, self.preamble)
-        body.update(max_tokens=request.max_tokens, temperature=request.temperature,
-                    top_p=request.top_p, seed=seed)
+        body[self._tokens_field] = request.max_tokens
+        body.update(temperature=request.temperature, top_p=request.top_p, seed=seed)
         if n > 1:
             body["n"] = n
         stop = [*self.extra_stop, *request.stop]
@@ -279,18 +351,25 @@ class OpenAIBackend(Backend):
         return body
 
     def _redact(self, data: bytes) -> bytes:
-        """A server's bytes without the key (one that echoes the request's headers), before
-        they are cut for a message."""
-        return data.replace(self._key.encode(), b"***") if self._key else data
+        """A server's bytes without the key in any of its forms (one that echoes the
+        request's headers), before they are cut for a message."""
+        for form in self._key_forms:
+            data = data.replace(form.encode(), b"***")
+        return data
+
+    def _scrub(self, text: str) -> str:
+        """``text`` without the key in any of its forms."""
+        for form in self._key_forms:
+            text = text.replace(form, "***")
+        return text
 
     def _fail(self, cause: str, *, kind: str | None = "server",
               retry_after: float | None = None) -> BackendError:
         """One line naming the model and the cause; the key never in it (redacted before
-        the line is cut, so no part of it is left at the cut)."""
-        text = " ".join(f"model {self.model!r} at {self.api_base}: {cause}".split())
-        if self._key:
-            text = text.replace(self._key, "***")
-        text = text[:500]
+        the line is cut, so no part of it is left at the cut, and before its spaces are
+        joined, and after, in case the joining made one)."""
+        text = self._scrub(f"model {self.model!r} at {self.api_base}: {cause}")
+        text = self._scrub(" ".join(text.split()))[:500]
         if kind is None:
             return BackendError(text)
         return TransientBackendError(text, kind=kind, retry_after=retry_after)
@@ -317,6 +396,12 @@ class OpenAIBackend(Backend):
                               "api_base to the address it points to", kind=None)
         if status in (404, 405):
             message = f"{message} (POST {self.url}: is api_base the server's /v1 address?)"
+        if status == 400:
+            refused = _refuses_max_tokens(body)
+            if not refused:
+                message += _refusal_hint(body)
+            return _Refused(self._fail(f"HTTP {status}: {message}", kind=None), status,
+                            max_tokens=refused)
         return _Refused(self._fail(f"HTTP {status}: {message}", kind=None), status)
 
     def _transport_error(self, exc: BaseException) -> BackendError:
@@ -350,13 +435,13 @@ class OpenAIBackend(Backend):
                                  kind="malformed")
         return bytes(raw)
 
-    async def _lines(self, resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+    async def _lines(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         """The lines of an event stream, ended by CRLF, LF or CR (all three are SSE's), the
         whole stream held to ``MAX_RESPONSE_BYTES``."""
         buf = b""
         total = 0
         cr = False  # the last piece ended with CR: an LF starting the next one ends nothing
-        async for data in resp.content.iter_any():
+        async for data in chunks:
             total += len(data)
             if total > MAX_RESPONSE_BYTES:
                 raise self._fail(f"stream over {MAX_RESPONSE_BYTES >> 20} MiB",
@@ -370,30 +455,51 @@ class OpenAIBackend(Backend):
         if buf:
             yield buf
 
+    def _adapt(self, body: dict[str, Any], error: BaseException) -> bool:
+        """Whether ``body`` now is what the server's refusal asks for, to be sent again:
+        ``max_tokens`` as ``max_completion_tokens``, the field of this model's requests from
+        now on (no refused round trip per call)."""
+        if isinstance(error, _Refused) and error.max_tokens and "max_tokens" in body:
+            body["max_completion_tokens"] = body.pop("max_tokens")
+            self._tokens_field = "max_completion_tokens"
+            return True
+        return False
+
     async def _post(self, body: dict[str, Any]) -> dict[str, Any]:
         session = await self._session()
-        data = json.dumps(body).encode()
+        while True:
+            data = json.dumps(body).encode()
+            try:
+                async with session.post(self.url, data=data, headers=self._headers,
+                                        allow_redirects=False) as resp:
+                    status, headers = resp.status, resp.headers
+                    raw = await self._read(resp, None if status == 200 else ERROR_BODY_BYTES)
+            except asyncio.CancelledError:
+                raise
+            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                raise self._transport_error(exc) from None
+            if status == 200:
+                break
+            error = self._status_error(status, headers, raw)
+            if not self._adapt(body, error):
+                raise error
         try:
-            async with session.post(self.url, data=data, headers=self._headers,
-                                    allow_redirects=False) as resp:
-                status, headers = resp.status, resp.headers
-                raw = await self._read(resp, None if status == 200 else ERROR_BODY_BYTES)
-        except asyncio.CancelledError:
-            raise
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise self._transport_error(exc) from None
-        if status != 200:
-            raise self._status_error(status, headers, raw)
-        return self._parse(raw)
+            return self._parse(raw)
+        except _NotJSON:
+            if not (headers.get("Content-Type", "").startswith("text/event-stream")
+                    or raw.lstrip().startswith((b"data:", b"event:"))):
+                raise
+        # a server (or a proxy) that streams whether asked or not: read as a stream is
+        return self._whole(await self._events(_once(raw), body.get("n", 1), None))
 
     def _parse(self, raw: bytes) -> dict[str, Any]:
         """The JSON object of a 200 response's body."""
         try:
             out = json.loads(raw)
         except (ValueError, RecursionError):  # not JSON; nested past the parser's depth
-            raise self._fail(f"response is not JSON ({len(raw)} bytes: "
-                             f"{self._redact(raw)[:80].decode('utf-8', 'replace')!r})",
-                             kind="malformed") from None
+            error = self._fail(f"response is not JSON ({len(raw)} bytes: "
+                               f"{self._redact(raw)[:80].decode('utf-8', 'replace')!r})")
+            raise _NotJSON(str(error), kind="malformed") from None
         if not isinstance(out, dict):
             raise self._fail("response is not a JSON object", kind="malformed")
         return out
@@ -404,9 +510,7 @@ class OpenAIBackend(Backend):
         err = out.get("error")
         if not err or out.get("choices"):
             return None
-        message = str((err.get("message") if isinstance(err, dict) else err) or err)
-        if self._key:
-            message = message.replace(self._key, "***")
+        message = self._scrub(str((err.get("message") if isinstance(err, dict) else err) or err))
         return self._fail(f"error in a 200 response: {message[:200]}")
 
     def _content(self, value: Any) -> str:
@@ -491,28 +595,26 @@ class OpenAIBackend(Backend):
         body["stream"] = True
         if self._stream_usage:
             body["stream_options"] = {"include_usage": True}
+        while True:  # each pass that asks again has taken a field out: at most three
             try:
-                return await self._stream(body, request, on_text)
+                out = await self._stream(body, request, on_text)
             except _Refused as exc:
-                if exc.status not in (400, 422):
+                if self._adapt(body, exc):
+                    continue
+                if "stream_options" not in body or exc.status not in (400, 422):
                     raise
-            # servers that refuse fields they do not know (Mistral's 422, older Azure API
-            # versions' 400) refuse stream_options: when the same stream without it is
-            # answered, this server is not asked for it again (usage is then estimated)
-            del body["stream_options"]
-            out = await self._stream(body, request, on_text)
-            self._stream_usage = False
+                # servers that refuse fields they do not know (Mistral's 422, older Azure API
+                # versions' 400) refuse stream_options: when the same stream without it is
+                # answered, this server is not asked for it again (usage is then estimated)
+                del body["stream_options"]
+                continue
+            if self._stream_usage and "stream_options" not in body:
+                self._stream_usage = False
             return out
-        return await self._stream(body, request, on_text)
 
     async def _stream(self, body: dict[str, Any], request: GenerationRequest,
                       on_text: TextSink) -> list[Completion]:
         session = await self._session()
-        pieces: list[str] = []
-        usage: Any = None
-        reason: str | None = None
-        event = pending = b""
-        done = choices = False
         try:
             async with session.post(self.url, data=json.dumps(body).encode(),
                                     headers=self._headers, allow_redirects=False) as resp:
@@ -524,85 +626,114 @@ class OpenAIBackend(Backend):
                     (whole,) = self._completions(self._parse(await self._read(resp)), request, 1)
                     on_text(whole.text)
                     return [whole]
-                async for line in self._lines(resp):
-                    if line.startswith(b"event:"):
-                        event = line[6:].strip()
-                        continue
-                    if not line.startswith(b"data:"):
-                        if not line.strip():
-                            event = b""  # a blank line ends an event
-                            if pending:  # its data lines never made one JSON value
-                                raise self._fail("malformed stream event "
-                                                 f"{self._redact(pending)[:80]!r}",
-                                                 kind="malformed")
-                        continue  # comments, keep-alives, other fields
-                    payload = line[5:].strip()
-                    if payload == b"[DONE]" and not pending:
-                        done = True
-                        break
-                    if pending:  # an event's data may span lines, joined by LF
-                        payload = pending + b"\n" + payload
-                    try:
-                        chunk = json.loads(payload)
-                    except (ValueError, RecursionError):
-                        # the rest of it may be on the next data line; a server that puts
-                        # no blank line between events is still read event by event
-                        if len(payload) > PENDING_EVENT_BYTES:  # each try reads it all
-                            raise self._fail("malformed stream event "
-                                             f"{self._redact(payload)[:80]!r}",
-                                             kind="malformed") from None
-                        pending = payload
-                        continue
-                    pending = b""
-                    try:
-                        if not isinstance(chunk, dict):
-                            raise ValueError("not an object")
-                        if event == b"error" and "error" not in chunk:
-                            chunk = {"error": chunk}
-                        failure = self._error_in(chunk)
-                        if failure is not None:  # the text so far is not an answer
-                            raise failure
-                        if isinstance(chunk.get("usage"), dict):
-                            usage = chunk["usage"]
-                        for choice in chunk.get("choices") or ():
-                            if choice.get("index") not in (0, None):
-                                continue  # one sample asked: another choice is not part of it
-                            choices = True
-                            delta = self._content((choice.get("delta") or {}).get("content")
-                                                  if self.chat else choice.get("text"))
-                            if delta:
-                                pieces.append(delta)
-                                on_text(delta)
-                            if choice.get("finish_reason"):
-                                reason = str(choice["finish_reason"])
-                                if reason in FAILED_FINISH:
-                                    raise self._fail("the server ended the stream with "
-                                                     f"finish_reason {reason!r}")
-                    except (ValueError, AttributeError, TypeError, RecursionError):
-                        raise self._fail("malformed stream event "
-                                         f"{self._redact(payload)[:80]!r}",
-                                         kind="malformed") from None
+                pieces, reasons, usage = await self._events(resp.content.iter_any(), 1,
+                                                            on_text)
         except (asyncio.CancelledError, BackendError):
             raise
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise self._transport_error(exc) from None
-        if pending:
-            raise self._fail(f"malformed stream event {self._redact(pending)[:80]!r}",
-                             kind="malformed")
-        if not done and reason is None:
-            raise self._fail("stream ended before its last event", kind="malformed")
-        if not choices:
-            raise self._fail("stream without choices", kind="malformed")
-        if not pieces and reason is None:
-            raise self._fail("stream ended without text or a finish_reason", kind="malformed")
-        text = "".join(pieces)
+        text = "".join(pieces[0])
         prompt, completion = _usage_counts(usage, [text])
         if prompt is None:  # a server that sends no usable usage in streams: estimates
             prompt = self.count_tokens(request.messages)
         if completion is None:
-            completion = len(pieces)  # about one token per event
+            completion = len(pieces[0])  # about one token per event
         return [Completion(text=text, prompt_tokens=prompt, completion_tokens=completion,
-                           finish_reason=reason or "stop")]
+                           finish_reason=reasons.get(0) or "stop")]
+
+    async def _events(self, chunks: AsyncIterator[bytes], n: int, on_text: TextSink | None
+                      ) -> tuple[dict[int, list[str]], dict[int, str], Any]:
+        """An event stream's answers: the text pieces and the finish_reason of each choice
+        with an index below ``n`` (one without an index is choice 0; choice 0's pieces go to
+        ``on_text`` as they come), and the stream's usage (None if it sent none). A stream
+        that fails, or ends before its answers do, raises."""
+        pieces: dict[int, list[str]] = {}
+        reasons: dict[int, str] = {}
+        usage: Any = None
+        event = pending = payload = b""
+        done = False
+        async for line in self._lines(chunks):
+            if line.startswith(b"event:"):
+                event = line[6:].strip()
+                continue
+            if not line.startswith(b"data:"):
+                if not line.strip():
+                    event = b""  # a blank line ends an event
+                    if pending:  # its data lines never made one JSON value
+                        raise self._fail("malformed stream event "
+                                         f"{self._redact(pending)[:80]!r}", kind="malformed")
+                continue  # comments, keep-alives, other fields
+            payload = line[5:].strip()
+            if payload == b"[DONE]" and not pending:
+                done = True
+                break
+            if pending:  # an event's data may span lines, joined by LF
+                payload = pending + b"\n" + payload
+            try:
+                chunk = json.loads(payload)
+            except (ValueError, RecursionError):
+                # the rest of it may be on the next data line; a server that puts no blank
+                # line between events is still read event by event
+                if len(payload) > PENDING_EVENT_BYTES:  # each try reads it all
+                    raise self._fail("malformed stream event "
+                                     f"{self._redact(payload)[:80]!r}",
+                                     kind="malformed") from None
+                pending = payload
+                continue
+            pending = b""
+            try:
+                if not isinstance(chunk, dict):
+                    raise ValueError("not an object")
+                if event == b"error" and "error" not in chunk:
+                    chunk = {"error": chunk}
+                failure = self._error_in(chunk)
+                if failure is not None:  # the text so far is not an answer
+                    raise failure
+                if isinstance(chunk.get("usage"), dict):
+                    usage = chunk["usage"]
+                for choice in chunk.get("choices") or ():
+                    index = choice.get("index")
+                    if index is None:
+                        index = 0
+                    elif type(index) is not int or not 0 <= index < n:
+                        continue  # a choice not asked for is not part of the answers
+                    got = pieces.get(index)
+                    if got is None:
+                        got = pieces[index] = []
+                    delta = self._content((choice.get("delta") or {}).get("content")
+                                          if self.chat else choice.get("text"))
+                    if delta:
+                        got.append(delta)
+                        if index == 0 and on_text is not None:
+                            on_text(delta)
+                    if choice.get("finish_reason"):
+                        reason = reasons[index] = str(choice["finish_reason"])
+                        if reason in FAILED_FINISH:
+                            raise self._fail("the server ended the stream with "
+                                             f"finish_reason {reason!r}")
+            except (ValueError, AttributeError, TypeError, RecursionError):
+                raise self._fail(f"malformed stream event {self._redact(payload)[:80]!r}",
+                                 kind="malformed") from None
+        if pending:
+            raise self._fail(f"malformed stream event {self._redact(pending)[:80]!r}",
+                             kind="malformed")
+        if not done and (not reasons or len(reasons) < len(pieces)):
+            raise self._fail("stream ended before its last event", kind="malformed")
+        if not pieces:
+            raise self._fail("stream without choices", kind="malformed")
+        if any(not got and i not in reasons for i, got in pieces.items()):
+            raise self._fail("stream ended without text or a finish_reason", kind="malformed")
+        return pieces, reasons, usage
+
+    def _whole(self, streamed: tuple[dict[int, list[str]], dict[int, str], Any]
+               ) -> dict[str, Any]:
+        """A stream's answers as the response a request that did not stream gets."""
+        pieces, reasons, usage = streamed
+        field = "message" if self.chat else "text"
+        choices = [{"index": i, "finish_reason": reasons.get(i),
+                    field: {"role": "assistant", "content": "".join(got)} if self.chat
+                    else "".join(got)} for i, got in sorted(pieces.items())]
+        return {"choices": choices, "usage": usage}
 
 
 def create_openai_backend(spec: ModelSpec) -> OpenAIBackend:
