@@ -21,6 +21,7 @@ its /stats.
     .venv/bin/python benchmarks/throughput.py --layers         # backend vs binding vs executor
     .venv/bin/python benchmarks/throughput.py --layers --gc-log  # and each run's time in GC
     .venv/bin/python benchmarks/throughput.py --overhead       # tts-graph's own CPU, no HTTP
+    .venv/bin/python benchmarks/throughput.py --sync --latency-ms 0  # blocking Graph.run
 
 Part 4 (``--eval-scoring math|code``, instead of the others): what eval workers are for, a
 per-question cost that is CPU in the worker: the math scorer (math-verify/sympy, ~12 ms a
@@ -39,6 +40,11 @@ executor (``Executor.arun_many``: role, budget, records). litellm is not importe
 it is not in an eval process with ``backend: openai`` (its module graph makes every full
 garbage collection slower). With ``--gc-freeze`` the objects alive after set-up are moved
 out of the collector's reach first (``gc.freeze()``, as ``tts-graph eval`` does).
+
+Part 5 (``--sync``, instead of the others): blocking ``Graph.run``, one query after another,
+as a script calls it: on the process's shared loop (``tts_graph.blocking``), against
+``asyncio.run`` per query (a new loop, aiohttp session and connection each: what it did
+before) and ``arun`` in one loop (the floor); time and connections opened a query.
 
 Part 4 (``--overhead``, no server): tts-graph's own client CPU a call, without HTTP, whose
 cost and the server's share of two shared cores make parts 1 and 3 noisy. The backend is an
@@ -69,7 +75,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 from _common import ROOT, print_header, table
 
-from tts_graph import Executor, loads_graph
+from tts_graph import Executor, Graph, loads_graph
 from tts_graph.backends.base import Backend, GenerationRequest, ModelInfo
 from tts_graph.backends.litellm_backend import import_litellm
 from tts_graph.evaluate.runner import YOUNG_THRESHOLD, freeze_setup
@@ -364,6 +370,49 @@ async def overhead_part(a: argparse.Namespace) -> None:
           f"(--gc-freeze): {'yes' if a.gc_freeze else 'no'}")
 
 
+def sync_part(a: argparse.Namespace, url: str) -> None:
+    """Blocking ``Graph.run`` one query after another: on the process's shared loop (what it
+    does), against ``asyncio.run`` per query (what it did before: a new loop, session and
+    connection each) and ``arun`` in one loop of the caller's (the floor)."""
+    graph = Graph(loads_graph(graph_text("openai", url)))
+    graph.run("warm-up")
+    n = a.sync_queries
+
+    def each_run(qs: list[str]) -> None:
+        for q in qs:
+            assert asyncio.run(graph.arun(q)).status == "ok"
+
+    def shared(qs: list[str]) -> None:
+        for q in qs:
+            assert graph.run(q).status == "ok"
+
+    def one_loop(qs: list[str]) -> None:
+        async def go() -> None:
+            for q in qs:
+                assert (await graph.arun(q)).status == "ok"
+
+        asyncio.run(go())
+
+    sides = (("asyncio.run a query (before)", each_run), ("Graph.run (shared loop)", shared),
+             ("arun in one loop (floor)", one_loop))
+    best: dict[str, tuple[float, float, int]] = {}
+    for rep in range(a.repeats):  # alternating; each side's fastest run is kept
+        for label, run in sides:
+            s0, c0, t0 = fault_stats(url, keys=False), time.process_time(), time.perf_counter()
+            run(questions(f"sync{rep}{label[:4]}", n))
+            wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+            conns = fault_stats(url, keys=False)["connections"] - s0["connections"]
+            if label not in best or wall < best[label][0]:
+                best[label] = (wall, cpu, conns)
+    graph.close()
+    rows = [[label, n, f"{best[label][0] / n * 1e3:.2f}", f"{best[label][1] / n * 1e3:.2f}",
+             best[label][2]] for label, _ in sides]
+    print(table(["blocking calls", "queries", "ms a query", "client CPU ms a query",
+                 "connections opened"], rows))
+    print(f"\none query at a time; latency {a.latency_ms:g} ms; fastest of {a.repeats} "
+          "alternating runs per side")
+
+
 def eval_part(a: argparse.Namespace, url: str) -> None:
     """``tts-graph eval`` as a whole process: litellm (1 process), openai (1, 2, 4 workers)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
@@ -618,6 +667,10 @@ def main() -> None:
                    help="the garbage collector set up after set-up and warm-up as tts-graph "
                         "eval sets it: gc.freeze(), young collections every "
                         f"{YOUNG_THRESHOLD:,} allocations")
+    p.add_argument("--sync", action="store_true",
+                   help="blocking Graph.run, one query at a time: the shared loop vs "
+                   "asyncio.run a query vs one loop (instead of the tables)")
+    p.add_argument("--sync-queries", type=int, default=300)
     p.add_argument("--gc-log", action="store_true",
                    help="--layers: print each run's time in the garbage collector (gc.callbacks)")
     a = p.parse_args()
@@ -629,7 +682,7 @@ def main() -> None:
     if a.quick:
         a.levels, a.rounds, a.min_calls, a.max_calls, a.repeats = [1, 8], 2, 20, 40, 1
         a.eval_questions, a.eval_concurrency, a.workers = 40, 8, [1, 2]
-        a.eval_repeats, a.burn_loops = 1, 100_000
+        a.eval_repeats, a.burn_loops, a.sync_queries = 1, 100_000, 20
     if a.overhead:
         print_header(f"Client CPU a call, in-process {a.latency_ms:g} ms backend")
         asyncio.run(overhead_part(a))
@@ -638,6 +691,9 @@ def main() -> None:
     with spawn_fault_server(FaultConfig(latency_ms=a.latency_ms)) as url:
         if a.layers:
             asyncio.run(layers_part(a, url))
+            return
+        if a.sync:
+            sync_part(a, url)
             return
         if a.eval_scoring:
             scoring_part(a, url)

@@ -81,3 +81,19 @@ def test_quick_overhead_mode_times_tts_graphs_own_cpu_without_a_server() -> None
     assert all(cell.strip().lstrip("-").isdigit() for row in rows
                for cell in row.strip("|").split("|")), rows
     assert "no HTTP, no server" in out
+
+
+def test_quick_sync_mode_compares_blocking_runs() -> None:
+    proc = subprocess.run([sys.executable, "benchmarks/throughput.py", "--quick", "--sync",
+                           "--latency-ms", "0"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    assert "| blocking calls | queries | ms a query |" in out
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.strip("|").split("|")]
+            for line in out.splitlines() if line.startswith("| ") and "(" in line}
+    assert set(rows) == {"asyncio.run a query (before)", "Graph.run (shared loop)",
+                         "arun in one loop (floor)"}, out
+    # connections opened are counted by the server, not timed: a new one per asyncio.run
+    assert rows["asyncio.run a query (before)"][4] == "20"
+    assert rows["Graph.run (shared loop)"][4] in ("0", "1")
