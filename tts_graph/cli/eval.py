@@ -104,16 +104,17 @@ def eval_(
             raise _fail([str(exc)]) from None
         plan.executor = _traced(plan.executor, trace, plan.graph)
         try:
-            if workers > 1 or storage is not None:
-                summary, unrun = _run_eval_workers(plan, workers, concurrency, quiet=as_json,
-                                                   cache=cache, use_cache=not no_cache,
-                                                   trace=trace, storage=storage)
-                left += unrun
-            else:
-                summary = _run_eval(plan, concurrency, quiet=as_json)
-        except KeyboardInterrupt:  # Ctrl-C: every finished question is stored already
+            with _sigterm_interrupts():
+                if workers > 1 or storage is not None:
+                    summary, unrun = _run_eval_workers(
+                        plan, workers, concurrency, quiet=as_json, cache=cache,
+                        use_cache=not no_cache, trace=trace, storage=storage)
+                    left += unrun
+                else:
+                    summary = _run_eval(plan, concurrency, quiet=as_json)
+        except KeyboardInterrupt as exc:  # Ctrl-C: every finished question is stored already
             raise _fail([_interrupted(plan, [g for g, _ in targets[n + 1:] if g])],
-                        code=130) from None
+                        code=143 if isinstance(exc, _Terminated) else 130) from None
         summary.sandbox = plan.extra.get("sandbox")
         summaries.append(summary)
         infra += summary.infra_errors
@@ -166,6 +167,31 @@ def _check_outputs(graphs: list[Path], task: str | None, *, out: Path | None,
     if len(graphs) > 1 and twice:  # their run directories (OUT/STEM) would collide
         raise _fail([f"several graphs named {', '.join(twice)}: each graph's run directory "
                      "is named after its file; rename or copy one"])
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM while an eval runs: ended as a Ctrl-C is (workers stopped, one line saying
+    what is stored), with exit status 143 (128 + SIGTERM)."""
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts():  # type: ignore[no-untyped-def]
+    """SIGTERM (``kill``, ``timeout``, a job scheduler) interrupts the run like Ctrl-C: by
+    default it would end the eval at once, its workers left running on their own."""
+    import signal
+
+    def on_term(signum: int, frame: object) -> None:
+        raise _Terminated()
+
+    try:
+        before = signal.signal(signal.SIGTERM, on_term)
+    except ValueError:  # not the main thread (eval called in-process): left as it is
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 def _interrupted(plan, not_started: list[Path]) -> str:  # type: ignore[no-untyped-def]

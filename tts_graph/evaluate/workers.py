@@ -20,7 +20,9 @@ The claim protocol, in the results store (``claims`` and ``workers`` tables):
 - results are written, and their claims marked ``done``, in one transaction every
   ``FLUSH_S`` seconds (a result not yet written is run again by whoever takes it over);
 - a worker that finds nothing to claim waits while other workers hold claims (they may die)
-  and stops when none do.
+  and stops when none do;
+- a worker whose parent is gone (killed, or ended by a signal it could not handle) writes
+  what it finished and stops: it is not left running beside a later ``--resume``.
 
 Infrastructure errors are written unscored and not claimed again in this run; ``--resume``
 lists them as ``todo`` again, as it always has. The lease is ``TTS_GRAPH_EVAL_LEASE_S``
@@ -166,8 +168,11 @@ class ClaimBoard:
 
 
 async def work(plan: Any, board: Any, worker: str, concurrency: int,
-               on_row: Callable[[Row], None] | None = None) -> int:
-    """Claim, run, score and write questions until none are left; returns how many."""
+               on_row: Callable[[Row], None] | None = None, parent: int | None = None) -> int:
+    """Claim, run, score and write questions until none are left; returns how many.
+    ``parent``: the pid of the eval that started this worker; when it is gone the worker
+    writes what it finished and stops (the questions in flight are run again by
+    ``--resume``, or by another machine once their leases run out)."""
     executor, scorer = plan.executor, plan.task.scorer
     threaded = scorer.name == "code"
     by_id = {str(it.id): (i, it) for i, it in enumerate(plan.items)}
@@ -176,6 +181,7 @@ async def work(plan: Any, board: Any, worker: str, concurrency: int,
     queue: collections.deque[str] = collections.deque()
     finished: list[Row] = []
     ran = 0
+    orphaned = False
 
     def flush() -> None:
         if finished:
@@ -187,10 +193,15 @@ async def work(plan: Any, board: Any, worker: str, concurrency: int,
                     on_row(row)
 
     async def heartbeat() -> None:
+        nonlocal orphaned
         beat = time.monotonic()
         while True:
             await asyncio.sleep(FLUSH_S)
             flush()
+            if parent is not None and os.getppid() != parent:  # re-parented: it is gone
+                orphaned = True
+                slots.cancel()
+                return
             if time.monotonic() - beat >= lease / 3:
                 beat = time.monotonic()
                 board.renew(worker, lease)
@@ -216,9 +227,14 @@ async def work(plan: Any, board: Any, worker: str, concurrency: int,
             finished.append(to_row(idx, item, res, correct, detail))
             ran += 1
 
+    slots = asyncio.gather(*(slot() for _ in range(max(1, concurrency))))
     beat = asyncio.create_task(heartbeat())
     try:
-        await asyncio.gather(*(slot() for _ in range(max(1, concurrency))))
+        await slots
+    except asyncio.CancelledError:
+        if not orphaned:
+            raise
+        print(f"worker {worker}: its eval (pid {parent}) is gone: stopped", file=sys.stderr)
     finally:
         beat.cancel()
         flush()
@@ -235,14 +251,18 @@ def worker_main(argv: list[str] | None = None) -> int:
     p.add_argument("--trace", type=Path, default=None)
     p.add_argument("--storage-stdin", action="store_true",
                    help="read the run's postgresql:// URL from the first line of stdin")
+    p.add_argument("--parent", type=int, default=None,
+                   help="pid of the eval that started it: the worker stops when it is gone")
     a = p.parse_args(argv)
     storage = sys.stdin.readline().strip() if a.storage_stdin else None
     return run_worker(a.run_dir, a.worker, a.concurrency, cache=a.cache,
-                      use_cache=not a.no_cache, trace=a.trace, storage=storage)
+                      use_cache=not a.no_cache, trace=a.trace, storage=storage,
+                      parent=a.parent)
 
 
 def run_worker(run_dir: Path, worker: str, concurrency: int, *, cache: Path | None,
-               use_cache: bool, trace: Path | None, storage: str | None) -> int:
+               use_cache: bool, trace: Path | None, storage: str | None,
+               parent: int | None = None) -> int:
     """One worker on the run in ``run_dir``, to the end; its exit status."""
     from .session import plan_run
 
@@ -260,7 +280,7 @@ def run_worker(run_dir: Path, worker: str, concurrency: int, *, cache: Path | No
 
         async def main() -> int:
             try:
-                return await work(plan, board, worker, concurrency)
+                return await work(plan, board, worker, concurrency, parent=parent)
             finally:
                 await plan.executor.aclose()
 
@@ -339,11 +359,15 @@ def _fork_worker(errlog: Any, run_dir: Path, name: str, concurrency: int, *,
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError):  # closed or a broken pipe
             stream.flush()
+    parent = os.getpid()
     pid = os.fork()
     if pid:
         return _Forked(pid)
     code = 1
     try:
+        # the parent's handlers are its own (the eval turns SIGTERM into an interruption):
+        # a worker the parent terminates ends at once, as a spawned one does
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         null = os.open(os.devnull, os.O_RDWR)
         os.dup2(null, 0)
         os.dup2(null, 1)
@@ -354,7 +378,7 @@ def _fork_worker(errlog: Any, run_dir: Path, name: str, concurrency: int, *,
         sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115
         sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115
         code = run_worker(run_dir, name, concurrency, cache=cache, use_cache=use_cache,
-                          trace=trace, storage=None)
+                          trace=trace, storage=None, parent=parent)
     except BaseException:
         traceback.print_exc()
     finally:
@@ -366,6 +390,19 @@ def _fork_worker(errlog: Any, run_dir: Path, name: str, concurrency: int, *,
         finally:
             os._exit(code)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _stop(p: Any) -> None:
+    """End a worker that still runs: SIGTERM, then SIGKILL if it has not ended in 10 s."""
+    if p.poll() is not None:
+        return
+    p.terminate()
+    try:
+        p.wait(10)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(p.pid, signal.SIGKILL)
+        p.wait(10)
 
 
 @dataclass
@@ -432,7 +469,8 @@ def run_workers(plan: Any, n: int, concurrency: int, *, cache: Path | None, use_
                         trace=trace), errlog))
                     continue
                 cmd = [sys.executable, "-m", "tts_graph.evaluate.workers", str(run_dir),
-                       "--worker", name, "--concurrency", str(concurrency)]
+                       "--worker", name, "--concurrency", str(concurrency),
+                       "--parent", str(os.getpid())]
                 if not use_cache:
                     cmd.append("--no-cache")
                 elif cache is not None:
@@ -463,9 +501,7 @@ def run_workers(plan: Any, n: int, concurrency: int, *, cache: Path | None, use_
             report.progress = last
         finally:
             for _, p, _ in procs:
-                if p.poll() is None:
-                    p.terminate()
-                    p.wait(10)
+                _stop(p)
         sync()  # what the last workers wrote
         if storage:
             board.close()

@@ -1,0 +1,128 @@
+"""``tts-graph eval --workers N`` as a demanding user runs it: the eval killed or stopped
+mid-run, then ``--resume``; real CLI subprocesses against the loopback fault server."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from test_eval_workers import _graph
+
+from tts_graph.testing.fault_server import FaultConfig, serve_fault_server
+
+N = 300
+
+
+def _cli(*args: str, cwd: Path, env: dict[str, str] | None = None
+         ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "tts_graph", *args], cwd=cwd,
+                          env={**os.environ, **(env or {})}, capture_output=True, text=True,
+                          timeout=300, check=False)
+
+
+def _start(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "tts_graph", *args], cwd=cwd,
+                            env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _running_workers(run: Path, n: int, timeout: float = 120) -> list[int]:
+    """The pids of the run's ``n`` workers once each has finished a few questions."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        try:
+            with sqlite3.connect(run / "results.sqlite", timeout=30) as conn:
+                rows = conn.execute("SELECT pid, done FROM workers").fetchall()
+        except sqlite3.OperationalError:
+            continue  # not made yet
+        if len(rows) == n and all(d >= 2 for _, d in rows):
+            return [pid for pid, _ in rows]
+    raise AssertionError("the workers did not get going")
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie left to an init that does not reap is not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _gone(pids: list[int], timeout: float = 5) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not any(_alive(p) for p in pids):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def _rows(run: Path) -> list[tuple[str, str]]:
+    with sqlite3.connect(run / "results.sqlite", timeout=30) as conn:
+        return list(conn.execute("SELECT item_id, status FROM results ORDER BY idx"))
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    (tmp_path / "q.jsonl").write_text("".join(
+        json.dumps({"id": f"q{i}", "question": f"What is {i} + {i}?", "answer": str(2 * i)})
+        + "\n" for i in range(N)))
+    return tmp_path
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
+@pytest.mark.parametrize("start", ["fork", "spawn"])
+def test_workers_stop_when_the_eval_is_killed_and_resume_finishes_once(
+        workdir: Path, start: str) -> None:
+    env = {"TTS_GRAPH_EVAL_START": start}
+    with serve_fault_server(FaultConfig(latency_ms=200)) as url:
+        (workdir / "g.yaml").write_text(_graph(url))
+        proc = _start("eval", "g.yaml", "--task", "q.jsonl", "--out", "run", "--workers", "3",
+                      "--concurrency", "1", cwd=workdir, env=env)
+        try:
+            pids = _running_workers(workdir / "run", 3)
+        finally:
+            proc.kill()
+            proc.communicate(timeout=60)
+        # left running, they would go on beside the --resume below (and its workers of the
+        # same names), claiming and answering its questions
+        assert _gone(pids), "the workers of a killed eval are still running"
+        done = len(_rows(workdir / "run"))
+        assert 0 < done < N
+        again = _cli("eval", "--resume", "run", "--workers", "3", "--json", cwd=workdir)
+    assert again.returncode == 0, again.stderr
+    summary = json.loads(again.stdout)
+    assert summary["done"] == summary["scored"] == N
+    assert _rows(workdir / "run") == [(f"q{i}", "ok") for i in range(N)]
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
+def test_sigterm_stops_the_eval_and_its_workers_in_one_line(workdir: Path) -> None:
+    with serve_fault_server(FaultConfig(latency_ms=200)) as url:
+        (workdir / "g.yaml").write_text(_graph(url))
+        proc = _start("eval", "g.yaml", "--task", "q.jsonl", "--out", "run", "--workers", "3",
+                      "--concurrency", "1", cwd=workdir)
+        try:
+            pids = _running_workers(workdir / "run", 3)
+            proc.send_signal(signal.SIGTERM)
+            out, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+        assert _gone(pids)
+    assert proc.returncode == 143, err
+    lines = err.strip().splitlines()
+    done = len(_rows(workdir / "run"))
+    assert lines == [f"interrupted: {done} of {N} questions done and stored in run; continue "
+                     "with: tts-graph eval --resume run"]
+    assert out == ""
