@@ -126,3 +126,24 @@ def test_sigterm_stops_the_eval_and_its_workers_in_one_line(workdir: Path) -> No
     assert lines == [f"interrupted: {done} of {N} questions done and stored in run; continue "
                      "with: tts-graph eval --resume run"]
     assert out == ""
+
+
+def _code_task(path: Path, n: int = 4) -> None:
+    path.write_text("".join(json.dumps({
+        "task_id": f"H/{i}", "prompt": f'def f{i}(x):\n    """x plus {i}"""\n',
+        "test": f"def check(c):\n    assert c(1) == {1 + i}\n", "entry_point": f"f{i}"})
+        + "\n" for i in range(n)))
+
+
+@pytest.mark.parametrize("start", ["fork", "spawn"])
+def test_workers_get_the_evals_accept_weak_sandbox(workdir: Path, start: str) -> None:
+    # the guard mode, forced: the user accepted it for the eval, so for its workers too
+    env = {"TTS_GRAPH_EVAL_START": start, "TTS_GRAPH_SANDBOX_MODE": "guard"}
+    _code_task(workdir / "he.jsonl")
+    with serve_fault_server(FaultConfig()) as url:
+        (workdir / "g.yaml").write_text(_graph(url))
+        got = _cli("eval", "g.yaml", "--task", "he.jsonl", "--out", "run", "--workers", "2",
+                   "--accept-weak-sandbox", "--json", cwd=workdir, env=env)
+    assert got.returncode == 0, got.stderr
+    summary = json.loads(got.stdout)
+    assert summary["scored"] == 4 and summary["sandbox"] == "guard"

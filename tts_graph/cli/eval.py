@@ -108,7 +108,8 @@ def eval_(
                 if workers > 1 or storage is not None:
                     summary, unrun = _run_eval_workers(
                         plan, workers, concurrency, quiet=as_json, cache=cache,
-                        use_cache=not no_cache, trace=trace, storage=storage)
+                        use_cache=not no_cache, trace=trace, storage=storage,
+                        accept_weak_sandbox=accept_weak_sandbox)
                     left += unrun
                 else:
                     summary = _run_eval(plan, concurrency, quiet=as_json)
@@ -255,7 +256,7 @@ def _run_eval(plan, concurrency: int, quiet: bool):  # type: ignore[no-untyped-d
 
 def _run_eval_workers(plan, workers: int, concurrency: int, *, quiet: bool,  # type: ignore[no-untyped-def]
                       cache: Path | None, use_cache: bool, trace: Path | None,
-                      storage: str | None = None):
+                      storage: str | None = None, accept_weak_sandbox: bool = False):
     from ..evaluate.summary import summarize
     from ..evaluate.workers import run_workers
 
@@ -269,7 +270,8 @@ def _run_eval_workers(plan, workers: int, concurrency: int, *, quiet: bool,  # t
 
         try:
             report = run_workers(plan, workers, concurrency, cache=cache, use_cache=use_cache,
-                                 trace=trace, on_progress=on_progress, storage=storage)
+                                 trace=trace, on_progress=on_progress, storage=storage,
+                                 accept_weak_sandbox=accept_weak_sandbox)
         except TTSGraphError as exc:  # the database failed mid-run (checked before it)
             raise _fail([str(exc)], code=1) from None
     if len(report.problems) == report.started and not report.progress.get("workers"):

@@ -253,22 +253,25 @@ def worker_main(argv: list[str] | None = None) -> int:
                    help="read the run's postgresql:// URL from the first line of stdin")
     p.add_argument("--parent", type=int, default=None,
                    help="pid of the eval that started it: the worker stops when it is gone")
+    p.add_argument("--accept-weak-sandbox", action="store_true",
+                   help="the eval's --accept-weak-sandbox: the code scorer may run in guard mode")
     a = p.parse_args(argv)
     storage = sys.stdin.readline().strip() if a.storage_stdin else None
     return run_worker(a.run_dir, a.worker, a.concurrency, cache=a.cache,
                       use_cache=not a.no_cache, trace=a.trace, storage=storage,
-                      parent=a.parent)
+                      parent=a.parent, accept_weak_sandbox=a.accept_weak_sandbox)
 
 
 def run_worker(run_dir: Path, worker: str, concurrency: int, *, cache: Path | None,
                use_cache: bool, trace: Path | None, storage: str | None,
-               parent: int | None = None) -> int:
+               parent: int | None = None, accept_weak_sandbox: bool = False) -> int:
     """One worker on the run in ``run_dir``, to the end; its exit status."""
     from .session import plan_run
 
     try:
         plan = plan_run(graph_path=None, args=None, out=None, resume=run_dir,
-                        cache=cache, use_cache=use_cache)
+                        cache=cache, use_cache=use_cache,
+                        accept_weak_sandbox=accept_weak_sandbox)
         if trace is not None:
             from ..tracing import Tracer
 
@@ -352,7 +355,8 @@ class _Forked:
 
 
 def _fork_worker(errlog: Any, run_dir: Path, name: str, concurrency: int, *,
-                 cache: Path | None, use_cache: bool, trace: Path | None) -> _Forked:
+                 cache: Path | None, use_cache: bool, trace: Path | None,
+                 accept_weak_sandbox: bool = False) -> _Forked:
     """A worker forked from the parent: it opens its own store, cache and backends
     (``run_worker``; SQLite connections must not cross a fork) and never touches the
     parent's, and ends with ``os._exit`` so nothing of the parent's is closed or flushed."""
@@ -378,7 +382,8 @@ def _fork_worker(errlog: Any, run_dir: Path, name: str, concurrency: int, *,
         sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115
         sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115
         code = run_worker(run_dir, name, concurrency, cache=cache, use_cache=use_cache,
-                          trace=trace, storage=None, parent=parent)
+                          trace=trace, storage=None, parent=parent,
+                          accept_weak_sandbox=accept_weak_sandbox)
     except BaseException:
         traceback.print_exc()
     finally:
@@ -417,7 +422,8 @@ class WorkerReport:
 def run_workers(plan: Any, n: int, concurrency: int, *, cache: Path | None, use_cache: bool,
                 trace: Path | None = None,
                 on_progress: Callable[[dict[str, Any]], None] | None = None,
-                poll_s: float = 0.1, storage: str | None = None) -> WorkerReport:
+                poll_s: float = 0.1, storage: str | None = None,
+                accept_weak_sandbox: bool = False) -> WorkerReport:
     """List the run's open questions, start ``n`` worker processes on it and wait for them,
     calling ``on_progress`` with the board's counts as they change.
 
@@ -466,7 +472,7 @@ def run_workers(plan: Any, n: int, concurrency: int, *, cache: Path | None, use_
                 if fork:
                     procs.append((name, _fork_worker(
                         errlog, run_dir, name, concurrency, cache=cache, use_cache=use_cache,
-                        trace=trace), errlog))
+                        trace=trace, accept_weak_sandbox=accept_weak_sandbox), errlog))
                     continue
                 cmd = [sys.executable, "-m", "tts_graph.evaluate.workers", str(run_dir),
                        "--worker", name, "--concurrency", str(concurrency),
@@ -477,6 +483,8 @@ def run_workers(plan: Any, n: int, concurrency: int, *, cache: Path | None, use_
                     cmd += ["--cache", str(cache)]
                 if trace is not None:
                     cmd += ["--trace", str(trace)]
+                if accept_weak_sandbox:  # the code scorer's guard mode, accepted by the user
+                    cmd.append("--accept-weak-sandbox")
                 if storage:
                     cmd.append("--storage-stdin")
                 proc = subprocess.Popen(
