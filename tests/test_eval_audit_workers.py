@@ -147,3 +147,39 @@ def test_workers_get_the_evals_accept_weak_sandbox(workdir: Path, start: str) ->
     assert got.returncode == 0, got.stderr
     summary = json.loads(got.stdout)
     assert summary["scored"] == 4 and summary["sandbox"] == "guard"
+
+
+def _file_size_limit(limit: int):  # type: ignore[no-untyped-def]
+    """A preexec_fn: files the eval writes stop growing at ``limit`` bytes, as on a full
+    disk (Python ignores SIGXFSZ: the write fails with EFBIG)."""
+    import resource
+
+    return lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs RLIMIT_FSIZE")
+@pytest.mark.parametrize("workers", ["1", "3"])
+def test_a_results_store_that_cannot_grow_is_one_line_and_resume_finishes(
+        workdir: Path, workers: str) -> None:
+    with serve_fault_server(FaultConfig()) as url:
+        (workdir / "g.yaml").write_text(_graph(url))
+        full = subprocess.run(
+            [sys.executable, "-m", "tts_graph", "eval", "g.yaml", "--task", "q.jsonl", "--out",
+             "run", "--no-cache", "--workers", workers, "--json"], cwd=workdir,
+            capture_output=True, text=True, timeout=300, check=False,
+            preexec_fn=_file_size_limit(400_000))
+        assert full.returncode == 1, full.stderr
+        lines = full.stderr.strip().splitlines()
+        why = "run run: results.sqlite: write failed ("
+        if workers == "1":
+            assert len(lines) == 1 and lines[0].startswith(why), full.stderr
+        else:  # the workers that ended alike, in one line; then what is left to run
+            assert len(lines) == 2, full.stderr
+            assert lines[0].startswith("workers w0 (pid ") and f"ended: {why}" in lines[0]
+            assert lines[1].endswith("questions were not run (workers ended early); "
+                                     "--resume runs them")
+        assert len(_rows(workdir / "run")) < N
+        again = _cli("eval", "--resume", "run", "--workers", workers, "--json", cwd=workdir)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["scored"] == N
+    assert _rows(workdir / "run") == [(f"q{i}", "ok") for i in range(N)]

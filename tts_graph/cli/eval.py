@@ -135,13 +135,13 @@ def eval_(
         except (OSError, ValueError) as exc:  # the runs are stored: only the plot is missing
             raise _fail([f"plot {target}: cannot write: {_why(exc)}"], code=1) from None
         if not as_json:
-            err.print(f"plot: {path}", markup=False)
+            err.print(f"plot: {path}", markup=False, soft_wrap=True)
     if left:
         err.print(f"{left} questions were not run (workers ended early); --resume runs them",
-                  markup=False)
+                  markup=False, soft_wrap=True)
     if infra:
         err.print(f"{infra} questions ended in infrastructure errors (not scored); "
-                  "--resume runs them again", markup=False)
+                  "--resume runs them again", markup=False, soft_wrap=True)
     if infra or left:
         raise typer.Exit(1)
 
@@ -274,10 +274,10 @@ def _run_eval_workers(plan, workers: int, concurrency: int, *, quiet: bool,  # t
                                  accept_weak_sandbox=accept_weak_sandbox)
         except TTSGraphError as exc:  # the database failed mid-run (checked before it)
             raise _fail([str(exc)], code=1) from None
-    if len(report.problems) == report.started and not report.progress.get("workers"):
+    if report.failed == report.started and not report.progress.get("workers"):
         raise _fail(report.problems, code=1)  # no worker got going: nothing to summarise
     for line in report.problems:
-        err.print(line, markup=False)
+        err.print(line, markup=False, soft_wrap=True)
     return summarize(plan.store), int(report.progress.get("left", 0))
 
 
@@ -323,16 +323,18 @@ def _print_summary(s) -> None:  # type: ignore[no-untyped-def]
     acc = (f"accuracy {s.accuracy:.1%} (95% CI {lo:.1%}–{hi:.1%}, {s.correct}/{s.scored})"
            if s.scored else "no accuracy (no question scored)")  # not 0% of nothing
     out.print(f"[bold]{s.graph}[/bold] on {s.task}: {acc}"
-              + (f", {s.infra_errors} infrastructure errors" if s.infra_errors else ""))
+              + (f", {s.infra_errors} infrastructure errors" if s.infra_errors else ""),
+              soft_wrap=True)
     out.print(f"  tokens {s.prompt_tokens}+{s.completion_tokens} "
               f"({s.tokens_per_question:.0f}/question), cost ${s.cost_usd:.6f} "
               f"(billed ${s.billed_usd:.6f}), FLOPs {s.flops:.3g}, calls {s.calls} "
               f"({s.cached_calls} cached), latency p50/p90/p99 "
-              f"{s.latency_p50:.2f}/{s.latency_p90:.2f}/{s.latency_p99:.2f} s", markup=False)
+              f"{s.latency_p50:.2f}/{s.latency_p90:.2f}/{s.latency_p99:.2f} s", markup=False,
+              soft_wrap=True)
     b = getattr(s, "budget", None)
     if b:
         for line in budget_lines(b):
-            out.print(line, markup=False)
+            out.print(line, markup=False, soft_wrap=True)
     t = Table(title_justify="left")
     for col in ("by node / model", "calls", "samples", "tokens", "cost $", "FLOPs"):
         t.add_column(col, justify="left" if col.startswith("by") else "right")
@@ -343,8 +345,8 @@ def _print_summary(s) -> None:  # type: ignore[no-untyped-def]
                       f"{u['cost_usd']:.6f}", f"{u['flops']:.3g}")
     out.print(t)
     if s.sandbox:
-        out.print(f"  code sandbox: {s.sandbox} mode", markup=False)
-    out.print(f"  results: {s.run_dir}", markup=False)
+        out.print(f"  code sandbox: {s.sandbox} mode", markup=False, soft_wrap=True)
+    out.print(f"  results: {s.run_dir}", markup=False, soft_wrap=True)
 
 
 #: what a run's questions and judging were: runs that differ in one are not comparable
@@ -393,7 +395,7 @@ def _compare_table(summaries, golds=None) -> None:  # type: ignore[no-untyped-de
                   f"{s.latency_p50:.2f}", str(s.infra_errors), s.run_dir)
     out.print(t)
     for line in compare_notes(summaries, golds):
-        err.print(f"note: {line}", markup=False)
+        err.print(f"note: {line}", markup=False, soft_wrap=True)
 
 
 def compare(
@@ -427,4 +429,4 @@ def compare(
         print(json.dumps([s.to_dict() for s in summaries], indent=2))
     else:
         _compare_table(summaries, golds)
-        out.print(f"plot: {path}", markup=False)
+        out.print(f"plot: {path}", markup=False, soft_wrap=True)

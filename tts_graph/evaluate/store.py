@@ -109,9 +109,8 @@ class ResultStore:
         if stored is None:
             if self.count() and not resume:
                 raise StoreError(f"run {self.run_dir}: holds results of an unknown run")
-            self.conn.execute("INSERT OR REPLACE INTO run VALUES ('identity', ?)", (mine,))
-            self.conn.execute("INSERT OR REPLACE INTO run VALUES ('created', ?)",
-                              (str(time.time()),))
+            self.put("identity", mine)
+            self.put("created", str(time.time()))
             return
         if not resume:
             raise StoreError(f"run {self.run_dir}: already holds a run; use --resume "
@@ -123,7 +122,10 @@ class ResultStore:
                              f"{', '.join(diff)}; refusing to mix results")
 
     def put(self, key: str, value: str) -> None:
-        self.conn.execute("INSERT OR REPLACE INTO run VALUES (?, ?)", (key, value))
+        try:
+            self.conn.execute("INSERT OR REPLACE INTO run VALUES (?, ?)", (key, value))
+        except sqlite3.DatabaseError as exc:
+            raise self.write_failed(exc) from None
 
     def identity(self) -> dict[str, Any] | None:
         stored = self.meta().get("identity")
@@ -141,11 +143,18 @@ class ResultStore:
         values["usage_by_model"] = json.dumps(row.usage_by_model)
         values["budget"] = None if row.budget is None else json.dumps(row.budget)
         marks = ", ".join("?" * (len(_COLUMNS) + 1))
-        self.conn.execute(
-            f"INSERT OR REPLACE INTO results ({', '.join(_COLUMNS)}, finished_at) "
-            f"VALUES ({marks})",
-            [values[c] for c in _COLUMNS] + [time.time()],
-        )
+        try:
+            self.conn.execute(
+                f"INSERT OR REPLACE INTO results ({', '.join(_COLUMNS)}, finished_at) "
+                f"VALUES ({marks})",
+                [values[c] for c in _COLUMNS] + [time.time()],
+            )
+        except sqlite3.DatabaseError as exc:  # a full disk, a file gone read-only
+            raise self.write_failed(exc) from None
+
+    def write_failed(self, exc: sqlite3.Error) -> StoreError:
+        """The one line a failed write of this store is (the run so far stays stored)."""
+        return StoreError(f"run {self.run_dir}: {RESULTS_FILE}: write failed ({exc})")
 
     def count(self) -> int:
         return int(self.conn.execute("SELECT COUNT(*) FROM results").fetchone()[0])

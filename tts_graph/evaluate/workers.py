@@ -40,13 +40,14 @@ import contextlib
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,17 +89,22 @@ class ClaimBoard:
                           "pid INTEGER, host TEXT, heartbeat REAL, done INTEGER NOT NULL, "
                           "taken_over INTEGER NOT NULL)")
 
-    def _tx(self) -> Any:
-        board = self
-
-        class Tx:
-            def __enter__(self) -> None:
-                board.conn.execute("BEGIN IMMEDIATE")
-
-            def __exit__(self, exc_type: object, *rest: object) -> None:
-                board.conn.execute("ROLLBACK" if exc_type else "COMMIT")
-
-        return Tx()
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[None]:
+        """One write transaction; a database error (a full disk) is the store's one line."""
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):  # it may be rolled back already
+                    self.conn.execute("ROLLBACK")
+                raise
+            self.conn.execute("COMMIT")
+        except sqlite3.DatabaseError as exc:
+            with contextlib.suppress(sqlite3.Error):
+                self.conn.execute("ROLLBACK")
+            raise self.store.write_failed(exc) from None
 
     def prepare(self, todo: list[tuple[int, str]]) -> None:
         """A new session: ``todo`` (idx, item id) are the questions to run."""
@@ -182,6 +188,7 @@ async def work(plan: Any, board: Any, worker: str, concurrency: int,
     finished: list[Row] = []
     ran = 0
     orphaned = False
+    failed: Exception | None = None
 
     def flush() -> None:
         if finished:
@@ -193,18 +200,22 @@ async def work(plan: Any, board: Any, worker: str, concurrency: int,
                     on_row(row)
 
     async def heartbeat() -> None:
-        nonlocal orphaned
+        nonlocal orphaned, failed
         beat = time.monotonic()
-        while True:
-            await asyncio.sleep(FLUSH_S)
-            flush()
-            if parent is not None and os.getppid() != parent:  # re-parented: it is gone
-                orphaned = True
-                slots.cancel()
-                return
-            if time.monotonic() - beat >= lease / 3:
-                beat = time.monotonic()
-                board.renew(worker, lease)
+        try:
+            while True:
+                await asyncio.sleep(FLUSH_S)
+                flush()
+                if parent is not None and os.getppid() != parent:  # re-parented: it is gone
+                    orphaned = True
+                    slots.cancel()
+                    return
+                if time.monotonic() - beat >= lease / 3:
+                    beat = time.monotonic()
+                    board.renew(worker, lease)
+        except Exception as exc:  # a write or renewal failed: the questions must stop too
+            failed = exc  # (run on unrenewed, their claims would be taken over and rerun)
+            slots.cancel()
 
     async def slot() -> None:
         nonlocal ran
@@ -232,6 +243,8 @@ async def work(plan: Any, board: Any, worker: str, concurrency: int,
     try:
         await slots
     except asyncio.CancelledError:
+        if failed is not None:
+            raise failed from None
         if not orphaned:
             raise
         print(f"worker {worker}: its eval (pid {parent}) is gone: stopped", file=sys.stderr)
@@ -412,9 +425,10 @@ def _stop(p: Any) -> None:
 
 @dataclass
 class WorkerReport:
-    """How the workers ended: one line per worker that did not end cleanly."""
+    """How the workers ended: a line per way workers ended that was not clean."""
 
-    problems: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # workers that ended alike: one line
+    failed: int = 0  # workers that did not end cleanly
     progress: dict[str, Any] = field(default_factory=dict)
     started: int = 0  # workers started: no more than there were open questions
 
@@ -513,6 +527,7 @@ def run_workers(plan: Any, n: int, concurrency: int, *, cache: Path | None, use_
         sync()  # what the last workers wrote
         if storage:
             board.close()
+        ended: dict[str, list[str]] = {}  # why: the workers that ended so (one line each)
         for name, p, errlog in procs:
             if p.returncode == 0:
                 continue
@@ -520,9 +535,13 @@ def run_workers(plan: Any, n: int, concurrency: int, *, cache: Path | None, use_
             lines = errlog.read().decode("utf-8", "replace").strip().splitlines()
             why = lines[-1] if lines else (f"killed by signal {-p.returncode}"
                                             if p.returncode < 0 else f"exit {p.returncode}")
+            why = why.removeprefix(f"worker {name}: ")
             if storage:
                 why = scrub(why, storage)
-            report.problems.append(f"worker {name} (pid {p.pid}) ended: {why}")
+            ended.setdefault(why, []).append(f"{name} (pid {p.pid})")
+            report.failed += 1
+        report.problems = [f"worker{'s' if len(who) > 1 else ''} {', '.join(who)} ended: {why}"
+                           for why, who in ended.items()]
     return report
 
 
