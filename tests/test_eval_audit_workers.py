@@ -183,3 +183,56 @@ def test_a_results_store_that_cannot_grow_is_one_line_and_resume_finishes(
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["scored"] == N
     assert _rows(workdir / "run") == [(f"q{i}", "ok") for i in range(N)]
+
+
+def _edit_task(workdir: Path) -> None:
+    """The task file rewritten with other questions under the same ids (same name, size)."""
+    (workdir / "q.jsonl").write_text("".join(
+        json.dumps({"id": f"q{i}", "question": f"What is {i} * 7?", "answer": str(7 * i)})
+        + "\n" for i in range(N)))
+
+
+def _drop_results(run: Path, keep: int) -> None:
+    with sqlite3.connect(run / "results.sqlite") as conn:
+        conn.execute("DELETE FROM results WHERE idx >= ?", (keep,))
+
+
+@pytest.mark.parametrize("workers", ["1", "3"])
+def test_resume_refuses_a_task_file_edited_since_the_run(workdir: Path, workers: str) -> None:
+    with serve_fault_server(FaultConfig()) as url:
+        (workdir / "g.yaml").write_text(_graph(url))
+        first = _cli("eval", "g.yaml", "--task", "q.jsonl", "--limit", "20", "--out", "run",
+                     cwd=workdir)
+        assert first.returncode == 0, first.stderr
+        _drop_results(workdir / "run", 10)  # as if it had crashed half-way
+        before = _questions(workdir / "run")
+        _edit_task(workdir)
+        again = _cli("eval", "--resume", "run", "--workers", workers, cwd=workdir)
+    assert again.returncode == 2
+    assert again.stderr.strip().splitlines() == [
+        "run run: task q: its questions or answers differ from those the run was started "
+        "with (the task file changed); refusing to mix results"]
+    assert _questions(workdir / "run") == before  # nothing mixed in
+
+
+def _questions(run: Path) -> list[str]:
+    with sqlite3.connect(run / "results.sqlite") as conn:
+        return [q for (q,) in conn.execute("SELECT question FROM results ORDER BY idx")]
+
+
+def test_a_run_recorded_before_the_questions_digest_still_resumes(workdir: Path) -> None:
+    with serve_fault_server(FaultConfig()) as url:
+        (workdir / "g.yaml").write_text(_graph(url))
+        first = _cli("eval", "g.yaml", "--task", "q.jsonl", "--limit", "20", "--out", "run",
+                     cwd=workdir)
+        assert first.returncode == 0, first.stderr
+        _drop_results(workdir / "run", 10)
+        with sqlite3.connect(workdir / "run" / "results.sqlite") as conn:
+            (text,) = conn.execute("SELECT value FROM run WHERE key = 'identity'").fetchone()
+            old = json.loads(text)
+            del old["items_sha"]
+            conn.execute("UPDATE run SET value = ? WHERE key = 'identity'",
+                         (json.dumps(old, sort_keys=True),))
+        again = _cli("eval", "--resume", "run", "--workers", "2", "--json", cwd=workdir)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["scored"] == 20

@@ -2,7 +2,7 @@
 
 Every finished question is written (and committed) the moment it is scored, so a crash loses
 at most the questions in flight; ``--resume`` reads which are done and runs the rest. The run's
-identity (graph text, task, split, seed, limit) is stored too, so a resume with a different
+identity (graph text, task and a digest of its questions, split, seed, limit) is stored too, so a resume with a different
 graph or task is refused instead of mixing results.
 """
 
@@ -118,8 +118,13 @@ class ResultStore:
         if stored != mine:
             old = json.loads(stored)
             diff = sorted(k for k in set(old) | set(identity) if old.get(k) != identity.get(k))
+            if diff == ["items_sha"]:  # same task name and size: its file was edited
+                raise StoreError(f"run {self.run_dir}: task {identity.get('task')}: its "
+                                 "questions or answers differ from those the run was started "
+                                 "with (the task file changed); refusing to mix results")
             raise StoreError(f"run {self.run_dir}: was started with a different "
-                             f"{', '.join(diff)}; refusing to mix results")
+                             f"{', '.join(d for d in diff if d != 'items_sha')}; refusing to "
+                             "mix results")
 
     def put(self, key: str, value: str) -> None:
         try:
