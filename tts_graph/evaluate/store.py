@@ -2,8 +2,8 @@
 
 Every finished question is written (and committed) the moment it is scored, so a crash loses
 at most the questions in flight; ``--resume`` reads which are done and runs the rest. The run's
-identity (graph text, task and a digest of its questions, split, seed, limit) is stored too, so a resume with a different
-graph or task is refused instead of mixing results.
+identity (graph text, task and a digest of its questions, split, seed, limit) is stored too,
+so a resume with a different graph or task is refused instead of mixing results.
 """
 
 from __future__ import annotations
