@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from test_eval_workers import _graph
 
-from tts_graph.testing.fault_server import FaultConfig, serve_fault_server
+from tts_graph.testing.fault_server import FaultConfig, fault_stats, serve_fault_server
 
 N = 300
 
@@ -236,3 +236,29 @@ def test_a_run_recorded_before_the_questions_digest_still_resumes(workdir: Path)
         again = _cli("eval", "--resume", "run", "--workers", "2", "--json", cwd=workdir)
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["scored"] == 20
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="flock is POSIX")
+@pytest.mark.parametrize("second", [["--workers", "2"], []])
+def test_a_second_eval_on_a_running_run_is_refused(workdir: Path, second: list[str]) -> None:
+    # it would list the open questions again under the first one's workers: some answered
+    # twice, the first eval's counts wrong
+    with serve_fault_server(FaultConfig(latency_ms=200)) as url:
+        (workdir / "g.yaml").write_text(_graph(url))
+        first = _start("eval", "g.yaml", "--task", "q.jsonl", "--out", "run", "--workers", "2",
+                       "--concurrency", "4", "--no-cache", "--json", cwd=workdir)
+        try:
+            _running_workers(workdir / "run", 2)
+            again = _cli("eval", "--resume", "run", "--no-cache", *second, cwd=workdir)
+            out, err = first.communicate(timeout=200)
+        finally:
+            if first.poll() is None:
+                first.kill()
+                first.communicate()
+        stats = fault_stats(url)
+    assert again.returncode == 2
+    assert again.stderr.strip().splitlines() == [
+        f"run run: another eval is running it (pid {first.pid}); wait for it to end, or stop it"]
+    assert first.returncode == 0, err
+    assert json.loads(out)["scored"] == N
+    assert stats["answered"] == N  # no cache: each question reached the server once

@@ -59,6 +59,7 @@ def eval_(
 ) -> None:
     """Evaluate GRAPH(s) on a task; every result is stored at once, --resume continues."""
     from ..evaluate.session import TaskArgs, plan_run
+    from ..evaluate.store import lock_run
 
     if split not in ("search", "test", "all"):
         raise _fail(["--split: must be search, test or all"])
@@ -98,6 +99,7 @@ def eval_(
                             out=run_dir, resume=resume if graph_path is None else None,
                             cache=cache, use_cache=not no_cache,
                             accept_weak_sandbox=accept_weak_sandbox)
+            plan.extra["lock"] = lock_run(plan.store.run_dir)
         except GraphErrors as exc:
             raise _fail(exc.lines()) from None
         except TTSGraphError as exc:

@@ -9,6 +9,7 @@ so a resume with a different graph or task is refused instead of mixing results.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -19,6 +20,9 @@ from typing import Any
 from ..errors import TTSGraphError
 
 RESULTS_FILE = "results.sqlite"
+#: held (``flock``) by the eval running the run: a second eval on the same run directory
+#: would list its questions again beside the first and answer some twice
+LOCK_FILE = "eval.lock"
 SCHEMA = "tts-graph-results"
 VERSION = "1"
 
@@ -177,3 +181,32 @@ class ResultStore:
 
     def close(self) -> None:
         self.conn.close()
+
+
+def lock_run(run_dir: Path) -> Any:
+    """Hold ``RUN_DIR/eval.lock`` while this process (and the workers it forks) runs the
+    run; the kernel lets go when they end, however they end. Another eval holding it is one
+    line. Returns the open lock file (None where there is no ``flock``)."""
+    try:
+        import fcntl
+    except ImportError:  # not a POSIX system: no lock
+        return None
+    path = run_dir / LOCK_FILE
+    try:
+        f = open(path, "a+", encoding="utf-8")  # noqa: SIM115 (held for the process's life)
+    except OSError as exc:
+        raise StoreError(f"run {run_dir}: {LOCK_FILE}: {exc.strerror or exc}") from None
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0)
+        holder = f.read().strip()
+        f.close()
+        raise StoreError(f"run {run_dir}: another eval is running it"
+                         + (f" (pid {holder})" if holder.isdigit() else "")
+                         + "; wait for it to end, or stop it") from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"{os.getpid()}\n")
+    f.flush()
+    return f
