@@ -262,3 +262,36 @@ def test_a_second_eval_on_a_running_run_is_refused(workdir: Path, second: list[s
     assert first.returncode == 0, err
     assert json.loads(out)["scored"] == N
     assert stats["answered"] == N  # no cache: each question reached the server once
+
+
+def test_a_password_given_as_a_url_parameter_is_redacted_too() -> None:
+    from tts_graph.evaluate.pgboard import redact, scrub
+
+    # libpq reads ?password= as well as user:password@
+    url = "postgresql://tts@db.example/runs?sslmode=require&password=s%40cr3t+pw"
+    assert redact(url) == "postgresql://tts@db.example/runs?sslmode=require&password=***"
+    msg = "s%40cr3t+pw, s@cr3t pw, s@cr3t+pw rejected"
+    assert scrub(msg, url) == "***, ***, *** rejected"
+    both = "postgresql://tts:upw@db.example/runs?password=qpw"
+    assert redact(both) == "postgresql://tts:***@db.example/runs?password=***"
+
+
+def test_an_unreachable_database_with_a_password_parameter_keeps_it_secret(
+        workdir: Path) -> None:
+    import socket
+
+    pytest.importorskip("psycopg2")
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    (workdir / "g.yaml").write_text(_graph("http://127.0.0.1:9"))
+    got = _cli("eval", "g.yaml", "--task", "q.jsonl", "--out", "run", "--workers", "2",
+               "--storage", f"postgresql://u@127.0.0.1:{port}/db?password=hunter2pw",
+               cwd=workdir)
+    assert got.returncode == 2
+    lines = got.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        f"--storage postgresql://u@127.0.0.1:{port}/db?password=***: ")
+    assert "hunter2pw" not in got.stderr + got.stdout
+    assert not (workdir / "run").exists()
