@@ -3,6 +3,7 @@ mid-run, then ``--resume``; real CLI subprocesses against the loopback fault ser
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -295,3 +296,32 @@ def test_an_unreachable_database_with_a_password_parameter_keeps_it_secret(
         f"--storage postgresql://u@127.0.0.1:{port}/db?password=***: ")
     assert "hunter2pw" not in got.stderr + got.stdout
     assert not (workdir / "run").exists()
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGSTOP"), reason="needs SIGSTOP")
+def test_a_hung_worker_does_not_keep_the_eval_from_ending(workdir: Path) -> None:
+    # a worker frozen mid-run (SIGSTOP here; a deadlock in native code, a paused VM): its
+    # claims are taken over, and once every question is done the eval stops it and ends
+    with serve_fault_server(FaultConfig(latency_ms=50)) as url:
+        (workdir / "g.yaml").write_text(_graph(url))
+        proc = _start("eval", "g.yaml", "--task", "q.jsonl", "--out", "run", "--workers", "3",
+                      "--concurrency", "2", "--json", cwd=workdir,
+                      env={"TTS_GRAPH_EVAL_LEASE_S": "1.5"})
+        pids = _running_workers(workdir / "run", 3)
+        os.kill(pids[0], signal.SIGSTOP)
+        try:
+            out, err = proc.communicate(timeout=90)
+        finally:
+            for pid in pids:  # never leave one stopped
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    assert proc.returncode == 0, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].endswith(
+        ") ended: still running when every question was done: stopped"), err
+    assert json.loads(out)["scored"] == N
+    assert _rows(workdir / "run") == [(f"q{i}", "ok") for i in range(N)]
+    assert _gone(pids)

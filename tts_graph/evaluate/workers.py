@@ -415,6 +415,8 @@ def _stop(p: Any) -> None:
     if p.poll() is not None:
         return
     p.terminate()
+    with contextlib.suppress(ProcessLookupError):  # a stopped process acts on it once woken
+        os.kill(p.pid, signal.SIGCONT)
     try:
         p.wait(10)
     except subprocess.TimeoutExpired:
@@ -472,6 +474,7 @@ def run_workers(plan: Any, n: int, concurrency: int, *, cache: Path | None, use_
     run_dir = plan.store.run_dir
     report = WorkerReport(started=n)
     procs: list[tuple[str, Any, Any]] = []  # Popen or _Forked
+    hung: set[str] = set()  # workers stopped because they did not end when all was done
     with contextlib.ExitStack() as stack:
         try:
             fork = start_method(plan, storage) == "fork"
@@ -510,6 +513,7 @@ def run_workers(plan: Any, n: int, concurrency: int, *, cache: Path | None, use_
                         proc.stdin.close()
                 procs.append((name, proc, errlog))
             last: dict[str, Any] = {}
+            all_done_at: float | None = None
             while True:
                 running = [p for _, p, _ in procs if p.poll() is None]
                 sync()
@@ -519,6 +523,16 @@ def run_workers(plan: Any, n: int, concurrency: int, *, cache: Path | None, use_
                 last = now
                 if not running:
                     break
+                if now.get("left", 1) == 0:
+                    # every question is done, results and all: a worker that has not ended
+                    # a lease after is hung (stopped, stuck in native code) and would keep
+                    # the eval from ever ending
+                    all_done_at = all_done_at or time.monotonic()
+                    if time.monotonic() - all_done_at > lease_s():
+                        for name, p, _ in procs:
+                            if p.poll() is None:
+                                hung.add(name)
+                                _stop(p)
                 time.sleep(poll_s)
             report.progress = last
         finally:
@@ -536,6 +550,8 @@ def run_workers(plan: Any, n: int, concurrency: int, *, cache: Path | None, use_
             why = lines[-1] if lines else (f"killed by signal {-p.returncode}"
                                             if p.returncode < 0 else f"exit {p.returncode}")
             why = why.removeprefix(f"worker {name}: ")
+            if name in hung:
+                why = "still running when every question was done: stopped"
             if storage:
                 why = scrub(why, storage)
             ended.setdefault(why, []).append(f"{name} (pid {p.pid})")
