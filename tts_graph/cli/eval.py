@@ -59,6 +59,7 @@ def eval_(
 ) -> None:
     """Evaluate GRAPH(s) on a task; every result is stored at once, --resume continues."""
     from ..evaluate.session import TaskArgs, plan_run
+    from ..evaluate.store import lock_run
 
     if split not in ("search", "test", "all"):
         raise _fail(["--split: must be search, test or all"])
@@ -98,22 +99,25 @@ def eval_(
                             out=run_dir, resume=resume if graph_path is None else None,
                             cache=cache, use_cache=not no_cache,
                             accept_weak_sandbox=accept_weak_sandbox)
+            plan.extra["lock"] = lock_run(plan.store.run_dir)
         except GraphErrors as exc:
             raise _fail(exc.lines()) from None
         except TTSGraphError as exc:
             raise _fail([str(exc)]) from None
         plan.executor = _traced(plan.executor, trace, plan.graph)
         try:
-            if workers > 1 or storage is not None:
-                summary, unrun = _run_eval_workers(plan, workers, concurrency, quiet=as_json,
-                                                   cache=cache, use_cache=not no_cache,
-                                                   trace=trace, storage=storage)
-                left += unrun
-            else:
-                summary = _run_eval(plan, concurrency, quiet=as_json)
-        except KeyboardInterrupt:  # Ctrl-C: every finished question is stored already
+            with _sigterm_interrupts():
+                if workers > 1 or storage is not None:
+                    summary, unrun = _run_eval_workers(
+                        plan, workers, concurrency, quiet=as_json, cache=cache,
+                        use_cache=not no_cache, trace=trace, storage=storage,
+                        accept_weak_sandbox=accept_weak_sandbox)
+                    left += unrun
+                else:
+                    summary = _run_eval(plan, concurrency, quiet=as_json)
+        except KeyboardInterrupt as exc:  # Ctrl-C: every finished question is stored already
             raise _fail([_interrupted(plan, [g for g, _ in targets[n + 1:] if g])],
-                        code=130) from None
+                        code=143 if isinstance(exc, _Terminated) else 130) from None
         summary.sandbox = plan.extra.get("sandbox")
         summaries.append(summary)
         infra += summary.infra_errors
@@ -133,13 +137,13 @@ def eval_(
         except (OSError, ValueError) as exc:  # the runs are stored: only the plot is missing
             raise _fail([f"plot {target}: cannot write: {_why(exc)}"], code=1) from None
         if not as_json:
-            err.print(f"plot: {path}", markup=False)
+            err.print(f"plot: {path}", markup=False, soft_wrap=True)
     if left:
         err.print(f"{left} questions were not run (workers ended early); --resume runs them",
-                  markup=False)
+                  markup=False, soft_wrap=True)
     if infra:
         err.print(f"{infra} questions ended in infrastructure errors (not scored); "
-                  "--resume runs them again", markup=False)
+                  "--resume runs them again", markup=False, soft_wrap=True)
     if infra or left:
         raise typer.Exit(1)
 
@@ -166,6 +170,31 @@ def _check_outputs(graphs: list[Path], task: str | None, *, out: Path | None,
     if len(graphs) > 1 and twice:  # their run directories (OUT/STEM) would collide
         raise _fail([f"several graphs named {', '.join(twice)}: each graph's run directory "
                      "is named after its file; rename or copy one"])
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM while an eval runs: ended as a Ctrl-C is (workers stopped, one line saying
+    what is stored), with exit status 143 (128 + SIGTERM)."""
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts():  # type: ignore[no-untyped-def]
+    """SIGTERM (``kill``, ``timeout``, a job scheduler) interrupts the run like Ctrl-C: by
+    default it would end the eval at once, its workers left running on their own."""
+    import signal
+
+    def on_term(signum: int, frame: object) -> None:
+        raise _Terminated()
+
+    try:
+        before = signal.signal(signal.SIGTERM, on_term)
+    except ValueError:  # not the main thread (eval called in-process): left as it is
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 def _interrupted(plan, not_started: list[Path]) -> str:  # type: ignore[no-untyped-def]
@@ -229,7 +258,7 @@ def _run_eval(plan, concurrency: int, quiet: bool):  # type: ignore[no-untyped-d
 
 def _run_eval_workers(plan, workers: int, concurrency: int, *, quiet: bool,  # type: ignore[no-untyped-def]
                       cache: Path | None, use_cache: bool, trace: Path | None,
-                      storage: str | None = None):
+                      storage: str | None = None, accept_weak_sandbox: bool = False):
     from ..evaluate.summary import summarize
     from ..evaluate.workers import run_workers
 
@@ -243,13 +272,14 @@ def _run_eval_workers(plan, workers: int, concurrency: int, *, quiet: bool,  # t
 
         try:
             report = run_workers(plan, workers, concurrency, cache=cache, use_cache=use_cache,
-                                 trace=trace, on_progress=on_progress, storage=storage)
+                                 trace=trace, on_progress=on_progress, storage=storage,
+                                 accept_weak_sandbox=accept_weak_sandbox)
         except TTSGraphError as exc:  # the database failed mid-run (checked before it)
             raise _fail([str(exc)], code=1) from None
-    if len(report.problems) == report.started and not report.progress.get("workers"):
+    if report.failed == report.started and not report.progress.get("workers"):
         raise _fail(report.problems, code=1)  # no worker got going: nothing to summarise
     for line in report.problems:
-        err.print(line, markup=False)
+        err.print(line, markup=False, soft_wrap=True)
     return summarize(plan.store), int(report.progress.get("left", 0))
 
 
@@ -295,16 +325,18 @@ def _print_summary(s) -> None:  # type: ignore[no-untyped-def]
     acc = (f"accuracy {s.accuracy:.1%} (95% CI {lo:.1%}–{hi:.1%}, {s.correct}/{s.scored})"
            if s.scored else "no accuracy (no question scored)")  # not 0% of nothing
     out.print(f"[bold]{s.graph}[/bold] on {s.task}: {acc}"
-              + (f", {s.infra_errors} infrastructure errors" if s.infra_errors else ""))
+              + (f", {s.infra_errors} infrastructure errors" if s.infra_errors else ""),
+              soft_wrap=True)
     out.print(f"  tokens {s.prompt_tokens}+{s.completion_tokens} "
               f"({s.tokens_per_question:.0f}/question), cost ${s.cost_usd:.6f} "
               f"(billed ${s.billed_usd:.6f}), FLOPs {s.flops:.3g}, calls {s.calls} "
               f"({s.cached_calls} cached), latency p50/p90/p99 "
-              f"{s.latency_p50:.2f}/{s.latency_p90:.2f}/{s.latency_p99:.2f} s", markup=False)
+              f"{s.latency_p50:.2f}/{s.latency_p90:.2f}/{s.latency_p99:.2f} s", markup=False,
+              soft_wrap=True)
     b = getattr(s, "budget", None)
     if b:
         for line in budget_lines(b):
-            out.print(line, markup=False)
+            out.print(line, markup=False, soft_wrap=True)
     t = Table(title_justify="left")
     for col in ("by node / model", "calls", "samples", "tokens", "cost $", "FLOPs"):
         t.add_column(col, justify="left" if col.startswith("by") else "right")
@@ -315,8 +347,8 @@ def _print_summary(s) -> None:  # type: ignore[no-untyped-def]
                       f"{u['cost_usd']:.6f}", f"{u['flops']:.3g}")
     out.print(t)
     if s.sandbox:
-        out.print(f"  code sandbox: {s.sandbox} mode", markup=False)
-    out.print(f"  results: {s.run_dir}", markup=False)
+        out.print(f"  code sandbox: {s.sandbox} mode", markup=False, soft_wrap=True)
+    out.print(f"  results: {s.run_dir}", markup=False, soft_wrap=True)
 
 
 #: what a run's questions and judging were: runs that differ in one are not comparable
@@ -365,7 +397,7 @@ def _compare_table(summaries, golds=None) -> None:  # type: ignore[no-untyped-de
                   f"{s.latency_p50:.2f}", str(s.infra_errors), s.run_dir)
     out.print(t)
     for line in compare_notes(summaries, golds):
-        err.print(f"note: {line}", markup=False)
+        err.print(f"note: {line}", markup=False, soft_wrap=True)
 
 
 def compare(
@@ -399,4 +431,4 @@ def compare(
         print(json.dumps([s.to_dict() for s in summaries], indent=2))
     else:
         _compare_table(summaries, golds)
-        out.print(f"plot: {path}", markup=False)
+        out.print(f"plot: {path}", markup=False, soft_wrap=True)

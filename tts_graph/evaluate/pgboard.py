@@ -67,36 +67,52 @@ _TX_TRIES = 5
 RECONNECT_S = 60.0
 
 
+def _query_pairs(query: str) -> list[tuple[str, str]]:
+    """A URL query's (key, raw value) pairs, the values left as written."""
+    pairs = []
+    for part in query.split("&"):
+        key, _, value = part.partition("=")
+        pairs.append((urllib.parse.unquote_plus(key), value))
+    return pairs
+
+
 def redact(url: str) -> str:
-    """``url`` with its password (if any) replaced by ``***``: what messages may show."""
+    """``url`` with its password (if any) replaced by ``***``: what messages may show. The
+    password may be in the user part or, as libpq reads it too, a ``password=`` parameter."""
     try:
         parts = urllib.parse.urlsplit(url)
+        has_password = parts.password is not None
     except ValueError:
         return "postgresql://***"
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.netloc.rsplit("@", 1)[-1]
-    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    if has_password:
+        user = parts.username or ""
+        host = parts.netloc.rsplit("@", 1)[-1]
+        parts = parts._replace(netloc=f"{user}:***@{host}")
+    if parts.query:
+        parts = parts._replace(query="&".join(
+            f"{k}=***" if k == "password" else part
+            for (k, _), part in zip(_query_pairs(parts.query), parts.query.split("&"),
+                                    strict=True)))
+    return urllib.parse.urlunsplit(parts)
 
 
-def _password(url: str) -> str | None:
+def _secrets(url: str) -> list[str]:
+    """The URL's passwords as they may appear in a message: raw and %-decoded, longest
+    first (a decoded one may be part of the raw one)."""
     try:
-        pw = urllib.parse.urlsplit(url).password
+        parts = urllib.parse.urlsplit(url)
+        raw = [parts.password] if parts.password else []
     except ValueError:
-        return None
-    return urllib.parse.unquote(pw) if pw else None
+        return []
+    raw += [v for k, v in _query_pairs(parts.query) if k == "password" and v]
+    found = {x for r in raw for x in (r, urllib.parse.unquote(r), urllib.parse.unquote_plus(r))}
+    return sorted((x for x in found if x), key=len, reverse=True)
 
 
 def scrub(text: str, url: str) -> str:
     """``text`` with every occurrence of the URL's password (raw or %-encoded) removed."""
-    try:
-        raw = urllib.parse.urlsplit(url).password
-    except ValueError:
-        raw = None
-    for secret in (raw, _password(url)):
-        if secret:
-            text = text.replace(secret, "***")
+    for secret in _secrets(url):
+        text = text.replace(secret, "***")
     return text
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import hashlib
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,13 +29,31 @@ class RunIdentity:
     seed: int
     limit: int | None
     planned: int
+    #: the questions themselves (``items_digest``): a task file edited between a run and its
+    #: resume, or different on two machines of one run, must not mix its results
+    items_sha: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        d = dict(self.__dict__)
+        if d["items_sha"] is None:  # as recorded by runs before it was kept
+            del d["items_sha"]
+        return d
 
 
 def graph_digest(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def items_digest(items: Sequence[Any]) -> str:
+    """A digest of the run's questions: each one's id, question, gold answer and what
+    else its scorer reads (options, tests)."""
+    h = hashlib.sha256()
+    for it in items:
+        h.update(json.dumps([str(it.id), it.question, str(it.answer),
+                             getattr(it, "meta", None) or {}],
+                            sort_keys=True, default=str).encode("utf-8"))
+        h.update(b"\n")
+    return h.hexdigest()[:16]
 
 
 #: allocations between young collections in a run's process (CPython's default: 700)

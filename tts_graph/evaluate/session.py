@@ -3,6 +3,7 @@ fresh, or resumed from what a run directory recorded."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import time
@@ -17,7 +18,7 @@ from ..errors import TTSGraphError
 from ..executor import Executor
 from ..spec import loads_graph
 from ..yamlpos import read_source
-from .runner import RunIdentity, freeze_setup, graph_digest
+from .runner import RunIdentity, freeze_setup, graph_digest, items_digest
 from .store import ResultStore
 
 
@@ -110,8 +111,11 @@ def plan_run(
     identity = RunIdentity(
         graph_name=graph.name, graph_sha=graph_digest(text), task=task.name,
         scorer=task.scorer.name, split=args.split, seed=args.seed, limit=args.limit,
-        planned=len(items),
+        planned=len(items), items_sha=items_digest(items),
     )
+    recorded = store.identity() if store is not None else None
+    if recorded is not None and "items_sha" not in recorded:  # a run from before it was kept
+        identity = dataclasses.replace(identity, items_sha=None)
     made_dir = not run_dir.exists()
     made = [n for n in ("results.sqlite", "cache.sqlite") if not (run_dir / n).exists()]
     fresh = store is None and not (run_dir / "results.sqlite").exists()

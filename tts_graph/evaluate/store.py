@@ -2,13 +2,14 @@
 
 Every finished question is written (and committed) the moment it is scored, so a crash loses
 at most the questions in flight; ``--resume`` reads which are done and runs the rest. The run's
-identity (graph text, task, split, seed, limit) is stored too, so a resume with a different
-graph or task is refused instead of mixing results.
+identity (graph text, task and a digest of its questions, split, seed, limit) is stored too,
+so a resume with a different graph or task is refused instead of mixing results.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -19,6 +20,9 @@ from typing import Any
 from ..errors import TTSGraphError
 
 RESULTS_FILE = "results.sqlite"
+#: held (``flock``) by the eval running the run: a second eval on the same run directory
+#: would list its questions again beside the first and answer some twice
+LOCK_FILE = "eval.lock"
 SCHEMA = "tts-graph-results"
 VERSION = "1"
 
@@ -109,9 +113,8 @@ class ResultStore:
         if stored is None:
             if self.count() and not resume:
                 raise StoreError(f"run {self.run_dir}: holds results of an unknown run")
-            self.conn.execute("INSERT OR REPLACE INTO run VALUES ('identity', ?)", (mine,))
-            self.conn.execute("INSERT OR REPLACE INTO run VALUES ('created', ?)",
-                              (str(time.time()),))
+            self.put("identity", mine)
+            self.put("created", str(time.time()))
             return
         if not resume:
             raise StoreError(f"run {self.run_dir}: already holds a run; use --resume "
@@ -119,11 +122,19 @@ class ResultStore:
         if stored != mine:
             old = json.loads(stored)
             diff = sorted(k for k in set(old) | set(identity) if old.get(k) != identity.get(k))
+            if diff == ["items_sha"]:  # same task name and size: its file was edited
+                raise StoreError(f"run {self.run_dir}: task {identity.get('task')}: its "
+                                 "questions or answers differ from those the run was started "
+                                 "with (the task file changed); refusing to mix results")
             raise StoreError(f"run {self.run_dir}: was started with a different "
-                             f"{', '.join(diff)}; refusing to mix results")
+                             f"{', '.join(d for d in diff if d != 'items_sha')}; refusing to "
+                             "mix results")
 
     def put(self, key: str, value: str) -> None:
-        self.conn.execute("INSERT OR REPLACE INTO run VALUES (?, ?)", (key, value))
+        try:
+            self.conn.execute("INSERT OR REPLACE INTO run VALUES (?, ?)", (key, value))
+        except sqlite3.DatabaseError as exc:
+            raise self.write_failed(exc) from None
 
     def identity(self) -> dict[str, Any] | None:
         stored = self.meta().get("identity")
@@ -141,11 +152,18 @@ class ResultStore:
         values["usage_by_model"] = json.dumps(row.usage_by_model)
         values["budget"] = None if row.budget is None else json.dumps(row.budget)
         marks = ", ".join("?" * (len(_COLUMNS) + 1))
-        self.conn.execute(
-            f"INSERT OR REPLACE INTO results ({', '.join(_COLUMNS)}, finished_at) "
-            f"VALUES ({marks})",
-            [values[c] for c in _COLUMNS] + [time.time()],
-        )
+        try:
+            self.conn.execute(
+                f"INSERT OR REPLACE INTO results ({', '.join(_COLUMNS)}, finished_at) "
+                f"VALUES ({marks})",
+                [values[c] for c in _COLUMNS] + [time.time()],
+            )
+        except sqlite3.DatabaseError as exc:  # a full disk, a file gone read-only
+            raise self.write_failed(exc) from None
+
+    def write_failed(self, exc: sqlite3.Error) -> StoreError:
+        """The one line a failed write of this store is (the run so far stays stored)."""
+        return StoreError(f"run {self.run_dir}: {RESULTS_FILE}: write failed ({exc})")
 
     def count(self) -> int:
         return int(self.conn.execute("SELECT COUNT(*) FROM results").fetchone()[0])
@@ -163,3 +181,32 @@ class ResultStore:
 
     def close(self) -> None:
         self.conn.close()
+
+
+def lock_run(run_dir: Path) -> Any:
+    """Hold ``RUN_DIR/eval.lock`` while this process (and the workers it forks) runs the
+    run; the kernel lets go when they end, however they end. Another eval holding it is one
+    line. Returns the open lock file (None where there is no ``flock``)."""
+    try:
+        import fcntl
+    except ImportError:  # not a POSIX system: no lock
+        return None
+    path = run_dir / LOCK_FILE
+    try:
+        f = open(path, "a+", encoding="utf-8")  # noqa: SIM115 (held for the process's life)
+    except OSError as exc:
+        raise StoreError(f"run {run_dir}: {LOCK_FILE}: {exc.strerror or exc}") from None
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0)
+        holder = f.read().strip()
+        f.close()
+        raise StoreError(f"run {run_dir}: another eval is running it"
+                         + (f" (pid {holder})" if holder.isdigit() else "")
+                         + "; wait for it to end, or stop it") from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"{os.getpid()}\n")
+    f.flush()
+    return f

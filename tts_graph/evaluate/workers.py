@@ -20,7 +20,9 @@ The claim protocol, in the results store (``claims`` and ``workers`` tables):
 - results are written, and their claims marked ``done``, in one transaction every
   ``FLUSH_S`` seconds (a result not yet written is run again by whoever takes it over);
 - a worker that finds nothing to claim waits while other workers hold claims (they may die)
-  and stops when none do.
+  and stops when none do;
+- a worker whose parent is gone (killed, or ended by a signal it could not handle) writes
+  what it finished and stops: it is not left running beside a later ``--resume``.
 
 Infrastructure errors are written unscored and not claimed again in this run; ``--resume``
 lists them as ``todo`` again, as it always has. The lease is ``TTS_GRAPH_EVAL_LEASE_S``
@@ -38,13 +40,14 @@ import contextlib
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,17 +89,22 @@ class ClaimBoard:
                           "pid INTEGER, host TEXT, heartbeat REAL, done INTEGER NOT NULL, "
                           "taken_over INTEGER NOT NULL)")
 
-    def _tx(self) -> Any:
-        board = self
-
-        class Tx:
-            def __enter__(self) -> None:
-                board.conn.execute("BEGIN IMMEDIATE")
-
-            def __exit__(self, exc_type: object, *rest: object) -> None:
-                board.conn.execute("ROLLBACK" if exc_type else "COMMIT")
-
-        return Tx()
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[None]:
+        """One write transaction; a database error (a full disk) is the store's one line."""
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):  # it may be rolled back already
+                    self.conn.execute("ROLLBACK")
+                raise
+            self.conn.execute("COMMIT")
+        except sqlite3.DatabaseError as exc:
+            with contextlib.suppress(sqlite3.Error):
+                self.conn.execute("ROLLBACK")
+            raise self.store.write_failed(exc) from None
 
     def prepare(self, todo: list[tuple[int, str]]) -> None:
         """A new session: ``todo`` (idx, item id) are the questions to run."""
@@ -166,8 +174,11 @@ class ClaimBoard:
 
 
 async def work(plan: Any, board: Any, worker: str, concurrency: int,
-               on_row: Callable[[Row], None] | None = None) -> int:
-    """Claim, run, score and write questions until none are left; returns how many."""
+               on_row: Callable[[Row], None] | None = None, parent: int | None = None) -> int:
+    """Claim, run, score and write questions until none are left; returns how many.
+    ``parent``: the pid of the eval that started this worker; when it is gone the worker
+    writes what it finished and stops (the questions in flight are run again by
+    ``--resume``, or by another machine once their leases run out)."""
     executor, scorer = plan.executor, plan.task.scorer
     threaded = scorer.name == "code"
     by_id = {str(it.id): (i, it) for i, it in enumerate(plan.items)}
@@ -176,6 +187,8 @@ async def work(plan: Any, board: Any, worker: str, concurrency: int,
     queue: collections.deque[str] = collections.deque()
     finished: list[Row] = []
     ran = 0
+    orphaned = False
+    failed: Exception | None = None
 
     def flush() -> None:
         if finished:
@@ -187,13 +200,22 @@ async def work(plan: Any, board: Any, worker: str, concurrency: int,
                     on_row(row)
 
     async def heartbeat() -> None:
+        nonlocal orphaned, failed
         beat = time.monotonic()
-        while True:
-            await asyncio.sleep(FLUSH_S)
-            flush()
-            if time.monotonic() - beat >= lease / 3:
-                beat = time.monotonic()
-                board.renew(worker, lease)
+        try:
+            while True:
+                await asyncio.sleep(FLUSH_S)
+                flush()
+                if parent is not None and os.getppid() != parent:  # re-parented: it is gone
+                    orphaned = True
+                    slots.cancel()
+                    return
+                if time.monotonic() - beat >= lease / 3:
+                    beat = time.monotonic()
+                    board.renew(worker, lease)
+        except Exception as exc:  # a write or renewal failed: the questions must stop too
+            failed = exc  # (run on unrenewed, their claims would be taken over and rerun)
+            slots.cancel()
 
     async def slot() -> None:
         nonlocal ran
@@ -216,9 +238,16 @@ async def work(plan: Any, board: Any, worker: str, concurrency: int,
             finished.append(to_row(idx, item, res, correct, detail))
             ran += 1
 
+    slots = asyncio.gather(*(slot() for _ in range(max(1, concurrency))))
     beat = asyncio.create_task(heartbeat())
     try:
-        await asyncio.gather(*(slot() for _ in range(max(1, concurrency))))
+        await slots
+    except asyncio.CancelledError:
+        if failed is not None:
+            raise failed from None
+        if not orphaned:
+            raise
+        print(f"worker {worker}: its eval (pid {parent}) is gone: stopped", file=sys.stderr)
     finally:
         beat.cancel()
         flush()
@@ -235,16 +264,23 @@ def worker_main(argv: list[str] | None = None) -> int:
     p.add_argument("--trace", type=Path, default=None)
     p.add_argument("--storage-stdin", action="store_true",
                    help="read the run's postgresql:// URL from the first line of stdin")
+    p.add_argument("--parent", type=int, default=None,
+                   help="pid of the eval that started it: the worker stops when it is gone")
+    p.add_argument("--accept-weak-sandbox", action="store_true",
+                   help="the eval's --accept-weak-sandbox: the code scorer may run in guard mode")
     p.add_argument("--ways", type=int, default=1,
                    help="workers of this machine: each takes this share of a model's limits")
     a = p.parse_args(argv)
     storage = sys.stdin.readline().strip() if a.storage_stdin else None
     return run_worker(a.run_dir, a.worker, a.concurrency, cache=a.cache,
-                      use_cache=not a.no_cache, trace=a.trace, storage=storage, ways=a.ways)
+                      use_cache=not a.no_cache, trace=a.trace, storage=storage,
+                      parent=a.parent, accept_weak_sandbox=a.accept_weak_sandbox,
+                      ways=a.ways)
 
 
 def run_worker(run_dir: Path, worker: str, concurrency: int, *, cache: Path | None,
                use_cache: bool, trace: Path | None, storage: str | None,
+               parent: int | None = None, accept_weak_sandbox: bool = False,
                ways: int = 1) -> int:
     """One worker on the run in ``run_dir``, to the end; its exit status. ``ways``: the
     workers of this machine, which share each model's declared limits (``max_concurrency``,
@@ -253,7 +289,8 @@ def run_worker(run_dir: Path, worker: str, concurrency: int, *, cache: Path | No
 
     try:
         plan = plan_run(graph_path=None, args=None, out=None, resume=run_dir,
-                        cache=cache, use_cache=use_cache)
+                        cache=cache, use_cache=use_cache,
+                        accept_weak_sandbox=accept_weak_sandbox)
         executor = plan.executor  # the executor itself, not the tracer wrapping it
         if trace is not None:
             from ..tracing import Tracer
@@ -269,7 +306,7 @@ def run_worker(run_dir: Path, worker: str, concurrency: int, *, cache: Path | No
                 for binding in executor.bindings().values():
                     binding.share_limits(ways)
             try:
-                return await work(plan, board, worker, concurrency)
+                return await work(plan, board, worker, concurrency, parent=parent)
             finally:
                 await plan.executor.aclose()
 
@@ -342,18 +379,22 @@ class _Forked:
 
 def _fork_worker(errlog: Any, run_dir: Path, name: str, concurrency: int, *,
                  cache: Path | None, use_cache: bool, trace: Path | None,
-                 ways: int = 1) -> _Forked:
+                 accept_weak_sandbox: bool = False, ways: int = 1) -> _Forked:
     """A worker forked from the parent: it opens its own store, cache and backends
     (``run_worker``; SQLite connections must not cross a fork) and never touches the
     parent's, and ends with ``os._exit`` so nothing of the parent's is closed or flushed."""
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError):  # closed or a broken pipe
             stream.flush()
+    parent = os.getpid()
     pid = os.fork()
     if pid:
         return _Forked(pid)
     code = 1
     try:
+        # the parent's handlers are its own (the eval turns SIGTERM into an interruption):
+        # a worker the parent terminates ends at once, as a spawned one does
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         null = os.open(os.devnull, os.O_RDWR)
         os.dup2(null, 0)
         os.dup2(null, 1)
@@ -364,7 +405,8 @@ def _fork_worker(errlog: Any, run_dir: Path, name: str, concurrency: int, *,
         sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115
         sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115
         code = run_worker(run_dir, name, concurrency, cache=cache, use_cache=use_cache,
-                          trace=trace, storage=None, ways=ways)
+                          trace=trace, storage=None, parent=parent,
+                          accept_weak_sandbox=accept_weak_sandbox, ways=ways)
     except BaseException:
         traceback.print_exc()
     finally:
@@ -378,11 +420,27 @@ def _fork_worker(errlog: Any, run_dir: Path, name: str, concurrency: int, *,
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+def _stop(p: Any) -> None:
+    """End a worker that still runs: SIGTERM, then SIGKILL if it has not ended in 10 s."""
+    if p.poll() is not None:
+        return
+    p.terminate()
+    with contextlib.suppress(ProcessLookupError):  # a stopped process acts on it once woken
+        os.kill(p.pid, signal.SIGCONT)
+    try:
+        p.wait(10)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(p.pid, signal.SIGKILL)
+        p.wait(10)
+
+
 @dataclass
 class WorkerReport:
-    """How the workers ended: one line per worker that did not end cleanly."""
+    """How the workers ended: a line per way workers ended that was not clean."""
 
-    problems: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # workers that ended alike: one line
+    failed: int = 0  # workers that did not end cleanly
     progress: dict[str, Any] = field(default_factory=dict)
     started: int = 0  # workers started: no more than there were open questions
 
@@ -390,7 +448,8 @@ class WorkerReport:
 def run_workers(plan: Any, n: int, concurrency: int, *, cache: Path | None, use_cache: bool,
                 trace: Path | None = None,
                 on_progress: Callable[[dict[str, Any]], None] | None = None,
-                poll_s: float = 0.1, storage: str | None = None) -> WorkerReport:
+                poll_s: float = 0.1, storage: str | None = None,
+                accept_weak_sandbox: bool = False) -> WorkerReport:
     """List the run's open questions, start ``n`` worker processes on it and wait for them,
     calling ``on_progress`` with the board's counts as they change.
 
@@ -425,6 +484,7 @@ def run_workers(plan: Any, n: int, concurrency: int, *, cache: Path | None, use_
     run_dir = plan.store.run_dir
     report = WorkerReport(started=n)
     procs: list[tuple[str, Any, Any]] = []  # Popen or _Forked
+    hung: set[str] = set()  # workers stopped because they did not end when all was done
     with contextlib.ExitStack() as stack:
         try:
             fork = start_method(plan, storage) == "fork"
@@ -439,16 +499,20 @@ def run_workers(plan: Any, n: int, concurrency: int, *, cache: Path | None, use_
                 if fork:
                     procs.append((name, _fork_worker(
                         errlog, run_dir, name, concurrency, cache=cache, use_cache=use_cache,
-                        trace=trace, ways=n), errlog))
+                        trace=trace, accept_weak_sandbox=accept_weak_sandbox, ways=n),
+                        errlog))
                     continue
                 cmd = [sys.executable, "-m", "tts_graph.evaluate.workers", str(run_dir),
-                       "--worker", name, "--concurrency", str(concurrency), "--ways", str(n)]
+                       "--worker", name, "--concurrency", str(concurrency),
+                       "--parent", str(os.getpid()), "--ways", str(n)]
                 if not use_cache:
                     cmd.append("--no-cache")
                 elif cache is not None:
                     cmd += ["--cache", str(cache)]
                 if trace is not None:
                     cmd += ["--trace", str(trace)]
+                if accept_weak_sandbox:  # the code scorer's guard mode, accepted by the user
+                    cmd.append("--accept-weak-sandbox")
                 if storage:
                     cmd.append("--storage-stdin")
                 proc = subprocess.Popen(
@@ -460,6 +524,7 @@ def run_workers(plan: Any, n: int, concurrency: int, *, cache: Path | None, use_
                         proc.stdin.close()
                 procs.append((name, proc, errlog))
             last: dict[str, Any] = {}
+            all_done_at: float | None = None
             while True:
                 running = [p for _, p, _ in procs if p.poll() is None]
                 sync()
@@ -469,16 +534,25 @@ def run_workers(plan: Any, n: int, concurrency: int, *, cache: Path | None, use_
                 last = now
                 if not running:
                     break
+                if now.get("left", 1) == 0:
+                    # every question is done, results and all: a worker that has not ended
+                    # a lease after is hung (stopped, stuck in native code) and would keep
+                    # the eval from ever ending
+                    all_done_at = all_done_at or time.monotonic()
+                    if time.monotonic() - all_done_at > lease_s():
+                        for name, p, _ in procs:
+                            if p.poll() is None:
+                                hung.add(name)
+                                _stop(p)
                 time.sleep(poll_s)
             report.progress = last
         finally:
             for _, p, _ in procs:
-                if p.poll() is None:
-                    p.terminate()
-                    p.wait(10)
+                _stop(p)
         sync()  # what the last workers wrote
         if storage:
             board.close()
+        ended: dict[str, list[str]] = {}  # why: the workers that ended so (one line each)
         for name, p, errlog in procs:
             if p.returncode == 0:
                 continue
@@ -486,9 +560,15 @@ def run_workers(plan: Any, n: int, concurrency: int, *, cache: Path | None, use_
             lines = errlog.read().decode("utf-8", "replace").strip().splitlines()
             why = lines[-1] if lines else (f"killed by signal {-p.returncode}"
                                             if p.returncode < 0 else f"exit {p.returncode}")
+            why = why.removeprefix(f"worker {name}: ")
+            if name in hung:
+                why = "still running when every question was done: stopped"
             if storage:
                 why = scrub(why, storage)
-            report.problems.append(f"worker {name} (pid {p.pid}) ended: {why}")
+            ended.setdefault(why, []).append(f"{name} (pid {p.pid})")
+            report.failed += 1
+        report.problems = [f"worker{'s' if len(who) > 1 else ''} {', '.join(who)} ended: {why}"
+                           for why, who in ended.items()]
     return report
 
 
