@@ -4,6 +4,7 @@ backend so they run instantly; tests/test_real_models.py runs the CLI on the rea
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -24,9 +25,11 @@ output: vote
 """
 
 
-def cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+def cli(*args: str, cwd: Path = ROOT, env: dict[str, str] | None = None
+        ) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "tts_graph", *args], capture_output=True,
-                          text=True, cwd=cwd, timeout=120, check=False)
+                          text=True, cwd=cwd, timeout=120, check=False,
+                          env={**os.environ, **env} if env else None)
 
 
 @pytest.fixture
@@ -202,3 +205,32 @@ output: e
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.splitlines()[0].startswith(
         f"{bad}:4: models.big.model: unknown local model 'llama-900b'")
+
+
+def test_validate_and_run_check_simulated_models_and_keys_with_file_and_line(
+        tmp_path: Path) -> None:
+    """An unknown simulated model passed ``validate`` and failed ``run`` with a line
+    without its file; a key holding a line break inside was found only by the call."""
+    bad = tmp_path / "sim.yaml"
+    bad.write_text("version: 1\nname: s\nmodels:\n"
+                   "  a: {backend: sim, model: strong}\n"
+                   "  b: {backend: sim, model: mine, options: {base: llama-9b}}\n"
+                   "  c: {backend: sim, model: llama-8b, options: {colour: blue}}\n"
+                   "  d: {backend: openai, model: x, api_key_env: TTS_GRAPH_TEST_TWO_KEYS}\n"
+                   "nodes:\n  s: {role: solver, model: a}\n  t: {role: solver, model: b}\n"
+                   "  u: {role: solver, model: c}\n  v: {role: fuser, model: d, "
+                   "inputs: [s, t, u]}\noutput: v\n")
+    env = {"TTS_GRAPH_TEST_TWO_KEYS": "sk-one\nsk-two"}
+    for command in (("validate", str(bad)), ("run", str(bad), "-q", "hi")):
+        proc = cli(*command, env=env)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        lines = proc.stderr.strip().splitlines()
+        assert lines[0].startswith(f"{bad}:4: models.a.model: unknown simulated model "
+                                   "'strong'"), lines
+        assert lines[1].startswith(f"{bad}:5: models.b.options.base: unknown simulated "
+                                   "model 'llama-9b'"), lines
+        assert lines[2].startswith(f"{bad}:6: models.c.options: unknown options colour"), lines
+        assert lines[3] == (f"{bad}:7: models.d.api_key_env: environment variable "
+                            "TTS_GRAPH_TEST_TWO_KEYS (api_key_env) holds a line break or "
+                            "another control character: not one key"), lines
+        assert "sk-one" not in proc.stderr

@@ -6,8 +6,10 @@ its file:line before anything loads.
 - ``vllm``: a Hugging Face repo id (``org/name``) or a local directory that exists;
 - ``litellm``: a model string of ``provider/model`` shape (no spaces, no empty part);
 - ``openai``: ``api_base`` an http(s) URL with a host, ``options.chat`` a boolean;
+- ``sim``: a simulated model (or ``options.base``) that exists, options it knows;
 - ``api_key_env`` naming an unset variable: a *warning* (the key may be set where the graph
-  runs), which ``run`` and ``serve`` treat as an error since they call the model now.
+  runs), which ``run`` and ``serve`` treat as an error since they call the model now; one
+  holding a line break or another control character inside the key: an error.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .backends.litellm_backend import env_key, key_problem
 from .errors import GraphError
 from .spec import GraphDoc, ModelSpec
 
@@ -84,7 +87,24 @@ def _openai(spec: ModelSpec, base_dir: Path | None) -> tuple[str, str] | None:
     return config_problem(spec)
 
 
-_CHECKS = {"local": _local, "vllm": _vllm, "litellm": _litellm, "openai": _openai}
+def _sim(spec: ModelSpec, base_dir: Path | None) -> tuple[str, str] | None:
+    from .errors import BackendError
+    from .sim.profiles import profile_from_options
+
+    try:
+        profile_from_options(spec.model, spec.options)
+    except BackendError as exc:
+        message = str(exc).removeprefix("sim: ")
+        if message.startswith("unknown options"):
+            return "options", message
+        return ("options.base" if "base" in spec.options else "model"), message
+    except (TypeError, ValueError) as exc:  # an option of the wrong type ("price: cheap")
+        return "options", f"an option of the wrong type: {exc}"
+    return None
+
+
+_CHECKS = {"local": _local, "vllm": _vllm, "litellm": _litellm, "openai": _openai,
+           "sim": _sim}
 
 
 def check_models(doc: GraphDoc) -> ModelProblems:
@@ -100,4 +120,8 @@ def check_models(doc: GraphDoc) -> ModelProblems:
             out.warnings.append(doc.error(
                 ("models", name, "api_key_env"),
                 f"environment variable {spec.api_key_env} is not set"))
+        elif spec.api_key_env:
+            problem = key_problem(spec.api_key_env, env_key(spec.api_key_env))
+            if problem is not None:  # set, but no call could carry it
+                out.errors.append(doc.error(("models", name, "api_key_env"), problem))
     return out
