@@ -198,3 +198,28 @@ def test_eval_summary_says_how_the_budget_was_used(workdir: Path) -> None:
         reports = [json.loads(b) for (b,) in conn.execute("SELECT budget FROM results")]
     assert len(reports) == 6
     assert all(b["spent"]["tokens"] <= 400 and b["output_reached"] for b in reports)
+
+
+def test_resume_from_another_directory_finds_the_task_file(workdir: Path) -> None:
+    """The run recorded the task file as given (``q.jsonl``, relative to where the eval was
+    started): ``--resume`` from any other directory could not find it."""
+    import socket
+
+    other = workdir / "elsewhere"
+    other.mkdir()
+    with socket.socket() as s:  # one port for both servers: the graph names it
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    down = FaultConfig(faults={"server_error": 1.0})
+    with serve_fault_server(down, port=port) as url:
+        (workdir / "g.yaml").write_text(_graph(url).replace("timeout_s: 10",
+                                                            "timeout_s: 10, max_retries: 0"))
+        first = _cli("eval", "g.yaml", "--task", "q.jsonl", "--out", "run", "--no-cache",
+                     "--limit", "5", cwd=workdir)
+    assert first.returncode == 1, first.stderr  # every question an infrastructure error
+    with serve_fault_server(FaultConfig(), port=port):
+        again = _cli("eval", "--resume", str(workdir / "run"), cwd=other)
+    assert again.returncode == 0, again.stderr
+    with sqlite3.connect(workdir / "run" / "results.sqlite") as conn:
+        statuses = [r[0] for r in conn.execute("SELECT status FROM results")]
+    assert statuses == ["ok"] * 5  # the infrastructure errors were run again, and answered
