@@ -5,6 +5,7 @@ test_fault_tolerance.py."""
 from __future__ import annotations
 
 import json
+import urllib.parse
 from types import SimpleNamespace
 from typing import Any
 
@@ -161,3 +162,14 @@ def test_the_price_is_known_when_the_binding_is_made() -> None:
     assert binding.costing.price_out == pytest.approx(price[1] / 1e6)
     unknown = ModelSpec(backend="litellm", model="openai/no-such-model-anywhere")
     assert ModelBinding("u", unknown, LitellmBackend(unknown)).costing.price_in == 0.0
+
+
+def test_classify_redacts_the_key_in_every_form_a_server_may_echo() -> None:
+    key = "sk-proj/a+b c"
+    body = (f'{{"error": {{"message": "bad key {json.dumps(key)[1:-1]}"}}}}, '
+            f'escaped {key.replace("/", chr(92) + "/")}, in a URL ?key='
+            f'{urllib.parse.quote_plus(key)}, and plain {key}')
+    text = str(classify(RuntimeError(body), litellm, redact=key))
+    for form in (key, key.replace("/", "\\/"), urllib.parse.quote_plus(key), "proj/a"):
+        assert form not in text, text
+    assert text.count("***") == 4

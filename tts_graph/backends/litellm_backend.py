@@ -27,6 +27,7 @@ import math
 import os
 import threading
 import time
+import urllib.parse
 from typing import Any
 
 from ..errors import BackendError, TransientBackendError, TTSGraphError
@@ -124,12 +125,23 @@ def key_problem(var: str, key: str) -> str | None:
     return None
 
 
+def key_forms(key: str) -> tuple[str, ...]:
+    """``key`` as a server may echo it: raw, JSON-escaped (with and without "/" escaped, as
+    PHP's json_encode does), URL-encoded; the longest first, each once."""
+    quoted = json.dumps(key)[1:-1]
+    forms = {key, quoted, quoted.replace("/", "\\/"), json.dumps(key, ensure_ascii=False)[1:-1],
+             urllib.parse.quote(key, safe=""), urllib.parse.quote(key),
+             urllib.parse.quote_plus(key)}
+    return tuple(sorted(forms, key=len, reverse=True))
+
+
 def classify(exc: BaseException, litellm: Any, redact: str | None = None) -> BackendError:
     """Map a litellm/httpx/openai failure to a transient or a permanent backend error: one
     line, without the traceback litellm puts in some messages."""
     text = f"{type(exc).__name__}: {exc}".split("Traceback (most recent call last)")[0].rstrip()
     if redact:
-        text = text.replace(redact, "***")
+        for form in key_forms(redact):
+            text = text.replace(form, "***")
     text = " ".join(text.split())[:500]
     status = getattr(exc, "status_code", None)
     if isinstance(exc, (litellm.Timeout, TimeoutError)):

@@ -50,7 +50,6 @@ import hashlib
 import json
 import re
 import time
-import urllib.parse
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -68,6 +67,7 @@ from .litellm_backend import (  # plain functions: litellm is not imported
     _usage_counts,
     env_key,
     estimate_text_tokens,
+    key_forms,
     key_problem,
 )
 from .pricing import cost_map, mapped_price
@@ -213,16 +213,6 @@ class _NotJSON(TransientBackendError):
     """A 200 whose body is no JSON (an event stream, perhaps: see ``_post``)."""
 
 
-def _key_forms(key: str) -> tuple[str, ...]:
-    """``key`` as a server may echo it: raw, JSON-escaped (with and without "/" escaped, as
-    PHP's json_encode does), URL-encoded; the longest first, each once."""
-    quoted = json.dumps(key)[1:-1]
-    forms = {key, quoted, quoted.replace("/", "\\/"), json.dumps(key, ensure_ascii=False)[1:-1],
-             urllib.parse.quote(key, safe=""), urllib.parse.quote(key),
-             urllib.parse.quote_plus(key)}
-    return tuple(sorted(forms, key=len, reverse=True))
-
-
 async def _once(data: bytes) -> AsyncIterator[bytes]:
     """A body already read, as the chunks of one (for the event stream reader)."""
     yield data
@@ -267,7 +257,7 @@ class OpenAIBackend(Backend):
             if problem is not None:
                 raise TTSGraphError(f"model {spec.model!r}: {problem}")
         #: the forms of the key a server's bytes may hold, each redacted (``_scrub``)
-        self._key_forms = _key_forms(self._key) if self._key else ()
+        self._key_forms = key_forms(self._key) if self._key else ()
         self._headers = {"Content-Type": "application/json"}
         if self._key:
             self._headers["Authorization"] = f"Bearer {self._key}"
