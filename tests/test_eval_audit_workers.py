@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from taskfiles import write_sums
 from test_eval_workers import _graph
 
 from tts_graph.testing.fault_server import FaultConfig, fault_stats, serve_fault_server
@@ -74,9 +75,7 @@ def _rows(run: Path) -> list[tuple[str, str]]:
 
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
-    (tmp_path / "q.jsonl").write_text("".join(
-        json.dumps({"id": f"q{i}", "question": f"What is {i} + {i}?", "answer": str(2 * i)})
-        + "\n" for i in range(N)))
+    write_sums(tmp_path / "q.jsonl", N)
     return tmp_path
 
 

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from taskfiles import write_sums
 
 from tts_graph.testing.fault_server import FaultConfig, fault_stats, serve_fault_server
 
@@ -47,10 +48,7 @@ def _rows(run: Path) -> list[tuple[str, str | None]]:
 
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
-    questions = tmp_path / "q.jsonl"
-    questions.write_text("".join(
-        json.dumps({"id": f"q{i}", "question": f"What is {i} + {i}?", "answer": str(2 * i)})
-        + "\n" for i in range(N)))
+    write_sums(tmp_path / "q.jsonl", N)
     return tmp_path
 
 

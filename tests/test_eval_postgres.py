@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from taskfiles import write_sums
 from test_eval_workers import _graph as workers_graph
 
 from tts_graph.errors import TTSGraphError
@@ -97,9 +98,7 @@ def _workers(run: Path) -> list[tuple[str, int, int, int]]:
 
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
-    (tmp_path / "q.jsonl").write_text("".join(
-        json.dumps({"id": f"q{i}", "question": f"What is {i} + {i}?", "answer": str(2 * i)})
-        + "\n" for i in range(N)))
+    write_sums(tmp_path / "q.jsonl", N)
     return tmp_path
 
 

@@ -16,6 +16,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from taskfiles import write_sums
 
 from tts_graph.testing.fault_server import FaultConfig, fault_stats, serve_fault_server
 
@@ -55,9 +56,7 @@ def _answers(run: Path) -> list[tuple[str, str | None, str]]:
 
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
-    (tmp_path / "q.jsonl").write_text("".join(
-        json.dumps({"id": f"q{i}", "question": f"What is {i} + {i}?", "answer": str(2 * i)})
-        + "\n" for i in range(N)))
+    write_sums(tmp_path / "q.jsonl", N)
     return tmp_path
 
 

@@ -18,13 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from taskfiles import write_sums
+from test_executor import Timed
 
 from tts_graph import Executor, Graph, loads_graph
 from tts_graph import limits as limits_mod
 from tts_graph.backends.scripted import ScriptedBackend
 from tts_graph.limits import Permits, RequestRate, TokenRate
 from tts_graph.testing.fault_server import FaultConfig, fault_stats, serve_fault_server
-from tts_graph.types import Completion
 
 
 @pytest.fixture
@@ -183,18 +184,7 @@ def test_rpm_holds_across_sync_runs(server: str, short_minute: float) -> None:
 
 
 async def test_limits_work_in_one_loop_as_before() -> None:
-    class Slow(ScriptedBackend):
-        peak = in_flight = 0
-
-        async def generate(self, request: Any) -> list[Completion]:
-            self.in_flight += 1
-            self.peak = max(self.peak, self.in_flight)
-            try:
-                return await super().generate(request)
-            finally:
-                self.in_flight -= 1
-
-    backend = Slow(lambda req, i: "Answer: 3", latency=0.01)
+    backend = Timed(lambda req, i: "Answer: 3", latency=0.01)
     doc = loads_graph("version: 1\nname: r\nmodels:\n  m: {backend: scripted, model: m, "
                       "max_concurrency: 3, rpm: 1000, tpm: 1000000}\nnodes:\n  s: {role: "
                       "solver, model: m}\noutput: s\n")
@@ -227,9 +217,7 @@ def test_a_share_of_the_limits_rounds_down_and_keeps_at_least_one() -> None:
 @pytest.mark.parametrize("start", ["fork", "spawn"])
 def test_eval_workers_keep_to_max_concurrency_together(tmp_path: Path, start: str) -> None:
     """``--workers 2`` with ``max_concurrency: 2``: one call at a time each, not two."""
-    (tmp_path / "q.jsonl").write_text("".join(
-        json.dumps({"id": f"q{i}", "question": f"What is {i} + {i}?", "answer": str(2 * i)})
-        + "\n" for i in range(16)))
+    write_sums(tmp_path / "q.jsonl", 16)
     with serve_fault_server(FaultConfig(latency_ms=40)) as url:
         (tmp_path / "g.yaml").write_text(
             f"version: 1\nname: cap\nmodels:\n  m: {{backend: openai, model: fault, "
