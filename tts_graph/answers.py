@@ -15,9 +15,13 @@ _ANSWER_LINE = re.compile(
     r"(?:final answer|answer|^[ \t]*####)\s*(?:is)?\s*[:=]?\s*(.+)", re.IGNORECASE | re.MULTILINE
 )
 _NUMBER = re.compile(r"-?\$?\s?\d[\d,]*(?:\.\d+)?(?:[eE][-+]?\d+\b)?(?:/\d+)?|-?\.\d+")
+#: the characters a match of _NUMBER may hold, besides whitespace
+_OF_NUMBER = frozenset("0123456789,.-+$eE/")
 # LaTeX a model writes numbers in: \frac{1}{2}, \dfrac12, 1{,}234, 1\,234, the minus sign
 _FRAC = re.compile(r"\\[dt]?frac\s*(?:\{\s*(-?[\d.]+)\s*\}|(\d))\s*(?:\{\s*(-?[\d.]+)\s*\}|(\d))")
 _DIGIT_GAP = re.compile(r"(?<=\d)(?:\{,\}|\\[,!; ]|[\u00a0\u2009\u202f])(?=\d)")
+_GAP_SPACES = "\u00a0\u2009\u202f"  # the typographic spaces of _DIGIT_GAP
+_GAP_COMMANDS = ("\\,", "\\!", "\\;", "\\ ")  # and its LaTeX spaces
 _CHOICE = re.compile(r"\(?\b([A-J])\b\)?")
 # compiled once (not through ``re``'s cache lookup on every reply): what a number's text may
 # hold besides the number, a LaTeX text command, runs of space, where an answer's main clause
@@ -29,6 +33,7 @@ _CLAUSE_END = re.compile(r"\(|\[|; |, ")
 
 
 _BOX = re.compile(r"\\(?:boxed|fbox)(?:\s*(\{)|[ \t]+([^\s${}]+))")
+_BRACES = re.compile(r"[{}]")
 
 
 def _boxed(text: str) -> str | None:
@@ -41,10 +46,11 @@ def _boxed(text: str) -> str | None:
         return None
     closes: dict[int, int] = {}  # "{" -> its "}", in one pass (a reply may hold many boxes)
     opened: list[int] = []
-    for j, ch in enumerate(text):
-        if ch == "{":
+    for brace in _BRACES.finditer(text):  # the braces alone, not every character
+        j = brace.start()
+        if text[j] == "{":
             opened.append(j)
-        elif ch == "}" and opened:
+        elif opened:
             closes[opened.pop()] = j
     for m in reversed(boxes):
         if m.group(2) is not None:
@@ -61,20 +67,62 @@ def last_boxed(text: str) -> str | None:
 
 
 def _answer_segment(text: str) -> str | None:
-    matches = list(_ANSWER_LINE.finditer(text))
-    if not matches:
-        return None
-    return matches[-1].group(1).strip()
+    """What the last answer line gives (``_ANSWER_LINE``'s last match, as ``finditer`` finds
+    them), or None."""
+    last = _last_answer_line(text)
+    return None if last is None else last.group(1).strip()
+
+
+def _case_folded(text: str) -> str:
+    """``text`` folded as a case-blind pattern sees the letters of "final answer", one
+    character for one: ``lower()``, and the three letters ``re`` takes for one of them that
+    ``lower()`` does not make it (İ, ı, ſ: found by trying every code point,
+    tests/test_answer_lines.py). ``str.translate`` would go character by character."""
+    if text.isascii():
+        return text.lower()
+    return text.replace("\u0130", "i").lower().replace("\u0131", "i").replace("\u017f", "s")
+
+
+def _last_answer_line(text: str) -> re.Match[str] | None:
+    """``_ANSWER_LINE``'s last match. The pattern, case-blind and anchored at line starts,
+    gets no prefix scan from ``re``: ``finditer`` tries it at every position (90 us for a
+    1,400-character reply, the size of a chain of thought). A match can only start where
+    "answer" or "final answer" is written (in any case), or at the start of a line of
+    "####", so the pattern is tried at those places alone, left to right, skipping what a
+    match took, as ``finditer`` does."""
+    lower = _case_folded(text)
+    starts: set[int] = set()
+    i = lower.find("answer")
+    while i >= 0:
+        starts.add(i)
+        if i >= 6 and lower.startswith("final ", i - 6):
+            starts.add(i - 6)
+        i = lower.find("answer", i + 1)
+    j = text.find("####")
+    while j >= 0:
+        line = text.rfind("\n", 0, j) + 1
+        if not text[line:j].strip(" \t"):
+            starts.add(line)
+        j = text.find("####", j + 1)
+    last, pos = None, 0
+    for start in sorted(starts):
+        if start >= pos and (m := _ANSWER_LINE.match(text, start)) is not None:
+            last, pos = m, m.end()
+    return last
 
 
 def _plain_numbers(text: str) -> str:
     """``text`` with the LaTeX and typography of numbers made plain (``\\frac{1}{2}`` ->
     ``1/2``, ``1{,}234`` -> ``1,234``, U+2212 -> ``-``), so that they are read whole."""
     text = text.replace("\u2212", "-")
-    if text.isascii() and "\\" not in text and "{" not in text:
-        return text  # no LaTeX, no typographic space: nothing to make plain (most replies)
-    text = _DIGIT_GAP.sub(lambda m: "," if m.group(0) == "{,}" else "", text)
-    return _FRAC.sub(lambda m: f"{m.group(1) or m.group(2)}/{m.group(3) or m.group(4)}", text)
+    # each pattern only where what it replaces is written: both scan every position
+    if "{,}" in text or ("\\" in text and any(g in text for g in _GAP_COMMANDS)) or (
+            not text.isascii() and any(c in text for c in _GAP_SPACES)):
+        text = _DIGIT_GAP.sub(lambda m: "," if m.group(0) == "{,}" else "", text)
+    if "frac" in text:
+        text = _FRAC.sub(lambda m: f"{m.group(1) or m.group(2)}/{m.group(3) or m.group(4)}",
+                         text)
+    return text
 
 
 def normalize_number(raw: str) -> str | None:
@@ -111,8 +159,27 @@ def extract_number(text: str) -> str | None:
         return normalize_number(nums[0])
     if segment and (num := _segment_number(segment)):
         return num
-    nums = _NUMBER.findall(text)
-    return normalize_number(nums[-1]) if nums else None
+    last = _last_number(text)
+    return normalize_number(last) if last is not None else None
+
+
+def _last_number(text: str) -> str | None:
+    """``_NUMBER.findall(text)[-1]`` (None: no number), without reading the whole text:
+    ``findall`` tries the pattern at every position (its optional sign, currency and space
+    give ``re`` no prefix to skip to), 280 us for a 1,400-character reply. Every digit lies
+    in a match (at a digit the pattern always matches), so the last match holds the last
+    digit; and no match holds a character outside ``_OF_NUMBER`` (or whitespace), so the
+    matches after such a character are ``findall``'s from just after it."""
+    if not text.isascii():  # digits of other scripts count too: the scan
+        nums = _NUMBER.findall(text)
+        return nums[-1] if nums else None
+    last = max(text.rfind(d) for d in "0123456789")
+    if last < 0:
+        return None
+    start = last
+    while start > 0 and (text[start - 1] in _OF_NUMBER or text[start - 1].isspace()):
+        start -= 1
+    return _NUMBER.findall(text, start)[-1]
 
 
 def extract_boxed(text: str) -> str | None:
