@@ -303,9 +303,13 @@ async def layers_part(a: argparse.Namespace, url: str) -> None:
 class _Sleeper(Backend):
     """Answers every request after ``latency`` seconds, as a server would, with no HTTP."""
 
-    def __init__(self, latency: float) -> None:
+    def __init__(self, latency: float, reply_chars: int = 0) -> None:
         self.latency = latency
         self._info = ModelInfo(identity="sleeper")
+        # a chain of thought of about ``reply_chars`` characters before the answer line
+        step = ("We add the 2 apples in the first basket to the 7 in the second, which gives "
+                "9 apples in all, and check it: 9 - 7 = 2. ")
+        self.text = step * (reply_chars // len(step)) + "2 plus 7 is 9.\nAnswer: 9"
 
     @property
     def info(self) -> ModelInfo:
@@ -313,7 +317,7 @@ class _Sleeper(Backend):
 
     async def generate(self, request: GenerationRequest) -> list[Completion]:
         await asyncio.sleep(self.latency)
-        return [Completion(text="2 plus 7 is 9.\nAnswer: 9", prompt_tokens=40,
+        return [Completion(text=self.text, prompt_tokens=40,
                            completion_tokens=9) for _ in range(request.n)]
 
 
@@ -321,7 +325,7 @@ async def overhead_part(a: argparse.Namespace) -> None:
     """Client CPU a call through the floor, the backend, the binding and the executor."""
     latency = a.latency_ms / 1000.0
     ex = Executor(loads_graph(graph_text("openai", "http://127.0.0.1:9")),
-                  backends={"m": _Sleeper(latency)})
+                  backends={"m": _Sleeper(latency, a.reply_chars)})
     binding = ex.bindings()["m"]
     backend = binding.backend
     async def via_floor(q: str) -> None:
@@ -364,7 +368,9 @@ async def overhead_part(a: argparse.Namespace) -> None:
     print()
     print(table(["c", "calls", *(f"{k} CPU us/call" for k in sides),
                  "executor − binding", "executor − floor"], rows))
-    print(f"\nin-process backend answering after {a.latency_ms:g} ms (no HTTP, no server); "
+    print(f"\nin-process backend answering after {a.latency_ms:g} ms (no HTTP, no server) "
+          f"with a reply of {len(backend.text) if isinstance(backend, _Sleeper) else '?'} "
+          "characters; "
           f"calls per level = min(max(c × {a.rounds}, {a.min_calls}), {a.max_calls}); least "
           f"CPU of {a.repeats} alternating runs per side; collector set up as eval's "
           f"(--gc-freeze): {'yes' if a.gc_freeze else 'no'}")
@@ -658,6 +664,10 @@ def main() -> None:
     p.add_argument("--overhead", action="store_true",
                    help="tts-graph's own client CPU a call, in-process backend, no server "
                    "(instead of the tables)")
+    p.add_argument("--reply-chars", type=int, default=0,
+                   help="--overhead: the in-process backend's reply is a chain of thought of "
+                        "about this many characters before its answer line (answer "
+                        "extraction reads it all)")
     p.add_argument("--sides", default="floor,backend,binding,executor",
                    type=lambda s: [x for x in s.split(",") if x],
                    help="--overhead: the sides to run (one alone, with --levels C --min-calls "

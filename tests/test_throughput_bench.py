@@ -98,3 +98,14 @@ def test_quick_sync_mode_compares_blocking_runs() -> None:
     # connections opened are counted by the server, not timed: a new one per asyncio.run
     assert rows["asyncio.run a query (before)"][4] == "20"
     assert rows["Graph.run (shared loop)"][4] in ("0", "1")
+
+
+def test_quick_overhead_mode_with_a_long_reply() -> None:
+    proc = subprocess.run([sys.executable, "benchmarks/throughput.py", "--quick", "--overhead",
+                           "--sides", "executor", "--reply-chars", "1400"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    header = next(line for line in proc.stdout.splitlines() if line.startswith("| c "))
+    assert "executor CPU us/call" in header and "binding CPU" not in header, header
+    reply = int(proc.stdout.split("with a reply of ")[1].split()[0])
+    assert 1300 <= reply <= 1500, reply
