@@ -37,7 +37,7 @@ class Part:
 
 
 class _Limits:
-    """The model's declared limits, one set per binding for the whole process
+    """The model's declared limits, one set per binding for all its calls
     (``tts_graph.limits``: any loop, any thread), or this process's share of them when
     ``ways`` processes call the model together (at least one call, request and token)."""
 
@@ -94,7 +94,6 @@ class ModelBinding:
             params=spec.params or info.params,
         )
         self.limits = _Limits(spec)
-        self.limit_ways = 1
         self.in_flight = 0
         self.peak_in_flight = 0
         self.attempts = 0
@@ -106,7 +105,6 @@ class ModelBinding:
         if ways < 1:
             raise ValueError("ways must be >= 1")
         self.limits = _Limits(self.spec, ways)
-        self.limit_ways = ways
 
     async def generate(self, request: GenerationRequest, est_tokens: int,
                        stream: TextStream | None = None) -> list[Part]:

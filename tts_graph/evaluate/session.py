@@ -60,18 +60,6 @@ def _load_graph_text(path: Path) -> str:
     return read_source(path)
 
 
-def _anchored(task: str) -> str:
-    """``task`` as a ``--resume`` from another directory finds it again: a task file, or a
-    local dataset directory after ``hf:``, made absolute; built-in and hub names as given."""
-    if task.startswith("hf:"):
-        ref, sep, split = task[3:].partition(":")
-        return f"hf:{Path(ref).resolve()}{sep}{split}" if Path(ref).is_dir() else task
-    path = Path(task)
-    if path.suffix.lower() in (".jsonl", ".csv") and path.is_file():
-        return str(path.resolve())
-    return task
-
-
 def _compile(text: str, source: str) -> CompiledGraph:
     doc = loads_graph(text, source=source)
     doc.base_dir = Path(source).parent
@@ -92,7 +80,7 @@ def plan_run(
     task is refused, before the run is recorded, where the sandbox has only its guard mode
     and ``accept_weak_sandbox`` is not given (``scorers.code_sandbox``)."""
     from .scorers import code_sandbox
-    from .tasks import load_task, split_items
+    from .tasks import absolute_task, load_task, split_items
 
     store: ResultStore | None = None
     if resume is not None:
@@ -139,7 +127,7 @@ def plan_run(
         if resume is None:  # absolute: a resume from another directory finds them again
             # (the graph's own relative paths, a model file say, are read from its directory)
             store.put("graph_path", str(Path(source).resolve()))
-            store.put("task_args", dataclasses.replace(args, task=_anchored(args.task))
+            store.put("task_args", dataclasses.replace(args, task=absolute_task(args.task))
                       .to_json())
         if use_cache and response_cache is None:
             response_cache = ResponseCache(run_dir / "cache.sqlite")

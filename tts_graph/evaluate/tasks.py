@@ -433,6 +433,31 @@ def _read_csv(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
         raise TaskError(f"{path}:{reader.line_num}: {exc}") from None
 
 
+def _hf_parts(ref: str) -> tuple[str, str | None]:
+    """``hf:``'s ``NAME_OR_DIR[:split]`` as (name or directory, split or None)."""
+    head, sep, tail = ref.rpartition(":")
+    if sep and head and tail and "/" not in tail:
+        return head, tail
+    return ref, None
+
+
+def absolute_task(spec: str) -> str:
+    """``spec`` as ``load_task`` finds it again from another working directory (a run
+    resumed elsewhere): a task file, or a local dataset directory after ``hf:``, made
+    absolute; built-in and hub names as given."""
+    if _loader(spec) is not None:
+        return spec
+    if spec.startswith("hf:"):
+        name, split = _hf_parts(spec[3:])
+        if not Path(name).is_dir():
+            return spec
+        return f"hf:{Path(name).resolve()}" + (f":{split}" if split else "")
+    path = Path(spec)
+    if path.suffix.lower() in (".jsonl", ".csv") and path.is_file():
+        return str(path.resolve())
+    return spec
+
+
 def _load_hf(ref: str, qf: str | None, af: str | None, idf: str | None,
              id_required: bool) -> list[Item]:
     try:
@@ -441,10 +466,7 @@ def _load_hf(ref: str, qf: str | None, af: str | None, idf: str | None,
         raise TaskError(
             "hf: tasks need the Hugging Face datasets package: pip install 'tts-graph[hf]'"
         ) from None
-    name, split = ref, None
-    head, sep, tail = ref.rpartition(":")
-    if sep and head and tail and "/" not in tail:
-        name, split = head, tail
+    name, split = _hf_parts(ref)
     where = f"hf:{ref}"
     try:
         if Path(name).is_dir():
