@@ -78,7 +78,7 @@ from _common import ROOT, print_header, table
 from tts_graph import Executor, Graph, loads_graph
 from tts_graph.backends.base import Backend, GenerationRequest, ModelInfo
 from tts_graph.backends.litellm_backend import import_litellm
-from tts_graph.evaluate.runner import YOUNG_THRESHOLD, freeze_setup
+from tts_graph.collector import YOUNG_THRESHOLD, freeze_setup
 from tts_graph.roles.solver import Solver
 from tts_graph.testing import FaultConfig, fault_stats, spawn_fault_server
 from tts_graph.types import Completion, Message

@@ -12,6 +12,15 @@ def root() -> Path:
     return ROOT
 
 
+@pytest.fixture(autouse=True)
+def _fresh_limits() -> None:
+    """A model's limits are shared by the whole process (``tts_graph.limits.shared``): each
+    test starts without the windows and permits an earlier test's graphs left."""
+    from tts_graph.limits import forget_shared
+
+    forget_shared()
+
+
 # ---------------------------------------------------------------- real servers on loopback
 # (started on first use, once per test session; see tests/servers.py)
 

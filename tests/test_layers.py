@@ -49,7 +49,7 @@ LAYERS: list[tuple[str, list[str]]] = [
                     "tts_graph.types", "tts_graph.files", "tts_graph.tokens", "tts_graph.plugins",
                     "tts_graph._version", "tts_graph.streaming", "tts_graph.yamlpos",
                     "tts_graph.prompts", "tts_graph.deadlines", "tts_graph.blocking",
-                    "tts_graph.limits"]),
+                    "tts_graph.limits", "tts_graph.collector"]),
 ]
 
 

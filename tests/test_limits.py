@@ -1,7 +1,8 @@
 """A model's declared limits (``max_concurrency``, ``rpm``, ``tpm``) hold for the whole
-process: across the event loop of each sync ``Graph.run`` and across threads sharing one
+process: across the event loop of each sync ``Graph.run``, across threads sharing one
 graph (they were kept per event loop: each run started a fresh minute, each thread took the
-whole cap)."""
+whole cap), and across graph objects and executors declaring the same model (a search's
+trials, one after another, each started a fresh minute)."""
 
 from __future__ import annotations
 
@@ -183,6 +184,52 @@ def test_rpm_holds_across_sync_runs(server: str, short_minute: float) -> None:
     assert wall >= short_minute * 0.9  # the third waited for the window to move on
 
 
+def test_rpm_holds_across_executors_one_after_another(server: str,
+                                                      short_minute: float) -> None:
+    """A search runs its trials one after another, an executor each: the next trial's calls
+    count in the same minute as the last one's."""
+    t0 = time.perf_counter()
+    for i in range(2):
+        with Graph(_graph(server, "rpm: 2")) as g:
+            results = g.run_many([f"What is {i} + {j}?" for j in range(2)], concurrency=2)
+        assert all(r.status == "ok" for r in results), [r.error for r in results]
+    # four requests at two a window: the second graph waited for the first one's window
+    assert time.perf_counter() - t0 >= short_minute * 0.9
+
+
+def test_max_concurrency_holds_across_graphs_of_the_same_model(server: str) -> None:
+    """Two graph objects (two served graphs, two trials) calling one model at once keep to
+    its cap together; a model declared with other limits, or at another endpoint, has its
+    own."""
+    with Graph(_graph(server, "max_concurrency: 1")) as a, \
+            Graph(_graph(server, "max_concurrency: 1")) as b, ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda i: (a, b)[i % 2].run(f"What is {i} + 1?"), range(8)))
+        assert all(r.status == "ok" for r in results), [r.error for r in results]
+        assert fault_stats(server)["peak_in_flight"] == 1
+        ex_a, ex_b = a.executor, b.executor
+        assert ex_a.bindings()["m"].limits is ex_b.bindings()["m"].limits
+    with Graph(_graph(server, "max_concurrency: 2")) as c:
+        assert c.executor.bindings()["m"].limits is not \
+            ex_a.bindings()["m"].limits
+
+
+def test_a_forked_child_starts_without_its_parents_limits() -> None:
+    """A forked process (an eval worker) is another client of the provider: what the
+    parent had taken is not its own."""
+    first = limits_mod.shared("k", lambda: Permits(1))
+    asyncio.run(first.acquire())  # held by the parent
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: a fresh set, free to take
+        ok = limits_mod.shared("k", lambda: Permits(1)) is not first
+        os.write(write, b"1" if ok else b"0")
+        os._exit(0)
+    os.close(write)
+    assert os.read(read, 1) == b"1"
+    os.waitpid(pid, 0)
+    assert limits_mod.shared("k", lambda: Permits(1)) is first
+
+
 async def test_limits_work_in_one_loop_as_before() -> None:
     backend = Timed(lambda req, i: "Answer: 3", latency=0.01)
     doc = loads_graph("version: 1\nname: r\nmodels:\n  m: {backend: scripted, model: m, "
@@ -217,8 +264,10 @@ def test_a_share_of_the_limits_rounds_down_and_keeps_at_least_one() -> None:
 @pytest.mark.parametrize("start", ["fork", "spawn"])
 def test_eval_workers_keep_to_max_concurrency_together(tmp_path: Path, start: str) -> None:
     """``--workers 2`` with ``max_concurrency: 2``: one call at a time each, not two."""
-    write_sums(tmp_path / "q.jsonl", 16)
-    with serve_fault_server(FaultConfig(latency_ms=40)) as url:
+    # calls slow enough (24 × 150 ms: 3.6 s for one worker alone) that the two overlap
+    # however far apart they start (a spawned worker takes about a second of imports)
+    write_sums(tmp_path / "q.jsonl", 24)
+    with serve_fault_server(FaultConfig(latency_ms=150)) as url:
         (tmp_path / "g.yaml").write_text(
             f"version: 1\nname: cap\nmodels:\n  m: {{backend: openai, model: fault, "
             f'api_base: "{url}/v1", max_concurrency: 2}}\nnodes:\n  s: {{role: solver, '
@@ -230,5 +279,5 @@ def test_eval_workers_keep_to_max_concurrency_together(tmp_path: Path, start: st
             capture_output=True, text=True, timeout=300, check=False)
         stats = fault_stats(url)
     assert got.returncode == 0, got.stderr
-    assert json.loads(got.stdout)["done"] == 16
-    assert stats["answered"] == 16 and stats["peak_in_flight"] == 2
+    assert json.loads(got.stdout)["done"] == 24
+    assert stats["answered"] == 24 and stats["peak_in_flight"] == 2

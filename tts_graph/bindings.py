@@ -14,7 +14,7 @@ from .backends.base import Backend, GenerationRequest
 from .budget import Costing
 from .cache import ResponseCache, sample_key
 from .errors import BackendError, TransientBackendError
-from .limits import Permits, RequestRate, TokenRate
+from .limits import Permits, RequestRate, TokenRate, shared
 from .spec import ModelSpec
 from .streaming import TextStream
 from .types import Completion
@@ -37,9 +37,10 @@ class Part:
 
 
 class _Limits:
-    """The model's declared limits, one set per binding for all its calls
-    (``tts_graph.limits``: any loop, any thread), or this process's share of them when
-    ``ways`` processes call the model together (at least one call, request and token)."""
+    """The model's declared limits for all its calls (``tts_graph.limits``: any loop, any
+    thread), or this process's share of them when ``ways`` processes call the model together
+    (at least one call, request and token). ``of`` gives every binding of the same model
+    and limits in the process the same set."""
 
     __slots__ = ("rpm", "sem", "tpm")
 
@@ -49,6 +50,18 @@ class _Limits:
         # a share rounds down: together the processes never exceed the declared rate
         self.rpm = RequestRate(rpm if ways == 1 else max(1, int(rpm // ways))) if rpm else None
         self.tpm = TokenRate(max(1, tpm // ways)) if tpm else None
+
+    @classmethod
+    def of(cls, spec: ModelSpec, ways: int = 1) -> _Limits:
+        """The limits of ``spec``'s model in this process: one set for every graph object,
+        executor and search trial that calls the same endpoint and model with the same
+        declared limits (the provider counts them together), fresh where none is declared
+        (nothing to share)."""
+        if spec.max_concurrency is None and spec.rpm is None and spec.tpm is None:
+            return cls(spec, ways)
+        key = (spec.backend, spec.model, spec.api_base, spec.api_key_env,
+               spec.max_concurrency, spec.rpm, spec.tpm, ways)
+        return shared(key, lambda: cls(spec, ways))
 
 
 def backoff_delay(attempt: int, retry_after: float | None) -> float:
@@ -93,7 +106,7 @@ class ModelBinding:
             price_out=(price[1] / 1e6) if price else 0.0,
             params=spec.params or info.params,
         )
-        self.limits = _Limits(spec)
+        self.limits = _Limits.of(spec)
         self.in_flight = 0
         self.peak_in_flight = 0
         self.attempts = 0
@@ -104,7 +117,7 @@ class ModelBinding:
         before the first call."""
         if ways < 1:
             raise ValueError("ways must be >= 1")
-        self.limits = _Limits(self.spec, ways)
+        self.limits = _Limits.of(self.spec, ways)
 
     async def generate(self, request: GenerationRequest, est_tokens: int,
                        stream: TextStream | None = None) -> list[Part]:

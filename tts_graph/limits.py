@@ -1,6 +1,6 @@
 """The limits declared on a model entry — concurrency cap, request rate, token rate — kept
-once per model binding (one graph object's model) and taken from any event loop in any
-thread.
+once per process for each model (``shared``: every graph object, executor and search trial
+that declares the same model and limits) and taken from any event loop in any thread.
 
 asyncio's own primitives belong to one loop, and a sync program runs a loop of its own per
 ``Graph.run`` (``asyncio.run``), a threaded one a loop per thread: limits kept per loop let
@@ -14,13 +14,43 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import os
 import threading
 import time
+from collections.abc import Callable, Hashable
+from typing import TypeVar
 
 from asyncio_throttle import Throttler
 
 #: the window of ``rpm`` and ``tpm``, in seconds (a module constant: tests shorten it)
 RATE_PERIOD_S = 60.0
+
+_T = TypeVar("_T")
+_SHARED: dict[Hashable, object] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def shared(key: Hashable, make: Callable[[], _T]) -> _T:
+    """The limits kept under ``key`` for the whole process, made by ``make`` the first time.
+    Kept for the life of the process: a provider's minute does not restart because one
+    executor was closed and the next made (a search's trials run one after another), so a
+    later one must see what the earlier ones sent."""
+    with _SHARED_LOCK:
+        got = _SHARED.get(key)
+        if got is None:
+            got = _SHARED[key] = make()
+        return got  # type: ignore[return-value]
+
+
+def forget_shared() -> None:
+    """Drop every shared limit: the next binding starts afresh (a forked child, whose
+    parent's waiters and locks are not its own; tests)."""
+    global _SHARED_LOCK
+    _SHARED_LOCK = threading.Lock()  # a fork may have copied it held by another thread
+    _SHARED.clear()
+
+
+os.register_at_fork(after_in_child=forget_shared)
 
 
 class Permits:

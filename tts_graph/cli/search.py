@@ -33,6 +33,7 @@ def search(
         "only use guard mode (weaker isolation)")] = False,
 ) -> None:
     """Search for the compute-optimal graph; resumes from the same storage."""
+    from ..collector import freeze_setup
     from ..search.driver import SearchSession
 
     if out is not None:
@@ -51,6 +52,7 @@ def search(
         raise _fail([f"search {search_file}: {type(exc).__name__}: {first}"]) from None
     spec = session.spec
     best = {"acc": None}
+    freeze_setup()  # the trials' many calls: what set-up loaded (optuna, models) kept aside
 
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=err,

@@ -34,6 +34,7 @@ def serve(
     import logging
     import os
 
+    from ..collector import freeze_setup
     from ..server import bind_socket, create_app
     from ..server import serve as run_server
 
@@ -70,4 +71,5 @@ def serve(
     server_log = logging.getLogger("tts_graph.server")
     server_log.addHandler(handler)
     server_log.setLevel(log_level.upper())
+    freeze_setup()  # many requests, each many calls: what set-up loaded kept aside
     run_server(web, sock, log_level=log_level)

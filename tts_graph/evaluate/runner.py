@@ -5,7 +5,6 @@ the run's store as soon as it finishes."""
 from __future__ import annotations
 
 import asyncio
-import gc
 import hashlib
 import json
 from collections.abc import Callable, Sequence
@@ -54,26 +53,6 @@ def items_digest(items: Sequence[Any]) -> str:
                             sort_keys=True, default=str).encode("utf-8"))
         h.update(b"\n")
     return h.hexdigest()[:16]
-
-
-#: allocations between young collections in a run's process (CPython's default: 700)
-YOUNG_THRESHOLD = 10_000
-
-
-def freeze_setup() -> None:
-    """Set the garbage collector up for a run of many calls. Every object alive after
-    set-up (modules, graph, scorer, tasks) is moved out of its reach (``gc.freeze``): a full
-    collection otherwise walks them all again every few thousand calls, and with a large
-    module graph in the process (litellm, sympy for math-verify) each such walk costs
-    0.1–0.2 s of the one core that runs the client. Young collections run every
-    ``YOUNG_THRESHOLD`` allocations, not 700: each walks every object of the calls in flight
-    (most were made since the last one), so at a high concurrency their cost goes with how
-    often they run, not with what they free (BENCHMARKS.md, issue 11). What the run
-    allocates is still collected."""
-    gc.collect()
-    gc.freeze()
-    _, older, oldest = gc.get_threshold()
-    gc.set_threshold(YOUNG_THRESHOLD, older, oldest)
 
 
 #: the detail of an answer whose scoring failed (``score_result``): stored as an

@@ -13,12 +13,13 @@ from typing import Any
 
 from ..backends.registry import backend_names
 from ..cache import ResponseCache
+from ..collector import freeze_setup
 from ..compile import CompiledGraph, compile_graph
 from ..errors import TTSGraphError
 from ..executor import Executor
 from ..spec import loads_graph
 from ..yamlpos import read_source
-from .runner import RunIdentity, freeze_setup, graph_digest, items_digest
+from .runner import RunIdentity, graph_digest, items_digest
 from .store import ResultStore
 
 

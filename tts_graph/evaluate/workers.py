@@ -52,9 +52,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..collector import freeze_setup
 from ..errors import TTSGraphError
 from .pgboard import PgBoard, run_key, scrub
-from .runner import freeze_setup, score_result, to_row
+from .runner import score_result, to_row
 from .store import ResultStore, Row
 
 DEFAULT_LEASE_S = 15.0
