@@ -219,6 +219,7 @@ class _Query:
 
     # no instance dict: the collector walks every query in flight
     __slots__ = (
+        "_caps",
         "_order",
         "_records",
         "budget",
@@ -234,16 +235,38 @@ class _Query:
                  stream: TextStream | None = None) -> None:
         self.question = question
         self.stream = stream
-        self.budget = QueryBudget(graph.spec.budget)
+        self._caps = graph.spec.budget
+        #: what the query spent against its caps; opened by ``account`` where something is
+        #: reserved (a budgeted query, an adaptive or first-k call), else None
+        self.budget: QueryBudget | None = None
         self._order = order  # step id -> its place in graph order (the graph's, shared)
-        self._records: list[tuple[tuple[int, int, int], CallRecord]] = []
+        # made when first needed: an empty list is one more object, held by every query in
+        # flight, that the collector walks
+        self._records: list[tuple[int, int, int, CallRecord]] | None = None
         self.outputs: dict[str, StepOutput] = {}
-        self.errors: list[str] = []
+        self.errors: list[str] | None = None
         self.started = time.perf_counter()  # the origin of CallRecord.start_s
         self.ledger: BudgetLedger | None = None
 
-    def record(self, where: tuple[int, int], rec: CallRecord) -> None:
-        self._records.append(((self._order[rec.step], *where), rec))
+    def record(self, index: int, sample: int, rec: CallRecord) -> None:
+        """Keep ``rec``, the record of the call ``index`` of its step from sample ``sample``."""
+        entry = (self._order[rec.step], index, sample, rec)
+        if self._records is None:
+            self._records = [entry]
+        else:
+            self._records.append(entry)
+
+    def account(self) -> QueryBudget:
+        """The query's budget account, opened on first use."""
+        if self.budget is None:
+            self.budget = QueryBudget(self._caps)
+        return self.budget
+
+    def fail(self, error: str) -> None:
+        if self.errors is None:
+            self.errors = [error]
+        else:
+            self.errors.append(error)
 
     def outputs_in_order(self, order: list[str]) -> dict[str, StepOutput]:
         """Step outputs in graph order (a method: a comprehension in ``arun`` would make
@@ -254,9 +277,12 @@ class _Query:
     def calls(self) -> list[CallRecord]:
         """Records in graph order (step, call, sample), whatever order calls finished in,
         so a run's result does not depend on timing."""
-        if len(self._records) == 1:  # the common one-call query: nothing to order
-            return [self._records[0][1]]
-        return [rec for _, rec in sorted(self._records, key=lambda kr: kr[0])]
+        records = self._records
+        if records is None:
+            return []
+        if len(records) == 1:  # the common one-call query: nothing to order
+            return [records[0][3]]
+        return [r[3] for r in sorted(records, key=lambda r: r[:3])]
 
 
 @dataclass(frozen=True)
@@ -402,9 +428,9 @@ class Executor:
         final = q.outputs.get(graph.output)
         if final is None or not final.candidates:
             final = self._partial(q) or final
-        if status == "ok" and q.errors:
+        if status == "ok" and q.errors is not None:
             status = "error"
-        elif status == "ok" and q.budget.exhausted:
+        elif status == "ok" and q.budget is not None and q.budget.exhausted:
             status = "budget"
         best = final.best if final is not None else None
         if q.stream is not None and status != "error":
@@ -418,7 +444,7 @@ class Executor:
             steps=q.outputs_in_order(graph.order),
             calls=q.calls,
             latency_s=time.perf_counter() - start,
-            error="; ".join(q.errors) or None,
+            error="; ".join(q.errors) if q.errors is not None else None,
             id=query_id,
             budget=q.ledger.report() if q.ledger is not None else None,
         )
@@ -427,7 +453,7 @@ class Executor:
         """The ledger of a query with a cap (apart: its lambdas would make a cell that every
         query in flight holds, cap or not)."""
         bindings = self.bindings()
-        return BudgetLedger(self.graph, q.question, q.budget,
+        return BudgetLedger(self.graph, q.question, q.account(),
                             lambda m, msgs: bindings[m].backend.count_tokens(msgs),
                             lambda m: bindings[m].costing, q.outputs)
 
@@ -471,38 +497,49 @@ class Executor:
             # an output whose prompt the guarded budget cannot pay for quotes fewer inputs
             ctx, calls = q.ledger.fit_output_inputs(step.id, ctx, calls, role.calls)
         # a budgeted query reserves the step's first wave as planned, before any await
-        firsts = q.ledger.start_step(step.id, ctx, calls) if q.ledger is not None \
-            else [c.n for c in calls]
-        results: list[list[Completion]] = []
-        if calls:
-            outcomes: list[Any]
-            if len(calls) == 1:  # await it in this task: a gather costs a task and loop turns
-                stream = (q.stream if step.id == self.graph.output and role.streams else None)
-                try:
-                    outcomes = [await self._send_call(q, step, calls[0], 0, stream, firsts[0])]
-                except (BackendError, BudgetExhausted) as exc:
-                    outcomes = [exc]
-            else:
-                outcomes = await asyncio.gather(
-                    *map(self._send_call, [q] * len(calls), [step] * len(calls), calls,
-                         range(len(calls)), [None] * len(calls), firsts),
-                    return_exceptions=True,
-                )
-            for o in outcomes:
-                if isinstance(o, BaseException):
-                    if isinstance(o, BackendError):
-                        status, error = "error", str(o)
-                        results.append([])
-                    elif isinstance(o, BudgetExhausted):
-                        status = "budget" if status == "ok" else status
-                        results.append([])
-                    else:
-                        raise o
+        # (None without a ledger: every call as asked)
+        firsts = q.ledger.start_step(step.id, ctx, calls) if q.ledger is not None else None
+        # what lives across the awaits below is kept to what they need: every query in
+        # flight holds it, and the collector walks it
+        outcomes: list[Any]
+        if len(calls) == 1:  # await it in this task: a gather costs a task and loop turns
+            call = calls[0]
+            stream = (q.stream if step.id == self.graph.output and role.streams else None)
+            try:
+                if firsts is None and call.first_k is None and call.adaptive is None:
+                    # a plain call, sent from this frame (no coroutine of its own)
+                    comps = await self._plain_request(q, step, call, 0, stream)
+                    outcomes = [(comps, len(comps) < call.n)]
                 else:
-                    comps, exhausted = o
-                    if exhausted and status == "ok":
-                        status = "budget"
-                    results.append(comps)
+                    outcomes = [await self._call(q, step, call, 0, stream,
+                                                 call.n if firsts is None else firsts[0])]
+            except (BackendError, BudgetExhausted) as exc:
+                outcomes = [exc]
+        elif calls:
+            outcomes = await asyncio.gather(
+                *map(self._send_call, [q] * len(calls), [step] * len(calls), calls,
+                     range(len(calls)), [None] * len(calls),
+                     firsts if firsts is not None else [c.n for c in calls]),
+                return_exceptions=True,
+            )
+        else:
+            outcomes = []
+        results: list[list[Completion]] = []
+        for o in outcomes:
+            if isinstance(o, BaseException):
+                if isinstance(o, BackendError):
+                    status, error = "error", str(o)
+                    results.append([])
+                elif isinstance(o, BudgetExhausted):
+                    status = "budget" if status == "ok" else status
+                    results.append([])
+                else:
+                    raise o
+            else:
+                comps, exhausted = o
+                if exhausted and status == "ok":
+                    status = "budget"
+                results.append(comps)
         if q.ledger is not None and any(results):
             # replies that ran longer than the plan reserved for them in later prompts are
             # left out of those prompts where the rest of the plan would not fit with them
@@ -519,7 +556,7 @@ class Executor:
         out.status = status if out.status == "ok" else out.status
         out.error = error
         if error:
-            q.errors.append(f"{step.id}: {error}")
+            q.fail(f"{step.id}: {error}")
         q.outputs[step.id] = out
         if q.ledger is not None:
             # "skipped" only where the budget refused its calls, not where they failed
@@ -540,12 +577,16 @@ class Executor:
         """A plain call of a query with no cap, sent straight: ``_call`` without its draw
         closures (cells and frames that every call in flight would hold, and the garbage
         collector walk) and without a reservation (nothing to reserve against)."""
-        binding = self.bindings()[call.model]
-        comps = await self._request(q, step, binding, call, index, call.n,
-                                    _seed(step, call), 0,
-                                    binding.backend.count_tokens(call.messages),
-                                    stream if call.n == 1 else None, None)
+        comps = await self._plain_request(q, step, call, index, stream)
         return comps, len(comps) < call.n
+
+    def _plain_request(self, q: _Query, step: Step, call: Call, index: int,
+                       stream: TextStream | None) -> Awaitable[list[Completion]]:
+        """The request of a plain call (``_plain``), for its caller to await."""
+        binding = self.bindings()[call.model]
+        return self._request(q, step, binding, call, index, call.n, _seed(step, call), 0,
+                             binding.backend.count_tokens(call.messages),
+                             stream if call.n == 1 else None, None)
 
     async def _call(self, q: _Query, step: Step, call: Call, index: int,
                     stream: TextStream | None = None, planned: int | None = None
@@ -676,7 +717,7 @@ class Executor:
             # exact once an earlier wave of this call came back with the server's usage
             prompt_tokens = ledger.prompt_tokens(step.id, index)
         try:
-            res = q.budget.reserve(prompt_tokens, max_tokens, n, binding.costing)
+            res = q.account().reserve(prompt_tokens, max_tokens, n, binding.costing)
         except BudgetExhausted:
             if ledger is not None:
                 ledger.narrowed(step.id)
@@ -714,35 +755,39 @@ class Executor:
                                            stream if n == 1 else None)
         except asyncio.CancelledError:
             if res is not None:
-                q.budget.settle(res, 0, 0.0, 0.0)
+                q.account().settle(res, 0, 0.0, 0.0)
             raise
         except BackendError as exc:
-            q.record((index, offset), CallRecord(
+            q.record(index, offset, CallRecord(
                 step=step.id, node=step.node, model=binding.name, samples=n,
                 latency_s=time.perf_counter() - t0, error=str(exc), start_s=t0 - q.started))
             if res is not None:
-                q.budget.settle(res, 0, 0.0, 0.0)
+                q.account().settle(res, 0, 0.0, 0.0)
             raise
         done = time.perf_counter()
+        costing = binding.costing
         comps: list[Completion] = []
         spent_tokens, spent_cost, spent_flops = 0, 0.0, 0.0
         for part in parts:
             # cached samples are recorded apart; they count against the budget like live
             # ones, so a replay from the cache takes exactly the same path
+            prompt = completion = 0
+            for c in part.completions:  # a loop: a generator per sum costs a frame each
+                prompt += c.prompt_tokens
+                completion += c.completion_tokens
             rec = CallRecord(step=step.id, node=step.node, model=binding.name,
-                             samples=len(part.completions), latency_s=part.latency_s,
-                             cached=part.cached, retries=part.retries,
+                             samples=len(part.completions), prompt_tokens=prompt,
+                             completion_tokens=completion, latency_s=part.latency_s,
+                             cost_usd=costing.cost(prompt, completion),
+                             flops=costing.flops(prompt, completion), cached=part.cached,
+                             retries=part.retries,
                              # a part's latency is its last attempt's, ending about now
                              start_s=max(t0, done - part.latency_s) - q.started)
-            rec.prompt_tokens = sum(c.prompt_tokens for c in part.completions)
-            rec.completion_tokens = sum(c.completion_tokens for c in part.completions)
-            rec.cost_usd = binding.costing.cost(rec.prompt_tokens, rec.completion_tokens)
-            rec.flops = binding.costing.flops(rec.prompt_tokens, rec.completion_tokens)
-            spent_tokens += rec.prompt_tokens + rec.completion_tokens
+            spent_tokens += prompt + completion
             spent_cost += rec.cost_usd
             spent_flops += rec.flops
-            q.record((index, offset + part.start), rec)
+            q.record(index, offset + part.start, rec)
             comps.extend(part.completions)
         if res is not None:
-            q.budget.settle(res, spent_tokens, spent_cost, spent_flops)
+            q.account().settle(res, spent_tokens, spent_cost, spent_flops)
         return comps

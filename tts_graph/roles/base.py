@@ -90,6 +90,8 @@ class StepContext:
     def context_text(self) -> str:
         """Plans, critiques and unit tests from inputs, as a block to put before the
         question."""
+        if not self.inputs:  # a first step: nothing to quote
+            return ""
         parts: list[str] = []
         for inp in self.inputs:
             if inp.kind == "plan" and inp.candidates:
@@ -178,8 +180,9 @@ class Role(ABC):
         return tuple(msgs)
 
     def output(self, ctx: StepContext, cands: list[Candidate], **meta: Any) -> StepOutput:
+        # ``meta`` is this call's own dict (keyword arguments always are): no copy
         return StepOutput(step="", node=ctx.node_name, kind=self.output_kind,
-                          candidates=cands, meta=dict(meta))
+                          candidates=cands, meta=meta)
 
     def answer(self, ctx: StepContext, comp: Completion, model: str | None = None) -> Candidate:
         return Candidate(text=comp.text, answer=extract_answer(comp.text, ctx.extract),
