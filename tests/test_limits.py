@@ -132,6 +132,18 @@ def test_the_request_rate_holds_across_event_loops(short_minute: float) -> None:
     assert time.perf_counter() - t0 >= short_minute * 0.9  # the third waited for the window
 
 
+def test_a_rate_under_one_a_minute_spaces_its_requests(short_minute: float) -> None:
+    """``rpm: 0.5`` is one request every two minutes (it was raised to one a minute), and
+    1.5 a minute allows one in any minute (rounding up would allow two)."""
+    assert RequestRate(1.5).throttler.rate_limit == 1
+    rate = RequestRate(0.5)
+    assert (rate.throttler.rate_limit, rate.throttler.period) == (1, 2 * short_minute)
+    t0 = time.perf_counter()
+    for _ in range(2):
+        asyncio.run(rate.acquire())
+    assert time.perf_counter() - t0 >= 2 * short_minute * 0.9
+
+
 def test_the_token_rate_holds_across_threads(short_minute: float) -> None:
     rate = TokenRate(100)
     stamps: list[float] = []
@@ -259,6 +271,37 @@ def test_a_share_of_the_limits_rounds_down_and_keeps_at_least_one() -> None:
             binding.limits.tpm.per_minute) == (1, 125)  # type: ignore[union-attr]
     with pytest.raises(ValueError):
         binding.share_limits(0)
+
+
+def test_a_share_of_a_slow_rate_stays_a_share() -> None:
+    """``rpm: 1`` over two workers: one request every two minutes each (each took one a
+    minute: twice the declared rate together)."""
+    doc = loads_graph("version: 1\nname: r\nmodels:\n  m: {backend: scripted, model: m, "
+                      "rpm: 1}\nnodes:\n  s: {role: solver, model: m}\noutput: s\n")
+    binding = Executor(doc, backends={"m": ScriptedBackend(lambda r, i: "x")}).bindings()["m"]
+    binding.share_limits(2)
+    rpm = binding.limits.rpm
+    assert rpm is not None
+    assert (rpm.throttler.rate_limit, rpm.throttler.period) == (1, 2 * limits_mod.RATE_PERIOD_S)
+
+
+def test_eval_refuses_more_workers_than_a_models_cap(tmp_path: Path) -> None:
+    """Each worker takes at least one call at a time: three workers under
+    ``max_concurrency: 2`` would make three. Refused in one line before anything is made."""
+    write_sums(tmp_path / "q.jsonl", 4)
+    (tmp_path / "g.yaml").write_text(
+        "version: 1\nname: cap\nmodels:\n  m: {backend: openai, model: fault, "
+        'api_base: "http://127.0.0.1:9/v1", max_concurrency: 2}\nnodes:\n  s: {role: '
+        "solver, model: m}\noutput: s\n")
+    got = subprocess.run(
+        [sys.executable, "-m", "tts_graph", "eval", "g.yaml", "--task", "q.jsonl", "--out",
+         "run", "--no-cache", "--workers", "3"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False)
+    assert got.returncode == 2
+    lines = got.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("g.yaml:4: models.m.max_concurrency: 2 ")
+    assert "--workers 3" in lines[0]
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("start", ["fork", "spawn"])

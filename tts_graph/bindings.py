@@ -39,16 +39,18 @@ class Part:
 class _Limits:
     """The model's declared limits for all its calls (``tts_graph.limits``: any loop, any
     thread), or this process's share of them when ``ways`` processes call the model together
-    (at least one call, request and token). ``of`` gives every binding of the same model
-    and limits in the process the same set."""
+    (calls and tokens rounded down, at least one; requests a ``ways``-th of the rate, which
+    may be under one a minute). ``of`` gives every binding of the same model and limits in
+    the process the same set."""
 
     __slots__ = ("rpm", "sem", "tpm")
 
     def __init__(self, spec: ModelSpec, ways: int = 1) -> None:
         cap, rpm, tpm = spec.max_concurrency, spec.rpm, spec.tpm
         self.sem = Permits(max(1, cap // ways)) if cap else None
-        # a share rounds down: together the processes never exceed the declared rate
-        self.rpm = RequestRate(rpm if ways == 1 else max(1, int(rpm // ways))) if rpm else None
+        # a share of the rate is exact (``RequestRate`` keeps under one a minute too):
+        # together the processes never exceed the declared rate
+        self.rpm = RequestRate(rpm / ways) if rpm else None
         self.tpm = TokenRate(max(1, tpm // ways)) if tpm else None
 
     @classmethod

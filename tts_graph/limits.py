@@ -116,7 +116,8 @@ class Permits:
 
 
 class RequestRate:
-    """At most ``per_minute`` requests in any window of ``RATE_PERIOD_S``
+    """At most ``per_minute`` requests (rounded down) in any window of ``RATE_PERIOD_S``, or
+    under one a minute, one request in every ``RATE_PERIOD_S / per_minute``
     (asyncio-throttle's sliding window), for the whole process. Waiters take turns through
     one permit, so only the first in line polls the window and the window is read and
     written by one at a time whatever thread it runs in."""
@@ -124,7 +125,12 @@ class RequestRate:
     __slots__ = ("_turn", "throttler")
 
     def __init__(self, per_minute: float) -> None:
-        self.throttler = Throttler(rate_limit=max(1, round(per_minute)), period=RATE_PERIOD_S)
+        if per_minute >= 1:
+            # whole requests in any window: 1.5 a minute is 1 (rounding up would exceed it)
+            limit, period = int(per_minute), RATE_PERIOD_S
+        else:  # under one a minute: one request every 1 / per_minute minutes
+            limit, period = 1, RATE_PERIOD_S / per_minute
+        self.throttler = Throttler(rate_limit=limit, period=period)
         self._turn = Permits(1)
 
     async def acquire(self) -> None:

@@ -98,7 +98,7 @@ def eval_(
             plan = plan_run(graph_path=graph_path, args=args if resume is None else None,
                             out=run_dir, resume=resume if graph_path is None else None,
                             cache=cache, use_cache=not no_cache,
-                            accept_weak_sandbox=accept_weak_sandbox)
+                            accept_weak_sandbox=accept_weak_sandbox, workers=workers)
             plan.extra["lock"] = lock_run(plan.store.run_dir)
         except GraphErrors as exc:
             raise _fail(exc.lines()) from None

@@ -67,6 +67,17 @@ def _compile(text: str, source: str) -> CompiledGraph:
     return compile_graph(doc, backends=backend_names())
 
 
+def _check_workers(graph: CompiledGraph, workers: int) -> None:
+    """More workers than a model's cap: refused at the cap's line of the graph file."""
+    for name in graph.used_models():
+        cap = graph.spec.models[name].max_concurrency
+        if cap is not None and workers > cap:
+            raise graph.doc.error(
+                ("models", name, "max_concurrency"),
+                f"{cap} calls at a time, and each of --workers {workers} takes at least one; "
+                f"use --workers {cap} or fewer (or raise the cap)")
+
+
 def plan_run(
     *,
     graph_path: Path | None,
@@ -76,10 +87,13 @@ def plan_run(
     cache: Path | None,
     use_cache: bool = True,
     accept_weak_sandbox: bool = False,
+    workers: int = 1,
 ) -> RunPlan:
     """A fresh run (``graph_path`` + ``args``) or a resumed one (``resume``). A code-scored
     task is refused, before the run is recorded, where the sandbox has only its guard mode
-    and ``accept_weak_sandbox`` is not given (``scorers.code_sandbox``)."""
+    and ``accept_weak_sandbox`` is not given (``scorers.code_sandbox``); so are more
+    ``workers`` on this machine than a model's ``max_concurrency`` (each worker takes at
+    least one call at a time of it: together they would exceed it)."""
     from .scorers import code_sandbox
     from .tasks import absolute_task, load_task, split_items
 
@@ -101,6 +115,7 @@ def plan_run(
     # everything that can be wrong with the input is found before a fresh run directory is
     # made: a failed start leaves nothing behind that would block the corrected command
     graph = _compile(text, source)
+    _check_workers(graph, workers)
     task = load_task(args.task, question_field=args.question_field,
                      answer_field=args.answer_field, id_field=args.id_field,
                      scorer=args.scorer)
