@@ -302,6 +302,12 @@ class _Plan:
 _NO_DEADLINE = contextlib.nullcontext()
 
 
+def _sent_as_asked(q: _Query, call: Call) -> bool:
+    """A call sent straight, as asked: one sampling policy (no first-k, no adaptive width)
+    in a query with no cap (no ledger), so that no reservation can narrow it."""
+    return q.ledger is None and call.first_k is None and call.adaptive is None
+
+
 def _seed(step: Step, call: Call) -> int:
     """The seed of a call's first sample (sample i: + i), however the call is sent."""
     return step.sampling.seed + 1000 * call.seed_offset
@@ -506,8 +512,7 @@ class Executor:
             call = calls[0]
             stream = (q.stream if step.id == self.graph.output and role.streams else None)
             try:
-                if firsts is None and call.first_k is None and call.adaptive is None:
-                    # a plain call, sent from this frame (no coroutine of its own)
+                if _sent_as_asked(q, call):  # sent from this frame (no coroutine of its own)
                     comps = await self._plain_request(q, step, call, 0, stream)
                     outcomes = [(comps, len(comps) < call.n)]
                 else:
@@ -568,7 +573,7 @@ class Executor:
                    ) -> Awaitable[tuple[list[Completion], bool]]:
         """``_call``, or for a plain call of a query with no cap (no ledger: the common
         case), ``_plain``, which no reservation can narrow."""
-        if q.ledger is None and call.first_k is None and call.adaptive is None:
+        if _sent_as_asked(q, call):
             return self._plain(q, step, call, index, stream)
         return self._call(q, step, call, index, stream, planned)
 

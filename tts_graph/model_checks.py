@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .backends.litellm_backend import env_key, key_problem
+from .backends.keys import env_key, key_problem
 from .errors import GraphError
 from .spec import GraphDoc, ModelSpec
 

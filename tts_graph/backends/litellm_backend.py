@@ -27,7 +27,6 @@ import math
 import os
 import threading
 import time
-import urllib.parse
 from typing import Any
 
 from ..errors import BackendError, TransientBackendError, TTSGraphError
@@ -35,6 +34,7 @@ from ..spec import ModelSpec
 from ..streaming import TextSink
 from ..types import Completion
 from .base import Backend, GenerationRequest, ModelInfo, client_timeout_s
+from .keys import env_key, key_forms, key_problem
 from .pricing import mapped_price
 
 _LOCK = threading.Lock()
@@ -105,34 +105,6 @@ def _retry_after(exc: BaseException) -> float | None:
     except (TypeError, ValueError, IndexError, OverflowError):
         return None
     return max(0.0, parsed.timestamp() - time.time())
-
-
-def env_key(var: str) -> str:
-    """The key in environment variable ``var`` ("" when unset), its ends trimmed: a key kept
-    in an env file or a secret mount often ends in a line break, which no HTTP header may
-    carry (every call failed, as a retried "Connection error" through litellm)."""
-    return os.environ.get(var, "").strip()
-
-
-def key_problem(var: str, key: str) -> str | None:
-    """What makes ``env_key(var)`` no usable key: unset, or a control character inside it
-    (two keys pasted into one variable), which no call could carry."""
-    if not key:
-        return f"environment variable {var} (api_key_env) is not set"
-    if any(ord(c) < 32 or ord(c) == 127 for c in key):
-        return (f"environment variable {var} (api_key_env) holds a line break or another "
-                "control character: not one key")
-    return None
-
-
-def key_forms(key: str) -> tuple[str, ...]:
-    """``key`` as a server may echo it: raw, JSON-escaped (with and without "/" escaped, as
-    PHP's json_encode does), URL-encoded; the longest first, each once."""
-    quoted = json.dumps(key)[1:-1]
-    forms = {key, quoted, quoted.replace("/", "\\/"), json.dumps(key, ensure_ascii=False)[1:-1],
-             urllib.parse.quote(key, safe=""), urllib.parse.quote(key),
-             urllib.parse.quote_plus(key)}
-    return tuple(sorted(forms, key=len, reverse=True))
 
 
 def classify(exc: BaseException, litellm: Any, redact: str | None = None) -> BackendError:

@@ -61,14 +61,12 @@ from ..spec import ModelSpec
 from ..streaming import TextSink
 from ..types import Completion
 from .base import Backend, GenerationRequest, ModelInfo, client_timeout_s
+from .keys import env_key, key_forms, key_problem
 from .litellm_backend import (  # plain functions: litellm is not imported
     FAILED_FINISH,
     _split_usage,
     _usage_counts,
-    env_key,
     estimate_text_tokens,
-    key_forms,
-    key_problem,
 )
 from .pricing import cost_map, mapped_price
 
