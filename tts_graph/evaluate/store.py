@@ -61,6 +61,33 @@ class Row:
 _COLUMNS = list(Row.__dataclass_fields__)
 
 
+@dataclass
+class Tally:
+    """Running figures of a run's results: the questions scored and right, those left
+    unscored (an infrastructure error, a failed scorer), the cost billed and the tokens."""
+
+    scored: int = 0
+    correct: int = 0
+    errors: int = 0
+    cost_usd: float = 0.0
+    tokens: int = 0
+
+    def add(self, row: Row) -> None:
+        if row.correct is None:
+            self.errors += 1
+        else:
+            self.scored += 1
+            self.correct += int(row.correct)
+        self.cost_usd += row.billed_usd
+        self.tokens += row.prompt_tokens + row.completion_tokens
+
+    def line(self) -> str:
+        """The figures as the progress bar shows them."""
+        acc = self.correct / self.scored if self.scored else 0.0
+        return (f"acc {acc:.1%}  ${self.cost_usd:.4f}  {self.tokens} tok"
+                + (f"  {self.errors} infra errors" if self.errors else ""))
+
+
 def row_values(row: Row) -> dict[str, Any]:
     """The row's fields as a dict, its values shared, not copied (``asdict`` deep-copies the
     usage dicts, which are only serialized: a third of the eval process's time per row)."""
@@ -167,6 +194,15 @@ class ResultStore:
 
     def count(self) -> int:
         return int(self.conn.execute("SELECT COUNT(*) FROM results").fetchone()[0])
+
+    def tally(self) -> Tally:
+        """The run's figures so far, every result stored (an eval's progress line: what
+        its workers, or earlier sessions of a resumed run, wrote)."""
+        scored, correct, errors, cost, tokens = self.conn.execute(
+            "SELECT COUNT(correct), COALESCE(SUM(correct), 0), COUNT(*) - COUNT(correct), "
+            "COALESCE(SUM(billed_usd), 0.0), "
+            "COALESCE(SUM(prompt_tokens + completion_tokens), 0) FROM results").fetchone()
+        return Tally(int(scored), int(correct), int(errors), float(cost), int(tokens))
 
     def rows(self) -> Iterator[Row]:
         """All results in question order, streamed (nothing held in memory)."""
