@@ -243,3 +243,23 @@ def test_the_progress_bar_with_workers_shows_the_runs_figures(workdir: Path) -> 
     last = [line for line in got.stderr.splitlines() if f"{N}/{N}" in line][-1]
     assert f"acc {right / N:.1%}  $0.0000  {tokens} tok" in last, last
     assert re.search(r"  w0 \d+", last) and re.search(r"  w1 \d+", last), last
+
+
+@pytest.mark.parametrize("start", ["fork", "spawn"])
+def test_the_trace_of_an_eval_with_workers_is_one_run(workdir: Path, start: str) -> None:
+    """Each worker traced under a run id of its own: the trace of one eval summarised as
+    N runs. The workers now share the eval's."""
+    from tts_graph.tracing import read_trace, summarize_trace
+
+    with serve_fault_server(FaultConfig(latency_ms=5)) as url:
+        (workdir / "g.yaml").write_text(_graph(url))
+        got = _cli("eval", "g.yaml", "--task", "q.jsonl", "--out", "run", "--no-cache",
+                   "--workers", "2", "--concurrency", "4", "--trace", "t.jsonl", cwd=workdir,
+                   env={"TTS_GRAPH_EVAL_START": start})
+    assert got.returncode == 0, got.stderr
+    s = summarize_trace(workdir / "t.jsonl")
+    assert (s["runs"], s["queries"], s["query_status"]) == (1, N, {"ok": N})
+    assert s["total"]["calls"] == N  # a line per call: the solver's one call a question
+    with _db(workdir / "run") as conn:
+        workers = {w for (w,) in conn.execute("SELECT worker FROM claims")}
+    assert len(workers) == 2 and len({ln["run"] for ln in read_trace(workdir / "t.jsonl")}) == 1
