@@ -248,3 +248,29 @@ def test_the_tally_of_a_store_counts_every_result_stored(tmp_path: Path) -> None
     assert store.tally() == running == Tally(scored=3, correct=2, errors=1, cost_usd=1.5,
                                              tokens=66)
     assert running.line() == "acc 66.7%  $1.5000  66 tok  1 infra errors"
+
+
+def test_a_store_whose_making_failed_half_way_is_made_whole_next_time(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A start that failed between the store's two tables (a disk that filled up) left half
+    a store, which every later start refused as "not a tts-graph results store". It is made
+    in one transaction now: the next start makes it whole."""
+    import sqlite3
+
+    import tts_graph.evaluate.store as store_mod
+
+    class FullDisk(sqlite3.Connection):
+        def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+            if sql.startswith("CREATE TABLE results"):
+                raise sqlite3.OperationalError("database or disk is full")
+            return super().execute(sql, *args)
+
+    real = sqlite3.connect
+    monkeypatch.setattr(store_mod.sqlite3, "connect",
+                        lambda *a, **kw: real(*a, factory=FullDisk, **kw))
+    with pytest.raises(StoreError, match="disk is full"):
+        ResultStore(tmp_path / "run")
+    monkeypatch.setattr(store_mod.sqlite3, "connect", real)
+    store = ResultStore(tmp_path / "run")  # the disk has room again
+    store.bind({"task": "t"}, resume=False)
+    assert store.count() == 0 and store.identity() == {"task": "t"}

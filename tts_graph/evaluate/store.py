@@ -8,6 +8,7 @@ so a resume with a different graph or task is refused instead of mixing results.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -98,29 +99,45 @@ class ResultStore:
     def __init__(self, run_dir: str | Path) -> None:
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / RESULTS_FILE
+        conn: sqlite3.Connection | None = None
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            self.conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+            conn = self.conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
             self.conn.execute("PRAGMA journal_mode = WAL")
             self.conn.execute("PRAGMA synchronous = NORMAL")
             self._init()
-        except sqlite3.DatabaseError as exc:
+        except (sqlite3.DatabaseError, OSError, StoreError) as exc:
+            if conn is not None:  # not left open (and holding the file) by a failed start
+                conn.close()
+            if isinstance(exc, StoreError):
+                raise
+            if isinstance(exc, OSError):
+                raise StoreError(f"run {self.run_dir}: {exc.strerror or exc}") from None
             raise StoreError(f"run {self.run_dir}: {RESULTS_FILE} is not usable ({exc})"
                              ) from None
-        except OSError as exc:
-            raise StoreError(f"run {self.run_dir}: {exc.strerror or exc}") from None
 
     def _init(self) -> None:
         tables = {r[0] for r in self.conn.execute(
             "SELECT name FROM sqlite_master WHERE type='table'")}
         if not tables:
-            self.conn.execute("CREATE TABLE run (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-            cols = ", ".join(
-                f"{c} TEXT PRIMARY KEY" if c == "item_id" else c for c in _COLUMNS
-            )
-            self.conn.execute(f"CREATE TABLE results ({cols}, finished_at REAL)")
-            self.conn.executemany("INSERT INTO run VALUES (?, ?)",
-                                  [("schema", SCHEMA), ("version", VERSION)])
+            # one transaction: a start that fails half-way (a full disk) leaves an empty
+            # file, which the next start makes whole, not half a store it refuses
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                if not self.conn.execute("SELECT 1 FROM sqlite_master").fetchone():
+                    self.conn.execute("CREATE TABLE run (key TEXT PRIMARY KEY, "
+                                      "value TEXT NOT NULL)")
+                    cols = ", ".join(
+                        f"{c} TEXT PRIMARY KEY" if c == "item_id" else c for c in _COLUMNS
+                    )
+                    self.conn.execute(f"CREATE TABLE results ({cols}, finished_at REAL)")
+                    self.conn.executemany("INSERT INTO run VALUES (?, ?)",
+                                          [("schema", SCHEMA), ("version", VERSION)])
+                self.conn.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    self.conn.execute("ROLLBACK")
+                raise
         elif not {"run", "results"} <= tables or self.meta().get("schema") != SCHEMA:
             raise StoreError(f"run {self.run_dir}: {RESULTS_FILE} is not a tts-graph results "
                              "store")
