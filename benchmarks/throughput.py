@@ -36,7 +36,10 @@ Part 3 (``--layers``, instead of parts 1 and 2): where the openai side's gap to 
 is. The same calls through each layer in turn, at each concurrency: bare aiohttp, the
 openai backend alone (``OpenAIBackend.generate``), the model binding around it
 (``ModelBinding.generate``: limits, timeout, retries, cache lookup off) and the whole
-executor (``Executor.arun_many``: role, budget, records). litellm is not imported here, as
+executor, twice: ``Executor.arun_many`` (role, budget, records; every result kept for the
+list it returns) and ``arun`` a question, each result checked and dropped as eval's workers
+write each one out (kept results make CPython's collections run more often, each walking
+every object of the calls in flight: the gap between the two). litellm is not imported here, as
 it is not in an eval process with ``backend: openai`` (its module graph makes every full
 garbage collection slower). With ``--gc-freeze`` the objects alive after set-up are moved
 out of the collector's reach first (``gc.freeze()``, as ``tts-graph eval`` does).
@@ -262,7 +265,12 @@ async def layers_part(a: argparse.Namespace, url: str) -> None:
     async def via_binding(q: str) -> None:
         assert (await binding.generate(solver_request(q), 2 * MAX_TOKENS))[0].completions[0].text
 
-    sides = ("raw", "backend", "binding", "executor")
+    async def via_arun(q: str) -> None:
+        # one query, its result checked and dropped, as eval's workers write each out
+        res = await ex.arun(q)
+        assert res.status == "ok", res.error
+
+    sides = ("raw", "backend", "binding", "executor", "arun")
     rows = []
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
         await raw(session, url, questions("warm-raw", 64), 16)
@@ -282,6 +290,8 @@ async def layers_part(a: argparse.Namespace, url: str) -> None:
                     f"bi{tag}", n), c, via_binding), f"c={c} binding"))
                 runs["executor"].append(await timed(url, ours(ex, questions(
                     f"ex{tag}", n), c), f"c={c} executor"))
+                runs["arun"].append(await timed(url, pool(questions(
+                    f"ar{tag}", n), c, via_arun), f"c={c} arun"))
             best = {k: min(v, key=lambda r: r["wall"]) for k, v in runs.items()}
             assert all(r["calls"] == n for r in best.values()), (best, n)
             rate = {k: n / r["wall"] for k, r in best.items()}

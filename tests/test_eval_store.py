@@ -226,3 +226,51 @@ def test_plot_draws_runs_at_zero_and_full_accuracy(tmp_path: Path) -> None:
     runs = [summary("none", 0, 50), summary("all", 50, 50), summary("some", 3, 50)]
     out = accuracy_vs_cost(runs, tmp_path / "p.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_tally_of_a_store_counts_every_result_stored(tmp_path: Path) -> None:
+    """The progress line's figures (eval with workers reads them from the store; a resumed
+    run starts from its earlier sessions'): unscored rows are errors, not wrong answers."""
+    from tts_graph.evaluate.store import Row, Tally
+
+    store = ResultStore(tmp_path / "run")
+    assert store.tally() == Tally()
+    rows = [Row(item_id=str(i), idx=i, question="q", gold="1", answer="1", text="1",
+                correct=(None, True, False, True)[i], status="error" if i == 0 else "ok",
+                error=None, score_detail="", latency_s=0.1, prompt_tokens=10 * i,
+                completion_tokens=i, cost_usd=0.5, billed_usd=0.25 * i, flops=0.0, calls=1,
+                cached_calls=0, retries=0, usage_by_node={}, usage_by_model={})
+            for i in range(4)]
+    running = Tally()
+    for row in rows:
+        store.write(row)
+        running.add(row)
+    assert store.tally() == running == Tally(scored=3, correct=2, errors=1, cost_usd=1.5,
+                                             tokens=66)
+    assert running.line() == "acc 66.7%  $1.5000  66 tok  1 infra errors"
+
+
+def test_a_store_whose_making_failed_half_way_is_made_whole_next_time(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A start that failed between the store's two tables (a disk that filled up) left half
+    a store, which every later start refused as "not a tts-graph results store". It is made
+    in one transaction now: the next start makes it whole."""
+    import sqlite3
+
+    import tts_graph.evaluate.store as store_mod
+
+    class FullDisk(sqlite3.Connection):
+        def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+            if sql.startswith("CREATE TABLE results"):
+                raise sqlite3.OperationalError("database or disk is full")
+            return super().execute(sql, *args)
+
+    real = sqlite3.connect
+    monkeypatch.setattr(store_mod.sqlite3, "connect",
+                        lambda *a, **kw: real(*a, factory=FullDisk, **kw))
+    with pytest.raises(StoreError, match="disk is full"):
+        ResultStore(tmp_path / "run")
+    monkeypatch.setattr(store_mod.sqlite3, "connect", real)
+    store = ResultStore(tmp_path / "run")  # the disk has room again
+    store.bind({"task": "t"}, resume=False)
+    assert store.count() == 0 and store.identity() == {"task": "t"}

@@ -222,3 +222,44 @@ def test_the_math_scorers_warm_up_loads_math_verify_before_any_question() -> Non
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_the_progress_bar_with_workers_shows_the_runs_figures(workdir: Path) -> None:
+    """With workers the bar showed each worker's count only; it now shows what one process
+    shows (accuracy, cost, tokens, read from the results the workers wrote), then the
+    workers' counts. Run as in a terminal (TTY_COMPATIBLE: rich draws the bar)."""
+    import re
+
+    env = {"TTY_COMPATIBLE": "1", "COLUMNS": "400"}
+    with serve_fault_server(FaultConfig(latency_ms=5)) as url:
+        (workdir / "g.yaml").write_text(_graph(url))
+        got = _cli("eval", "g.yaml", "--task", "q.jsonl", "--out", "run", "--no-cache",
+                   "--workers", "2", "--concurrency", "4", cwd=workdir, env=env)
+    assert got.returncode == 0, got.stderr
+    with _db(workdir / "run") as conn:
+        right, tokens = conn.execute("SELECT SUM(correct), SUM(prompt_tokens + "
+                                     "completion_tokens) FROM results").fetchone()
+    # the last drawing of the bar: every question, the run's accuracy and tokens, each worker
+    last = [line for line in got.stderr.splitlines() if f"{N}/{N}" in line][-1]
+    assert f"acc {right / N:.1%}  $0.0000  {tokens} tok" in last, last
+    assert re.search(r"  w0 \d+", last) and re.search(r"  w1 \d+", last), last
+
+
+@pytest.mark.parametrize("start", ["fork", "spawn"])
+def test_the_trace_of_an_eval_with_workers_is_one_run(workdir: Path, start: str) -> None:
+    """Each worker traced under a run id of its own: the trace of one eval summarised as
+    N runs. The workers now share the eval's."""
+    from tts_graph.tracing import read_trace, summarize_trace
+
+    with serve_fault_server(FaultConfig(latency_ms=5)) as url:
+        (workdir / "g.yaml").write_text(_graph(url))
+        got = _cli("eval", "g.yaml", "--task", "q.jsonl", "--out", "run", "--no-cache",
+                   "--workers", "2", "--concurrency", "4", "--trace", "t.jsonl", cwd=workdir,
+                   env={"TTS_GRAPH_EVAL_START": start})
+    assert got.returncode == 0, got.stderr
+    s = summarize_trace(workdir / "t.jsonl")
+    assert (s["runs"], s["queries"], s["query_status"]) == (1, N, {"ok": N})
+    assert s["total"]["calls"] == N  # a line per call: the solver's one call a question
+    with _db(workdir / "run") as conn:
+        workers = {w for (w,) in conn.execute("SELECT worker FROM claims")}
+    assert len(workers) == 2 and len({ln["run"] for ln in read_trace(workdir / "t.jsonl")}) == 1

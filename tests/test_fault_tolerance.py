@@ -291,3 +291,71 @@ def test_a_stream_cut_on_every_attempt_is_an_infra_error_not_a_partial_answer() 
         assert f"gave up after {retries + 1} attempts" in (r.error or "")
         # the half answer that went out is never completed into something that looks whole
         assert "Answer:" not in text
+
+
+def test_the_samples_a_server_left_out_are_asked_and_retried_on_their_own(
+        tmp_path: Any) -> None:
+    """A server that answers fewer choices than asked (one that caps ``n`` at 2): the
+    binding asks for the rest with the next seeds, each request retried on its own. The
+    backend used to top up inside one call, so a 500 on a top-up retried the whole call,
+    asking (and paying) again for the samples already answered."""
+    import asyncio
+
+    from tts_graph.backends.base import GenerationRequest
+    from tts_graph.backends.scripted import ScriptedBackend
+    from tts_graph.bindings import ModelBinding
+    from tts_graph.cache import ResponseCache, sample_key
+    from tts_graph.errors import TransientBackendError
+    from tts_graph.spec import ModelSpec
+    from tts_graph.types import Completion, Message
+
+    class CapsN(ScriptedBackend):
+        failed = False
+
+        async def generate(self, request: GenerationRequest) -> list[Completion]:
+            self.requests.append(request)
+            if request.seed == 7 and not self.failed:  # the first request for the rest
+                self.failed = True
+                raise TransientBackendError("HTTP 500", kind="server")
+            return [Completion(f"s{request.seed + i}") for i in range(min(request.n, 2))]
+
+    for cache in (None, ResponseCache(tmp_path / "c.db")):
+        backend = CapsN()
+        spec = ModelSpec(backend="scripted", model="x", max_retries=2)
+        binding = ModelBinding("m", spec, backend, cache=cache)
+        req = GenerationRequest((Message("user", "q"),), max_tokens=8, seed=5, n=5)
+        parts = asyncio.run(binding.generate(req, 100))
+        assert [c.text for p in parts for c in p.completions] == [f"s{s}" for s in range(5, 10)]
+        assert [(p.start, len(p.completions), p.retries) for p in parts] == [
+            (0, 2, 0), (2, 2, 1), (4, 1, 0)]
+        # asked: 5 at seed 5 (2 back), 3 at seed 7 (failed, then 2 back), 1 at seed 9
+        assert [(r.seed, r.n, r.sample_offset) for r in backend.requests] == [
+            (5, 5, 0), (7, 3, 2), (7, 3, 2), (9, 1, 4)]
+        if cache is not None:
+            hits = cache.get_many([sample_key(binding.identity, req, i) for i in range(5)])
+            assert len(hits) == 5  # every sample cached under its own key
+
+
+def test_a_backend_that_returns_no_completion_or_too_many_is_an_error() -> None:
+    import asyncio
+
+    from tts_graph.backends.base import GenerationRequest
+    from tts_graph.backends.scripted import ScriptedBackend
+    from tts_graph.bindings import ModelBinding
+    from tts_graph.errors import BackendError
+    from tts_graph.spec import ModelSpec
+    from tts_graph.types import Completion, Message
+
+    class Returns(ScriptedBackend):
+        def __init__(self, k: int) -> None:
+            super().__init__()
+            self.k = k
+
+        async def generate(self, request: GenerationRequest) -> list[Completion]:
+            return [Completion("x")] * self.k
+
+    req = GenerationRequest((Message("user", "q"),), max_tokens=8, n=2)
+    for k in (0, 3):
+        binding = ModelBinding("m", ModelSpec(backend="scripted", model="x"), Returns(k))
+        with pytest.raises(BackendError, match=f"returned {k} completions for n=2"):
+            asyncio.run(binding.generate(req, 100))

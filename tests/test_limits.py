@@ -225,6 +225,44 @@ def test_max_concurrency_holds_across_graphs_of_the_same_model(server: str) -> N
             ex_a.bindings()["m"].limits
 
 
+def _samples_graph(url: str, limits: str, samples: int) -> Any:
+    return loads_graph(
+        f"version: 1\nname: lim\nmodels:\n  m: {{backend: openai, model: fault, "
+        f'api_base: "{url}/v1", {limits}}}\nnodes:\n  s: {{role: solver, model: m, '
+        f"samples: {samples}, max_tokens: 16}}\noutput: s\n")
+
+
+def test_the_samples_a_server_left_out_each_take_an_rpm_permit(short_minute: float) -> None:
+    """A server that ignores ``n`` (one choice an answer, as llama.cpp's): the missing
+    samples went out inside the first request's one rpm permit, so four samples under
+    ``rpm: 2`` made four requests in one window. Each request on the wire now takes its own:
+    the last two wait for the next window."""
+    with serve_fault_server(FaultConfig(latency_ms=20, max_choices=1)) as url:
+        t0 = time.perf_counter()
+        with Graph(_samples_graph(url, "rpm: 2", 4)) as g:
+            res = g.run("What is 2 + 2?")
+        wall = time.perf_counter() - t0
+        stats = fault_stats(url)
+    assert res.status == "ok", res.error
+    assert len(res.steps["s"].candidates) == 4 and res.usage.samples == 4
+    assert stats["answered"] == 4  # four requests on the wire
+    assert wall >= short_minute * 0.9
+
+
+def test_the_samples_a_server_left_out_go_out_together_under_the_cap() -> None:
+    """... and each takes a concurrency permit: under ``max_concurrency: 2`` the three
+    missing samples go two at a time (they went one after another inside the first
+    request's permit), never more."""
+    with serve_fault_server(FaultConfig(latency_ms=100, max_choices=1)) as url:
+        with Graph(_samples_graph(url, "max_concurrency: 2", 4)) as g:
+            res = g.run("What is 2 + 2?")
+        stats = fault_stats(url)
+    assert res.status == "ok", res.error
+    texts = [c.text for c in res.steps["s"].candidates]
+    assert len(texts) == 4 and len(set(texts)) == 4
+    assert stats["answered"] == 4 and stats["peak_in_flight"] == 2
+
+
 def test_a_forked_child_starts_without_its_parents_limits() -> None:
     """A forked process (an eval worker) is another client of the provider: what the
     parent had taken is not its own."""

@@ -20,6 +20,7 @@ from tts_graph.backends.litellm_backend import (
     classify,
     import_litellm,
 )
+from tts_graph.bindings import ModelBinding
 from tts_graph.errors import BackendError, TransientBackendError, TTSGraphError
 from tts_graph.spec import ModelSpec
 from tts_graph.types import Message
@@ -62,14 +63,18 @@ async def test_native_n_when_the_provider_supports_it(calls: list[dict[str, Any]
 
 async def test_fan_out_with_distinct_seeds_without_native_n(
         calls: list[dict[str, Any]]) -> None:
-    b = LitellmBackend(ModelSpec(backend="litellm",
-                                 model="anthropic/claude-3-5-sonnet-20240620"))
+    spec = ModelSpec(backend="litellm", model="anthropic/claude-3-5-sonnet-20240620")
+    b = LitellmBackend(spec)
     b._prepare(litellm)
-    assert b._native_n is False
-    out = await b.generate(REQ)
+    assert b._native_n is False and b.splits_samples()
+    # the binding sends the samples a request each
+    parts = await ModelBinding("m", spec, b).generate(REQ, 100)
     assert len(calls) == 3 and all("n" not in c for c in calls)
     assert all("seed" not in c for c in calls)  # anthropic takes no seed: none is sent
-    assert len(out) == 3
+    assert sum(len(p.completions) for p in parts) == 3
+    # asked directly for three, the backend asks the server for one
+    calls.clear()
+    assert len(await b.generate(REQ)) == 1 and len(calls) == 1
 
 
 async def test_fewer_choices_than_asked_are_topped_up(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -80,10 +85,16 @@ async def test_fewer_choices_than_asked_are_topped_up(monkeypatch: pytest.Monkey
         return response([f"seed {kwargs['seed']}"])
 
     monkeypatch.setattr(litellm, "acompletion", one_choice_only)
-    b = LitellmBackend(ModelSpec(backend="litellm", model="openai/local",
-                                 api_base="http://127.0.0.1:1/v1"))
-    out = await b.generate(REQ)
-    assert [c.text for c in out] == ["seed 10", "seed 11", "seed 12"]
+    spec = ModelSpec(backend="litellm", model="openai/local", api_base="http://127.0.0.1:1/v1")
+    b = LitellmBackend(spec)
+    # the backend returns what the server gave and learns that n is not native ...
+    assert [c.text for c in await b.generate(REQ)] == ["seed 10"]
+    assert b.splits_samples()
+    # ... and the binding asks for the rest, a request each (under the model's limits)
+    seen.clear()
+    b = LitellmBackend(spec)
+    parts = await ModelBinding("m", spec, b).generate(REQ, 100)
+    assert [c.text for p in parts for c in p.completions] == ["seed 10", "seed 11", "seed 12"]
     assert [k.get("n") for k in seen] == [3, None, None]
 
 

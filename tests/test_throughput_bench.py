@@ -37,7 +37,7 @@ def test_quick_layers_mode_times_each_layer() -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
     header = next(line for line in out.splitlines() if line.startswith("| c "))
-    for side in ("raw", "backend", "binding", "executor"):
+    for side in ("raw", "backend", "binding", "executor", "arun"):
         assert f"{side}/s (÷raw)" in header and f"{side} CPU ms/call" in header, header
     rows = [line for line in out.splitlines() if line.startswith(("| 1 ", "| 8 "))]
     assert len(rows) == 2

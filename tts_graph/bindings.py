@@ -131,7 +131,10 @@ class ModelBinding:
         if self.cache is None:
             # ``_live`` inline: one coroutine fewer held by every call in flight
             if request.n == 1 or not self.backend.splits_samples():
-                return [await self._call(request, est_tokens, 0, stream)]
+                part = await self._call(request, est_tokens, 0, stream)
+                if len(part.completions) == request.n:
+                    return [part]
+                return [part, *await self._rest(request, est_tokens, part)]
             return [await self._split(request, est_tokens, 0)]
         return await self._cached(request, est_tokens, stream)
 
@@ -165,26 +168,42 @@ class ModelBinding:
                            per_sample * (b - a), a, stream)
                 for a, b in runs
             ), return_exceptions=True)
-            for part in live:
-                if isinstance(part, Part):
+            for got in live:
+                for part in got if isinstance(got, list) else ():
                     self.cache.put_many(zip(
                         keys[part.start : part.start + len(part.completions)],
                         part.completions, strict=True))
-            for part in live:
-                if isinstance(part, BaseException):
-                    raise part
-            parts.extend(p for p in live if isinstance(p, Part))
+            for got in live:
+                if isinstance(got, BaseException):
+                    raise got
+            parts.extend(p for got in live if isinstance(got, list) for p in got)
         parts.sort(key=lambda p: p.start)
         return parts
 
     async def _live(self, request: GenerationRequest, est_tokens: int, start: int,
-                    stream: TextStream | None = None) -> Part:
+                    stream: TextStream | None = None) -> list[Part]:
         """The live samples of ``request``: one call, or one call per sample when the backend
-        would fan them out itself (so each request on the wire is limited and retried)."""
+        would fan them out itself (so each request on the wire is limited and retried); the
+        samples a server left out of its answer, as further calls."""
         # asked every call: a backend may learn that a server ignores n
         if not self.backend.splits_samples() or request.n == 1:
-            return await self._call(request, est_tokens, start, stream)
-        return await self._split(request, est_tokens, start)
+            part = await self._call(request, est_tokens, start, stream)
+            if len(part.completions) == request.n:
+                return [part]
+            return [part, *await self._rest(request, est_tokens, part)]
+        return [await self._split(request, est_tokens, start)]
+
+    async def _rest(self, request: GenerationRequest, est_tokens: int, first: Part
+                    ) -> list[Part]:
+        """The samples of ``request`` after those ``first`` holds: a server that answers
+        fewer choices than asked (llama.cpp's ignores ``n``, some cap it) gets the rest as
+        further calls, seeds ``seed + i``, each taking the model's limits and retried on its
+        own (the samples already answered, and billed, are kept)."""
+        got = len(first.completions)
+        n = request.n - got
+        return await self._live(replace(request, n=n, seed=request.seed + got,
+                                        sample_offset=request.sample_offset + got),
+                                est_tokens * n // request.n, first.start + got)
 
     async def _split(self, request: GenerationRequest, est_tokens: int, start: int) -> Part:
         """``_live`` for a backend that would fan the samples out itself: one call per sample
@@ -248,7 +267,9 @@ class ModelBinding:
             except TransientBackendError as exc:
                 error = exc
             else:
-                if len(comps) != request.n:
+                # fewer than asked (at least one) is a server that ignores or caps n: the
+                # caller asks for the rest
+                if not 0 < len(comps) <= request.n:
                     raise BackendError(f"{self.name}: backend returned {len(comps)} "
                                        f"completions for n={request.n}")
                 return Part(start, comps, cached=False, latency_s=time.perf_counter() - t0,

@@ -61,7 +61,11 @@ class Backend(ABC):
 
     @abstractmethod
     async def generate(self, request: GenerationRequest) -> list[Completion]:
-        """Return exactly ``request.n`` completions, in sample order."""
+        """Return ``request.n`` completions, in sample order: the first ones only (at least
+        one) where the server answered fewer choices than asked (one that ignores or caps
+        ``n``). The binding asks for the rest as further requests, each under the model's
+        limits and retries; a backend that learns the server ignores ``n`` says so in
+        ``splits_samples``."""
 
     async def stream(self, request: GenerationRequest, on_text: TextSink) -> list[Completion]:
         """``generate`` for one sample (``request.n == 1``), calling ``on_text`` with each new

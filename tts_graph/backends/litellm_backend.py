@@ -201,17 +201,14 @@ class LitellmBackend(Backend):
         litellm = _LITELLM or await asyncio.to_thread(import_litellm)
         self._prepare(litellm)
         key = self._api_key()
-        if request.n > 1 and self._native_n:
-            got = await self._call(litellm, request, request.n, request.seed, key)
-        else:
-            got = []
-        if len(got) < request.n:  # no native n, or the server returned fewer choices
-            if request.n > 1 and self._native_n:
-                self._native_n = False  # this server ignores n: split from now on
-            # one after another: this call holds one concurrency permit of the binding
-            for i in range(len(got), request.n):
-                got.extend((await self._call(litellm, request, 1, request.seed + i, key))[:1])
-        return got[: request.n]
+        if not (request.n > 1 and self._native_n):  # one sample asked, or n not native
+            return await self._call(litellm, request, 1, request.seed, key)
+        got = await self._call(litellm, request, request.n, request.seed, key)
+        if len(got) < request.n:
+            # this server ignores n (or caps it): the binding asks for the rest, a request
+            # each under the model's limits, and splits the samples from now on
+            self._native_n = False
+        return got
 
     async def stream(self, request: GenerationRequest, on_text: TextSink) -> list[Completion]:
         if request.n != 1:

@@ -13,8 +13,9 @@ call over one pooled connection set per model (and event loop), with stdlib JSON
   appears in the identity (cache keys), results, traces, logs or error messages (neither
   raw, JSON-escaped nor URL-encoded, as a server may echo it).
 - ``n`` is sent natively. A server that answers with fewer choices than asked (llama.cpp's
-  ignores ``n``) gets the missing samples as further calls with seeds ``seed + i``, and from
-  then on the binding splits samples itself (``splits_samples``), as with litellm.
+  ignores ``n``) has the choices it gave returned; the binding asks for the missing samples
+  as further calls with seeds ``seed + i`` (each under the model's limits), and from then on
+  splits samples itself (``splits_samples``), as with litellm.
 - Usage (prompt and completion tokens) is the server's; a stream asks for it with
   ``stream_options.include_usage`` (unless the server refused that field: then not again).
   A count that is missing or no count (negative, huge, not a number) is estimated, never
@@ -567,14 +568,14 @@ class OpenAIBackend(Backend):
                 got = self._completions(await self._post(self._body(request, 1, request.seed)),
                                         request, 1)
                 self._native_n = False
-        if len(got) < request.n:  # n == 1, or the server returned fewer choices than asked
-            if request.n > 1 and self._native_n:
-                self._native_n = False  # this server ignores n: the binding splits from now
-            # one after another: this call holds one concurrency permit of the binding
-            for i in range(len(got), request.n):
-                got.extend(self._completions(await self._post(
-                    self._body(request, 1, request.seed + i)), request, 1))
-        return got[: request.n]
+        if not got:  # one sample asked, or n not native
+            return self._completions(await self._post(self._body(request, 1, request.seed)),
+                                     request, 1)
+        if len(got) < request.n:
+            # this server ignores n (or caps it): the binding asks for the rest, a request
+            # each under the model's limits, and splits the samples from now on
+            self._native_n = False
+        return got
 
     async def stream(self, request: GenerationRequest, on_text: TextSink) -> list[Completion]:
         if request.n != 1:

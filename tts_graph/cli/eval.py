@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -16,6 +16,9 @@ from rich.table import Table
 from ..errors import GraphErrors, TTSGraphError
 from .common import _fail, _traced, err, out
 from .files import check_output_dir, check_output_file, check_plot_file
+
+if TYPE_CHECKING:
+    from ..evaluate.store import Tally
 
 
 def eval_(
@@ -231,21 +234,12 @@ def _run_eval(plan, concurrency: int, quiet: bool):  # type: ignore[no-untyped-d
     from ..evaluate.runner import run_items
     from ..evaluate.summary import summarize
 
-    stats = {"scored": 0, "correct": 0, "cost": 0.0, "tokens": 0, "errors": 0}
+    tally = plan.store.tally()  # a resumed run's figures include its earlier sessions'
     with _eval_progress(plan, quiet) as (progress, bar):
 
         def on_row(row) -> None:  # type: ignore[no-untyped-def]
-            if row.correct is None:
-                stats["errors"] += 1
-            else:
-                stats["scored"] += 1
-                stats["correct"] += int(row.correct)
-            stats["cost"] += row.billed_usd
-            stats["tokens"] += row.prompt_tokens + row.completion_tokens
-            acc = stats["correct"] / stats["scored"] if stats["scored"] else 0.0
-            progress.update(bar, advance=1, info=(
-                f"acc {acc:.1%}  ${stats['cost']:.4f}  {stats['tokens']} tok"
-                + (f"  {stats['errors']} infra errors" if stats["errors"] else "")))
+            tally.add(row)
+            progress.update(bar, advance=1, info=tally.line())
 
         try:
             asyncio.run(run_items(plan.executor, plan.task.scorer, plan.items, plan.store,
@@ -254,6 +248,13 @@ def _run_eval(plan, concurrency: int, quiet: bool):  # type: ignore[no-untyped-d
         except TTSGraphError as exc:
             raise _fail([str(exc)], code=1) from None
     return summarize(plan.store)
+
+
+def workers_line(tally: Tally, workers: dict[str, tuple[int, int]]) -> str:
+    """The progress bar's figures with workers: what one process shows (accuracy, cost,
+    tokens, errors: read from the results the workers wrote), then each worker's count."""
+    return "  ".join([tally.line(), *(f"{w} {d}" + (f" (+{t} taken over)" if t else "")
+                                      for w, (d, t) in workers.items())])
 
 
 def _run_eval_workers(plan, workers: int, concurrency: int, *, quiet: bool,  # type: ignore[no-untyped-def]
@@ -266,9 +267,8 @@ def _run_eval_workers(plan, workers: int, concurrency: int, *, quiet: bool,  # t
     with _eval_progress(plan, quiet, auto_refresh=False) as (progress, bar):
 
         def on_progress(p) -> None:  # type: ignore[no-untyped-def]
-            info = "  ".join(f"{w} {d}" + (f" (+{t} taken over)" if t else "")
-                             for w, (d, t) in p["workers"].items())
-            progress.update(bar, completed=total - p["left"], info=info, refresh=True)
+            progress.update(bar, completed=total - p["left"], info=workers_line(
+                plan.store.tally(), p["workers"]), refresh=True)
 
         try:
             report = run_workers(plan, workers, concurrency, cache=cache, use_cache=use_cache,

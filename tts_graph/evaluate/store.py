@@ -8,6 +8,7 @@ so a resume with a different graph or task is refused instead of mixing results.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -61,6 +62,33 @@ class Row:
 _COLUMNS = list(Row.__dataclass_fields__)
 
 
+@dataclass
+class Tally:
+    """Running figures of a run's results: the questions scored and right, those left
+    unscored (an infrastructure error, a failed scorer), the cost billed and the tokens."""
+
+    scored: int = 0
+    correct: int = 0
+    errors: int = 0
+    cost_usd: float = 0.0
+    tokens: int = 0
+
+    def add(self, row: Row) -> None:
+        if row.correct is None:
+            self.errors += 1
+        else:
+            self.scored += 1
+            self.correct += int(row.correct)
+        self.cost_usd += row.billed_usd
+        self.tokens += row.prompt_tokens + row.completion_tokens
+
+    def line(self) -> str:
+        """The figures as the progress bar shows them."""
+        acc = self.correct / self.scored if self.scored else 0.0
+        return (f"acc {acc:.1%}  ${self.cost_usd:.4f}  {self.tokens} tok"
+                + (f"  {self.errors} infra errors" if self.errors else ""))
+
+
 def row_values(row: Row) -> dict[str, Any]:
     """The row's fields as a dict, its values shared, not copied (``asdict`` deep-copies the
     usage dicts, which are only serialized: a third of the eval process's time per row)."""
@@ -71,29 +99,45 @@ class ResultStore:
     def __init__(self, run_dir: str | Path) -> None:
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / RESULTS_FILE
+        conn: sqlite3.Connection | None = None
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            self.conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+            conn = self.conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
             self.conn.execute("PRAGMA journal_mode = WAL")
             self.conn.execute("PRAGMA synchronous = NORMAL")
             self._init()
-        except sqlite3.DatabaseError as exc:
+        except (sqlite3.DatabaseError, OSError, StoreError) as exc:
+            if conn is not None:  # not left open (and holding the file) by a failed start
+                conn.close()
+            if isinstance(exc, StoreError):
+                raise
+            if isinstance(exc, OSError):
+                raise StoreError(f"run {self.run_dir}: {exc.strerror or exc}") from None
             raise StoreError(f"run {self.run_dir}: {RESULTS_FILE} is not usable ({exc})"
                              ) from None
-        except OSError as exc:
-            raise StoreError(f"run {self.run_dir}: {exc.strerror or exc}") from None
 
     def _init(self) -> None:
         tables = {r[0] for r in self.conn.execute(
             "SELECT name FROM sqlite_master WHERE type='table'")}
         if not tables:
-            self.conn.execute("CREATE TABLE run (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-            cols = ", ".join(
-                f"{c} TEXT PRIMARY KEY" if c == "item_id" else c for c in _COLUMNS
-            )
-            self.conn.execute(f"CREATE TABLE results ({cols}, finished_at REAL)")
-            self.conn.executemany("INSERT INTO run VALUES (?, ?)",
-                                  [("schema", SCHEMA), ("version", VERSION)])
+            # one transaction: a start that fails half-way (a full disk) leaves an empty
+            # file, which the next start makes whole, not half a store it refuses
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                if not self.conn.execute("SELECT 1 FROM sqlite_master").fetchone():
+                    self.conn.execute("CREATE TABLE run (key TEXT PRIMARY KEY, "
+                                      "value TEXT NOT NULL)")
+                    cols = ", ".join(
+                        f"{c} TEXT PRIMARY KEY" if c == "item_id" else c for c in _COLUMNS
+                    )
+                    self.conn.execute(f"CREATE TABLE results ({cols}, finished_at REAL)")
+                    self.conn.executemany("INSERT INTO run VALUES (?, ?)",
+                                          [("schema", SCHEMA), ("version", VERSION)])
+                self.conn.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    self.conn.execute("ROLLBACK")
+                raise
         elif not {"run", "results"} <= tables or self.meta().get("schema") != SCHEMA:
             raise StoreError(f"run {self.run_dir}: {RESULTS_FILE} is not a tts-graph results "
                              "store")
@@ -167,6 +211,15 @@ class ResultStore:
 
     def count(self) -> int:
         return int(self.conn.execute("SELECT COUNT(*) FROM results").fetchone()[0])
+
+    def tally(self) -> Tally:
+        """The run's figures so far, every result stored (an eval's progress line: what
+        its workers, or earlier sessions of a resumed run, wrote)."""
+        scored, correct, errors, cost, tokens = self.conn.execute(
+            "SELECT COUNT(correct), COALESCE(SUM(correct), 0), COUNT(*) - COUNT(correct), "
+            "COALESCE(SUM(billed_usd), 0.0), "
+            "COALESCE(SUM(prompt_tokens + completion_tokens), 0) FROM results").fetchone()
+        return Tally(int(scored), int(correct), int(errors), float(cost), int(tokens))
 
     def rows(self) -> Iterator[Row]:
         """All results in question order, streamed (nothing held in memory)."""

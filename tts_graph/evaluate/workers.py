@@ -47,6 +47,7 @@ import tempfile
 import threading
 import time
 import traceback
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -263,6 +264,8 @@ def worker_main(argv: list[str] | None = None) -> int:
     p.add_argument("--cache", type=Path, default=None)
     p.add_argument("--no-cache", action="store_true")
     p.add_argument("--trace", type=Path, default=None)
+    p.add_argument("--trace-run", default=None,
+                   help="the run id of the eval's trace lines, shared by all its workers")
     p.add_argument("--storage-stdin", action="store_true",
                    help="read the run's postgresql:// URL from the first line of stdin")
     p.add_argument("--parent", type=int, default=None,
@@ -276,16 +279,17 @@ def worker_main(argv: list[str] | None = None) -> int:
     return run_worker(a.run_dir, a.worker, a.concurrency, cache=a.cache,
                       use_cache=not a.no_cache, trace=a.trace, storage=storage,
                       parent=a.parent, accept_weak_sandbox=a.accept_weak_sandbox,
-                      ways=a.ways)
+                      ways=a.ways, trace_run=a.trace_run)
 
 
 def run_worker(run_dir: Path, worker: str, concurrency: int, *, cache: Path | None,
                use_cache: bool, trace: Path | None, storage: str | None,
                parent: int | None = None, accept_weak_sandbox: bool = False,
-               ways: int = 1) -> int:
+               ways: int = 1, trace_run: str | None = None) -> int:
     """One worker on the run in ``run_dir``, to the end; its exit status. ``ways``: the
     workers of this machine, which share each model's declared limits (``max_concurrency``,
-    ``rpm``, ``tpm``) equally, so that together they keep to them."""
+    ``rpm``, ``tpm``) equally, so that together they keep to them. ``trace_run``: the run id
+    of its trace lines (one for all the workers of an eval: its trace is one run)."""
     from .session import plan_run
 
     try:
@@ -296,7 +300,7 @@ def run_worker(run_dir: Path, worker: str, concurrency: int, *, cache: Path | No
         if trace is not None:
             from ..tracing import Tracer
 
-            tracer = Tracer(trace, graph=plan.graph)
+            tracer = Tracer(trace, graph=plan.graph, run_id=trace_run)
             if tracer.active:
                 plan.executor = tracer.wrap(plan.executor)
         board = _board(plan, storage)
@@ -380,7 +384,8 @@ class _Forked:
 
 def _fork_worker(errlog: Any, run_dir: Path, name: str, concurrency: int, *,
                  cache: Path | None, use_cache: bool, trace: Path | None,
-                 accept_weak_sandbox: bool = False, ways: int = 1) -> _Forked:
+                 accept_weak_sandbox: bool = False, ways: int = 1,
+                 trace_run: str | None = None) -> _Forked:
     """A worker forked from the parent: it opens its own store, cache and backends
     (``run_worker``; SQLite connections must not cross a fork) and never touches the
     parent's, and ends with ``os._exit`` so nothing of the parent's is closed or flushed."""
@@ -407,7 +412,8 @@ def _fork_worker(errlog: Any, run_dir: Path, name: str, concurrency: int, *,
         sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115
         code = run_worker(run_dir, name, concurrency, cache=cache, use_cache=use_cache,
                           trace=trace, storage=None, parent=parent,
-                          accept_weak_sandbox=accept_weak_sandbox, ways=ways)
+                          accept_weak_sandbox=accept_weak_sandbox, ways=ways,
+                          trace_run=trace_run)
     except BaseException:
         traceback.print_exc()
     finally:
@@ -483,6 +489,8 @@ def run_workers(plan: Any, n: int, concurrency: int, *, cache: Path | None, use_
             synced = board.sync(plan.store, synced)
 
     run_dir = plan.store.run_dir
+    # the workers' trace lines are one run's, as one process's are
+    trace_run = uuid.uuid4().hex[:12]
     report = WorkerReport(started=n)
     procs: list[tuple[str, Any, Any]] = []  # Popen or _Forked
     hung: set[str] = set()  # workers stopped because they did not end when all was done
@@ -500,7 +508,8 @@ def run_workers(plan: Any, n: int, concurrency: int, *, cache: Path | None, use_
                 if fork:
                     procs.append((name, _fork_worker(
                         errlog, run_dir, name, concurrency, cache=cache, use_cache=use_cache,
-                        trace=trace, accept_weak_sandbox=accept_weak_sandbox, ways=n),
+                        trace=trace, accept_weak_sandbox=accept_weak_sandbox, ways=n,
+                        trace_run=trace_run),
                         errlog))
                     continue
                 cmd = [sys.executable, "-m", "tts_graph.evaluate.workers", str(run_dir),
@@ -511,7 +520,7 @@ def run_workers(plan: Any, n: int, concurrency: int, *, cache: Path | None, use_
                 elif cache is not None:
                     cmd += ["--cache", str(cache)]
                 if trace is not None:
-                    cmd += ["--trace", str(trace)]
+                    cmd += ["--trace", str(trace), "--trace-run", trace_run]
                 if accept_weak_sandbox:  # the code scorer's guard mode, accepted by the user
                     cmd.append("--accept-weak-sandbox")
                 if storage:

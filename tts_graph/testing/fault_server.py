@@ -84,6 +84,9 @@ class FaultConfig:
     model: str = "fault"
     #: answers are ``Answer: k`` with k in [0, answer_range): small, so votes can agree
     answer_range: int = 10
+    #: at most this many choices an answer, whatever ``n`` asks (1: a server that ignores
+    #: ``n``, as llama.cpp's does); None: as many as asked
+    max_choices: int | None = None
 
     def __post_init__(self) -> None:
         norm: dict[str, float] = {}
@@ -99,6 +102,8 @@ class FaultConfig:
         self.faults = norm
         if self.answer_range < 1:
             raise ValueError("answer_range must be >= 1")
+        if self.max_choices is not None and self.max_choices < 1:
+            raise ValueError("max_choices must be >= 1")
 
     @classmethod
     def mixed(cls, rate: float, kinds: tuple[str, ...] = FAULT_KINDS, **kw: Any) -> FaultConfig:
@@ -282,7 +287,8 @@ class FaultApp:
         messages, seed = body["messages"], int(body.get("seed") or 0)
         choices, completion_tokens = [], 0
         max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
-        for i in range(int(body.get("n") or 1)):
+        n = int(body.get("n") or 1)
+        for i in range(n if cfg.max_choices is None else min(n, cfg.max_choices)):
             text = sample_text(messages, seed + i, cfg.answer_range)
             finish = "stop"
             if max_tokens is not None and count_tokens(text) > int(max_tokens):
@@ -543,6 +549,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--hang-s", type=float, default=30.0)
     p.add_argument("--max-faults-per-request", type=int, default=None)
     p.add_argument("--model", default="fault")
+    p.add_argument("--max-choices", type=int, default=None,
+                   help="at most this many choices an answer (1: a server that ignores n)")
     p.add_argument("--log-level", default="warning")
     p.add_argument("--config-json", default=None, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
@@ -556,7 +564,8 @@ def main(argv: list[str] | None = None) -> None:
         try:
             cfg = FaultConfig(latency_ms=a.latency_ms, faults=faults, seed=a.seed,
                               retry_after_s=a.retry_after, hang_s=a.hang_s,
-                              max_faults_per_request=a.max_faults_per_request, model=a.model)
+                              max_faults_per_request=a.max_faults_per_request, model=a.model,
+                              max_choices=a.max_choices)
         except ValueError as exc:
             p.error(str(exc))
     sock = _bind(a.host, a.port)
