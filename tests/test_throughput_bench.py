@@ -18,7 +18,7 @@ def test_quick_throughput_benchmark_prints_its_tables() -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
     assert "| c | calls | ideal/s | raw aiohttp/s" in out
-    assert "openai CPU ms/call" in out
+    assert "openai CPU ms/call | server CPU (raw) | server CPU (openai) |" in out
     rows = [line for line in out.splitlines() if line.startswith(("| 1 ", "| 8 "))]
     assert len(rows) == 2
     assert "| backend | workers |" in out
