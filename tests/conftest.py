@@ -15,10 +15,12 @@ def root() -> Path:
 @pytest.fixture(autouse=True)
 def _fresh_limits() -> None:
     """A model's limits are shared by the whole process (``tts_graph.limits.shared``): each
-    test starts without the windows and permits an earlier test's graphs left."""
-    from tts_graph.limits import forget_shared
+    test starts without the windows and permits an earlier test's graphs left, and as the
+    only process calling its models (``--share-limits`` run in-process sets a share)."""
+    from tts_graph.limits import forget_shared, set_share
 
     forget_shared()
+    set_share(1)
 
 
 # ---------------------------------------------------------------- real servers on loopback

@@ -362,3 +362,122 @@ def test_eval_workers_keep_to_max_concurrency_together(tmp_path: Path, start: st
     assert got.returncode == 0, got.stderr
     assert json.loads(got.stdout)["done"] == 24
     assert stats["answered"] == 24 and stats["peak_in_flight"] == 2
+
+
+# ----------------------------------- processes that share a model's limits (--share-limits)
+
+
+def test_a_process_that_shares_the_limits_keeps_to_its_share(server: str) -> None:
+    """``set_share(2)``: this process is one of two calling the model (two machines of one
+    search or eval, two replicas of a server): every binding made after takes half of each
+    declared limit; bindings made before keep theirs."""
+    before = Graph(_graph(server, "max_concurrency: 2, rpm: 3, tpm: 1001"))
+    before.executor.bindings()  # bound before the share is set
+    limits_mod.set_share(2)
+    lim = Graph(_graph(server, "max_concurrency: 2, rpm: 3, tpm: 1001")).executor \
+        .bindings()["m"].limits
+    assert lim.sem is not None and lim.sem._free == 1
+    assert lim.rpm is not None and lim.rpm.throttler.rate_limit == 1  # 1.5 a minute: one
+    assert lim.tpm is not None and lim.tpm.per_minute == 500
+    assert before.executor.bindings()["m"].limits.sem._free == 2  # type: ignore[union-attr]
+    with Graph(_graph(server, "max_concurrency: 2")) as g, ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(g.run, [f"What is {i} + 1?" for i in range(8)]))
+    assert all(r.status == "ok" for r in results), [r.error for r in results]
+    assert fault_stats(server)["peak_in_flight"] == 1
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="one of n >= 1"):
+            limits_mod.set_share(bad)  # type: ignore[arg-type]
+
+
+def _cap_graph(url: str, cap: int) -> str:
+    return (f"version: 1\nname: cap\nmodels:\n  m: {{backend: openai, model: fault, "
+            f'api_base: "{url}/v1", max_concurrency: {cap}}}\nnodes:\n  s: {{role: solver, '
+            f"model: m, max_tokens: 16}}\noutput: s\n")
+
+
+def test_eval_share_limits_divides_them_over_its_workers_too(tmp_path: Path) -> None:
+    """``eval --workers 2 --share-limits 2`` (one of two machines) under ``max_concurrency:
+    4``: a call at a time each worker, two on the wire from this machine; three workers
+    would take six of the four, and are refused at the cap's line."""
+    write_sums(tmp_path / "q.jsonl", 24)
+    with serve_fault_server(FaultConfig(latency_ms=150)) as url:
+        (tmp_path / "g.yaml").write_text(_cap_graph(url, 4))
+        got = subprocess.run(
+            [sys.executable, "-m", "tts_graph", "eval", "g.yaml", "--task", "q.jsonl",
+             "--out", "run", "--no-cache", "--workers", "2", "--concurrency", "8",
+             "--share-limits", "2", "--json"],
+            cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False)
+        stats = fault_stats(url)
+        refused = subprocess.run(
+            [sys.executable, "-m", "tts_graph", "eval", "g.yaml", "--task", "q.jsonl",
+             "--out", "run3", "--no-cache", "--workers", "3", "--share-limits", "2"],
+            cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False)
+    assert got.returncode == 0, got.stderr
+    assert json.loads(got.stdout)["done"] == 24
+    assert stats["answered"] == 24 and stats["peak_in_flight"] == 2
+    assert refused.returncode == 2
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("g.yaml:4: models.m.max_concurrency: 4 ")
+    assert "--share-limits 2" in lines[0] and not (tmp_path / "run3").exists()
+
+
+def test_one_eval_process_with_share_limits_keeps_to_its_share(tmp_path: Path) -> None:
+    write_sums(tmp_path / "q.jsonl", 12)
+    with serve_fault_server(FaultConfig(latency_ms=100)) as url:
+        (tmp_path / "g.yaml").write_text(_cap_graph(url, 2))
+        got = subprocess.run(
+            [sys.executable, "-m", "tts_graph", "eval", "g.yaml", "--task", "q.jsonl",
+             "--out", "run", "--no-cache", "--concurrency", "8", "--share-limits", "2",
+             "--json"], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+            check=False)
+        stats = fault_stats(url)
+    assert got.returncode == 0, got.stderr
+    assert stats["answered"] == 12 and stats["peak_in_flight"] == 1
+
+
+def test_serve_and_search_take_their_share_of_the_limits(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``serve --share-limits 2`` (one of two replicas) binds its graphs' models to half
+    their caps; ``search --share-limits 2`` (one of two workers of a study) runs its trials
+    with the share set."""
+    import gc
+
+    from test_search import write_toy
+    from typer.testing import CliRunner
+
+    import tts_graph.server as server
+    from tts_graph.cli import app
+    from tts_graph.search.driver import SearchSession
+
+    # both commands set the process's collector up (``freeze_setup``): this one's, after
+    threshold = gc.get_threshold()
+    monkeypatch.setattr("tts_graph.collector.freeze_setup", lambda: None)
+    served: list[int] = []
+
+    def capture(web: Any, sock: Any, **kw: Any) -> None:
+        sock.close()
+        sem = web.state.tts.graphs["cap"].executor.bindings()["m"].limits.sem
+        served.append(sem._free)
+
+    monkeypatch.setattr(server, "serve", capture)
+    (tmp_path / "g.yaml").write_text(_cap_graph("http://127.0.0.1:9", 4))
+    got = CliRunner().invoke(app, ["serve", str(tmp_path / "g.yaml"), "--port", "0",
+                                   "--share-limits", "2"])
+    assert got.exit_code == 0, got.output
+    assert served == [2]
+
+    shares: list[int] = []
+    run = SearchSession.run
+
+    async def recorded(self: SearchSession, *args: object, **kwargs: object) -> object:
+        shares.append(limits_mod.share())
+        return await run(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(SearchSession, "run", recorded)
+    limits_mod.set_share(1)
+    path = write_toy(tmp_path / "s", budget={"trials": 2})
+    got = CliRunner().invoke(app, ["search", str(path), "--out", str(tmp_path / "out"),
+                                   "--json", "--share-limits", "2"])
+    assert got.exit_code == 0, got.output
+    assert shares and set(shares) == {2}
+    assert gc.get_threshold() == threshold and gc.get_freeze_count() == 0

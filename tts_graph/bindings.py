@@ -14,7 +14,7 @@ from .backends.base import Backend, GenerationRequest
 from .budget import Costing
 from .cache import ResponseCache, sample_key
 from .errors import BackendError, TransientBackendError
-from .limits import Permits, RequestRate, TokenRate, shared
+from .limits import Permits, RequestRate, TokenRate, share, shared
 from .spec import ModelSpec
 from .streaming import TextStream
 from .types import Completion
@@ -108,15 +108,16 @@ class ModelBinding:
             price_out=(price[1] / 1e6) if price else 0.0,
             params=spec.params or info.params,
         )
-        self.limits = _Limits.of(spec)
+        # this process's share where it is one of several calling the model (``set_share``)
+        self.limits = _Limits.of(spec, share())
         self.in_flight = 0
         self.peak_in_flight = 0
         self.attempts = 0
 
     def share_limits(self, ways: int) -> None:
-        """This process is one of ``ways`` that call the model at once (``eval --workers``):
-        take a ``ways``-th of each declared limit, so that together they keep to it. Call it
-        before the first call."""
+        """This process is one of ``ways`` that call the model at once (``eval --workers``,
+        times ``--share-limits``): take a ``ways``-th of each declared limit, so that
+        together they keep to it. Call it before the first call."""
         if ways < 1:
             raise ValueError("ways must be >= 1")
         self.limits = _Limits.of(self.spec, ways)

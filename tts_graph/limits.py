@@ -52,6 +52,26 @@ def forget_shared() -> None:
 
 os.register_at_fork(after_in_child=forget_shared)
 
+#: how many processes this one shares each model's declared limits with (``set_share``)
+_SHARE = 1
+
+
+def set_share(n: int) -> None:
+    """This process is one of ``n`` calling the same models at once — machines joined
+    through one ``--storage``, replicas of a server behind one key — and keeps to an
+    ``n``-th of each model's declared limits, so that together they keep to them: every
+    binding made from now on takes that share (``--share-limits`` of eval, search and
+    serve). Each process is told: none can see the others."""
+    global _SHARE
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"a share of the limits is one of n >= 1 processes, not {n!r}")
+    _SHARE = n
+
+
+def share() -> int:
+    """The ``n`` of ``set_share`` (1: this process alone calls its models)."""
+    return _SHARE
+
 
 class Permits:
     """A counting semaphore shared by every loop and thread of the process, first come first

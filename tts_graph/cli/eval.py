@@ -59,10 +59,15 @@ def eval_(
     storage: Annotated[str | None, typer.Option(
         help="postgresql://USER:PW@HOST/DB: workers on several machines share the run's "
         "claims (start the same eval on each; the password is never written)")] = None,
+    share_limits: Annotated[int, typer.Option(
+        min=1, help="this eval is one of N calling the same models at once (machines joined "
+        "through --storage): it keeps to an N-th of each model's max_concurrency, rpm and "
+        "tpm, its workers dividing that")] = 1,
 ) -> None:
     """Evaluate GRAPH(s) on a task; every result is stored at once, --resume continues."""
     from ..evaluate.session import TaskArgs, plan_run
     from ..evaluate.store import lock_run
+    from ..limits import set_share
 
     if split not in ("search", "test", "all"):
         raise _fail(["--split: must be search, test or all"])
@@ -87,6 +92,7 @@ def eval_(
             check_storage(storage)
         except TTSGraphError as exc:
             raise _fail([str(exc)]) from None
+    set_share(share_limits)  # before any model is bound
     args = TaskArgs(task=task or "", question_field=question_field, answer_field=answer_field,
                     id_field=id_field, scorer=scorer, split=split, seed=seed, limit=limit)
     targets: list[tuple[Path | None, Path | None]] = (
@@ -101,7 +107,8 @@ def eval_(
             plan = plan_run(graph_path=graph_path, args=args if resume is None else None,
                             out=run_dir, resume=resume if graph_path is None else None,
                             cache=cache, use_cache=not no_cache,
-                            accept_weak_sandbox=accept_weak_sandbox, workers=workers)
+                            accept_weak_sandbox=accept_weak_sandbox, workers=workers,
+                            share=share_limits)
             plan.extra["lock"] = lock_run(plan.store.run_dir)
         except GraphErrors as exc:
             raise _fail(exc.lines()) from None
@@ -114,7 +121,7 @@ def eval_(
                     summary, unrun = _run_eval_workers(
                         plan, workers, concurrency, quiet=as_json, cache=cache,
                         use_cache=not no_cache, trace=trace, storage=storage,
-                        accept_weak_sandbox=accept_weak_sandbox)
+                        accept_weak_sandbox=accept_weak_sandbox, share=share_limits)
                     left += unrun
                 else:
                     summary = _run_eval(plan, concurrency, quiet=as_json)
@@ -259,7 +266,8 @@ def workers_line(tally: Tally, workers: dict[str, tuple[int, int]]) -> str:
 
 def _run_eval_workers(plan, workers: int, concurrency: int, *, quiet: bool,  # type: ignore[no-untyped-def]
                       cache: Path | None, use_cache: bool, trace: Path | None,
-                      storage: str | None = None, accept_weak_sandbox: bool = False):
+                      storage: str | None = None, accept_weak_sandbox: bool = False,
+                      share: int = 1):
     from ..evaluate.summary import summarize
     from ..evaluate.workers import run_workers
 
@@ -273,7 +281,7 @@ def _run_eval_workers(plan, workers: int, concurrency: int, *, quiet: bool,  # t
         try:
             report = run_workers(plan, workers, concurrency, cache=cache, use_cache=use_cache,
                                  trace=trace, on_progress=on_progress, storage=storage,
-                                 accept_weak_sandbox=accept_weak_sandbox)
+                                 accept_weak_sandbox=accept_weak_sandbox, share=share)
         except TTSGraphError as exc:  # the database failed mid-run (checked before it)
             raise _fail([str(exc)], code=1) from None
     if report.failed == report.started and not report.progress.get("workers"):

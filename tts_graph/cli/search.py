@@ -31,13 +31,19 @@ def search(
     accept_weak_sandbox: Annotated[bool, typer.Option(
         "--accept-weak-sandbox", help="with the code scorer: run even where the sandbox can "
         "only use guard mode (weaker isolation)")] = False,
+    share_limits: Annotated[int, typer.Option(
+        min=1, help="this worker is one of N calling the same models at once (workers "
+        "sharing a study through --storage): it keeps to an N-th of each model's "
+        "max_concurrency, rpm and tpm")] = 1,
 ) -> None:
     """Search for the compute-optimal graph; resumes from the same storage."""
     from ..collector import freeze_setup
+    from ..limits import set_share
     from ..search.driver import SearchSession
 
     if out is not None:
         check_output_dir(out, "--out")
+    set_share(share_limits)  # before any model is bound
     try:
         session = SearchSession(search_file, storage=storage, out_dir=out, worker=worker,
                                 use_cache=not no_cache,

@@ -29,12 +29,17 @@ def serve(
         help="response cache (SQLite): seen samples are replayed, not billed")] = None,
     log_level: Annotated[str, typer.Option(help="critical | error | warning | info | debug")
                          ] = "info",
+    share_limits: Annotated[int, typer.Option(
+        min=1, help="this server is one of N calling the same models at once (replicas "
+        "behind one balancer): it keeps to an N-th of each model's max_concurrency, rpm and "
+        "tpm")] = 1,
 ) -> None:
     """Serve graphs as OpenAI-compatible models (model id = graph name) under /v1."""
     import logging
     import os
 
     from ..collector import freeze_setup
+    from ..limits import set_share
     from ..server import bind_socket, create_app
     from ..server import serve as run_server
 
@@ -46,6 +51,7 @@ def serve(
         if not api_key:
             raise _fail([f"--api-key-env: environment variable {api_key_env} is not set "
                          "(or empty)"])
+    set_share(share_limits)  # before any model is bound
     try:
         web = create_app(graphs, api_key=api_key, max_concurrency=max_concurrency,
                          cache=_open_cache(cache),

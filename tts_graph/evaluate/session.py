@@ -67,15 +67,23 @@ def _compile(text: str, source: str) -> CompiledGraph:
     return compile_graph(doc, backends=backend_names())
 
 
-def _check_workers(graph: CompiledGraph, workers: int) -> None:
-    """More workers than a model's cap: refused at the cap's line of the graph file."""
+def _check_workers(graph: CompiledGraph, workers: int, share: int = 1) -> None:
+    """More workers (times the processes sharing the limits: ``--share-limits``) than a
+    model's cap: refused at the cap's line of the graph file."""
     for name in graph.used_models():
         cap = graph.spec.models[name].max_concurrency
-        if cap is not None and workers > cap:
+        if cap is None or workers * share <= cap:
+            continue
+        if share == 1:
             raise graph.doc.error(
                 ("models", name, "max_concurrency"),
                 f"{cap} calls at a time, and each of --workers {workers} takes at least one; "
                 f"use --workers {cap} or fewer (or raise the cap)")
+        raise graph.doc.error(
+            ("models", name, "max_concurrency"),
+            f"{cap} calls at a time, and each of --workers {workers} of each of "
+            f"--share-limits {share} processes takes at least one ({workers * share}); use "
+            f"fewer workers or processes (or raise the cap)")
 
 
 def plan_run(
@@ -88,12 +96,14 @@ def plan_run(
     use_cache: bool = True,
     accept_weak_sandbox: bool = False,
     workers: int = 1,
+    share: int = 1,
 ) -> RunPlan:
     """A fresh run (``graph_path`` + ``args``) or a resumed one (``resume``). A code-scored
     task is refused, before the run is recorded, where the sandbox has only its guard mode
     and ``accept_weak_sandbox`` is not given (``scorers.code_sandbox``); so are more
     ``workers`` on this machine than a model's ``max_concurrency`` (each worker takes at
-    least one call at a time of it: together they would exceed it)."""
+    least one call at a time of it: together they would exceed it), counting the ``share``
+    processes this one shares the limits with (``--share-limits``)."""
     from .scorers import code_sandbox
     from .tasks import absolute_task, load_task, split_items
 
@@ -115,7 +125,7 @@ def plan_run(
     # everything that can be wrong with the input is found before a fresh run directory is
     # made: a failed start leaves nothing behind that would block the corrected command
     graph = _compile(text, source)
-    _check_workers(graph, workers)
+    _check_workers(graph, workers, share)
     task = load_task(args.task, question_field=args.question_field,
                      answer_field=args.answer_field, id_field=args.id_field,
                      scorer=args.scorer)

@@ -456,7 +456,7 @@ def run_workers(plan: Any, n: int, concurrency: int, *, cache: Path | None, use_
                 trace: Path | None = None,
                 on_progress: Callable[[dict[str, Any]], None] | None = None,
                 poll_s: float = 0.1, storage: str | None = None,
-                accept_weak_sandbox: bool = False) -> WorkerReport:
+                accept_weak_sandbox: bool = False, share: int = 1) -> WorkerReport:
     """List the run's open questions, start ``n`` worker processes on it and wait for them,
     calling ``on_progress`` with the board's counts as they change.
 
@@ -491,6 +491,9 @@ def run_workers(plan: Any, n: int, concurrency: int, *, cache: Path | None, use_
     run_dir = plan.store.run_dir
     # the workers' trace lines are one run's, as one process's are
     trace_run = uuid.uuid4().hex[:12]
+    # each worker's share of a model's limits: this machine's workers, times the processes
+    # (machines) this eval shares them with
+    ways = n * share
     report = WorkerReport(started=n)
     procs: list[tuple[str, Any, Any]] = []  # Popen or _Forked
     hung: set[str] = set()  # workers stopped because they did not end when all was done
@@ -508,13 +511,13 @@ def run_workers(plan: Any, n: int, concurrency: int, *, cache: Path | None, use_
                 if fork:
                     procs.append((name, _fork_worker(
                         errlog, run_dir, name, concurrency, cache=cache, use_cache=use_cache,
-                        trace=trace, accept_weak_sandbox=accept_weak_sandbox, ways=n,
+                        trace=trace, accept_weak_sandbox=accept_weak_sandbox, ways=ways,
                         trace_run=trace_run),
                         errlog))
                     continue
                 cmd = [sys.executable, "-m", "tts_graph.evaluate.workers", str(run_dir),
                        "--worker", name, "--concurrency", str(concurrency),
-                       "--parent", str(os.getpid()), "--ways", str(n)]
+                       "--parent", str(os.getpid()), "--ways", str(ways)]
                 if not use_cache:
                     cmd.append("--no-cache")
                 elif cache is not None:
