@@ -395,6 +395,13 @@ def _cap_graph(url: str, cap: int) -> str:
             f"model: m, max_tokens: 16}}\noutput: s\n")
 
 
+def _eval(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``tts-graph eval g.yaml --task q.jsonl --no-cache ARGS`` in ``cwd``."""
+    return subprocess.run([sys.executable, "-m", "tts_graph", "eval", "g.yaml", "--task",
+                           "q.jsonl", "--no-cache", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=300, check=False)
+
+
 def test_eval_share_limits_divides_them_over_its_workers_too(tmp_path: Path) -> None:
     """``eval --workers 2 --share-limits 2`` (one of two machines) under ``max_concurrency:
     4``: a call at a time each worker, two on the wire from this machine; three workers
@@ -402,16 +409,10 @@ def test_eval_share_limits_divides_them_over_its_workers_too(tmp_path: Path) -> 
     write_sums(tmp_path / "q.jsonl", 24)
     with serve_fault_server(FaultConfig(latency_ms=150)) as url:
         (tmp_path / "g.yaml").write_text(_cap_graph(url, 4))
-        got = subprocess.run(
-            [sys.executable, "-m", "tts_graph", "eval", "g.yaml", "--task", "q.jsonl",
-             "--out", "run", "--no-cache", "--workers", "2", "--concurrency", "8",
-             "--share-limits", "2", "--json"],
-            cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False)
+        got = _eval(tmp_path, "--out", "run", "--workers", "2", "--concurrency", "8",
+                    "--share-limits", "2", "--json")
         stats = fault_stats(url)
-        refused = subprocess.run(
-            [sys.executable, "-m", "tts_graph", "eval", "g.yaml", "--task", "q.jsonl",
-             "--out", "run3", "--no-cache", "--workers", "3", "--share-limits", "2"],
-            cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False)
+        refused = _eval(tmp_path, "--out", "run3", "--workers", "3", "--share-limits", "2")
     assert got.returncode == 0, got.stderr
     assert json.loads(got.stdout)["done"] == 24
     assert stats["answered"] == 24 and stats["peak_in_flight"] == 2
@@ -425,11 +426,8 @@ def test_one_eval_process_with_share_limits_keeps_to_its_share(tmp_path: Path) -
     write_sums(tmp_path / "q.jsonl", 12)
     with serve_fault_server(FaultConfig(latency_ms=100)) as url:
         (tmp_path / "g.yaml").write_text(_cap_graph(url, 2))
-        got = subprocess.run(
-            [sys.executable, "-m", "tts_graph", "eval", "g.yaml", "--task", "q.jsonl",
-             "--out", "run", "--no-cache", "--concurrency", "8", "--share-limits", "2",
-             "--json"], cwd=tmp_path, capture_output=True, text=True, timeout=300,
-            check=False)
+        got = _eval(tmp_path, "--out", "run", "--concurrency", "8", "--share-limits", "2",
+                    "--json")
         stats = fault_stats(url)
     assert got.returncode == 0, got.stderr
     assert stats["answered"] == 12 and stats["peak_in_flight"] == 1
