@@ -61,6 +61,9 @@ class Recording(Backend):
     def count_tokens(self, messages: tuple[Message, ...]) -> int:
         return self.inner.count_tokens(messages)
 
+    def splits_samples(self) -> bool:
+        return self.inner.splits_samples()
+
     async def generate(self, request: GenerationRequest) -> list[Completion]:
         out = await self.inner.generate(request)
         self.log.append((request, out))
@@ -137,10 +140,16 @@ def test_n_samples_are_n_different_answers(proxy: Any) -> None:
     assert len(texts) == n
     assert len(set(texts)) == n, texts
     assert result.usage.samples == n
-    (req, comps), = rec.log
-    assert req.n == n
-    # what went over the wire: one call asking for n (llama.cpp answers it with one
-    # choice), then one call per missing sample, each with its own seed
+    # what the backend was asked: n (llama.cpp answers with one choice), then, by the
+    # binding, one request per missing sample (each under the model's limits)
+    (req, first), *rest = rec.log
+    assert req.n == n and len(first) == 1
+    rest.sort(key=lambda r: r[0].seed)
+    assert [(r.n, r.seed) for r, _ in rest] == [(1, req.seed + i) for i in range(1, n)]
+    comps = [*first, *(c for _, got in rest for c in got)]
+    assert result.usage.calls == n  # a record each request
+    # what went over the wire: one call asking for n, then one call per missing sample,
+    # each with its own seed
     chats = proxy.chats()
     assert len(chats) == n
     assert chats[0].request.get("n") == n

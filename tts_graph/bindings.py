@@ -136,7 +136,7 @@ class ModelBinding:
                 if len(part.completions) == request.n:
                     return [part]
                 return [part, *await self._rest(request, est_tokens, part)]
-            return [await self._split(request, est_tokens, 0)]
+            return await self._split(request, est_tokens, 0)
         return await self._cached(request, est_tokens, stream)
 
     async def _cached(self, request: GenerationRequest, est_tokens: int,
@@ -192,7 +192,7 @@ class ModelBinding:
             if len(part.completions) == request.n:
                 return [part]
             return [part, *await self._rest(request, est_tokens, part)]
-        return [await self._split(request, est_tokens, start)]
+        return await self._split(request, est_tokens, start)
 
     async def _rest(self, request: GenerationRequest, est_tokens: int, first: Part
                     ) -> list[Part]:
@@ -206,8 +206,10 @@ class ModelBinding:
                                         sample_offset=request.sample_offset + got),
                                 est_tokens * n // request.n, first.start + got)
 
-    async def _split(self, request: GenerationRequest, est_tokens: int, start: int) -> Part:
-        """``_live`` for a backend that would fan the samples out itself: one call per sample
+    async def _split(self, request: GenerationRequest, est_tokens: int, start: int
+                     ) -> list[Part]:
+        """``_live`` for a backend that would fan the samples out itself: one call per sample,
+        a part each (a record each: its own latency and retries, as it went on the wire)
         (apart: its comprehensions make cells that every call in flight would hold)."""
         per = est_tokens // request.n
         reqs = [replace(request, n=1, seed=request.seed + i,
@@ -222,9 +224,7 @@ class ModelBinding:
                                     for r, p in zip(reqs, got, strict=True)
                                     if isinstance(p, Part))
             raise next(p for p in got if isinstance(p, BaseException))
-        return Part(start, [c for p in singles for c in p.completions], cached=False,
-                    latency_s=max(p.latency_s for p in singles),
-                    retries=sum(p.retries for p in singles))
+        return singles
 
     async def _call(self, request: GenerationRequest, est_tokens: int, start: int,
                     stream: TextStream | None = None) -> Part:
