@@ -96,7 +96,8 @@ that browsers can reach a key.
 **Per-client limits.** Every request, whoever sends it: a body of at most ``max_body_bytes``
 (``--max-body-mb``, default 4 MB; the ``Content-Length`` is checked before anything is read,
 a chunked body is counted as it arrives and cut off at the limit), JSON nested at most
-``MAX_JSON_DEPTH`` levels, and a header section of at most 64 KB (uvicorn's h11 limit).
+``MAX_JSON_DEPTH`` levels, and a request head (request line and headers) of at most 256 KB
+(``HEAD_MAX_BYTES``: a longer one gets a 400, read to its end so that the client gets it).
 There is *no* per-client rate limit or quota: all clients share ``max_concurrency`` graph
 runs and wait in one queue. Put the server behind a proxy that limits rates per client when
 it faces untrusted callers.

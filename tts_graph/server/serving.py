@@ -19,6 +19,14 @@ if TYPE_CHECKING:
 #: opens or after the previous response: uvicorn times only connections that send nothing
 #: after a response, so one that sent nothing yet, or half a head, was held for ever
 HEAD_TIMEOUT_S = 30.0
+#: the longest request head (request line and headers) read: h11 refuses a head longer than
+#: its buffer only while it is incomplete (16 KB by default), so a longer one passed or got
+#: a 400 by how the kernel happened to split it; under this it always passes (one read of
+#: the event loop takes at most 256 KB), over it gets the 400
+HEAD_MAX_BYTES = 256 * 1024
+#: after refusing a request it could not read, the server reads and drops what the client
+#: still sends, at most this long, before it closes (RFC 9112 §9.6, "lingering close")
+LINGER_S = 2.0
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -48,7 +56,8 @@ def uvicorn_config(app: FastAPI, *, log_level: str = "info", access_log: bool = 
         raise ValueError("head_timeout_s must be > 0")
     return uvicorn.Config(app, log_level=log_level, access_log=access_log,
                           timeout_graceful_shutdown=timeout_graceful_shutdown,
-                          http=_timed_h11(head_timeout_s))
+                          http=_timed_h11(head_timeout_s),
+                          h11_max_incomplete_event_size=HEAD_MAX_BYTES)
 
 
 def serve(app: FastAPI, sock: socket.socket, *, log_level: str = "info",
@@ -72,10 +81,17 @@ def _timed_h11(head_timeout_s: float) -> type[asyncio.Protocol]:
         """uvicorn's h11 protocol with a deadline for each request head."""
 
         _head_timer: asyncio.TimerHandle | None = None
+        _linger_timer: asyncio.TimerHandle | None = None
+        _lingering = False
 
         def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
             self._arm_head_timer()
+
+        def data_received(self, data: bytes) -> None:
+            if self._lingering:  # the rest of a request that was refused: dropped
+                return
+            super().data_received(data)
 
         def handle_events(self) -> None:
             super().handle_events()
@@ -89,6 +105,9 @@ def _timed_h11(head_timeout_s: float) -> type[asyncio.Protocol]:
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm_head_timer()
+            if self._linger_timer is not None:
+                self._linger_timer.cancel()
+                self._linger_timer = None
             super().connection_lost(exc)
 
         def send_400_response(self, msg: str) -> None:
@@ -104,7 +123,23 @@ def _timed_h11(head_timeout_s: float) -> type[asyncio.Protocol]:
             for event in (h11.Response(status_code=400, headers=headers, reason=b"Bad Request"),
                           h11.Data(data=body), h11.EndOfMessage()):
                 self.transport.write(self.conn.send(event))
-            self.transport.close()
+            self._linger()
+
+        def _linger(self) -> None:
+            """Close after a 400 as RFC 9112 §9.6 asks: closing at once, with the client's
+            request still arriving, resets the connection, and a reset can destroy the
+            answer before the client has read it (a long request line, a large body after
+            bad framing). The sending half is closed now; what still arrives is dropped; the
+            connection closes when the client closes its half (``eof_received``) or after
+            ``LINGER_S``."""
+            self._lingering = True
+            self._disarm_head_timer()
+            self.flow.resume_reading()  # h11 may have paused it (pipelined requests)
+            if not self.transport.can_write_eof():
+                self.transport.close()
+                return
+            self.transport.write_eof()
+            self._linger_timer = self.loop.call_later(LINGER_S, self.transport.close)
 
         def _arm_head_timer(self) -> None:
             self._disarm_head_timer()
