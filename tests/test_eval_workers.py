@@ -251,10 +251,12 @@ def test_the_trace_of_an_eval_with_workers_is_one_run(workdir: Path, start: str)
     N runs. The workers now share the eval's."""
     from tts_graph.tracing import read_trace, summarize_trace
 
-    with serve_fault_server(FaultConfig(latency_ms=5)) as url:
+    # calls slow enough (60 × 100 ms two at a time: 3 s for one worker alone) that both
+    # workers take questions, however far apart they start (a spawned one imports first)
+    with serve_fault_server(FaultConfig(latency_ms=100)) as url:
         (workdir / "g.yaml").write_text(_graph(url))
         got = _cli("eval", "g.yaml", "--task", "q.jsonl", "--out", "run", "--no-cache",
-                   "--workers", "2", "--concurrency", "4", "--trace", "t.jsonl", cwd=workdir,
+                   "--workers", "2", "--concurrency", "2", "--trace", "t.jsonl", cwd=workdir,
                    env={"TTS_GRAPH_EVAL_START": start})
     assert got.returncode == 0, got.stderr
     s = summarize_trace(workdir / "t.jsonl")

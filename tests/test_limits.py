@@ -480,3 +480,23 @@ def test_serve_and_search_take_their_share_of_the_limits(
     assert got.exit_code == 0, got.output
     assert shares and set(shares) == {2}
     assert gc.get_threshold() == threshold and gc.get_freeze_count() == 0
+
+
+def test_the_cap_check_counts_workers_on_every_sharing_process() -> None:
+    from tts_graph.backends.registry import backend_names
+    from tts_graph.compile import compile_graph
+    from tts_graph.errors import GraphError
+    from tts_graph.evaluate.session import _check_workers
+
+    g = compile_graph(_graph("http://127.0.0.1:9", "max_concurrency: 2"),
+                      backends=backend_names())
+    _check_workers(g, 2, 1)
+    _check_workers(g, 1, 2)
+    for workers, share, hint in ((3, 1, "use --workers 2 or fewer"),
+                                 (2, 2, "use --workers 1 or fewer"),
+                                 (1, 3, "at most 2 processes can share it")):
+        with pytest.raises(GraphError) as got:
+            _check_workers(g, workers, share)
+        line = str(got.value)
+        assert "models.m.max_concurrency: 2 calls at a time" in line, line
+        assert f"({workers * share}); {hint}" in line and "\n" not in line, line

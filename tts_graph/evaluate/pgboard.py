@@ -355,14 +355,9 @@ class PgBoard:
         got = self._tx(go)
         if not got:
             return after
-        store.conn.execute("BEGIN IMMEDIATE")
-        try:
+        with store.transaction():
             for _, text in got:
                 store.write(row_from_json(text))
-        except BaseException:
-            store.conn.execute("ROLLBACK")
-            raise
-        store.conn.execute("COMMIT")
         return int(got[-1][0])
 
     def close(self) -> None:

@@ -70,20 +70,18 @@ def _compile(text: str, source: str) -> CompiledGraph:
 def _check_workers(graph: CompiledGraph, workers: int, share: int = 1) -> None:
     """More workers (times the processes sharing the limits: ``--share-limits``) than a
     model's cap: refused at the cap's line of the graph file."""
+    each = f"--workers {workers}" + (f" on each of --share-limits {share} processes"
+                                     if share > 1 else "")
     for name in graph.used_models():
         cap = graph.spec.models[name].max_concurrency
-        if cap is None or workers * share <= cap:
-            continue
-        if share == 1:
+        if cap is not None and workers * share > cap:
             raise graph.doc.error(
                 ("models", name, "max_concurrency"),
-                f"{cap} calls at a time, and each of --workers {workers} takes at least one; "
-                f"use --workers {cap} or fewer (or raise the cap)")
-        raise graph.doc.error(
-            ("models", name, "max_concurrency"),
-            f"{cap} calls at a time, and each of --workers {workers} of each of "
-            f"--share-limits {share} processes takes at least one ({workers * share}); use "
-            f"fewer workers or processes (or raise the cap)")
+                f"{cap} calls at a time, and each of {each} takes at least one "
+                f"({workers * share}); " + (f"use --workers {cap // share} or fewer"
+                                            if cap >= share else
+                                            f"at most {cap} processes can share it")
+                + " (or raise the cap)")
 
 
 def plan_run(

@@ -122,8 +122,7 @@ class ResultStore:
         if not tables:
             # one transaction: a start that fails half-way (a full disk) leaves an empty
             # file, which the next start makes whole, not half a store it refuses
-            self.conn.execute("BEGIN IMMEDIATE")
-            try:
+            with self.transaction():
                 if not self.conn.execute("SELECT 1 FROM sqlite_master").fetchone():
                     self.conn.execute("CREATE TABLE run (key TEXT PRIMARY KEY, "
                                       "value TEXT NOT NULL)")
@@ -133,11 +132,6 @@ class ResultStore:
                     self.conn.execute(f"CREATE TABLE results ({cols}, finished_at REAL)")
                     self.conn.executemany("INSERT INTO run VALUES (?, ?)",
                                           [("schema", SCHEMA), ("version", VERSION)])
-                self.conn.execute("COMMIT")
-            except BaseException:
-                with contextlib.suppress(sqlite3.Error):
-                    self.conn.execute("ROLLBACK")
-                raise
         elif not {"run", "results"} <= tables or self.meta().get("schema") != SCHEMA:
             raise StoreError(f"run {self.run_dir}: {RESULTS_FILE} is not a tts-graph results "
                              "store")
@@ -145,6 +139,20 @@ class ResultStore:
             have = {r[1] for r in self.conn.execute("PRAGMA table_info(results)")}
             if "budget" not in have:
                 self.conn.execute("ALTER TABLE results ADD COLUMN budget")
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One write transaction on the store (``BEGIN IMMEDIATE``: the writer's lock taken
+        at once, so a read and a write in it are one step), rolled back when anything in
+        it, or its commit, fails."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+            self.conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):  # it may be rolled back already
+                self.conn.execute("ROLLBACK")
+            raise
 
     def meta(self) -> dict[str, str]:
         return dict(self.conn.execute("SELECT key, value FROM run").fetchall())

@@ -95,17 +95,9 @@ class ClaimBoard:
     def _tx(self) -> Iterator[None]:
         """One write transaction; a database error (a full disk) is the store's one line."""
         try:
-            self.conn.execute("BEGIN IMMEDIATE")
-            try:
+            with self.store.transaction():
                 yield
-            except BaseException:
-                with contextlib.suppress(sqlite3.Error):  # it may be rolled back already
-                    self.conn.execute("ROLLBACK")
-                raise
-            self.conn.execute("COMMIT")
         except sqlite3.DatabaseError as exc:
-            with contextlib.suppress(sqlite3.Error):
-                self.conn.execute("ROLLBACK")
             raise self.store.write_failed(exc) from None
 
     def prepare(self, todo: list[tuple[int, str]]) -> None:
